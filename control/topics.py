@@ -1,0 +1,89 @@
+"""Topics: the unit of subscription, ``{exchange}:{channel}:{symbol}[:{timeframe}]``.
+
+Examples: ``bitmart:kline:BTCUSDT:1m``, ``binanceusdm:trade:BTCUSDT``.
+Exchange ids follow ccxt (``bitmart``, ``binanceusdm``); symbols are exchange-native
+(``BTCUSDT``); timeframes are canonical lowercase ccxt style (``1m`` ... ``1w``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+EXCHANGES: tuple[str, ...] = ("bitmart", "binanceusdm")
+CHANNELS: tuple[str, ...] = ("kline", "trade")
+#: Canonical timeframes accepted by the API, with their length in milliseconds.
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+    "1w": 604_800_000,
+}
+#: BitMart spells hours, days and weeks in upper case (exchanges.md §1.6); accepted as input.
+_TIMEFRAME_ALIASES = {"1H": "1h", "2H": "2h", "4H": "4h", "1D": "1d", "1W": "1w"}
+_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_\-]{1,39}$")
+
+
+class TopicError(ValueError):
+    """A topic string or one of its parts is invalid; ``field`` names the part."""
+
+    def __init__(self, message: str, field: str = "topic") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def normalize_timeframe(tf: str) -> str:
+    """Return the canonical spelling of ``tf`` (``"1H"`` -> ``"1h"``).
+
+    Raises TopicError when ``tf`` is not one of ``1m 5m 15m 30m 1h 2h 4h 1d 1w``.
+    """
+    canonical = _TIMEFRAME_ALIASES.get(tf, tf)
+    if canonical not in TIMEFRAME_MS:
+        raise TopicError(f"unknown timeframe {tf!r}; use one of {' '.join(TIMEFRAME_MS)}", "tfs")
+    return canonical
+
+
+def normalize_symbol(symbol: str) -> str:
+    """Upper-case and validate an exchange-native symbol such as ``BTCUSDT``; raises TopicError."""
+    s = symbol.strip().upper()
+    if not _SYMBOL_RE.match(s):
+        raise TopicError(f"invalid symbol {symbol!r}", "symbol")
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One subscription target. ``timeframe`` is set for klines only."""
+
+    exchange: str
+    channel: str
+    symbol: str
+    timeframe: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.exchange}:{self.channel}:{self.symbol}"
+        return f"{base}:{self.timeframe}" if self.timeframe else base
+
+    @classmethod
+    def parse(cls, text: str) -> Topic:
+        """Parse ``exchange:channel:SYMBOL[:tf]``; raises TopicError on any invalid part."""
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise TopicError(f"invalid topic {text!r}; expected exchange:channel:SYMBOL[:timeframe]")
+        exchange, channel, symbol = parts[0], parts[1], parts[2]
+        if exchange not in EXCHANGES:
+            raise TopicError(f"unknown exchange {exchange!r}", "exchange")
+        if channel not in CHANNELS:
+            raise TopicError(f"unknown channel {channel!r}", "channel")
+        if channel == "kline":
+            if len(parts) != 4:
+                raise TopicError(f"kline topic {text!r} needs a timeframe")
+            return cls(exchange, channel, normalize_symbol(symbol), normalize_timeframe(parts[3]))
+        if len(parts) != 3:
+            raise TopicError(f"{channel} topic {text!r} takes no timeframe")
+        return cls(exchange, channel, normalize_symbol(symbol))

@@ -1,0 +1,1 @@
+"""Runner, local exchange simulator, recording readers and benchmarks (importable by tests)."""

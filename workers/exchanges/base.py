@@ -1,0 +1,119 @@
+"""The adapter seam: what a connection needs from an exchange, as pure code (no I/O, no clock).
+
+A connection (``workers.connection``) asks its adapter for URLs, subscribe/unsubscribe/ping
+frames and a per-connection ``FrameParser``; it feeds every received text frame to
+``FrameParser.parse`` together with the receive time, and acts on the ``Parsed`` result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from control.topics import Topic
+
+
+class AdapterError(Exception):
+    """Raised by an adapter for a request it cannot express (e.g. a timeframe the exchange lacks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The exchange's answer to one subscribe/unsubscribe, for one topic.
+
+    ``topic`` is the Feedplane topic string when the adapter can tell it (BitMart echoes the
+    channel per topic); ``request_id`` is set instead when acks are per request (Binance ``id``).
+    ``error`` carries the exchange's own text when ``ok`` is false.
+    """
+
+    ok: bool
+    action: str = "subscribe"  # or "unsubscribe"
+    topic: str | None = None
+    request_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What one received frame meant.
+
+    ``events``: ``(topic string, event dict)`` pairs in receive order (see ``control.events``).
+    ``acks``: subscription answers. ``pong``: the frame was a keep-alive reply.
+    ``error``: a frame-level error from the exchange not tied to a topic (logged, counted).
+    ``unknown``: the frame was valid JSON but not understood (counted, never fatal).
+    """
+
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    pong: bool = False
+    error: str | None = None
+    unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    """A text frame to send, with the request id it carries (Binance) and the topics it covers."""
+
+    text: str
+    topics: tuple[str, ...]
+    request_id: int | None = None
+
+
+class FrameParser(Protocol):
+    """Per-connection parser; may keep small state (e.g. BitMart's last bar per topic)."""
+
+    def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
+        """Parse one text frame. Raises ``ValueError`` (incl. orjson errors) on malformed input."""
+        ...
+
+
+class ExchangeAdapter(Protocol):
+    """Everything exchange-specific, as data and pure functions.
+
+    Attributes:
+        id: ccxt exchange id (``bitmart``, ``binanceusdm``).
+        channels: Feedplane channels supported (``kline``, ``trade``).
+        timeframes: canonical timeframe -> native spelling.
+        max_topics_per_connection: planner cap per socket.
+        max_subscribe_frame_bytes: cap on one subscribe frame on the wire.
+        min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
+        app_ping_interval: True when the client must send an application ping (BitMart);
+            False when the server pings and aiohttp's autoping answers (Binance).
+    """
+
+    id: str
+    channels: frozenset[str]
+    timeframes: dict[str, str]
+    max_topics_per_connection: int
+    max_subscribe_frame_bytes: int
+    min_send_interval_ms: int
+    app_ping: bool
+
+    def route(self, topic: Topic) -> str:
+        """Connection group of ``topic``: topics with different routes never share a socket."""
+        ...
+
+    def ws_url(self, base_url: str, route: str) -> str:
+        """The URL to open for ``route`` given the configured base URL (settings)."""
+        ...
+
+    def validate(self, topic: Topic) -> None:
+        """Raise ``AdapterError`` if the exchange cannot serve ``topic`` (channel or timeframe)."""
+        ...
+
+    def subscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+        """Subscribe frames for ``topics``: at most ``batch_size`` topics and
+        ``max_subscribe_frame_bytes`` per frame; request ids count up from ``first_request_id``."""
+        ...
+
+    def unsubscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+        """Unsubscribe frames, same rules as ``subscribe_frames``."""
+        ...
+
+    def ping_frame(self) -> str | None:
+        """The application keep-alive frame, or None when the exchange needs none."""
+        ...
+
+    def new_parser(self) -> FrameParser:
+        """A fresh parser for one connection."""
+        ...
