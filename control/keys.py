@@ -1,0 +1,67 @@
+"""Every Redis name Feedplane uses, in one place (README "Redis keys" mirrors this list).
+
+Control state (small, JSON values, read by /status):
+    fp:desired            hash  topic -> {"since": ms}            desired subscriptions: the truth
+    fp:desired:version    int   bumped on every desired-state change
+    fp:paused             str   "1" while POST /stop has paused streaming (desired state kept)
+    fp:subs               hash  topic -> {"state","error","since","conn"}   pending|active|failed
+    fp:topic:last_event   hash  topic -> ms of the last event received for it
+    fp:plan:assign        hash  topic -> connection id (sticky assignment made by the planner)
+    fp:plan:conns         hash  connection id -> {"exchange","route","url"}
+    fp:plan:lock          str   planner mutex (SET NX PX)
+    fp:plan:seq           int   connection id counter
+    fp:lease:{conn}       str   worker id owning connection {conn}; PX = LEASE_TTL_S, renewed by heartbeat
+    fp:conn:status        hash  connection id -> status JSON (state, reconnects, counters)
+    fp:workers            hash  worker id -> {"host","pid","started_at","heartbeat_at","connections"}
+    fp:ctl                pub/sub channel: "plan" / "state" nudges between control server and workers
+    fp:arq:queue          arq job queue
+Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``):
+    fp:stream:{topic}     stream, one entry per event, field "d" = event JSON; MAXLEN ~ STREAM_MAXLEN
+    fp:pub:{topic}        pub/sub channel, message = event JSON
+    fp:last:{topic}       str   latest event JSON
+"""
+
+from __future__ import annotations
+
+PREFIX = "fp"
+
+DESIRED = "fp:desired"
+DESIRED_VERSION = "fp:desired:version"
+PAUSED = "fp:paused"
+SUB_STATE = "fp:subs"
+TOPIC_LAST_EVENT = "fp:topic:last_event"
+PLAN_ASSIGN = "fp:plan:assign"
+PLAN_CONNS = "fp:plan:conns"
+PLAN_LOCK = "fp:plan:lock"
+PLAN_SEQ = "fp:plan:seq"
+CONN_STATUS = "fp:conn:status"
+WORKERS = "fp:workers"
+CONTROL_CHANNEL = "fp:ctl"
+ARQ_QUEUE = "fp:arq:queue"
+
+STREAM_FIELD = "d"
+
+
+def lease(conn_id: str) -> str:
+    """Lease key of connection ``conn_id``; its value is the owning worker id."""
+    return f"fp:lease:{conn_id}"
+
+
+def event_stream(topic: str) -> str:
+    """Redis Stream holding the events of ``topic``."""
+    return f"fp:stream:{topic}"
+
+
+def event_channel(topic: str) -> str:
+    """Pub/sub channel carrying the events of ``topic``."""
+    return f"fp:pub:{topic}"
+
+
+def latest(topic: str) -> str:
+    """String key holding the latest event of ``topic``."""
+    return f"fp:last:{topic}"
+
+
+def topic_of_stream(key: str) -> str:
+    """Inverse of ``event_stream``: ``fp:stream:T`` -> ``T``."""
+    return key[len("fp:stream:"):]

@@ -1,0 +1,191 @@
+"""Settings read once from the environment (or any mapping), frozen, validated at start.
+
+Names and defaults of the BitMart worker are kept so its configuration works unchanged.
+Invalid values raise ``SettingsError`` whose message starts with the variable's name.
+Secrets (``BITMART_API_SECRET`` ...) are never shown in reprs or error messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from control.topics import EXCHANGES
+
+T = TypeVar("T")
+
+_BITMART_PUBLIC = "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1"
+_BITMART_PRIVATE = "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1"
+_REDIS_URL = "redis://127.0.0.1:6379/0"
+_BINANCE_USDM = "wss://fstream.binance.com"
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or invalid; ``name`` is the variable."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All runtime settings. Units are in the names (``_s`` seconds, ``_ms`` milliseconds)."""
+
+    bitmart_public_ws_uri: str = _BITMART_PUBLIC
+    bitmart_private_ws_uri: str = _BITMART_PRIVATE
+    bitmart_api_key: str = field(default="", repr=False)
+    bitmart_api_secret: str = field(default="", repr=False)
+    bitmart_api_memo: str = field(default="", repr=False)
+    ctrl_host: str = "127.0.0.1"
+    ctrl_port: int = 8089
+    subscribe_batch: int = 20
+    subscribe_delay_ms: int = 200
+    ping_interval_s: float = 15.0
+    pong_timeout_s: float = 10.0
+    reconnect_delay_s: float = 5.0
+    reconnect_max_delay_s: float = 60.0
+    stall_timeout_s: float = 90.0
+    redis_url: str = _REDIS_URL
+    binance_usdm_ws_uri: str = _BINANCE_USDM
+    default_exchange: str = "bitmart"
+    workers: int = 2
+    stream_maxlen: int = 100_000
+    lease_ttl_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
+    drain_timeout_s: float = 5.0
+    max_body_bytes: int = 65_536
+    sse_ping_s: float = 15.0
+    worker_id: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def ctrl_addr(self) -> str:
+        """``host:port`` the control server binds."""
+        host = f"[{self.ctrl_host}]" if ":" in self.ctrl_host else self.ctrl_host
+        return f"{host}:{self.ctrl_port}"
+
+    def exchange_ws_uri(self, exchange: str) -> str:
+        """Configured base WebSocket URL for ``exchange`` (adapters add routes)."""
+        return {"bitmart": self.bitmart_public_ws_uri, "binanceusdm": self.binance_usdm_ws_uri}[exchange]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raises SettingsError naming the variable."""
+        env = os.environ if environ is None else environ
+        r = _Reader(env)
+        host, port = r.get("CTRL_ADDR", ("127.0.0.1", 8089), _parse_addr)
+        settings = cls(
+            bitmart_public_ws_uri=r.get("BITMART_PUBLIC_WS_URI", _BITMART_PUBLIC, _ws_url),
+            bitmart_private_ws_uri=r.get("BITMART_PRIVATE_WS_URI", _BITMART_PRIVATE, _ws_url),
+            bitmart_api_key=r.secret("BITMART_API_KEY"),
+            bitmart_api_secret=r.secret("BITMART_API_SECRET"),
+            bitmart_api_memo=r.secret("BITMART_API_MEMO"),
+            ctrl_host=host,
+            ctrl_port=port,
+            subscribe_batch=r.get("SUBSCRIBE_BATCH", 20, _int_range(1, 1000)),
+            subscribe_delay_ms=r.get("SUBSCRIBE_DELAY_MS", 200, _int_range(0, 60_000)),
+            ping_interval_s=r.get("PING_INTERVAL_S", 15.0, _positive_float),
+            pong_timeout_s=r.get("PONG_TIMEOUT_S", 10.0, _positive_float),
+            reconnect_delay_s=r.get("RECONNECT_DELAY_S", 5.0, _positive_float),
+            reconnect_max_delay_s=r.get("RECONNECT_MAX_DELAY_S", 60.0, _positive_float),
+            stall_timeout_s=r.get("STALL_TIMEOUT_S", 90.0, _positive_float),
+            redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url),
+            binance_usdm_ws_uri=r.get("BINANCE_USDM_WS_URI", _BINANCE_USDM, _ws_url),
+            default_exchange=r.get("DEFAULT_EXCHANGE", "bitmart", _one_of(EXCHANGES)),
+            workers=r.get("WORKERS", 2, _int_range(1, 256)),
+            stream_maxlen=r.get("STREAM_MAXLEN", 100_000, _int_range(100, 100_000_000)),
+            lease_ttl_s=r.get("LEASE_TTL_S", 10.0, _positive_float),
+            heartbeat_interval_s=r.get("HEARTBEAT_INTERVAL_S", 2.0, _positive_float),
+            drain_timeout_s=r.get("DRAIN_TIMEOUT_S", 5.0, _positive_float),
+            max_body_bytes=r.get("MAX_BODY_BYTES", 65_536, _int_range(256, 16 * 1024 * 1024)),
+            sse_ping_s=r.get("SSE_PING_S", 15.0, _positive_float),
+            worker_id=r.get("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", _worker_id),
+            log_level=r.get("LOG_LEVEL", "INFO", _one_of(("DEBUG", "INFO", "WARNING", "ERROR"))),
+        )
+        if settings.reconnect_max_delay_s < settings.reconnect_delay_s:
+            raise SettingsError("RECONNECT_MAX_DELAY_S", "must be >= RECONNECT_DELAY_S")
+        if settings.heartbeat_interval_s * 2 > settings.lease_ttl_s:
+            raise SettingsError("LEASE_TTL_S", "must be at least twice HEARTBEAT_INTERVAL_S")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, default: Any, parse: Callable[[str], T]) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default  # type: ignore[no-any-return]
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(name, f"{exc} (got {raw!r})") from None
+
+    def secret(self, name: str) -> str:
+        return self.env.get(name, "").strip()
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def _ws_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be a ws:// or wss:// URL")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _worker_id(raw: str) -> str:
+    if not all(c.isalnum() or c in "-_." for c in raw) or len(raw) > 64:
+        raise ValueError("may hold only letters, digits, '-', '_' and '.' (at most 64)")
+    return raw
+
+
+def _parse_addr(raw: str) -> tuple[str, int]:
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError("port must be 1-65535")
+    if host != "localhost":
+        ipaddress.ip_address(host)  # ValueError for anything but an IP literal
+    return host, port
