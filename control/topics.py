@@ -87,3 +87,36 @@ class Topic:
         if len(parts) != 3:
             raise TopicError(f"{channel} topic {text!r} takes no timeframe")
         return cls(exchange, channel, normalize_symbol(symbol))
+
+
+#: What each exchange serves, for request validation in the control server (which cannot import
+#: the adapters). Adapters declare the same facts; tests/exchanges/test_registry.py keeps them equal.
+#: BitMart: futures/klineBin{1m,5m,15m,30m,1H,2H,4H,1D,1W} (exchanges.md §1.6); Binance USD-M: kline
+#: intervals 1m…1M (binance_usdm.md §5).
+CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
+    "bitmart": {"kline": frozenset(TIMEFRAME_MS), "trade": None},
+    "binanceusdm": {"kline": frozenset(TIMEFRAME_MS), "trade": None},
+}
+
+
+def make_topic(exchange: str, channel: str, symbol: str, timeframe: str | None = None) -> Topic:
+    """Validated topic from parts (symbol normalised, timeframe canonicalised).
+
+    Raises TopicError (with ``field``) for an unknown exchange/channel, a bad symbol, or a
+    timeframe the exchange does not serve.
+    """
+    if exchange not in CAPABILITIES:
+        raise TopicError(f"unknown exchange {exchange!r}; use one of {', '.join(EXCHANGES)}", "exchange")
+    channels = CAPABILITIES[exchange]
+    if channel not in channels:
+        raise TopicError(f"{exchange} has no {channel} channel", "channel")
+    sym = normalize_symbol(symbol)
+    if channel != "kline":
+        return Topic(exchange, channel, sym)
+    if timeframe is None:
+        raise TopicError("a kline topic needs a timeframe", "tfs")
+    tf = normalize_timeframe(timeframe)
+    served = channels["kline"]
+    if served is not None and tf not in served:
+        raise TopicError(f"{exchange} has no {tf} klines", "tfs")
+    return Topic(exchange, channel, sym, tf)

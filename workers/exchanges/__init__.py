@@ -1,0 +1,35 @@
+"""Exchange adapters, keyed by ccxt exchange id (``control.topics.EXCHANGES``).
+
+Adapters are pure (see ``base``); one instance per exchange is shared, and each connection asks
+its adapter for a fresh ``new_parser()``.
+"""
+
+from __future__ import annotations
+
+from workers.exchanges.base import AdapterError, ExchangeAdapter
+from workers.exchanges.binanceusdm import BinanceUsdmAdapter
+from workers.exchanges.bitmart import BitmartAdapter
+
+__all__ = ["REGISTRY", "UnknownExchangeError", "get_adapter"]
+
+REGISTRY: dict[str, ExchangeAdapter] = {
+    "bitmart": BitmartAdapter(),
+    "binanceusdm": BinanceUsdmAdapter(),
+}
+
+
+class UnknownExchangeError(AdapterError, KeyError):
+    """No adapter is registered under that exchange id (an ``AdapterError`` that is also a ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def get_adapter(exchange_id: str) -> ExchangeAdapter:
+    """The adapter for ``exchange_id``; raises UnknownExchangeError (AdapterError, KeyError) if none."""
+    try:
+        return REGISTRY[exchange_id]
+    except KeyError:
+        raise UnknownExchangeError(
+            f"unknown exchange {exchange_id!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
