@@ -30,6 +30,4 @@ def get_adapter(exchange_id: str) -> ExchangeAdapter:
     try:
         return REGISTRY[exchange_id]
     except KeyError:
-        raise UnknownExchangeError(
-            f"unknown exchange {exchange_id!r}; known: {', '.join(sorted(REGISTRY))}"
-        ) from None
+        raise UnknownExchangeError(f"unknown exchange {exchange_id!r}; known: {', '.join(sorted(REGISTRY))}") from None

@@ -77,7 +77,7 @@ class ExchangeAdapter(Protocol):
         max_topics_per_connection: planner cap per socket.
         max_subscribe_frame_bytes: cap on one subscribe frame on the wire.
         min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
-        app_ping_interval: True when the client must send an application ping (BitMart);
+        app_ping: True when the client must send an application ping (BitMart);
             False when the server pings and aiohttp's autoping answers (Binance).
     """
 

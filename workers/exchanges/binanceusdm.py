@@ -61,7 +61,7 @@ class BinanceUsdmParser:
     events; other event types (``bookTicker``, ``depthUpdate`` ...) are ``unknown`` for now.
     """
 
-    __slots__ = ("_handlers", "_trade_topics", "_kline_topics")
+    __slots__ = ("_handlers", "_kline_topics", "_trade_topics")
 
     def __init__(self) -> None:
         self._trade_topics: dict[str, str] = {}

@@ -89,7 +89,9 @@ def group_to_topic(group: str) -> str | None:
     return f"bitmart:{feed_channel}:{symbol}:{tf}" if tf else f"bitmart:{feed_channel}:{symbol}"
 
 
-_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))", re.ASCII)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))", re.ASCII
+)
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -134,7 +136,7 @@ class BitmartParser:
     whose side was set to ``"buy"`` (see ``_on_trade``).
     """
 
-    __slots__ = ("_last_bar", "_handlers", "stale_klines", "side_defaulted")
+    __slots__ = ("_handlers", "_last_bar", "side_defaulted", "stale_klines")
 
     def __init__(self) -> None:
         self._last_bar: dict[str, dict[str, Any]] = {}
@@ -218,7 +220,8 @@ class BitmartParser:
             }
             events.append((topic, last))
         if last is not None:
-            self._last_bar[topic] = last
+            # a private copy: the emitted dict belongs to the consumer from here on
+            self._last_bar[topic] = last.copy()
         return Parsed(events=events)
 
     def _on_trade(self, channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
@@ -280,8 +283,9 @@ def _on_system(channel: str, symbol: str, data: Any, ts_received_ms: int) -> Par
 def _on_reply(msg: dict[str, Any]) -> Parsed:
     """A ``success`` reply: one ack per topic (§1.4), a frame-level error, or a login reply (§1.3).
 
-    ``error`` texts are kept verbatim. Login (``access``) replies and replies for channels other than
-    kline/trade are ``unknown`` for now (a failed one is reported as ``error`` so it is logged).
+    ``error`` texts are kept verbatim. Login (``access``) replies are ``unknown`` for now. Replies for
+    channels other than kline/trade are ``unknown`` when successful; failed ones become a frame-level
+    ``error`` ``"<group>: <text>"`` so they are logged.
     """
     ok = msg["success"] is True
     error = None if ok else _error_text(msg.get("error"))
@@ -291,7 +295,7 @@ def _on_reply(msg: dict[str, Any]) -> Parsed:
         topic = group_to_topic(group)
         if topic is not None:
             return Parsed(acks=[Ack(ok=ok, action=action, topic=topic, error=error)])
-    if action == "access" and ok:
+    if action == "access":  # login replies (§1.3): private channels come later
         return Parsed(unknown=True)
     if not ok:
         return Parsed(error=error if group is None else f"{group}: {error}")

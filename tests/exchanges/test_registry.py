@@ -1,0 +1,108 @@
+"""The adapter registry: every exchange has an adapter that honours the ``ExchangeAdapter`` protocol."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from control.topics import CAPABILITIES, EXCHANGES, Topic
+from workers.exchanges import REGISTRY, UnknownExchangeError, get_adapter
+from workers.exchanges.base import AdapterError, ExchangeAdapter, OutFrame, Parsed
+
+ATTRIBUTES = {
+    "id": str,
+    "channels": frozenset,
+    "timeframes": dict,
+    "max_topics_per_connection": int,
+    "max_subscribe_frame_bytes": int,
+    "min_send_interval_ms": int,
+    "app_ping": bool,
+}
+METHODS = ["route", "ws_url", "validate", "subscribe_frames", "unsubscribe_frames", "ping_frame", "new_parser"]
+
+
+def test_registry_covers_every_exchange() -> None:
+    assert set(REGISTRY) == set(EXCHANGES) == {"bitmart", "binanceusdm"}
+
+
+def test_get_adapter() -> None:
+    assert get_adapter("bitmart") is REGISTRY["bitmart"]
+    assert get_adapter("binanceusdm") is REGISTRY["binanceusdm"]
+    with pytest.raises(UnknownExchangeError) as info:
+        get_adapter("okx")
+    assert isinstance(info.value, AdapterError) and isinstance(info.value, KeyError)
+    assert str(info.value) == "unknown exchange 'okx'; known: binanceusdm, bitmart"
+
+
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_control_capabilities_match_adapters(exchange_id: str) -> None:
+    # control.topics cannot import the adapters, so it restates what they serve; keep both equal.
+    adapter = REGISTRY[exchange_id]
+    capabilities = CAPABILITIES[exchange_id]
+
+    assert set(capabilities) == adapter.channels
+    assert capabilities["kline"] == frozenset(adapter.timeframes)
+    assert capabilities["trade"] is None
+
+
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_adapter_satisfies_protocol(exchange_id: str) -> None:
+    adapter: ExchangeAdapter = REGISTRY[exchange_id]
+
+    assert adapter.id == exchange_id
+    for name, kind in ATTRIBUTES.items():
+        assert isinstance(getattr(adapter, name), kind), name
+    for name in METHODS:
+        assert callable(getattr(adapter, name)), name
+    assert adapter.channels == {"kline", "trade"}
+    assert set(adapter.timeframes) == {"1m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w"}
+    assert adapter.max_topics_per_connection > 0 and adapter.max_subscribe_frame_bytes > 0
+    parser = adapter.new_parser()
+    assert callable(parser.parse)
+    assert parser is not adapter.new_parser()  # one parser per connection
+    assert isinstance(parser.parse(b"{}", 0), Parsed)
+
+
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_every_canonical_topic_subscribes(exchange_id: str) -> None:
+    adapter = REGISTRY[exchange_id]
+    topics = [Topic(exchange_id, "kline", "BTCUSDT", tf) for tf in adapter.timeframes]
+    topics.append(Topic(exchange_id, "trade", "BTCUSDT"))
+
+    frames = adapter.subscribe_frames(topics, batch_size=4, first_request_id=1)
+
+    assert all(isinstance(f, OutFrame) for f in frames)
+    assert [t for f in frames for t in f.topics] == [str(t) for t in topics]
+    assert all(len(f.topics) <= 4 and len(f.text.encode()) <= adapter.max_subscribe_frame_bytes for f in frames)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["bitmart:kline:BTCUSDT:1m", "bitmart:kline:ETHUSDT:1h", "bitmart:kline:XRPUSDT:1w", "bitmart:trade:BTCUSDT"],
+)
+def test_bitmart_round_trip_topic_to_frame_to_ack(text: str) -> None:
+    adapter = get_adapter("bitmart")
+    topic = Topic.parse(text)
+
+    [frame] = adapter.subscribe_frames([topic], batch_size=20, first_request_id=1)
+    request = orjson.loads(frame.text)
+    # BitMart echoes each subscribed topic as the ack's "group" (exchanges.md §1.4)
+    ack_raw = orjson.dumps({"action": "subscribe", "group": request["args"][0], "success": True, "request": request})
+    parsed = adapter.new_parser().parse(ack_raw, 0)
+
+    assert frame.topics == (text,)
+    assert [(a.ok, a.action, a.topic) for a in parsed.acks] == [(True, "subscribe", text)]
+
+
+def test_binance_round_trip_by_request_id() -> None:
+    adapter = get_adapter("binanceusdm")
+    topics = [Topic("binanceusdm", "kline", "BTCUSDT", "1m"), Topic("binanceusdm", "kline", "ETHUSDT", "1m")]
+
+    frames = adapter.subscribe_frames(topics, batch_size=1, first_request_id=41)
+    sent = {f.request_id: f.topics for f in frames}
+    acks = [a for f in frames for a in adapter.new_parser().parse(f'{{"result":null,"id":{f.request_id}}}', 0).acks]
+
+    assert [sent[a.request_id] for a in acks if a.ok and a.request_id is not None] == [
+        ("binanceusdm:kline:BTCUSDT:1m",),
+        ("binanceusdm:kline:ETHUSDT:1m",),
+    ]
