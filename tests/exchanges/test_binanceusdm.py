@@ -371,5 +371,5 @@ def test_validate() -> None:
 def test_static_attributes() -> None:
     assert ADAPTER.id == "binanceusdm"
     assert ADAPTER.max_topics_per_connection == 1024
-    assert ADAPTER.min_send_interval_ms == 100
+    assert ADAPTER.min_send_interval_ms == 110
     assert ADAPTER.app_ping is False and ADAPTER.ping_frame() is None

@@ -1,0 +1,240 @@
+"""Publisher against the real Redis test database: order, latest, pub/sub, batching, drops, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from control import keys
+from control.redis_client import make_redis
+from workers.publisher import Publisher
+
+TOPICS = ("bitmart:trade:BTCUSDT", "bitmart:kline:ETHUSDT:1m", "binanceusdm:trade:BTCUSDT")
+
+
+@pytest.fixture
+async def raw(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
+    """A bytes client on the (flushed) test database; ``redis`` does the flushing."""
+    client = make_redis(redis_url, decode=False)
+    yield client
+    await client.aclose()
+
+
+def trade(i: int, topic: str) -> dict[str, Any]:
+    return {
+        "type": "trade",
+        "exchange": topic.split(":")[0],
+        "symbol": topic.split(":")[2],
+        "trade_id": str(i),
+        "price": "61800.30",
+        "size": "0.006",
+        "side": "buy",
+        "ts_exchange": 1_700_000_000_000 + i,
+        "ts_received": 1_700_000_000_500 + i,
+    }
+
+
+async def stream_events(client: Redis, topic: str) -> list[dict[str, Any]]:
+    entries = await client.xrange(keys.event_stream(topic))
+    return [orjson.loads(fields[keys.STREAM_FIELD.encode()]) for _, fields in entries]
+
+
+async def test_events_arrive_in_order_with_latest_and_last_event(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=10_000)
+    pub.start()
+    sent: dict[str, list[dict[str, Any]]] = {t: [] for t in TOPICS}
+    for i in range(300):
+        topic = TOPICS[i % 3]
+        event = trade(i, topic)
+        sent[topic].append(event)
+        pub.publish(topic, event)
+        if i % 50 == 0:
+            await asyncio.sleep(0)  # let the writer take several batches
+    assert await pub.flush(5.0)
+    for topic in TOPICS:
+        assert await stream_events(raw, topic) == sent[topic]
+        assert orjson.loads(await raw.get(keys.latest(topic))) == sent[topic][-1]
+    last = await raw.hgetall(keys.TOPIC_LAST_EVENT)
+    assert {k.decode(): int(v) for k, v in last.items()} == {t: sent[t][-1]["ts_received"] for t in TOPICS}
+    assert pub.stats["events_published"] == 300
+    assert pub.stats["queue_depth"] == 0
+    await pub.close()
+
+
+async def test_pubsub_receives_events(raw: Redis) -> None:
+    ps = raw.pubsub()
+    await ps.subscribe(*(keys.event_channel(t) for t in TOPICS))
+    for _ in TOPICS:  # subscribe confirmations
+        assert (await ps.get_message(timeout=2.0))["type"] == "subscribe"
+    pub = Publisher(raw, stream_maxlen=1000)
+    pub.start()
+    expected = []
+    for i in range(30):
+        topic = TOPICS[i % 3]
+        pub.publish(topic, trade(i, topic))
+        expected.append((keys.event_channel(topic), trade(i, topic)))
+    got = []
+    while len(got) < len(expected):
+        msg = await ps.get_message(ignore_subscribe_messages=True, timeout=2.0)
+        assert msg is not None, f"only {len(got)} messages"
+        got.append((msg["channel"].decode(), orjson.loads(msg["data"])))
+    assert got == expected
+    await pub.close()
+    await ps.aclose()
+
+
+async def test_batches_many_events_per_pipeline(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=10_000)
+    pub.start()
+    for i in range(5000):
+        pub.publish(TOPICS[i % 3], trade(i, TOPICS[i % 3]))
+    assert await pub.flush(10.0)
+    stats = pub.stats
+    assert stats["events_published"] == 5000
+    assert stats["batches"] < 100
+    assert 1 < stats["max_batch_seen"] <= 2000
+    assert sum([await raw.xlen(keys.event_stream(t)) for t in TOPICS]) == 5000
+    await pub.close()
+
+
+async def test_set_state_is_coalesced_and_written(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=1000)
+    pub.start()
+    pub.set_state(TOPICS[0], {"state": "pending", "error": None, "since": 1, "conn": "c1"})
+    pub.set_state(TOPICS[0], {"state": "active", "error": None, "since": 2, "conn": "c1"})
+    pub.set_state(TOPICS[1], {"state": "failed", "error": "Invalid channel: not found x", "since": 3, "conn": "c1"})
+    assert await pub.flush(5.0)
+    states = {k.decode(): orjson.loads(v) for k, v in (await raw.hgetall(keys.SUB_STATE)).items()}
+    assert states == {
+        TOPICS[0]: {"state": "active", "error": None, "since": 2, "conn": "c1"},
+        TOPICS[1]: {"state": "failed", "error": "Invalid channel: not found x", "since": 3, "conn": "c1"},
+    }
+    await pub.close()
+
+
+async def test_bounded_queue_drops_oldest(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=1000, max_queue=10)
+    for i in range(25):
+        pub.publish(TOPICS[0], trade(i, TOPICS[0]))
+    assert pub.stats["queue_depth"] == 10
+    assert pub.stats["dropped"] == 15
+    assert not await pub.flush(0.05)  # writer not started
+    pub.start()
+    assert await pub.flush(5.0)
+    assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == [str(i) for i in range(15, 25)]
+    await pub.close()
+
+
+class FlakyRedis:
+    """Wraps a real client; the first ``failures`` pipeline executions raise ConnectionError."""
+
+    def __init__(self, real: Redis, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.executions = 0
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self.real.pipeline(transaction=transaction)
+        real_execute = pipe.execute
+
+        async def execute(raise_on_error: bool = True) -> Any:
+            self.executions += 1
+            if self.failures > 0:
+                self.failures -= 1
+                await pipe.reset()
+                raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+            return await real_execute(raise_on_error=raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+async def test_redis_outage_retries_the_batch_in_order(raw: Redis) -> None:
+    flaky = FlakyRedis(raw, failures=2)
+    pub = Publisher(flaky, stream_maxlen=1000)  # type: ignore[arg-type]
+    pub.start()
+    for i in range(20):
+        pub.publish(TOPICS[0], trade(i, TOPICS[0]))
+    await asyncio.sleep(0)  # the writer takes the first batch and fails on it
+    for i in range(20, 40):  # queued during the outage
+        pub.publish(TOPICS[0], trade(i, TOPICS[0]))
+    assert await pub.flush(5.0)
+    assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == [str(i) for i in range(40)]
+    stats = pub.stats
+    assert stats["redis_errors"] == 2
+    assert "Connection refused" in stats["last_error"]
+    assert stats["events_published"] == 40
+    assert flaky.executions >= 3
+    await pub.close()
+
+
+async def test_command_error_is_counted_not_retried(raw: Redis) -> None:
+    await raw.set(keys.event_stream(TOPICS[1]), b"not a stream")  # XADD -> WRONGTYPE
+    pub = Publisher(raw, stream_maxlen=1000)
+    pub.start()
+    pub.publish(TOPICS[1], trade(1, TOPICS[1]))
+    pub.publish(TOPICS[0], trade(2, TOPICS[0]))
+    assert await pub.flush(5.0)
+    assert pub.stats["redis_errors"] == 1
+    assert "WRONGTYPE" in pub.stats["last_error"]
+    assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == ["2"]
+    await pub.close()
+
+
+async def test_unserializable_event_is_dropped_not_raised(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=1000)
+    pub.start()
+    pub.publish(TOPICS[0], {"bad": object(), "ts_received": 1})
+    pub.publish(TOPICS[0], trade(1, TOPICS[0]))
+    assert await pub.flush(5.0)
+    assert pub.stats["dropped"] == 1 and "unserializable" in pub.stats["last_error"]
+    assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == ["1"]
+    await pub.close()
+
+
+async def test_close_with_redis_down_gives_up_after_the_timeout(raw: Redis) -> None:
+    flaky = FlakyRedis(raw, failures=10_000)
+    pub = Publisher(flaky, stream_maxlen=1000)  # type: ignore[arg-type]
+    pub.start()
+    pub.publish(TOPICS[0], trade(1, TOPICS[0]))
+    t0 = time.perf_counter()
+    await pub.close(timeout_s=0.3)
+    assert time.perf_counter() - t0 < 1.0
+    assert pub.stats["events_published"] == 0 and pub.stats["redis_errors"] >= 1
+
+
+async def test_close_flushes_and_is_idempotent(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=1000)
+    pub.start()
+    for i in range(10):
+        pub.publish(TOPICS[2], trade(i, TOPICS[2]))
+    await pub.close()
+    await pub.close()
+    assert await raw.xlen(keys.event_stream(TOPICS[2])) == 10
+
+
+async def test_throughput_100k(raw: Redis) -> None:
+    """100k events into real Redis; the figure is printed (run with -s) and kept in the report."""
+    topics = [f"binanceusdm:trade:SYM{i}USDT" for i in range(10)]
+    events = [trade(i, topics[i % 10]) for i in range(100_000)]
+    pub = Publisher(raw, stream_maxlen=100_000)
+    pub.start()
+    t0 = time.perf_counter()
+    for i, event in enumerate(events):
+        pub.publish(topics[i % 10], event)
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # a feed yields between frames; lets the writer overlap
+    assert await pub.flush(60.0)
+    elapsed = time.perf_counter() - t0
+    rate = 100_000 / elapsed
+    print(f"\npublisher: 100000 events in {elapsed:.2f} s = {rate:,.0f} events/s, stats={pub.stats}")
+    assert pub.stats["events_published"] == 100_000
+    assert rate > 5_000
+    await pub.close()
