@@ -1,0 +1,114 @@
+"""Control endpoints: subscribe/unsubscribe klines and trades, stop/start, and the 501 private streams.
+
+Handlers validate everything (body, query) before calling ``app.dispatch.Dispatcher``, the only writer.
+Request bodies are never logged (later versions may carry secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app import schemas
+from app.errors import ApiError, now_ms
+from app.routes.status import decorate_subscriptions
+from control.store import ACTIVE, FAILED
+
+#: How often ``?wait=`` re-reads subscription states (workers do not publish state changes reliably).
+WAIT_POLL_S = 0.1
+
+
+async def read_json(request: Request, *, optional: bool = False) -> Any:
+    """The body as a JSON object (``{}`` for an empty optional body). Raises ApiError ``invalid_json`` (400)."""
+    body = await request.body()
+    if not body.strip():
+        if optional:
+            return {}
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_json", f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+async def _wait_settled(request: Request, topics: list[str], wait_s: float) -> tuple[bool, list[dict[str, Any]]]:
+    """Re-read states every WAIT_POLL_S until every topic is active or failed, at most ``wait_s`` seconds."""
+    store = request.app.state.store
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = await store.subscriptions(topics)
+        settled = all(r["state"] in (ACTIVE, FAILED) for r in records)
+        remaining = deadline - time.monotonic()
+        if settled or remaining <= 0:
+            return settled, decorate_subscriptions(records, request.app.state.settings, now_ms())
+        await asyncio.sleep(min(WAIT_POLL_S, remaining))
+
+
+def _subscribe(topics_of: Callable[[Any, str], list[str]]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        wait_s = schemas.wait_seconds(request.query_params.get("wait"))
+        topics = topics_of(await read_json(request), request.app.state.settings.default_exchange)
+        result = await request.app.state.dispatcher.subscribe(topics, now_ms())
+        status = 202
+        if wait_s is not None:
+            settled, records = await _wait_settled(request, topics, wait_s)
+            result["subscriptions"] = records
+            status = 200 if settled else 202
+        return JSONResponse(result, status_code=status)
+
+    endpoint.__doc__ = "POST body -> 202 {accepted, added, already, paused} (200 + subscriptions when ?wait settles)."
+    return endpoint
+
+
+def _unsubscribe(topics_of: Callable[[Any, str], list[str]]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        topics = topics_of(await read_json(request), request.app.state.settings.default_exchange)
+        return JSONResponse(await request.app.state.dispatcher.unsubscribe(topics))
+
+    endpoint.__doc__ = "POST body -> 200 {removed, not_subscribed}."
+    return endpoint
+
+
+async def stop(request: Request) -> Response:
+    """``POST /stop`` (optional ``{"clear": bool}``) -> 200 ``{"stopped": true, "paused", "cleared"}``."""
+    clear = schemas.stop_clear(await read_json(request, optional=True))
+    return JSONResponse(await request.app.state.dispatcher.stop(clear))
+
+
+async def start(request: Request) -> Response:
+    """``POST /start`` -> 200 ``{"started": true, "topics": n}``."""
+    return JSONResponse(await request.app.state.dispatcher.start())
+
+
+async def not_implemented(request: Request) -> Response:
+    """Private order/position streams: 501 ``not_implemented`` (nothing is written)."""
+    kind = request.url.path.strip("/").split("/")[0]
+    raise ApiError(
+        501,
+        "not_implemented",
+        f"private {kind[:-1]} streams are not available in this version; only public klines and trades are",
+    )
+
+
+ROUTES = [
+    Route("/klines/subscribe", _subscribe(schemas.kline_topics), methods=["POST"], name="klines_subscribe"),
+    Route("/klines/unsubscribe", _unsubscribe(schemas.kline_topics), methods=["POST"], name="klines_unsubscribe"),
+    Route("/trades/subscribe", _subscribe(schemas.trade_topics), methods=["POST"], name="trades_subscribe"),
+    Route("/trades/unsubscribe", _unsubscribe(schemas.trade_topics), methods=["POST"], name="trades_unsubscribe"),
+    Route("/orders/subscribe", not_implemented, methods=["POST"], name="orders_subscribe"),
+    Route("/orders/unsubscribe", not_implemented, methods=["POST"], name="orders_unsubscribe"),
+    Route("/positions/subscribe", not_implemented, methods=["POST"], name="positions_subscribe"),
+    Route("/positions/unsubscribe", not_implemented, methods=["POST"], name="positions_unsubscribe"),
+    Route("/stop", stop, methods=["POST"]),
+    Route("/start", start, methods=["POST"]),
+]

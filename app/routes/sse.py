@@ -1,0 +1,236 @@
+"""Server-Sent Events: ``GET /sse?topic=..``, ``/sse/klines/{symbol}?tf=..``, ``/sse/trades/{symbol}``.
+
+Each event: ``event:`` the stored event's ``type``; ``data:`` the JSON exactly as the worker stored it;
+``id:`` the cursor, i.e. the last delivered stream id of every requested topic joined by ``,`` in request
+order (``"1732300000000-0,1732300000123-4"``). The first event carries ``retry: 2000``.
+
+Order of a stream: ``gap`` events (resume only, when the cursor predates the trimmed stream), catch-up
+entries (resume, or ``?backlog=N``), then one ``ready`` event (``{"type":"ready","topics":[..]}``: caught
+up, live from here, and a cursor to resume from even when no data came yet), then live entries. On
+server shutdown a final ``bye`` event. Resume with the ``Last-Event-ID`` header (or ``?last_event_id=``):
+nothing lost, nothing repeated, within stream retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import orjson
+from marshmallow import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import schemas
+from app.sse_hub import SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
+from control import keys
+
+logger = logging.getLogger(__name__)
+
+RETRY_MS = 2000
+#: Seconds the generator gets to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
+#: which app.serve uses as hypercorn's graceful_timeout).
+SHUTDOWN_GRACE_S = 2.0
+_UNSAFE = re.compile(rb"[\r\n]")
+
+
+def sse_frame(event: str, data: bytes, event_id: str | None, retry_ms: int | None = None) -> bytes:
+    """One SSE event as bytes (``\\n`` line ends). ``data`` is sent as-is, split into lines if it has any."""
+    parts = []
+    if event_id is not None:
+        parts.append(b"id: " + event_id.encode() + b"\n")
+    parts.append(b"event: " + _UNSAFE.sub(b"", event.encode()) + b"\n")
+    if _UNSAFE.search(data):
+        parts.extend(b"data: " + line + b"\n" for line in data.splitlines())
+    else:
+        parts.append(b"data: " + data + b"\n")
+    if retry_ms is not None:
+        parts.append(b"retry: %d\n" % retry_ms)
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def parse_cursor(text: str, topic_count: int) -> list[StreamId]:
+    """``"ms-seq,ms-seq"`` -> one StreamId per topic; raises ValidationError (wrong count or bad id)."""
+    parts = text.split(",")
+    if len(parts) != topic_count:
+        raise ValidationError(
+            {"last_event_id": [f"expected {topic_count} comma-separated stream ids (one per topic), got {len(parts)}"]}
+        )
+    try:
+        return [parse_stream_id(p.strip()) for p in parts]
+    except ValueError as exc:
+        raise ValidationError({"last_event_id": [str(exc)]}) from None
+
+
+async def _resume_gaps(redis: Redis, topics: Sequence[str], cursor: Sequence[StreamId]) -> list[bytes]:
+    """Gap event payloads for topics whose stream was trimmed past the cursor (XINFO STREAM)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for topic in topics:
+            pipe.xinfo_stream(keys.event_stream(topic))
+        infos = await pipe.execute(raise_on_error=False)
+    gaps = []
+    for topic, sid, info in zip(topics, cursor, infos):
+        if isinstance(info, ResponseError):  # no such stream: nothing was ever kept, nothing trimmed
+            continue
+        if isinstance(info, Exception):
+            raise info
+        first = info.get("first-entry")
+        added = info.get("entries-added")
+        trimmed = added is None or int(added) > int(info.get("length", 0))
+        if first and trimmed and sid < (first_sid := parse_stream_id(first[0])):
+            gap = {"type": "gap", "topic": topic, "reason": "retention", "since": sid[0], "until": first_sid[0]}
+            gaps.append(orjson.dumps(gap))
+    return gaps
+
+
+async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> list[StreamId]:
+    """Cursor for a fresh client: each stream's last id ("now"), or the id before its last ``backlog`` entries."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for topic in topics:
+            pipe.xrevrange(keys.event_stream(topic), max="+", min="-", count=backlog + 1)
+        results = await pipe.execute()
+    cursor = []
+    for raw in results:
+        if backlog == 0:
+            cursor.append(parse_stream_id(raw[0][0]) if raw else (0, 0))
+        else:  # exclusive start: the (backlog+1)-th newest entry, or the beginning
+            cursor.append(parse_stream_id(raw[-1][0]) if len(raw) > backlog else (0, 0))
+    return cursor
+
+
+async def _relay_shutdown(shutdown: anyio.Event, wake: Any) -> None:
+    await shutdown.wait()
+    wake()
+
+
+async def _events(
+    hub: SSEHub,
+    redis: Redis,
+    topics: list[str],
+    cursor: list[StreamId],
+    gaps: list[bytes],
+    shutdown: anyio.Event,
+) -> AsyncIterator[bytes]:
+    """The event stream of one client (see module docstring). Ends quietly on Redis errors."""
+    index = {t: i for i, t in enumerate(topics)}
+    last = list(cursor)
+    ids = [format_stream_id(s) for s in cursor]
+    first = True
+
+    def frame(event: str, data: bytes, retry_ms: int | None = None) -> bytes:
+        nonlocal first
+        retry = RETRY_MS if first else retry_ms
+        first = False
+        return sse_frame(event, data, ",".join(ids), retry)
+
+    def accept(entries: Any, out: list[bytes]) -> None:
+        for entry in entries:
+            i = index[entry.topic]
+            if entry.sid > last[i]:
+                last[i], ids[i] = entry.sid, entry.id
+                out.append(frame(entry.event, entry.data))
+
+    async def catching_up() -> AsyncIterator[bytes]:
+        out: list[bytes] = []
+        async for entry in catch_up(redis, dict(zip(topics, last))):
+            accept((entry,), out)
+            if len(out) >= 500:
+                yield b"".join(out)
+                out.clear()
+        if out:
+            yield b"".join(out)
+
+    try:
+        sub = await hub.subscribe(topics)
+    except (RedisError, OSError) as exc:
+        logger.warning("sse stream for %d topics not started: redis %s: %s", len(topics), type(exc).__name__, exc)
+        return
+    relay = asyncio.create_task(_relay_shutdown(shutdown, sub.wake))
+    try:
+        for gap in gaps:
+            yield frame("gap", gap)
+        async for chunk in catching_up():
+            yield chunk
+        yield frame("ready", orjson.dumps({"type": "ready", "topics": topics}))
+        while True:
+            if shutdown.is_set():
+                yield frame("bye", b'{"type":"bye","reason":"shutdown"}', RETRY_MS)
+                return
+            if sub.overflowed:  # queue was cleared: the stream still has everything after our cursor
+                sub.overflowed = False
+                async for chunk in catching_up():
+                    yield chunk
+                continue
+            batch = sub.take()
+            if batch:
+                out: list[bytes] = []
+                accept(batch, out)
+                if out:
+                    yield b"".join(out)
+                continue
+            await sub.wait()
+    except (RedisError, OSError) as exc:
+        logger.warning("sse stream for %d topics ended: redis %s: %s", len(topics), type(exc).__name__, exc)
+    finally:
+        relay.cancel()
+        hub.unsubscribe(sub)
+
+
+async def _respond(request: Request, topics: list[str]) -> Response:
+    """Validate the cursor/backlog, read start positions (Redis errors -> 503 before streaming), then stream."""
+    state = request.app.state
+    backlog = schemas.backlog_count(request.query_params.get("backlog"))  # validated even when a cursor is given
+    raw_cursor = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw_cursor:
+        cursor = parse_cursor(raw_cursor, len(topics))
+        gaps = await _resume_gaps(state.sse_redis, topics, cursor)
+    else:
+        cursor = await _start_cursor(state.sse_redis, topics, backlog)
+        gaps = []
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        _events(state.hub, state.sse_redis, topics, cursor, gaps, shutdown),
+        ping=state.settings.sse_ping_s,
+        sep="\n",
+        shutdown_event=shutdown,
+        shutdown_grace_period=min(SHUTDOWN_GRACE_S, state.settings.drain_timeout_s / 2),
+    )
+
+
+async def sse(request: Request) -> Response:
+    """``GET /sse?topic=T[&topic=U..][&backlog=N][&last_event_id=C]`` -> text/event-stream (400 on bad input)."""
+    topics = schemas.sse_topics(request.query_params.getlist("topic"))
+    return await _respond(request, topics)
+
+
+async def sse_klines(request: Request) -> Response:
+    """``GET /sse/klines/{symbol}?tf=1m[&tf=5m][&exchange=..]`` -> same as ``/sse`` for those kline topics."""
+    q = request.query_params
+    default = request.app.state.settings.default_exchange
+    symbol = request.path_params["symbol"]
+    topics = schemas.shortcut_topics("kline", symbol, q.get("exchange"), q.getlist("tf"), default)
+    return await _respond(request, topics)
+
+
+async def sse_trades(request: Request) -> Response:
+    """``GET /sse/trades/{symbol}[?exchange=..]`` -> same as ``/sse`` for that trade topic."""
+    exchange = request.query_params.get("exchange")
+    default = request.app.state.settings.default_exchange
+    topics = schemas.shortcut_topics("trade", request.path_params["symbol"], exchange, [], default)
+    return await _respond(request, topics)
+
+
+ROUTES = [
+    Route("/sse", sse, methods=["GET"]),
+    Route("/sse/klines/{symbol}", sse_klines, methods=["GET"]),
+    Route("/sse/trades/{symbol}", sse_trades, methods=["GET"]),
+]

@@ -1,0 +1,194 @@
+"""Request validation (marshmallow 4): bodies and query values in, canonical topic strings out.
+
+Every function here raises ``marshmallow.ValidationError`` whose ``messages`` are field-level, e.g.
+``{"tfs": {"0": ["unknown timeframe '3m'; use one of 1m 5m ..."]}}``. Unknown fields are rejected
+(``unknown = RAISE``). Nothing here touches Redis: callers validate everything before writing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from control.topics import EXCHANGES, TIMEFRAME_MS, Topic, TopicError, make_topic
+
+MAX_SYMBOLS = 200
+MAX_TIMEFRAMES = 9
+MAX_WAIT_S = 30.0
+MAX_SSE_TOPICS = 50
+MAX_BACKLOG = 1000
+
+_TF_HELP = " ".join(TIMEFRAME_MS)
+
+
+class _SymbolsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    exchange = fields.String(metadata={"description": f"one of {', '.join(EXCHANGES)}; default DEFAULT_EXCHANGE"})
+    symbol = fields.String(metadata={"description": "exchange-native symbol, e.g. BTCUSDT"})
+    symbols = fields.List(fields.String(), validate=validate.Length(max=MAX_SYMBOLS))
+
+
+class KlinesRequestSchema(_SymbolsSchema):
+    """``{"symbol": "BTCUSDT", "tfs": ["1m", "5m"], "symbols": [...], "exchange": "bitmart"}``."""
+
+    tfs = fields.List(
+        fields.String(),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_TIMEFRAMES),
+        metadata={"description": f"1..{MAX_TIMEFRAMES} of {_TF_HELP} (1H 1D 1W accepted)"},
+    )
+
+
+class TradesRequestSchema(_SymbolsSchema):
+    """``{"symbol": "BTCUSDT"}`` or ``{"symbols": [...]}``, optional ``exchange``."""
+
+
+class StopRequestSchema(Schema):
+    """``{"clear": bool}`` (optional body of ``POST /stop``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    clear = fields.Boolean(load_default=False)
+
+
+_KLINES = KlinesRequestSchema()
+_TRADES = TradesRequestSchema()
+_STOP = StopRequestSchema()
+
+
+def _symbols(data: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(symbol, error location) pairs from ``symbol`` and ``symbols``; raises when none is given."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    if "symbol" in data:
+        out.append((data["symbol"], ("symbol",)))
+    out.extend((s, ("symbols", str(i))) for i, s in enumerate(data.get("symbols") or []))
+    if not out:
+        raise ValidationError({"symbol": ["give symbol or symbols (at least one)"]})
+    if len(out) > MAX_SYMBOLS:
+        raise ValidationError({"symbols": [f"at most {MAX_SYMBOLS} symbols per request"]})
+    return out
+
+
+def _add_error(errors: dict[str, Any], location: tuple[str, ...], message: str) -> None:
+    node = errors
+    for part in location[:-1]:
+        node = node.setdefault(part, {})
+    bucket = node.setdefault(location[-1], [])
+    if message not in bucket:
+        bucket.append(message)
+
+
+def _location(exc: TopicError, symbol_loc: tuple[str, ...], tf_index: int | None) -> tuple[str, ...]:
+    if exc.field == "symbol":
+        return symbol_loc
+    if exc.field == "tfs" and tf_index is not None:
+        return ("tfs", str(tf_index))
+    if exc.field in ("exchange", "tfs"):
+        return (exc.field,)
+    return ("_schema",)
+
+
+def _build(channel: str, payload: Any, default_exchange: str) -> list[str]:
+    schema = _KLINES if channel == "kline" else _TRADES
+    data = schema.load(payload)
+    exchange = data.get("exchange", default_exchange)
+    symbols = _symbols(data)
+    tfs: list[str | None] = list(data["tfs"]) if channel == "kline" else [None]
+    errors: dict[str, Any] = {}
+    topics: dict[str, None] = {}  # ordered set
+    for symbol, symbol_loc in symbols:
+        for tf_index, tf in enumerate(tfs):
+            try:
+                topics[str(make_topic(exchange, channel, symbol, tf))] = None
+            except TopicError as exc:
+                _add_error(errors, _location(exc, symbol_loc, tf_index if tf is not None else None), str(exc))
+                if exc.field == "exchange":
+                    raise ValidationError(errors) from None
+    if errors:
+        raise ValidationError(errors)
+    return list(topics)
+
+
+def kline_topics(payload: Any, default_exchange: str) -> list[str]:
+    """Validate a ``/klines/*`` body; returns canonical topics (``bitmart:kline:BTCUSDT:1h``), deduplicated.
+
+    Order: symbols in request order (``symbol`` first), then timeframes in request order.
+    Raises ValidationError (unknown field, wrong types, bad symbol/timeframe/exchange, limits).
+    """
+    return _build("kline", payload, default_exchange)
+
+
+def trade_topics(payload: Any, default_exchange: str) -> list[str]:
+    """Validate a ``/trades/*`` body; returns canonical topics (``bitmart:trade:BTCUSDT``). Raises ValidationError."""
+    return _build("trade", payload, default_exchange)
+
+
+def stop_clear(payload: Any) -> bool:
+    """Validate the optional ``POST /stop`` body; returns ``clear``. Raises ValidationError."""
+    return bool(_STOP.load(payload)["clear"])
+
+
+def wait_seconds(raw: str | None) -> float | None:
+    """Parse ``?wait=S`` (seconds, 0 < S <= 30, float); None when absent. Raises ValidationError."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_WAIT_S:  # NaN fails too
+        raise ValidationError({"wait": [f"must be a number of seconds with 0 < wait <= {MAX_WAIT_S:g}"]})
+    return value
+
+
+def backlog_count(raw: str | None) -> int:
+    """Parse ``?backlog=N`` (entries per topic, 0..1000); 0 when absent. Raises ValidationError."""
+    if raw is None:
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_BACKLOG:
+        raise ValidationError({"backlog": [f"must be an integer from 0 to {MAX_BACKLOG}"]})
+    return int(raw)
+
+
+def sse_topics(raw: list[str]) -> list[str]:
+    """Parse repeated ``?topic=`` values with ``Topic.parse``; canonical, deduplicated, 1..50.
+
+    Raises ValidationError ``{"topic": {...}}`` naming the first bad value.
+    """
+    if not raw:
+        raise ValidationError({"topic": ["give 1 to 50 topic parameters, e.g. ?topic=bitmart:kline:BTCUSDT:1m"]})
+    topics: dict[str, None] = {}
+    for index, text in enumerate(raw):
+        try:
+            topics[str(Topic.parse(text))] = None
+        except TopicError as exc:
+            raise ValidationError({"topic": {str(index): [str(exc)]}}) from None
+    if len(topics) > MAX_SSE_TOPICS:
+        raise ValidationError({"topic": [f"at most {MAX_SSE_TOPICS} topics per stream"]})
+    return list(topics)
+
+
+def shortcut_topics(
+    channel: str, symbol: str, exchange: str | None, tfs: list[str], default_exchange: str
+) -> list[str]:
+    """Topics for ``/sse/klines/{symbol}?tf=..`` and ``/sse/trades/{symbol}``; raises ValidationError."""
+    if channel == "kline":
+        if not tfs:
+            raise ValidationError({"tf": ["give at least one ?tf= (e.g. tf=1m)"]})
+        payload: dict[str, Any] = {"symbol": symbol, "tfs": tfs}
+    else:
+        payload = {"symbol": symbol}
+    if exchange is not None:
+        payload["exchange"] = exchange
+    try:
+        return _build(channel, payload, default_exchange)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        if isinstance(messages, dict) and "tfs" in messages:  # query parameter is called tf here
+            messages["tf"] = messages.pop("tfs")
+        raise ValidationError(messages) from None

@@ -1,0 +1,354 @@
+"""SSE fan-out: ONE Redis reader per process, many subscriber queues.
+
+Design:
+
+* ``SSEHub`` runs one reader task doing ``XREAD BLOCK block_ms COUNT count`` over the streams of every
+  topic that currently has subscribers, on a dedicated bytes connection (``max_connections=1``, so the
+  connection, and its ``CLIENT ID``, is fixed). Each entry is turned into an ``Entry`` once and appended
+  to the bounded queue of every subscriber of its topic: N clients on one topic cost one Redis read.
+* Per topic the hub keeps a *position* (last id it read). A topic new to the hub starts at the stream's
+  last id at registration time (``XREVRANGE + - COUNT 1``, ``0-0`` when empty), never ``$``, so nothing
+  added between registration and the next XREAD is skipped.
+* Topic set changes: a new topic bumps a generation number and the hub sends ``CLIENT UNBLOCK <reader id>``
+  from a second connection, so the blocked XREAD returns at once and restarts with the new set; it is
+  re-sent every 50 ms until the reader has restarted (UNBLOCK can overtake the XREAD). The ``block_ms``
+  timeout (1 s) is the backstop. Removed topics are dropped lazily, on the next restart.
+* Joining without loss or duplicates (done by the SSE route): ``subscribe()`` first (the hub's position for
+  the topic is fixed from then on), then ``catch_up()`` from the client's cursor with exclusive XRANGE up
+  to ``+``, then drain the queue skipping ids <= the last one sent (ids compared as ``(ms, seq)`` tuples).
+* A subscriber whose queue would exceed ``queue_max`` entries has its queue cleared and ``overflowed`` set;
+  it then catches up again from its own cursor (the stream holds everything). Queues are never unbounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from control import keys
+
+logger = logging.getLogger(__name__)
+
+StreamId = tuple[int, int]
+ZERO_ID: StreamId = (0, 0)
+_FIELD = keys.STREAM_FIELD.encode()
+_TYPE_PREFIX = b'{"type":"'
+
+
+def parse_stream_id(text: str | bytes) -> StreamId:
+    """``"1732300000000-4"`` -> ``(1732300000000, 4)``; raises ValueError for anything else."""
+    raw = text.decode() if isinstance(text, bytes) else text
+    ms, sep, seq = raw.partition("-")
+    if not (sep and ms.isdigit() and seq.isdigit()):
+        raise ValueError(f"invalid stream id {raw!r}")
+    return int(ms), int(seq)
+
+
+def format_stream_id(sid: StreamId) -> str:
+    """``(ms, seq)`` -> ``"ms-seq"``."""
+    return f"{sid[0]}-{sid[1]}"
+
+
+def event_type(payload: bytes) -> str:
+    """The ``type`` field of an event JSON (fast path for ``{"type":"...`` as workers write it); ``message`` if none."""
+    if payload.startswith(_TYPE_PREFIX):
+        end = payload.find(b'"', len(_TYPE_PREFIX))
+        candidate = payload[len(_TYPE_PREFIX) : end] if end > 0 else b""
+        if candidate and b"\\" not in candidate:
+            return candidate.decode("utf-8", "replace")
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "message"
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) and kind else "message"
+
+
+class Entry(NamedTuple):
+    """One stream entry ready to send: ``sid`` (ms, seq), ``id`` text, ``topic``, ``event`` type, raw JSON ``data``."""
+
+    sid: StreamId
+    id: str
+    topic: str
+    event: str
+    data: bytes
+
+
+def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:
+    """Entries as returned by redis-py (bytes client) -> ``Entry`` list; entries without the field are skipped."""
+    out = []
+    for raw_id, fields in raw:
+        payload = fields.get(_FIELD)
+        if payload is None:
+            continue
+        text = raw_id.decode()
+        out.append(Entry(parse_stream_id(text), text, topic, event_type(payload), payload))
+    return out
+
+
+async def catch_up(redis: Redis, cursors: Mapping[str, StreamId], page: int = 500) -> AsyncIterator[Entry]:
+    """Yield every entry after each topic's cursor up to the stream's end, merged across topics by id.
+
+    Reads pages of ``page`` entries per topic with exclusive ``XRANGE (cursor +``. Raises redis errors.
+    """
+    after = dict(cursors)
+    buffers: dict[str, deque[Entry]] = {t: deque() for t in after}
+    exhausted: set[str] = set()
+    while True:
+        need = [t for t in after if t not in exhausted and not buffers[t]]
+        if need:
+            async with redis.pipeline(transaction=False) as pipe:
+                for topic in need:
+                    pipe.xrange(keys.event_stream(topic), min="(" + format_stream_id(after[topic]), max="+", count=page)
+                results = await pipe.execute()
+            for topic, raw in zip(need, results):
+                if len(raw) < page:
+                    exhausted.add(topic)
+                if raw:
+                    after[topic] = parse_stream_id(raw[-1][0])
+                    buffers[topic].extend(to_entries(topic, raw))
+                elif topic not in exhausted:  # pragma: no cover - a full page is never empty
+                    exhausted.add(topic)
+        ready = [t for t, b in buffers.items() if b]
+        if not ready:
+            return
+        topic = min(ready, key=lambda t: buffers[t][0].sid)
+        yield buffers[topic].popleft()
+
+
+class Subscription:
+    """One SSE client's view of the hub: a bounded queue of ``Entry`` for its ``topics``."""
+
+    def __init__(self, topics: Sequence[str], queue_max: int) -> None:
+        self.topics = tuple(topics)
+        self.queue_max = queue_max
+        self.overflowed = False
+        self._queue: deque[Entry] = deque()
+        self._ready = asyncio.Event()
+
+    def push(self, entry: Entry) -> bool:
+        """Queue ``entry``; on overflow clear the queue, set ``overflowed`` and return False."""
+        if len(self._queue) >= self.queue_max:
+            self._queue.clear()
+            self.overflowed = True
+            self._ready.set()
+            return False
+        self._queue.append(entry)
+        self._ready.set()
+        return True
+
+    def take(self) -> list[Entry]:
+        """Everything queued so far (oldest first); empties the queue."""
+        self._ready.clear()
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+    def wake(self) -> None:
+        """Make a pending ``wait()`` return (used for shutdown)."""
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Until something is queued, the queue overflowed, or ``wake()`` was called."""
+        await self._ready.wait()
+
+
+class SSEHub:
+    """One XREAD loop per process feeding every SSE subscriber (see module docstring).
+
+    ``reader`` must be a dedicated bytes client with a single connection; ``helper`` a bytes client used
+    for registration lookups and ``CLIENT UNBLOCK``. Times: ``block_ms`` in milliseconds.
+    """
+
+    def __init__(
+        self, reader: Redis, helper: Redis, *, block_ms: int = 1000, count: int = 500, queue_max: int = 10_000
+    ) -> None:
+        self.reader = reader
+        self.helper = helper
+        self.block_ms = block_ms
+        self.count = count
+        self.queue_max = queue_max
+        self.counters = {"reads": 0, "entries_read": 0, "delivered": 0, "overflows": 0, "unblocks": 0}
+        self._subs: dict[str, set[Subscription]] = {}
+        self._positions: dict[str, StreamId] = {}
+        self._generation = 0
+        self._reading_generation: int | None = None
+        self._client_id: int | None = None
+        self._topics_changed = asyncio.Event()
+        self._read_returned = asyncio.Event()
+        self._subscribers_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unblock_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader task (call inside the running loop, e.g. from lifespan)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sse-hub-reader")
+
+    async def close(self) -> None:
+        """Stop the reader and close the dedicated reader client."""
+        for task in (self._task, self._unblock_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._unblock_task = None
+        await self.reader.aclose()
+
+    # -- subscribers -------------------------------------------------------------------------------
+
+    @property
+    def subscriber_count(self) -> int:
+        """Number of live subscriptions."""
+        return len({id(s) for subs in self._subs.values() for s in subs})
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``reads`` (XREAD calls), ``entries_read`` (entries read by the hub, once each),
+        ``delivered`` (entries queued to subscribers), ``overflows``, ``unblocks``, ``subscribers``, ``topics``,
+        ``readers`` (always 1 while running)."""
+        running = self._task is not None and not self._task.done()
+        return {
+            **self.counters,
+            "subscribers": self.subscriber_count,
+            "topics": len(self._subs),
+            "readers": 1 if running else 0,
+        }
+
+    async def subscribe(self, topics: Sequence[str]) -> Subscription:
+        """Register a subscriber for ``topics`` and fix the hub's position for topics new to it.
+
+        Raises redis errors (the subscriber is then not registered).
+        """
+        sub = Subscription(topics, self.queue_max)
+        for topic in sub.topics:
+            self._subs.setdefault(topic, set()).add(sub)
+        self._notify_subscribers()
+        new = [t for t in sub.topics if t not in self._positions]
+        if not new:
+            return sub
+        try:
+            async with self.helper.pipeline(transaction=False) as pipe:
+                for topic in new:
+                    pipe.xrevrange(keys.event_stream(topic), max="+", min="-", count=1)
+                results = await pipe.execute()
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        for topic, raw in zip(new, results):
+            self._positions.setdefault(topic, parse_stream_id(raw[0][0]) if raw else ZERO_ID)
+        self._generation += 1
+        self._topics_changed.set()
+        self._request_unblock()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub`` (synchronous: safe in ``finally`` during cancellation). Idempotent."""
+        for topic in sub.topics:
+            subs = self._subs.get(topic)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self._subs[topic]
+                self._positions.pop(topic, None)
+        self._notify_subscribers()
+
+    async def wait_for_subscribers(self, count: int, timeout_s: float) -> None:
+        """Wait until exactly ``count`` subscribers are registered; raises TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while self.subscriber_count != count:
+                await self._subscribers_changed.wait()
+
+    def _notify_subscribers(self) -> None:
+        event, self._subscribers_changed = self._subscribers_changed, asyncio.Event()
+        event.set()
+
+    # -- reader ------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._topics_changed.clear()
+            if not self._positions:
+                await self._topics_changed.wait()
+                continue
+            generation = self._generation
+            streams = {keys.event_stream(t): format_stream_id(p) for t, p in self._positions.items()}
+            try:
+                if self._client_id is None:
+                    self._client_id = int(await self.reader.client_id())
+                self._read_returned.clear()
+                self._reading_generation = generation
+                self.counters["reads"] += 1
+                reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)
+            except (RedisError, OSError) as exc:
+                self._client_id = None
+                failures += 1
+                log = logger.warning if failures == 1 else logger.debug
+                log("sse hub: XREAD failed (%d in a row): %s: %s", failures, type(exc).__name__, exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))  # backoff while Redis is away
+                continue
+            finally:
+                self._reading_generation = None
+                self._read_returned.set()
+            if failures:
+                logger.info("sse hub: XREAD recovered after %d failures", failures)
+                failures = 0
+            if reply:
+                self._dispatch(reply)
+
+    def _dispatch(self, reply: list[Any]) -> None:
+        batches = []
+        for key, raw in reply:
+            if not raw:
+                continue
+            self.counters["entries_read"] += len(raw)
+            topic = keys.topic_of_stream(key.decode() if isinstance(key, bytes) else key)
+            position = self._positions.get(topic)
+            if position is None:  # last subscriber left while the read was in flight
+                continue
+            last = parse_stream_id(raw[-1][0])
+            if last > position:
+                self._positions[topic] = last
+            batches.append(to_entries(topic, raw))
+        merged = batches[0] if len(batches) == 1 else heapq.merge(*batches, key=lambda e: e.sid)
+        delivered = overflows = 0
+        for entry in merged:
+            for sub in self._subs.get(entry.topic, ()):
+                if sub.push(entry):
+                    delivered += 1
+                else:
+                    overflows += 1
+        self.counters["delivered"] += delivered
+        self.counters["overflows"] += overflows
+
+    def _request_unblock(self) -> None:
+        if self._unblock_task is None or self._unblock_task.done():
+            self._unblock_task = asyncio.create_task(self._unblock(), name="sse-hub-unblock")
+
+    async def _unblock(self) -> None:
+        """Interrupt an XREAD blocked on an older topic set (bounded retries; block_ms is the backstop)."""
+        for _ in range(max(1, self.block_ms // 50)):
+            reading, client_id = self._reading_generation, self._client_id
+            if reading is None or reading >= self._generation or client_id is None:
+                return
+            try:
+                await self.helper.client_unblock(client_id)
+            except (RedisError, OSError) as exc:
+                logger.debug("sse hub: CLIENT UNBLOCK failed: %s", exc)
+                return
+            self.counters["unblocks"] += 1
+            try:
+                async with asyncio.timeout(0.05):
+                    await self._read_returned.wait()
+            except TimeoutError:
+                continue
