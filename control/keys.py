@@ -65,3 +65,8 @@ def latest(topic: str) -> str:
 def topic_of_stream(key: str) -> str:
     """Inverse of ``event_stream``: ``fp:stream:T`` -> ``T``."""
     return key[len("fp:stream:"):]
+
+
+#: (added by the workers' planner) int: the ``fp:desired:version`` the current plan was made from;
+#: a worker re-plans when it differs from ``DESIRED_VERSION``.
+PLAN_VERSION = "fp:plan:version"

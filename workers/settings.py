@@ -1,0 +1,100 @@
+"""arq worker settings: ``arq workers.settings.WorkerSettings`` (run by supervisord, one per process).
+
+Importing this module connects to nothing: ``redis_settings`` is computed from ``REDIS_URL`` (or
+the default) and arq connects when the worker starts. ``on_startup`` then reads every setting with
+``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
+names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
+every line), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
+bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``. ``on_shutdown``
+drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
+
+The worker id is ``WORKER_ID`` (supervisord sets one per process) or ``{host}-{pid}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+import aiohttp
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from control import keys
+from control.jobs import RECONCILE
+from control.redis_client import make_redis
+from control.settings import Settings, SettingsError
+from workers.jobs import reconcile
+from workers.logging_setup import configure_logging
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_REDIS_URL = Settings().redis_url
+
+
+def _redis_settings_from_env() -> RedisSettings:
+    """arq's connection settings from ``REDIS_URL``; a malformed URL falls back to the default here and
+    is reported by ``on_startup`` (``Settings.from_env``) with the variable's name."""
+    url = os.environ.get("REDIS_URL", "").strip() or _DEFAULT_REDIS_URL
+    try:
+        return RedisSettings.from_dsn(url)
+    except (ValueError, TypeError):
+        return RedisSettings.from_dsn(_DEFAULT_REDIS_URL)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """arq ``on_startup``: build settings, logging, HTTP session, Redis clients and the runtime."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        log.critical("worker: invalid settings: %s", exc)
+        raise
+    configure_logging(settings.worker_id, settings.log_level)
+    session = aiohttp.ClientSession()
+    ctx["session"] = session
+    ctx["redis_text"] = make_redis(settings.redis_url)
+    ctx["redis_bytes"] = make_redis(settings.redis_url, decode=False)
+    runtime = WorkerRuntime(
+        settings,
+        worker_id=settings.worker_id,
+        redis=ctx["redis_text"],
+        redis_bytes=ctx["redis_bytes"],
+        session=session,
+    )
+    ctx["runtime"] = runtime
+    await runtime.start()
+    log.info("worker %s: started (%s)", settings.worker_id, settings)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """arq ``on_shutdown``: drain the runtime, then close the session and Redis clients.
+
+    Tolerates a partial ``startup`` (arq runs this even when startup failed)."""
+    runtime: WorkerRuntime | None = ctx.pop("runtime", None)
+    if runtime is not None:
+        await runtime.stop(drain=True)
+    session: aiohttp.ClientSession | None = ctx.pop("session", None)
+    if session is not None:
+        await session.close()
+    for name in ("redis_bytes", "redis_text"):
+        client = ctx.pop(name, None)
+        if client is not None:
+            await client.aclose()
+
+
+class WorkerSettings:
+    """Passed to ``arq.worker.Worker`` as keyword arguments (names must match its signature)."""
+
+    functions: ClassVar[list[Any]] = [func(reconcile, name=RECONCILE, keep_result=0, max_tries=3)]
+    queue_name = keys.ARQ_QUEUE
+    redis_settings = _redis_settings_from_env()
+    on_startup = startup
+    on_shutdown = shutdown
+    job_completion_wait = 2
+    keep_result = 0
+    handle_signals = True
+    max_jobs = 10
+    poll_delay = 0.2
+    health_check_interval = 60
