@@ -1,0 +1,237 @@
+"""End to end: supervisord + Hypercorn control server + 2 arq workers + the local exchange simulator.
+
+Drives the system only through its public surfaces — the HTTP API (the README's curl calls),
+SSE and the simulator's view of the exchange side — and checks that what arrives over SSE is
+exactly what the simulator replayed from the real recordings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from scripts.simulator import ExchangeSimulator
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E_REDIS_URL = os.environ.get("FEEDPLANE_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+TRADE_TOPIC = "binanceusdm:trade:BTCUSDT"
+KLINE_TOPIC = "binanceusdm:kline:SUSHIUSDT:1m"
+BITMART_TOPICS = ["bitmart:kline:ETHUSDT:1h", "bitmart:kline:ETHUSDT:1d", "bitmart:trade:BTCUSDT"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def sse_events(session: aiohttp.ClientSession, url: str, out: list[dict[str, Any]], headers=None) -> None:
+    """Append every SSE event (event, id, data) from ``url`` to ``out`` until cancelled."""
+    async with session.get(url, headers=headers or {}) as resp:
+        assert resp.status == 200, await resp.text()
+        event: dict[str, Any] = {}
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if not line:
+                if "data" in event:
+                    out.append(event)
+                event = {}
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(":")
+                event[name] = value[1:] if value.startswith(" ") else value
+
+
+class Feedplane:
+    """The system under test, started under supervisord with the README's settings."""
+
+    def __init__(self, tmp: Path, sim: ExchangeSimulator) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "REDIS_URL": E2E_REDIS_URL,
+            "CTRL_ADDR": f"127.0.0.1:{self.port}",
+            "WORKERS": "2",
+            "FEEDPLANE_PYTHON": sys.executable,
+            "FEEDPLANE_RUN_DIR": str(tmp),
+            "BITMART_PUBLIC_WS_URI": sim.bitmart_public_url,
+            "BINANCE_USDM_WS_URI": sim.binance_base_url,
+            "SUBSCRIBE_DELAY_MS": "20",
+            "RECONNECT_DELAY_S": "0.2",
+            "RECONNECT_MAX_DELAY_S": "1",
+            "HEARTBEAT_INTERVAL_S": "0.5",
+            "LEASE_TTL_S": "3",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "supervisord.out"
+
+    def start(self) -> None:
+        with self.log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisor.supervisord", "-c", str(ROOT / "supervisord.conf")],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.proc.wait, 60)
+
+
+async def poll(check, timeout: float, what: str, interval: float = 0.1):
+    """Re-check an external system's state (separate processes: nothing to await) until truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
+    import redis.asyncio as aioredis
+
+    flush = aioredis.Redis.from_url(E2E_REDIS_URL)
+    await flush.flushdb()
+    sim = ExchangeSimulator(speed=0)
+    await sim.start()
+    fp = Feedplane(tmp_path, sim)
+    fp.start()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+    try:
+        yield fp, sim, session
+    finally:
+        if fp.proc and fp.proc.poll() is None:
+            await fp.stop()
+        await session.close()
+        await sim.stop()
+        await flush.flushdb()
+        await flush.aclose()
+        print(fp.log.read_text(errors="replace")[-4000:])
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.post(url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
+    fp, sim, http = system
+
+    async def two_workers_alive():
+        try:
+            status, body = await get_json(http, f"{fp.base}/status")
+        except aiohttp.ClientError:
+            return False
+        return status == 200 and len([w for w in body["workers"] if w.get("alive", True)]) == 2
+
+    await poll(two_workers_alive, 60, "control server and 2 workers")
+
+    # SSE client first, so it sees every event from the start of the replay.
+    sse: list[dict[str, Any]] = []
+    reader = asyncio.create_task(sse_events(http, f"{fp.base}/sse?topic={TRADE_TOPIC}&topic={KLINE_TOPIC}", sse))
+
+    # The README's curl calls.
+    status, body = await post_json(http, f"{fp.base}/trades/subscribe", {"symbol": "BTCUSDT", "exchange": "binanceusdm"})
+    assert status == 202 and body["accepted"] == [TRADE_TOPIC]
+    status, body = await post_json(http, f"{fp.base}/klines/subscribe",
+                                   {"symbol": "SUSHIUSDT", "tfs": ["1m"], "exchange": "binanceusdm"})
+    assert status == 202 and body["accepted"] == [KLINE_TOPIC]
+    status, body = await post_json(http, f"{fp.base}/klines/subscribe?wait=10", {"symbol": "ETHUSDT", "tfs": ["1H", "1D"]})
+    assert status == 200, body
+    assert {s["topic"]: s["state"] for s in body["subscriptions"]} == {
+        "bitmart:kline:ETHUSDT:1h": "active", "bitmart:kline:ETHUSDT:1d": "active"}
+    status, body = await post_json(http, f"{fp.base}/trades/subscribe?wait=10", {"symbol": "BTCUSDT"})
+    assert status == 200 and body["subscriptions"][0]["state"] == "active"
+    # Subscribing twice is not an error and opens nothing twice.
+    status, body = await post_json(http, f"{fp.base}/trades/subscribe", {"symbol": "BTCUSDT"})
+    assert status == 202 and body["added"] == []
+
+    # An unknown symbol shows failed with the exchange's reason.
+    status, body = await post_json(http, f"{fp.base}/klines/subscribe?wait=10", {"symbol": "NOPEUSDT", "tfs": ["1m"]})
+    failed = body["subscriptions"][0]
+    assert failed["state"] == "failed" and "not found" in failed["error"], failed
+
+    # Every recorded trade frame arrives over SSE, in order, with the recorded values.
+    trade_frames = await poll(lambda: _done(sim, "btcusdt@trade", 21_313), 60, "simulator to replay the trade tape")
+    await poll(lambda: _count(sse, "trade", 21_313), 90, "all trades over SSE")
+    await poll(lambda: _count(sse, "kline", len(sim.sent_data["sushiusdt@kline_1m"])), 30, "klines over SSE")
+    trades = [orjson.loads(e["data"]) for e in sse if e["event"] == "trade"]
+    sent = [orjson.loads(f) for f in trade_frames]
+    sent = [f.get("data", f) for f in sent]
+    assert [(t["trade_id"], t["price"], t["size"]) for t in trades] == [(str(f["t"]), f["p"], f["q"]) for f in sent]
+    assert trades[0]["side"] == ("sell" if sent[0]["m"] else "buy")
+    klines = [orjson.loads(e["data"]) for e in sse if e["event"] == "kline"]
+    sent_k = [orjson.loads(f) for f in sim.sent_data["sushiusdt@kline_1m"]]
+    sent_k = [f.get("data", f)["k"] for f in sent_k]
+    assert [(k["open_time"], k["close"], k["closed"]) for k in klines] == [(k["t"], k["c"], k["x"]) for k in sent_k]
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+
+    # Two workers, each topic on exactly one exchange socket (NOPEUSDT was refused, so 5).
+    def held() -> list[str]:
+        return [t for c in sim.connections for t in c.subscribed]
+
+    await sim.wait_for(lambda: len(held()) == 5, timeout=20)
+    assert len(held()) == len(set(held()))
+    _, status_body = await get_json(http, f"{fp.base}/status")
+    owners = {c["id"]: c["worker"] for c in status_body["connections"]}
+    assert len(set(owners.values())) == 2, owners  # both workers hold connections
+
+    # Killing the exchange side's sockets leads to reconnect and full resubscription.
+    before = len(sim.received)
+    dropped = await sim.drop_connections()
+    assert dropped >= 2
+    await sim.wait_for(lambda: len(held()) == 5 and len(sim.received) > before, timeout=30)
+
+    async def reconnected():
+        _, body = await get_json(http, f"{fp.base}/status")
+        conns = body["connections"]
+        return conns if sum(c["reconnects"] for c in conns) >= dropped and all(c["state"] == "open" for c in conns) else None
+
+    await poll(reconnected, 30, "reconnects in /status")
+
+    # POST /stop closes every exchange socket; POST /start resumes the same topics.
+    status, body = await post_json(http, f"{fp.base}/stop")
+    assert status == 200 and body["paused"] is True
+    await sim.wait_for(lambda: not sim.connections, timeout=30)
+    status, body = await post_json(http, f"{fp.base}/start")
+    assert status == 200
+    await sim.wait_for(lambda: len(held()) == 5, timeout=30)
+
+    # Graceful stop of everything under supervisord.
+    assert await fp.stop() == 0
+    await sim.wait_for(lambda: not sim.connections, timeout=10)
+
+
+async def _done(sim: ExchangeSimulator, native: str, n: int):
+    frames = sim.sent_data.get(native, [])
+    return frames if len(frames) >= n else None
+
+
+async def _count(events: list[dict[str, Any]], kind: str, n: int) -> bool:
+    return sum(1 for e in events if e.get("event") == kind) >= n
