@@ -265,7 +265,8 @@ class ExchangeConnection:
     # -- reader (hot path) ------------------------------------------------------------------------
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> str:
-        receive, parse, publish = ws.receive, parser.parse, self.publisher.publish
+        publisher = self.publisher
+        receive, parse, publish = ws.receive, parser.parse, publisher.publish
         desired, clock, now = self._desired, self.clock, asyncio.get_running_loop().time
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         try:
@@ -303,6 +304,9 @@ class ExchangeConnection:
                             if topic in desired:
                                 publish(topic, event)
                                 self.events += 1
+                        if publisher.congested:  # Redis is behind: stop reading until it catches up
+                            await publisher.room()
+                            self._last_frame = self._last_data = now()
                     if parsed.acks:
                         self._on_acks(parsed.acks)
                     if parsed.error is not None:

@@ -90,7 +90,7 @@ async def test_pubsub_receives_events(raw: Redis) -> None:
     await ps.aclose()
 
 
-async def test_batches_many_events_per_pipeline(raw: Redis) -> None:
+async def test_batches_many_events_per_script_call(raw: Redis) -> None:
     pub = Publisher(raw, stream_maxlen=10_000)
     pub.start()
     for i in range(5000):
@@ -132,28 +132,42 @@ async def test_bounded_queue_drops_oldest(raw: Redis) -> None:
     await pub.close()
 
 
+async def test_backpressure_when_the_writer_falls_behind(raw: Redis) -> None:
+    pub = Publisher(raw, stream_maxlen=1000, max_batch=10, high_water=40)
+    for i in range(39):
+        pub.publish(TOPICS[0], trade(i, TOPICS[0]))
+    assert not pub.congested
+    pub.publish(TOPICS[0], trade(39, TOPICS[0]))
+    assert pub.congested  # a reader would now await room()
+    room = asyncio.ensure_future(pub.room())
+    await asyncio.sleep(0)
+    assert not room.done()
+    pub.start()
+    await asyncio.wait_for(room, 5.0)  # released once the writer drained below high_water // 2
+    assert pub.stats["queue_depth"] <= 20 and pub.stats["dropped"] == 0
+    assert await pub.flush(5.0)
+    await pub.close()
+
+
 class FlakyRedis:
-    """Wraps a real client; the first ``failures`` pipeline executions raise ConnectionError."""
+    """Wraps a real client; the first ``failures`` batch writes (script calls) raise ConnectionError."""
 
     def __init__(self, real: Redis, failures: int) -> None:
         self.real = real
         self.failures = failures
         self.executions = 0
 
-    def pipeline(self, transaction: bool = True) -> Any:
-        pipe = self.real.pipeline(transaction=transaction)
-        real_execute = pipe.execute
+    def register_script(self, source: str) -> Any:
+        script = self.real.register_script(source)
 
-        async def execute(raise_on_error: bool = True) -> Any:
+        async def call(keys: Any = None, args: Any = None) -> Any:
             self.executions += 1
             if self.failures > 0:
                 self.failures -= 1
-                await pipe.reset()
                 raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-            return await real_execute(raise_on_error=raise_on_error)
+            return await script(keys=keys, args=args)
 
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+        return call
 
 
 async def test_redis_outage_retries_the_batch_in_order(raw: Redis) -> None:
