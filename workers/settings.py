@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_REDIS_URL = Settings().redis_url
 
+if os.environ.get("FEEDPLANE_REDIS_EMBEDDED") == "1":
+    # scripts/run's last-resort fallback is fakeredis's TCP server, which has no INFO command; arq's
+    # start-up banner sends INFO and the server then drops the connection (stack-notes.md §7).
+    import arq.worker
+
+    async def _skip_redis_info(_redis: Any, log_func: Any) -> None:
+        log_func("redis: embedded fakeredis server (INFO not supported)")
+
+    arq.worker.log_redis_info = _skip_redis_info
+
 
 def _redis_settings_from_env() -> RedisSettings:
     """arq's connection settings from ``REDIS_URL``; a malformed URL falls back to the default here and
