@@ -32,6 +32,14 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+async def redis_bytes(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
+    """A bytes (decode_responses=False) client on the same flushed test database as ``redis``."""
+    client = make_redis(redis_url, decode=False)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def make_settings(redis_url: str) -> Callable[..., Settings]:
     """Factory: ``make_settings(SUBSCRIBE_DELAY_MS="10", ...)`` -> Settings from a mapping (env names)."""
 

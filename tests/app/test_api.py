@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +20,6 @@ from app.errors import now_ms
 from app.main import create_app
 from control import keys
 from control.jobs import RECONCILE, reconcile_job_id
-from control.redis_client import make_redis
 from control.settings import Settings
 from control.store import ControlStore
 
@@ -37,14 +36,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 def client(settings: Settings, redis: Redis) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-@pytest.fixture
-async def raw_redis(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
-    """Bytes client (arq job payloads are pickles); ``redis`` is requested so the db is flushed first."""
-    client = make_redis(redis_url, decode=False)
-    yield client
-    await client.aclose()
 
 
 async def snapshot(r: Redis) -> dict[bytes, Any]:
@@ -164,11 +155,11 @@ async def test_stop_start_and_clear(client: TestClient, redis: Redis) -> None:
 
 @pytest.mark.parametrize("path", ["/orders/subscribe", "/orders/unsubscribe", "/positions/subscribe",
                                   "/positions/unsubscribe"])  # fmt: skip
-async def test_private_streams_are_501_and_write_nothing(client: TestClient, raw_redis: Redis, path: str) -> None:
-    before = await snapshot(raw_redis)
+async def test_private_streams_are_501_and_write_nothing(client: TestClient, redis_bytes: Redis, path: str) -> None:
+    before = await snapshot(redis_bytes)
     err = assert_envelope(client.post(path, json={"symbol": "BTCUSDT"}), 501, "not_implemented")
     assert "not available" in err["message"]
-    assert await snapshot(raw_redis) == before == {}
+    assert await snapshot(redis_bytes) == before == {}
 
 
 async def test_status_shape(client: TestClient, redis: Redis, settings: Settings) -> None:
@@ -328,17 +319,17 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
 @pytest.mark.parametrize(("name", "method", "path", "kwargs", "status", "code", "field"), BAD_REQUESTS,
                          ids=[b[0] for b in BAD_REQUESTS])  # fmt: skip
 async def test_bad_input_answers_envelope_and_changes_nothing(
-    client: TestClient, raw_redis: Redis, name: str, method: str, path: str, kwargs: dict[str, Any], status: int,
+    client: TestClient, redis_bytes: Redis, name: str, method: str, path: str, kwargs: dict[str, Any], status: int,
     code: str, field: str | None,
 ) -> None:  # fmt: skip
     client.post("/klines/subscribe", json={"symbol": "ETHUSDT", "tfs": ["1h"]})
     client.post("/stop")
-    before = await snapshot(raw_redis)
+    before = await snapshot(redis_bytes)
     assert before  # something to protect
     err = assert_envelope(client.request(method, path, **kwargs), status, code)
     if field is not None:
         assert field in err["details"], err
-    assert await snapshot(raw_redis) == before
+    assert await snapshot(redis_bytes) == before
 
 
 def test_tf_error_details_are_per_item(client: TestClient) -> None:

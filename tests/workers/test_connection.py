@@ -19,7 +19,6 @@ import pytest
 from redis.asyncio import Redis
 
 from control import keys
-from control.redis_client import make_redis
 from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator, SimConnection
@@ -76,15 +75,8 @@ async def sim() -> AsyncIterator[ExchangeSimulator]:
 
 
 @pytest.fixture
-async def raw(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
-    client = make_redis(redis_url, decode=False)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def pub(raw: Redis) -> AsyncIterator[RecordingPublisher]:
-    p = RecordingPublisher(raw, stream_maxlen=10_000)
+async def pub(redis_bytes: Redis) -> AsyncIterator[RecordingPublisher]:
+    p = RecordingPublisher(redis_bytes, stream_maxlen=10_000)
     p.start()
     yield p
     await p.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -13,18 +12,15 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from control import keys
-from control.redis_client import make_redis
 from workers.publisher import Publisher
 
 TOPICS = ("bitmart:trade:BTCUSDT", "bitmart:kline:ETHUSDT:1m", "binanceusdm:trade:BTCUSDT")
 
 
 @pytest.fixture
-async def raw(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
-    """A bytes client on the (flushed) test database; ``redis`` does the flushing."""
-    client = make_redis(redis_url, decode=False)
-    yield client
-    await client.aclose()
+def raw(redis_bytes: Redis) -> Redis:
+    """A bytes client on the (flushed) test database."""
+    return redis_bytes
 
 
 def trade(i: int, topic: str) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from redis.asyncio import Redis
 
 from control import keys
 from control.jobs import RECONCILE, reconcile_job_id
-from control.redis_client import make_redis
 from control.settings import Settings, SettingsError
 from control.store import ControlStore
 from control.topics import Topic
@@ -108,13 +107,6 @@ def env(sim: ExchangeSimulator, redis_url: str) -> dict[str, str]:
 @pytest.fixture
 def settings(env: dict[str, str], make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(**env)
-
-
-@pytest.fixture
-async def redis_bytes(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
-    client = make_redis(redis_url, decode=False)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -108,48 +108,27 @@ class BinanceUsdmParser:
     def _on_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
         """``trade`` (§5, undocumented stream): ``t`` id, ``p``/``q`` strings, ``T`` trade time ms,
         ``m`` buyer is maker (so the taker sold)."""
-        s = d["s"]
-        return Parsed(
-            events=[
-                (
-                    self._trade_topic(s),
-                    {
-                        "type": "trade",
-                        "exchange": EXCHANGE_ID,
-                        "symbol": s,
-                        "trade_id": str(d["t"]),
-                        "price": d["p"],
-                        "size": d["q"],
-                        "side": "sell" if d["m"] else "buy",
-                        "ts_exchange": d["T"],
-                        "ts_received": ts_received_ms,
-                    },
-                )
-            ]
-        )
+        return self._trade(d, d["t"], ts_received_ms)
 
     def _on_agg_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
         """``aggTrade`` (§5) as a trade event on the same ``binanceusdm:trade:<s>`` topic; ``trade_id``
         is the aggregate id ``a``. (The 2021 recording carries aggTrade only, §10.)"""
+        return self._trade(d, d["a"], ts_received_ms)
+
+    def _trade(self, d: dict[str, Any], trade_id: int, ts_received_ms: int) -> Parsed:
         s = d["s"]
-        return Parsed(
-            events=[
-                (
-                    self._trade_topic(s),
-                    {
-                        "type": "trade",
-                        "exchange": EXCHANGE_ID,
-                        "symbol": s,
-                        "trade_id": str(d["a"]),
-                        "price": d["p"],
-                        "size": d["q"],
-                        "side": "sell" if d["m"] else "buy",
-                        "ts_exchange": d["T"],
-                        "ts_received": ts_received_ms,
-                    },
-                )
-            ]
-        )
+        event = {
+            "type": "trade",
+            "exchange": EXCHANGE_ID,
+            "symbol": s,
+            "trade_id": str(trade_id),
+            "price": d["p"],
+            "size": d["q"],
+            "side": "sell" if d["m"] else "buy",
+            "ts_exchange": d["T"],
+            "ts_received": ts_received_ms,
+        }
+        return Parsed(events=[(self._trade_topic(s), event)])
 
     def _on_kline(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
         """``kline`` (§5): ``k.t``/``k.T`` open/close ms, ``k.x`` closed, ``E`` event time ms.
