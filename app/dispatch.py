@@ -52,14 +52,18 @@ class Dispatcher:
             await self.arq.aclose()
             self.arq = None
 
-    async def subscribe(self, topics: Sequence[str], now_ms: int) -> dict[str, Any]:
-        """Add ``topics`` to the desired set (idempotent).
+    async def subscribe(
+        self, topics: Sequence[str], now_ms: int, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Add ``topics`` to the desired set (idempotent), with per-topic ``options`` (depth ``levels``).
 
         Returns ``{"accepted": [...], "added": [...], "already": [...], "paused": bool}``; nudges
-        workers only when something was added. Raises redis errors when Redis is unreachable.
+        workers only when something was added or an option changed. Raises redis errors when Redis
+        is unreachable.
         """
+        changed = await self.store.set_options({t: options for t in topics}) if options else False
         added = await self.store.add_desired(list(topics), now_ms)
-        if added:
+        if added or changed:
             await self._nudge()
         added_set = set(added)
         return {

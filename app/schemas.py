@@ -12,7 +12,15 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from control.topics import EXCHANGES, TIMEFRAME_MS, Topic, TopicError, make_topic
+from control.topics import (
+    DEPTH_LEVELS_DEFAULT,
+    DEPTH_LEVELS_MAX,
+    EXCHANGES,
+    TIMEFRAME_MS,
+    Topic,
+    TopicError,
+    make_topic,
+)
 
 MAX_SYMBOLS = 200
 MAX_TIMEFRAMES = 9
@@ -43,8 +51,19 @@ class KlinesRequestSchema(_SymbolsSchema):
     )
 
 
-class TradesRequestSchema(_SymbolsSchema):
-    """``{"symbol": "BTCUSDT"}`` or ``{"symbols": [...]}``, optional ``exchange``."""
+class SymbolsRequestSchema(_SymbolsSchema):
+    """Trades, ticker, best bid/ask: ``{"symbol": "BTCUSDT"}`` or ``{"symbols": [...]}``, optional ``exchange``."""
+
+
+class DepthRequestSchema(_SymbolsSchema):
+    """``{"symbol": "BTCUSDT", "levels": 20}``: order book, top ``levels`` (1..100) in published snapshots."""
+
+    levels = fields.Integer(
+        strict=True,
+        load_default=DEPTH_LEVELS_DEFAULT,
+        validate=validate.Range(min=1, max=DEPTH_LEVELS_MAX),
+        metadata={"description": f"levels per side in depth snapshots, 1..{DEPTH_LEVELS_MAX}"},
+    )
 
 
 class StopRequestSchema(Schema):
@@ -57,7 +76,8 @@ class StopRequestSchema(Schema):
 
 
 _KLINES = KlinesRequestSchema()
-_TRADES = TradesRequestSchema()
+_SYMBOLS = SymbolsRequestSchema()
+_DEPTH = DepthRequestSchema()
 _STOP = StopRequestSchema()
 
 
@@ -94,8 +114,16 @@ def _location(exc: TopicError, symbol_loc: tuple[str, ...], tf_index: int | None
 
 
 def _build(channel: str, payload: Any, default_exchange: str) -> list[str]:
-    schema = _KLINES if channel == "kline" else _TRADES
-    data = schema.load(payload)
+    return _build_with(channel, _load(channel, payload), default_exchange)
+
+
+def _load(channel: str, payload: Any) -> dict[str, Any]:
+    schema = {"kline": _KLINES, "depth": _DEPTH}.get(channel, _SYMBOLS)
+    data: dict[str, Any] = schema.load(payload)
+    return data
+
+
+def _build_with(channel: str, data: dict[str, Any], default_exchange: str) -> list[str]:
     exchange = data.get("exchange", default_exchange)
     symbols = _symbols(data)
     tfs: list[str | None] = list(data["tfs"]) if channel == "kline" else [None]
@@ -126,6 +154,30 @@ def kline_topics(payload: Any, default_exchange: str) -> list[str]:
 def trade_topics(payload: Any, default_exchange: str) -> list[str]:
     """Validate a ``/trades/*`` body; returns canonical topics (``bitmart:trade:BTCUSDT``). Raises ValidationError."""
     return _build("trade", payload, default_exchange)
+
+
+def ticker_topics(payload: Any, default_exchange: str) -> list[str]:
+    """Validate a ``/ticker/*`` body; returns topics (``binanceusdm:ticker:BTCUSDT``). Raises ValidationError."""
+    return _build("ticker", payload, default_exchange)
+
+
+def bookticker_topics(payload: Any, default_exchange: str) -> list[str]:
+    """Validate a ``/bookticker/*`` body; returns topics (``gateio:bookticker:BTC_USDT``). Raises ValidationError."""
+    return _build("bookticker", payload, default_exchange)
+
+
+def depth_request(payload: Any, default_exchange: str) -> tuple[list[str], dict[str, Any]]:
+    """Validate a ``/depth/subscribe`` body; returns (topics ``bitmart:depth:BTCUSDT``, ``{"levels": N}``).
+
+    Raises ValidationError (levels outside 1..100 included).
+    """
+    data = _load("depth", payload)
+    return _build_with("depth", data, default_exchange), {"levels": data["levels"]}
+
+
+def depth_topics(payload: Any, default_exchange: str) -> list[str]:
+    """Validate a ``/depth/unsubscribe`` body (``levels`` accepted and ignored); returns topics."""
+    return depth_request(payload, default_exchange)[0]
 
 
 def stop_clear(payload: Any) -> bool:

@@ -58,3 +58,73 @@ class GapEvent(TypedDict):
     reason: str
     since: int | None
     until: int | None
+
+
+class TickerEvent(TypedDict):
+    """24-hour ticker. Every value is the exchange's decimal string, or None where it sends none.
+
+    ``change_pct_24h`` is in percent (BitMart's ``range`` ratio is scaled by 100 with Decimal math).
+    """
+
+    type: Literal["ticker"]
+    exchange: str
+    symbol: str
+    last: str | None
+    mark_price: str | None
+    index_price: str | None
+    high_24h: str | None
+    low_24h: str | None
+    volume_24h: str | None
+    change_pct_24h: str | None
+    funding_rate: str | None
+    ts_exchange: int | None
+    ts_received: int
+
+
+class BookTickerEvent(TypedDict):
+    """Best bid/ask. ``update_id`` is the exchange's book update id as a string, or None."""
+
+    type: Literal["bookticker"]
+    exchange: str
+    symbol: str
+    bid_price: str | None
+    bid_size: str | None
+    ask_price: str | None
+    ask_size: str | None
+    update_id: str | None
+    ts_exchange: int | None
+    ts_received: int
+
+
+class DepthEvent(TypedDict):
+    """Top-``levels`` order book snapshot, best first: ``bids``/``asks`` are ``[[price, size], ...]``.
+
+    ``update_id``: the last exchange update id applied (string). Published at ``DEPTH_INTERVAL_MS``.
+    """
+
+    type: Literal["depth"]
+    exchange: str
+    symbol: str
+    levels: int
+    bids: list[list[str]]
+    asks: list[list[str]]
+    update_id: str
+    ts_exchange: int | None
+    ts_received: int
+
+
+class DepthDeltaEvent(TypedDict):
+    """One validated book update, as applied: absolute sizes, ``"0"`` deletes the level.
+
+    ``first_update_id``/``last_update_id``: the exchange's ids (strings) this update covers.
+    """
+
+    type: Literal["depth_delta"]
+    exchange: str
+    symbol: str
+    first_update_id: str
+    last_update_id: str
+    bids: list[list[str]]
+    asks: list[list[str]]
+    ts_exchange: int | None
+    ts_received: int

@@ -6,6 +6,7 @@ Control state (small, JSON values, read by /status):
     fp:paused             str   "1" while POST /stop has paused streaming (desired state kept)
     fp:subs               hash  topic -> {"state","error","since","conn"}   pending|active|failed
     fp:topic:last_event   hash  topic -> ms of the last event received for it
+    fp:topic:options      hash  topic -> {"levels": N} for depth topics (top-N of published snapshots)
     fp:plan:assign        hash  topic -> connection id (sticky assignment made by the planner)
     fp:plan:conns         hash  connection id -> {"exchange","route","url"}
     fp:plan:lock          str   planner mutex (SET NX PX)
@@ -30,6 +31,7 @@ DESIRED_VERSION = "fp:desired:version"
 PAUSED = "fp:paused"
 SUB_STATE = "fp:subs"
 TOPIC_LAST_EVENT = "fp:topic:last_event"
+TOPIC_OPTIONS = "fp:topic:options"
 PLAN_ASSIGN = "fp:plan:assign"
 PLAN_CONNS = "fp:plan:conns"
 PLAN_LOCK = "fp:plan:lock"

@@ -23,6 +23,9 @@ _BITMART_PUBLIC = "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1"
 _BITMART_PRIVATE = "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1"
 _REDIS_URL = "redis://127.0.0.1:6379/0"
 _BINANCE_USDM = "wss://fstream.binance.com"
+_BINANCE_USDM_REST = "https://fapi.binance.com"
+_GATEIO_WS = "wss://fx-ws.gateio.ws/v4/ws/usdt"
+_GATEIO_REST = "https://api.gateio.ws"
 
 
 class SettingsError(ValueError):
@@ -53,6 +56,10 @@ class Settings:
     stall_timeout_s: float = 90.0
     redis_url: str = _REDIS_URL
     binance_usdm_ws_uri: str = _BINANCE_USDM
+    binance_usdm_rest_uri: str = _BINANCE_USDM_REST
+    gateio_ws_uri: str = _GATEIO_WS
+    gateio_rest_uri: str = _GATEIO_REST
+    depth_interval_ms: int = 100
     default_exchange: str = "bitmart"
     workers: int = 2
     stream_maxlen: int = 100_000
@@ -72,7 +79,15 @@ class Settings:
 
     def exchange_ws_uri(self, exchange: str) -> str:
         """Configured base WebSocket URL for ``exchange`` (adapters add routes)."""
-        return {"bitmart": self.bitmart_public_ws_uri, "binanceusdm": self.binance_usdm_ws_uri}[exchange]
+        return {
+            "bitmart": self.bitmart_public_ws_uri,
+            "binanceusdm": self.binance_usdm_ws_uri,
+            "gateio": self.gateio_ws_uri,
+        }[exchange]
+
+    def exchange_rest_uri(self, exchange: str) -> str:
+        """Configured REST base URL for ``exchange`` (order-book snapshots); "" when it needs none."""
+        return {"binanceusdm": self.binance_usdm_rest_uri, "gateio": self.gateio_rest_uri}.get(exchange, "")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +112,10 @@ class Settings:
             stall_timeout_s=r.get("STALL_TIMEOUT_S", 90.0, _positive_float),
             redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url),
             binance_usdm_ws_uri=r.get("BINANCE_USDM_WS_URI", _BINANCE_USDM, _ws_url),
+            binance_usdm_rest_uri=r.get("BINANCE_USDM_REST_URI", _BINANCE_USDM_REST, _http_url),
+            gateio_ws_uri=r.get("GATEIO_WS_URI", _GATEIO_WS, _ws_url),
+            gateio_rest_uri=r.get("GATEIO_REST_URI", _GATEIO_REST, _http_url),
+            depth_interval_ms=r.get("DEPTH_INTERVAL_MS", 100, _int_range(10, 60_000)),
             default_exchange=r.get("DEFAULT_EXCHANGE", "bitmart", _one_of(EXCHANGES)),
             workers=r.get("WORKERS", 2, _int_range(1, 256)),
             stream_maxlen=r.get("STREAM_MAXLEN", 100_000, _int_range(100, 100_000_000)),
@@ -163,6 +182,13 @@ def _ws_url(raw: str) -> str:
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError("must be a ws:// or wss:// URL")
     return raw
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
 
 
 def _redis_url(raw: str) -> str:

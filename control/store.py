@@ -51,6 +51,29 @@ class ControlStore:
                 await pipe.execute()
         return added
 
+    async def set_options(self, options: dict[str, dict[str, Any]]) -> bool:
+        """Store per-topic options (depth: ``{"levels": N}``) in ``fp:topic:options``; True when any changed.
+
+        Workers read them when a book (re)starts; a change bumps the desired-state version so they look.
+        """
+        if not options:
+            return False
+        encoded = {t: _dumps(o) for t, o in options.items()}
+        current = await self.redis.hmget(keys.TOPIC_OPTIONS, list(encoded))
+        changed = {t: v for (t, v), old in zip(encoded.items(), current) if old != v}
+        if not changed:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.TOPIC_OPTIONS, mapping=changed)
+            pipe.incr(keys.DESIRED_VERSION)
+            await pipe.execute()
+        return True
+
+    async def options(self) -> dict[str, dict[str, Any]]:
+        """All per-topic options: topic -> dict."""
+        raw = await self.redis.hgetall(keys.TOPIC_OPTIONS)
+        return {topic: orjson.loads(value) for topic, value in raw.items()}
+
     async def remove_desired(self, topics: Sequence[str]) -> list[str]:
         """Remove ``topics`` from the desired set; returns those that were desired."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -62,6 +85,7 @@ class ControlStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.SUB_STATE, *removed)
                 pipe.hdel(keys.TOPIC_LAST_EVENT, *removed)
+                pipe.hdel(keys.TOPIC_OPTIONS, *removed)
                 pipe.incr(keys.DESIRED_VERSION)
                 await pipe.execute()
         return removed
@@ -70,7 +94,7 @@ class ControlStore:
         """Forget every desired subscription; returns how many there were."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hlen(keys.DESIRED)
-            pipe.delete(keys.DESIRED, keys.SUB_STATE, keys.TOPIC_LAST_EVENT)
+            pipe.delete(keys.DESIRED, keys.SUB_STATE, keys.TOPIC_LAST_EVENT, keys.TOPIC_OPTIONS)
             pipe.incr(keys.DESIRED_VERSION)
             count, _, _ = await pipe.execute()
         return int(count)

@@ -1,4 +1,5 @@
-"""Control endpoints: subscribe/unsubscribe klines and trades, stop/start, and the 501 private streams.
+"""Control endpoints: subscribe/unsubscribe klines, trades, ticker, best bid/ask and order books;
+stop/start; and the 501 private streams.
 
 Handlers validate everything (body, query) before calling ``app.dispatch.Dispatcher``, the only writer.
 Request bodies are never logged (later versions may carry secrets).
@@ -54,11 +55,14 @@ async def _wait_settled(request: Request, topics: list[str], wait_s: float) -> t
         await asyncio.sleep(min(WAIT_POLL_S, remaining))
 
 
-def _subscribe(topics_of: Callable[[Any, str], list[str]]) -> Callable[[Request], Any]:
+def _subscribe(topics_of: Callable[[Any, str], Any]) -> Callable[[Request], Any]:
+    """A subscribe endpoint; ``topics_of`` returns topics, or (topics, options) for depth."""
+
     async def endpoint(request: Request) -> Response:
         wait_s = schemas.wait_seconds(request.query_params.get("wait"))
-        topics = topics_of(await read_json(request), request.app.state.settings.default_exchange)
-        result = await request.app.state.dispatcher.subscribe(topics, now_ms())
+        parsed = topics_of(await read_json(request), request.app.state.settings.default_exchange)
+        topics, options = parsed if isinstance(parsed, tuple) else (parsed, None)
+        result = await request.app.state.dispatcher.subscribe(topics, now_ms(), options)
         status = 202
         if wait_s is not None:
             settled, records = await _wait_settled(request, topics, wait_s)
@@ -96,7 +100,7 @@ async def not_implemented(request: Request) -> Response:
     raise ApiError(
         501,
         "not_implemented",
-        f"private {kind[:-1]} streams are not available in this version; only public klines and trades are",
+        f"private {kind[:-1]} streams are not available in this version; only public market data is",
     )
 
 
@@ -105,6 +109,14 @@ ROUTES = [
     Route("/klines/unsubscribe", _unsubscribe(schemas.kline_topics), methods=["POST"], name="klines_unsubscribe"),
     Route("/trades/subscribe", _subscribe(schemas.trade_topics), methods=["POST"], name="trades_subscribe"),
     Route("/trades/unsubscribe", _unsubscribe(schemas.trade_topics), methods=["POST"], name="trades_unsubscribe"),
+    Route("/ticker/subscribe", _subscribe(schemas.ticker_topics), methods=["POST"], name="ticker_subscribe"),
+    Route("/ticker/unsubscribe", _unsubscribe(schemas.ticker_topics), methods=["POST"], name="ticker_unsubscribe"),
+    Route("/bookticker/subscribe", _subscribe(schemas.bookticker_topics), methods=["POST"], name="bookticker_subscribe"),
+    Route(
+        "/bookticker/unsubscribe", _unsubscribe(schemas.bookticker_topics), methods=["POST"], name="bookticker_unsubscribe"
+    ),
+    Route("/depth/subscribe", _subscribe(schemas.depth_request), methods=["POST"], name="depth_subscribe"),
+    Route("/depth/unsubscribe", _unsubscribe(schemas.depth_topics), methods=["POST"], name="depth_unsubscribe"),
     Route("/orders/subscribe", not_implemented, methods=["POST"], name="orders_subscribe"),
     Route("/orders/unsubscribe", not_implemented, methods=["POST"], name="orders_unsubscribe"),
     Route("/positions/subscribe", not_implemented, methods=["POST"], name="positions_subscribe"),

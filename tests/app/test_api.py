@@ -123,6 +123,26 @@ async def test_trades_subscribe_and_unsubscribe(client: TestClient, redis: Redis
     assert await redis.hkeys(keys.DESIRED) == ["bitmart:trade:BTCUSDT"]
 
 
+async def test_ticker_bookticker_and_depth_subscribe(client: TestClient, redis: Redis) -> None:
+    resp = client.post("/ticker/subscribe", json={"symbol": "BTCUSDT", "exchange": "binanceusdm"})
+    assert resp.status_code == 202 and resp.json()["added"] == ["binanceusdm:ticker:BTCUSDT"]
+    resp = client.post("/bookticker/subscribe", json={"symbols": ["btc_usdt"], "exchange": "gate"})  # ccxt alias
+    assert resp.status_code == 202 and resp.json()["added"] == ["gateio:bookticker:BTC_USDT"]
+    resp = client.post("/depth/subscribe", json={"symbol": "BTCUSDT", "levels": 5})
+    assert resp.status_code == 202 and resp.json()["added"] == ["bitmart:depth:BTCUSDT"]
+    assert orjson.loads(await redis.hget(keys.TOPIC_OPTIONS, "bitmart:depth:BTCUSDT")) == {"levels": 5}
+    version = int(await redis.get(keys.DESIRED_VERSION))
+    # Same topic, new levels: not added again, but the option change nudges the workers.
+    resp = client.post("/depth/subscribe", json={"symbol": "BTCUSDT", "levels": 50})
+    assert resp.json()["added"] == [] and int(await redis.get(keys.DESIRED_VERSION)) > version
+    assert orjson.loads(await redis.hget(keys.TOPIC_OPTIONS, "bitmart:depth:BTCUSDT")) == {"levels": 50}
+    resp = client.post("/depth/unsubscribe", json={"symbol": "BTCUSDT"})
+    assert resp.json()["removed"] == ["bitmart:depth:BTCUSDT"]
+    assert not await redis.hexists(keys.TOPIC_OPTIONS, "bitmart:depth:BTCUSDT")
+    for path in ("/ticker/unsubscribe", "/bookticker/unsubscribe"):
+        assert client.post(path, json={"symbol": "XRPUSDT"}).status_code == 200
+
+
 async def test_klines_unsubscribe(client: TestClient, redis: Redis) -> None:
     client.post("/klines/subscribe", json=KLINE_BODY)
     jobs_before = await redis.zcard(keys.ARQ_QUEUE)
@@ -299,6 +319,16 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
      "validation_error", "exchange"),
     ("too many symbols", "POST", "/trades/subscribe", {"json": {"symbols": [f"S{i:03d}USDT" for i in range(201)]}},
      400, "validation_error", "symbols"),
+    ("depth levels 0", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": 0}}, 400,
+     "validation_error", "levels"),
+    ("depth levels 101", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": 101}}, 400,
+     "validation_error", "levels"),
+    ("depth levels string", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": "20"}}, 400,
+     "validation_error", "levels"),
+    ("gate has no 2h klines", "POST", "/klines/subscribe",
+     {"json": {"symbol": "BTC_USDT", "tfs": ["2h"], "exchange": "gateio"}}, 400, "validation_error", "tfs"),
+    ("ticker bad symbol", "POST", "/ticker/subscribe", {"json": {"symbol": "B T C"}}, 400, "validation_error",
+     "symbol"),
     ("wait=abc", "POST", "/klines/subscribe?wait=abc", {"json": KLINE_BODY}, 400, "validation_error", "wait"),
     ("wait=31", "POST", "/klines/subscribe?wait=31", {"json": KLINE_BODY}, 400, "validation_error", "wait"),
     ("stop clear not bool", "POST", "/stop", {"json": {"clear": "maybe"}}, 400, "validation_error", "clear"),

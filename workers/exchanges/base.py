@@ -34,6 +34,37 @@ class Ack:
 
 
 @dataclass(slots=True)
+class BookUpdate:
+    """One order-book message in a form the book keeper (``workers.books``) can sequence-check.
+
+    ``topic`` is ``{exchange}:depth:{SYMBOL}``. ``bids``/``asks``: ``[(price, size), ...]`` decimal
+    strings as sent, sizes absolute, ``"0"`` deletes. Ids are the exchange's own integers:
+    Binance ``U``/``u``/``pu``, Gate ``U``/``u`` (snapshot: ``id``), BitMart ``version`` (in
+    ``first_id`` and ``last_id``). ``snapshot`` marks a full book that replaces the local one
+    (Binance/Gate REST snapshot, Gate ``full:true``, BitMart ``type:"snapshot"``).
+    """
+
+    topic: str
+    symbol: str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    first_id: int | None
+    last_id: int
+    prev_last_id: int | None = None
+    snapshot: bool = False
+    ts_exchange: int | None = None
+    ts_received: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """A REST order-book snapshot to fetch: ``GET {rest base URL}{path}?{params}``."""
+
+    path: str
+    params: dict[str, str]
+
+
+@dataclass(slots=True)
 class Parsed:
     """What one received frame meant.
 
@@ -41,9 +72,12 @@ class Parsed:
     ``acks``: subscription answers. ``pong``: the frame was a keep-alive reply.
     ``error``: a frame-level error from the exchange not tied to a topic (logged, counted).
     ``unknown``: the frame was valid JSON but not understood (counted, never fatal).
+    ``book``: order-book messages for the book keeper (they become ``depth``/``depth_delta`` events
+    only after sequence checks, so they are not in ``events``).
     """
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    book: list[BookUpdate] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     pong: bool = False
     error: str | None = None
@@ -116,4 +150,22 @@ class ExchangeAdapter(Protocol):
 
     def new_parser(self) -> FrameParser:
         """A fresh parser for one connection."""
+        ...
+
+    # -- order books (channel "depth") ----------------------------------------------------------
+
+    #: Sequencing rule the book keeper applies: "binance" (``pu`` chain, REST snapshot),
+    #: "gate" (``U == prev u + 1``, REST snapshot with id), "bitmart" (``version + 1``, snapshot on the socket).
+    book_rule: str
+
+    def snapshot_request(self, symbol: str, levels: int) -> SnapshotRequest | None:
+        """The REST snapshot to fetch for ``symbol``, or None when snapshots come on the socket (BitMart)."""
+        ...
+
+    def parse_snapshot(self, symbol: str, body: bytes, ts_received_ms: int) -> BookUpdate:
+        """Parse a REST snapshot body into a ``BookUpdate(snapshot=True)``; raises ValueError if malformed."""
+        ...
+
+    def resync_frame(self, topic: Topic) -> str | None:
+        """A frame asking the exchange for a fresh snapshot on the socket (BitMart ``request``), or None."""
         ...
