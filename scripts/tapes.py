@@ -97,3 +97,29 @@ def read_jkorf(relative: str) -> list[FixtureFrame]:
     if current is not None and "".join(current).strip():
         frames.append(FixtureFrame(direction, tag, "\n".join(current).strip()))
     return frames
+
+
+GATE_2023_HTTP = "cryptofeed/GATEIO_FUTURES.http.0.0"
+
+
+def read_cryptofeed_http(relative: str) -> Iterator[tuple[str, float, str]]:
+    """Yield ``(url, receive_ts_s, raw_json)`` per REST response of a cryptofeed ``*.http.*`` file.
+
+    Lines look like ``<http_url> -> <unix_ts_float>: <json>``; any other line is skipped.
+    """
+    with sample_path(relative).open(encoding="utf-8") as fh:
+        for line in fh:
+            url, sep, rest = line.partition(" -> ")
+            if not sep:
+                continue
+            head, sep, raw = rest.partition(": ")
+            if not sep:
+                continue
+            try:
+                ts = float(head)
+            except ValueError:
+                continue
+            yield url, ts, raw.rstrip("\n")
+
+
+BINANCE_2021_HTTP = "cryptofeed/BINANCE_FUTURES.http.0.0"

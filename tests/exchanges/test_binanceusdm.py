@@ -1,17 +1,27 @@
-"""Binance USD-M adapter: recorded tapes (2021 cryptofeed, 2024 hftbacktest), fixtures, control frames."""
+"""Binance USD-M adapter: recorded tapes (2021 cryptofeed, 2024 hftbacktest), REST snapshots, fixtures, frames."""
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
 from control.topics import Topic
-from scripts.tapes import BINANCE_2021, BINANCE_2024, read_cryptofeed_ws, read_hftbacktest, sample_path
-from workers.exchanges.base import Ack, AdapterError, Parsed
+from scripts.tapes import (
+    BINANCE_2021,
+    BINANCE_2021_HTTP,
+    BINANCE_2024,
+    read_cryptofeed_http,
+    read_cryptofeed_ws,
+    read_hftbacktest,
+    sample_path,
+)
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, SnapshotRequest
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser
 
 ADAPTER = BinanceUsdmAdapter()
@@ -20,6 +30,14 @@ TRADE_KEYS = ["type", "exchange", "symbol", "trade_id", "price", "size", "side",
 KLINE_KEYS = [
     "type", "exchange", "symbol", "timeframe", "open_time", "close_time",
     "open", "high", "low", "close", "volume", "closed", "ts_exchange", "ts_received",
+]  # fmt: skip
+TICKER_KEYS = [
+    "type", "exchange", "symbol", "last", "mark_price", "index_price", "high_24h", "low_24h", "volume_24h",
+    "change_pct_24h", "funding_rate", "ts_exchange", "ts_received",
+]  # fmt: skip
+BOOKTICKER_KEYS = [
+    "type", "exchange", "symbol", "bid_price", "bid_size", "ask_price", "ask_size", "update_id", "ts_exchange",
+    "ts_received",
 ]  # fmt: skip
 
 
@@ -33,6 +51,32 @@ def only_event(parsed: Parsed) -> tuple[str, dict[str, Any]]:
     return parsed.events[0]
 
 
+def only_book(parsed: Parsed) -> BookUpdate:
+    assert parsed.events == [] and parsed.acks == [] and not parsed.unknown and parsed.error is None
+    assert len(parsed.book) == 1
+    return parsed.book[0]
+
+
+def topic(channel: str, symbol: str = "BTCUSDT") -> Topic:
+    return Topic("binanceusdm", channel, symbol)
+
+
+def assert_pu_chain(updates: list[BookUpdate]) -> dict[str, int]:
+    """Per symbol: every update's ``pu`` is the previous update's ``u`` (§6 step 5); returns updates per symbol."""
+    last: dict[str, int] = {}
+    counts: collections.Counter[str] = collections.Counter()
+    breaks = []
+    for u in updates:
+        assert type(u.first_id) is int and type(u.last_id) is int and type(u.prev_last_id) is int
+        assert u.first_id <= u.last_id and not u.snapshot
+        if u.symbol in last and u.prev_last_id != last[u.symbol]:
+            breaks.append((u.symbol, last[u.symbol], u.prev_last_id))
+        last[u.symbol] = u.last_id
+        counts[u.symbol] += 1
+    assert breaks == []
+    return dict(counts)
+
+
 def kline(symbol: str, tf: str) -> Topic:
     return Topic("binanceusdm", "kline", symbol, tf)
 
@@ -44,30 +88,112 @@ def trade(symbol: str) -> Topic:
 # --- recorded tapes -------------------------------------------------------------------------------
 
 
-def test_2024_tape_every_trade_frame_parses_and_the_rest_is_unknown() -> None:
+def test_2024_tape_every_frame_parses_and_only_the_rest_snapshot_is_unknown() -> None:
     # Arrange
     p = parser()
     counts: collections.Counter[str] = collections.Counter()
     events: list[tuple[str, dict[str, Any]]] = []
+    book: list[BookUpdate] = []
     # Act
     for ts_ns, raw in read_hftbacktest(BINANCE_2024):
         parsed = p.parse(raw, ts_ns // 1_000_000)
         assert parsed.acks == [] and parsed.error is None and not parsed.pong
-        if parsed.events:
-            assert not parsed.unknown and len(parsed.events) == 1
-            events.extend(parsed.events)
-            counts["event"] += 1
-        else:
-            assert parsed.unknown
-            stream = orjson.loads(raw).get("stream", "REST snapshot")
-            counts[stream.partition("@")[2] or stream] += 1
-    # Assert: 21,313 trades; bookTicker, depth and the REST depth-snapshot line are unknown, not errors
-    assert counts == {"event": 21_313, "bookTicker": 66_089, "depth@0ms": 6_551, "REST snapshot": 1}
-    assert {topic for topic, _ in events} == {"binanceusdm:trade:BTCUSDT"}
-    assert all(list(e) == TRADE_KEYS and e["side"] in ("buy", "sell") for _, e in events)
-    ids = [int(e["trade_id"]) for _, e in events]
+        if parsed.unknown:
+            assert parsed.events == [] and parsed.book == [] and "stream" not in orjson.loads(raw)
+            counts["unknown"] += 1
+            continue
+        assert len(parsed.events) + len(parsed.book) == 1
+        events.extend(parsed.events)
+        book.extend(parsed.book)
+        for _, e in parsed.events:
+            counts[e["type"]] += 1
+        counts["depth"] += len(parsed.book)
+    # Assert: every WS frame becomes an event or a book update; the REST depth-snapshot line (no envelope) does not
+    assert counts == {"trade": 21_313, "bookticker": 66_089, "depth": 6_551, "unknown": 1}
+    assert {t for t, _ in events} == {"binanceusdm:trade:BTCUSDT", "binanceusdm:bookticker:BTCUSDT"}
+    trades = [e for _, e in events if e["type"] == "trade"]
+    tickers = [e for _, e in events if e["type"] == "bookticker"]
+    assert all(list(e) == TRADE_KEYS and e["side"] in ("buy", "sell") for e in trades)
+    ids = [int(e["trade_id"]) for e in trades]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # contiguous on this tape (§5)
-    assert collections.Counter(e["side"] for _, e in events).keys() == {"buy", "sell"}
+    assert collections.Counter(e["side"] for e in trades).keys() == {"buy", "sell"}
+    assert all(list(e) == BOOKTICKER_KEYS for e in tickers)
+    update_ids = [int(e["update_id"]) for e in tickers]
+    assert all(a < b for a, b in itertools.pairwise(update_ids))  # strictly increasing (§5)
+    assert all(type(e["ts_exchange"]) is int and Decimal(e["bid_price"]) < Decimal(e["ask_price"]) for e in tickers)
+    assert {u.topic for u in book} == {"binanceusdm:depth:BTCUSDT"}
+    assert assert_pu_chain(book) == {"BTCUSDT": 6_551}  # 0 breaks (§6)
+    assert all(type(u.ts_exchange) is int and u.ts_received > 0 for u in book)
+    assert sum(len(u.bids) + len(u.asks) for u in book) == 443_521
+    assert all(type(level) is tuple and len(level) == 2 for u in book for level in u.bids + u.asks)
+
+
+def test_2024_tape_spot_check_book_ticker_and_depth_frames() -> None:
+    bbo_raw = (
+        '{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107839020,"s":"BTCUSDT","b":"61800.20",'
+        '"B":"2.507","a":"61800.30","A":"2.510","T":1723161256313,"E":1723161256313}}'
+    )
+    depth_raw = (
+        '{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161600370,"T":1723161600319,"s":"BTCUSDT",'
+        '"U":5123134944963,"u":5123134944963,"pu":5123134735497,"b":[["5000.00","2.321"]],"a":[]}}'
+    )
+    recorded = {line for _, line in read_hftbacktest(BINANCE_2024)}
+    assert bbo_raw in recorded and depth_raw in recorded
+    p = parser()
+
+    bbo_topic, bbo = only_event(p.parse(bbo_raw, 1723161255088))
+    update = only_book(p.parse(depth_raw, 1723161599098))
+
+    assert bbo_topic == "binanceusdm:bookticker:BTCUSDT"
+    assert bbo == {
+        "type": "bookticker",
+        "exchange": "binanceusdm",
+        "symbol": "BTCUSDT",
+        "bid_price": "61800.20",
+        "bid_size": "2.507",
+        "ask_price": "61800.30",
+        "ask_size": "2.510",
+        "update_id": "5123107839020",
+        "ts_exchange": 1723161256313,
+        "ts_received": 1723161255088,
+    }
+    assert list(bbo) == BOOKTICKER_KEYS
+    assert update == BookUpdate(
+        topic="binanceusdm:depth:BTCUSDT",
+        symbol="BTCUSDT",
+        bids=[("5000.00", "2.321")],
+        asks=[],
+        first_id=5123134944963,
+        last_id=5123134944963,
+        prev_last_id=5123134735497,
+        snapshot=False,
+        ts_exchange=1723161600370,
+        ts_received=1723161599098,
+    )
+
+
+def test_2024_tape_rest_snapshot_parses_and_is_bridged_by_one_frame() -> None:
+    lines = [(ts, raw) for ts, raw in read_hftbacktest(BINANCE_2024)]
+    [(ts_ns, raw)] = [(ts, raw) for ts, raw in lines if raw.startswith('{"lastUpdateId"')]
+    p = parser()
+    book = [u for _, line in lines for u in p.parse(line, 0).book]
+
+    snap = ADAPTER.parse_snapshot("BTCUSDT", raw.encode(), ts_ns // 1_000_000)
+
+    body = json.loads(raw)
+    assert (snap.topic, snap.symbol, snap.snapshot) == ("binanceusdm:depth:BTCUSDT", "BTCUSDT", True)
+    assert (snap.first_id, snap.last_id, snap.prev_last_id) == (None, 5123107852948, None)
+    assert (snap.ts_exchange, snap.ts_received) == (1723161256501, ts_ns // 1_000_000)
+    assert len(snap.bids) == len(snap.asks) == 1000
+    assert snap.bids == [tuple(level) for level in body["bids"]] and snap.asks == [
+        tuple(level) for level in body["asks"]
+    ]
+    assert snap.bids[0] == ("61800.20", "2.909")
+    # §6 steps 3-4: after dropping frames with u < lastUpdateId, exactly one frame has U <= lastUpdateId <= u
+    newer = [u for u in book if u.last_id >= snap.last_id]
+    assert len(book) - len(newer) == 4
+    assert [u.first_id <= snap.last_id <= u.last_id for u in newer].count(True) == 1
+    assert newer[0].first_id <= snap.last_id <= newer[0].last_id
 
 
 def test_2024_tape_spot_check_trade_frame() -> None:
@@ -94,34 +220,92 @@ def test_2024_tape_spot_check_trade_frame() -> None:
     assert list(event) == TRADE_KEYS
 
 
-def test_2021_tape_klines_and_agg_trades() -> None:
+def test_2021_tape_every_frame_parses() -> None:
     p = parser()
     kinds: collections.Counter[str] = collections.Counter()
     events: list[tuple[str, dict[str, Any]]] = []
+    book: list[BookUpdate] = []
     for ts_s, raw in read_cryptofeed_ws(BINANCE_2021):
         parsed = p.parse(raw, int(ts_s * 1000))
-        assert parsed.acks == [] and parsed.error is None
-        stream_kind = orjson.loads(raw)["stream"].partition("@")[2]
-        if stream_kind in ("kline_1m", "aggTrade"):
-            events.extend(parsed.events)
-            assert len(parsed.events) == 1
-        else:
-            assert parsed.unknown and parsed.events == [], stream_kind
-        kinds[stream_kind] += 1
+        assert parsed.acks == [] and parsed.error is None and not parsed.unknown
+        assert len(parsed.events) + len(parsed.book) == 1
+        events.extend(parsed.events)
+        book.extend(parsed.book)
+        kinds[orjson.loads(raw)["stream"].partition("@")[2]] += 1
 
+    symbols = {f"{s}USDT" for s in ("SUSHI", "AKRO", "KEEP", "CTK")}
     klines = [e for _, e in events if e["type"] == "kline"]
     trades = [e for _, e in events if e["type"] == "trade"]
-    assert len(klines) == 67 and len(trades) == 91
+    tickers = [e for _, e in events if e["type"] == "bookticker"]
+    assert kinds == {"depth@100ms": 764, "bookTicker": 613, "aggTrade": 91, "kline_1m": 67}
+    assert (len(klines), len(trades), len(tickers), len(book)) == (67, 91, 613, 764)
     assert sum(e["closed"] for e in klines) == 4
     assert all(list(e) == KLINE_KEYS for e in klines) and all(list(e) == TRADE_KEYS for e in trades)
+    assert all(list(e) == BOOKTICKER_KEYS and e["update_id"].isdigit() for e in tickers)
     assert all(e["close_time"] == e["open_time"] + 59_999 and e["timeframe"] == "1m" for e in klines)
-    assert {t for t, e in events if e["type"] == "kline"} == {
-        f"binanceusdm:kline:{s}USDT:1m" for s in ("SUSHI", "AKRO", "KEEP", "CTK")
+    assert {t for t, e in events if e["type"] == "kline"} == {f"binanceusdm:kline:{s}:1m" for s in symbols}
+    assert {t for t, e in events if e["type"] == "trade"} <= {f"binanceusdm:trade:{s}" for s in symbols}
+    assert {t for t, e in events if e["type"] == "bookticker"} == {f"binanceusdm:bookticker:{s}" for s in symbols}
+    assert {u.topic for u in book} == {f"binanceusdm:depth:{s}" for s in symbols}
+    assert sum(assert_pu_chain(book).values()) == 764  # 0 breaks per symbol (§6)
+
+
+def test_2021_tape_spot_check_book_ticker_and_depth_frames() -> None:
+    bbo_raw = (
+        '{"stream":"sushiusdt@bookTicker","data":{"e":"bookTicker","u":600859600576,"s":"SUSHIUSDT","b":"7.6110",'
+        '"B":"2","a":"7.6120","A":"297","T":1626992741012,"E":1626992741017}}'
+    )
+    depth_raw = (
+        '{"stream":"keepusdt@depth@100ms","data":{"e":"depthUpdate","E":1626992743532,"T":1626992743425,'
+        '"s":"KEEPUSDT","U":600859645270,"u":600859645270,"pu":600859644386,"b":[],"a":[["0.2589","0"]]}}'
+    )
+    recorded = {raw for _, raw in read_cryptofeed_ws(BINANCE_2021)}
+    assert bbo_raw in recorded and depth_raw in recorded
+
+    bbo_topic, bbo = only_event(parser().parse(bbo_raw, 1626992741062))
+    update = only_book(parser().parse(depth_raw, 1626992743578))
+
+    assert bbo_topic == "binanceusdm:bookticker:SUSHIUSDT"
+    assert bbo == {
+        "type": "bookticker",
+        "exchange": "binanceusdm",
+        "symbol": "SUSHIUSDT",
+        "bid_price": "7.6110",
+        "bid_size": "2",
+        "ask_price": "7.6120",
+        "ask_size": "297",
+        "update_id": "600859600576",
+        "ts_exchange": 1626992741017,
+        "ts_received": 1626992741062,
     }
-    assert {t for t, e in events if e["type"] == "trade"} <= {
-        f"binanceusdm:trade:{s}USDT" for s in ("SUSHI", "AKRO", "KEEP", "CTK")
-    }
-    assert kinds == {"depth@100ms": 764, "bookTicker": 613, "aggTrade": 91, "kline_1m": 67}
+    assert (update.topic, update.bids, update.asks) == ("binanceusdm:depth:KEEPUSDT", [], [("0.2589", "0")])
+    assert (update.first_id, update.last_id, update.prev_last_id) == (600859645270, 600859645270, 600859644386)
+    assert (update.snapshot, update.ts_exchange, update.ts_received) == (False, 1626992743532, 1626992743578)
+
+
+def test_2021_rest_snapshots_parse_and_each_is_bridged_by_one_frame() -> None:
+    responses = list(read_cryptofeed_http(BINANCE_2021_HTTP))
+    p = parser()
+    book = [u for ts_s, raw in read_cryptofeed_ws(BINANCE_2021) for u in p.parse(raw, int(ts_s * 1000)).book]
+
+    snapshots = []
+    for url, ts_s, raw in responses:
+        symbol = url.partition("symbol=")[2].partition("&")[0]
+        snapshots.append(ADAPTER.parse_snapshot(symbol, raw.encode(), int(ts_s * 1000)))
+
+    assert [s.symbol for s in snapshots] == ["SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT"]
+    for snap, (url, ts_s, raw) in zip(snapshots, responses, strict=True):
+        body = json.loads(raw)
+        assert url.endswith("limit=1000")
+        assert snap.topic == f"binanceusdm:depth:{snap.symbol}" and snap.snapshot is True
+        assert (snap.first_id, snap.last_id, snap.prev_last_id) == (None, body["lastUpdateId"], None)
+        assert (snap.ts_exchange, snap.ts_received) == (body["E"], int(ts_s * 1000))
+        assert snap.bids == [tuple(x) for x in body["bids"]] and snap.asks == [tuple(x) for x in body["asks"]]
+        assert snap.bids and snap.asks and all(type(level) is tuple for level in snap.bids + snap.asks)
+        # §6 step 4: exactly one diff frame of that symbol has U <= lastUpdateId <= u
+        same = [u for u in book if u.symbol == snap.symbol]
+        assert [u.first_id <= snap.last_id <= u.last_id for u in same].count(True) == 1
+    assert snapshots[0].bids[0] == ("7.6110", "6") and snapshots[0].last_id == 600859605926
 
 
 def test_2021_tape_spot_check_closed_kline_and_agg_trade() -> None:
@@ -213,9 +397,73 @@ def test_nautilus_trade_fixtures(name: str, trade_id: str) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "name", ["book_ticker_stream", "depth_update_stream", "mark_price_stream", "ticker_stream", "liquidation_stream"]
-)
+def test_nautilus_ticker_fixture() -> None:
+    topic_, event = only_event(parser().parse(fixture_bytes("ticker_stream"), 7))
+
+    assert topic_ == "binanceusdm:ticker:BTCUSDT"
+    assert event == {
+        "type": "ticker",
+        "exchange": "binanceusdm",
+        "symbol": "BTCUSDT",
+        "last": "16584.60000000",
+        "mark_price": None,
+        "index_price": None,
+        "high_24h": "16764.89000000",
+        "low_24h": "16456.51000000",
+        "volume_24h": "122474.816",
+        "change_pct_24h": "-0.786",
+        "funding_rate": None,
+        "ts_exchange": 1672515782136,
+        "ts_received": 7,
+    }
+    assert list(event) == TICKER_KEYS
+
+
+def test_nautilus_book_ticker_fixture_tolerates_new_keys() -> None:
+    # carries "st" and "ps" (2026-06 COIN-M merge, §0): ignored
+    topic_, event = only_event(parser().parse(fixture_bytes("book_ticker_stream"), 7))
+
+    assert topic_ == "binanceusdm:bookticker:BNBUSDT"
+    assert event == {
+        "type": "bookticker",
+        "exchange": "binanceusdm",
+        "symbol": "BNBUSDT",
+        "bid_price": "25.35190000",
+        "bid_size": "31.21000000",
+        "ask_price": "25.36520000",
+        "ask_size": "40.66000000",
+        "update_id": "400900217",
+        "ts_exchange": 1568014460893,
+        "ts_received": 7,
+    }
+
+
+def test_nautilus_depth_update_fixture() -> None:
+    update = only_book(parser().parse(fixture_bytes("depth_update_stream"), 7))
+
+    assert update == BookUpdate(
+        topic="binanceusdm:depth:BTCUSDT",
+        symbol="BTCUSDT",
+        bids=[("0.0024", "10")],
+        asks=[("0.0026", "100")],
+        first_id=157,
+        last_id=160,
+        prev_last_id=149,
+        snapshot=False,
+        ts_exchange=123456789,
+        ts_received=7,
+    )
+
+
+def test_ticker_in_the_stream_envelope() -> None:
+    payload = json.loads(fixture_bytes("ticker_stream"))
+
+    topic_, event = only_event(parser().parse(json.dumps({"stream": "btcusdt@ticker", "data": payload}), 7))
+
+    assert topic_ == "binanceusdm:ticker:BTCUSDT" and event["last"] == "16584.60000000"
+
+
+@pytest.mark.parametrize("name", ["mark_price_stream", "liquidation_stream"])
 def test_other_nautilus_market_fixtures_are_unknown(name: str) -> None:
     assert parser().parse(fixture_bytes(name), 7) == Parsed(unknown=True)
 
@@ -289,11 +537,57 @@ def test_valid_json_not_understood_is_unknown(raw: str) -> None:
         b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}',
         b'{"e":"kline","E":1,"s":"BTCUSDT","k":null}',
         b'{"e":"aggTrade","s":["BTCUSDT"],"a":1,"p":"1","q":"1","m":true,"T":1}',
+        b'{"e":"bookTicker","u":1,"E":1,"T":1,"s":"BTCUSDT","b":"1","B":"1","a":"2"}',
+        b'{"e":"24hrTicker","E":1,"s":"BTCUSDT","c":"1","h":"1","l":"1","v":"1"}',
+        b'{"e":"depthUpdate","E":1,"T":1,"s":"BTCUSDT","U":"1","u":2,"pu":0,"b":[],"a":[]}',
+        b'{"e":"depthUpdate","E":1,"T":1,"s":"BTCUSDT","U":1,"u":2,"pu":null,"b":[],"a":[]}',
+        b'{"e":"depthUpdate","E":1,"T":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[["1","2","3"]],"a":[]}',
+        b'{"e":"depthUpdate","E":1,"T":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[]}',
+        b'{"e":"depthUpdate","E":1,"T":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":null,"a":[]}',
     ],
 )
 def test_malformed_frames_raise_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         parser().parse(raw, 1)
+
+
+# --- REST order-book snapshot ----------------------------------------------------------------------
+
+
+def test_snapshot_request_uses_the_documented_1000_levels() -> None:
+    assert ADAPTER.snapshot_request("BTCUSDT", 20) == SnapshotRequest(
+        "/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": "1000"}
+    )
+    assert ADAPTER.snapshot_request("ETHUSDT", 100) == SnapshotRequest(
+        "/fapi/v1/depth", {"symbol": "ETHUSDT", "limit": "1000"}
+    )
+    assert ADAPTER.book_rule == "binance"
+    assert ADAPTER.resync_frame(topic("depth")) is None
+
+
+def test_snapshot_without_event_time() -> None:
+    body = b'{"lastUpdateId":7,"bids":[["1.0","2"]],"asks":[]}'
+
+    snap = ADAPTER.parse_snapshot("BTCUSDT", body, 5)
+
+    assert snap == BookUpdate("binanceusdm:depth:BTCUSDT", "BTCUSDT", [("1.0", "2")], [], None, 7, None, True, None, 5)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"code":-1121,"msg":"Invalid symbol."}', "-1121: Invalid symbol."),
+        (b"not json", None),
+        (b"[]", "not an object"),
+        (b'{"lastUpdateId":"7","bids":[],"asks":[]}', "must be an integer"),
+        (b'{"lastUpdateId":7,"bids":[]}', "malformed"),
+        (b'{"lastUpdateId":7,"bids":[["1"]],"asks":[]}', "unpack"),
+        (b'{"lastUpdateId":7,"bids":null,"asks":[]}', "malformed"),
+    ],
+)
+def test_bad_snapshot_raises_value_error(body: bytes, message: str | None) -> None:
+    with pytest.raises(ValueError, match=message):
+        ADAPTER.parse_snapshot("BTCUSDT", body, 0)
 
 
 # --- subscribe frames, routes, URLs ---------------------------------------------------------------
@@ -343,11 +637,31 @@ def test_subscribe_frames_argument_errors() -> None:
     assert ADAPTER.subscribe_frames([], batch_size=10, first_request_id=1) == []
 
 
+def test_subscribe_frames_for_ticker_bookticker_and_depth() -> None:
+    topics = [topic("ticker"), topic("bookticker"), topic("depth", "ETHUSDT")]
+
+    frames = ADAPTER.subscribe_frames(topics, batch_size=10, first_request_id=3, now_ms=1_700_000_000_000)
+    unsub = ADAPTER.unsubscribe_frames(topics[:1], batch_size=10, first_request_id=4, now_ms=1)
+
+    assert [(f.text, f.topics, f.request_id) for f in frames] == [
+        (
+            '{"method":"SUBSCRIBE","params":["btcusdt@ticker","btcusdt@bookTicker","ethusdt@depth@100ms"],"id":3}',
+            ("binanceusdm:ticker:BTCUSDT", "binanceusdm:bookticker:BTCUSDT", "binanceusdm:depth:ETHUSDT"),
+            3,
+        )
+    ]
+    assert unsub[0].text == '{"method":"UNSUBSCRIBE","params":["btcusdt@ticker"],"id":4}'
+
+
 def test_routes_and_urls() -> None:
     base = "wss://fstream.binance.com/"
 
     assert ADAPTER.route(kline("BTCUSDT", "1m")) == "market"
     assert ADAPTER.route(trade("BTCUSDT")) == "public"
+    # §2: @ticker is a /market stream, @bookTicker and @depth are /public streams
+    assert ADAPTER.route(topic("ticker")) == "market"
+    assert ADAPTER.route(topic("bookticker")) == "public"
+    assert ADAPTER.route(topic("depth")) == "public"
     assert ADAPTER.ws_url(base, ADAPTER.route(kline("BTCUSDT", "1m"))) == "wss://fstream.binance.com/market/stream"
     assert ADAPTER.ws_url("wss://fstream.binance.com", "public") == "wss://fstream.binance.com/public/stream"
 
@@ -355,21 +669,24 @@ def test_routes_and_urls() -> None:
 def test_validate() -> None:
     for tf in ("1m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w"):
         ADAPTER.validate(kline("BTCUSDT", tf))
-    ADAPTER.validate(trade("BTCUSDT"))
+    for channel in ("trade", "ticker", "bookticker", "depth"):
+        ADAPTER.validate(topic(channel))
     with pytest.raises(AdapterError):
-        ADAPTER.validate(Topic("binanceusdm", "ticker", "BTCUSDT"))
+        ADAPTER.validate(Topic("binanceusdm", "funding", "BTCUSDT"))
     with pytest.raises(AdapterError):
         ADAPTER.validate(kline("BTCUSDT", "3m"))
     with pytest.raises(AdapterError):
         ADAPTER.validate(Topic("bitmart", "trade", "BTCUSDT"))
     with pytest.raises(AdapterError):
-        ADAPTER.route(Topic("binanceusdm", "ticker", "BTCUSDT"))
+        ADAPTER.route(Topic("binanceusdm", "funding", "BTCUSDT"))
     with pytest.raises(AdapterError):
-        ADAPTER.subscribe_frames([Topic("binanceusdm", "ticker", "BTCUSDT")], batch_size=1, first_request_id=1)
+        ADAPTER.subscribe_frames([Topic("binanceusdm", "funding", "BTCUSDT")], batch_size=1, first_request_id=1)
 
 
 def test_static_attributes() -> None:
     assert ADAPTER.id == "binanceusdm"
     assert ADAPTER.max_topics_per_connection == 1024
     assert ADAPTER.min_send_interval_ms == 110
-    assert ADAPTER.app_ping is False and ADAPTER.ping_frame() is None
+    assert ADAPTER.app_ping is False and ADAPTER.ping_frame() is None and ADAPTER.ping_frame(now_ms=5) is None
+    assert ADAPTER.channels == {"kline", "trade", "ticker", "bookticker", "depth"}
+    assert ADAPTER.ws_headers == {}

@@ -1,4 +1,5 @@
-"""BitMart futures v2 adapter: JKorf fixture conversations, kline close inference, trades, frames."""
+"""BitMart futures v2 adapter: JKorf fixture conversations, kline close inference, trades, ticker, best bid/ask,
+order book (depthIncrease), frames."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import pytest
 
 from control.topics import Topic
 from scripts.tapes import BITMART_FIXTURES, read_jkorf
-from workers.exchanges.base import Ack, AdapterError, Parsed
-from workers.exchanges.bitmart import BitmartAdapter, BitmartParser, group_to_topic, native_topic, rfc3339_to_ms
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed
+from workers.exchanges.bitmart import (
+    BitmartAdapter,
+    BitmartParser,
+    group_to_topic,
+    native_topic,
+    ratio_to_percent,
+    rfc3339_to_ms,
+)
 
 ADAPTER = BitmartAdapter()
 KLINE_KEYS = [
@@ -19,6 +27,14 @@ KLINE_KEYS = [
     "open", "high", "low", "close", "volume", "closed", "ts_exchange", "ts_received",
 ]  # fmt: skip
 TRADE_KEYS = ["type", "exchange", "symbol", "trade_id", "price", "size", "side", "ts_exchange", "ts_received"]
+TICKER_KEYS = [
+    "type", "exchange", "symbol", "last", "mark_price", "index_price", "high_24h", "low_24h", "volume_24h",
+    "change_pct_24h", "funding_rate", "ts_exchange", "ts_received",
+]  # fmt: skip
+BOOKTICKER_KEYS = [
+    "type", "exchange", "symbol", "bid_price", "bid_size", "ask_price", "ask_size", "update_id", "ts_exchange",
+    "ts_received",
+]  # fmt: skip
 #: The one recorded candle of the JKorf fixtures (Klines.txt, Concurrent.txt).
 FIXTURE_CANDLE = {"open": "3354.38", "high": "3371.21", "low": "3338.48", "close": "3352.2", "volume": "159199176"}
 
@@ -127,10 +143,58 @@ def test_trades_fixture_uses_the_group_symbol() -> None:
     assert p.side_defaulted == 1
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["Balances.txt", "OrderBook.txt", "Orders.txt", "Positions.txt", "Ticker.txt", "TickerAlternateIdentifier.txt"],
-)
+def test_ticker_alternate_identifier_fixture() -> None:
+    # Subscribed as futures/ticker:AXONUSDT, pushed with the group "futures/ticker:AXONUSDT@100ms" (§1.6)
+    frames = read_jkorf(f"{BITMART_FIXTURES}/TickerAlternateIdentifier.txt")
+    p = parser()
+    acks = [p.parse(f.raw, 0) for f in frames if f.direction == "<"]
+    pushes = [p.parse(f.raw, 8) for f in frames if f.direction == "="]
+
+    assert acks == [Parsed(acks=[Ack(ok=True, topic="bitmart:ticker:AXONUSDT")])]
+    assert pushes == [
+        Parsed(
+            events=[
+                (
+                    "bitmart:ticker:AXONUSDT",
+                    {
+                        "type": "ticker",
+                        "exchange": "bitmart",
+                        "symbol": "AXONUSDT",
+                        "last": "566.92",
+                        "mark_price": "567.02",
+                        "index_price": "566.445020726126944",
+                        "high_24h": None,
+                        "low_24h": None,
+                        "volume_24h": "246128",
+                        "change_pct_24h": "-1.17663465058309",  # range "-0.0117663465058309" is a ratio (§1.6)
+                        "funding_rate": None,
+                        "ts_exchange": None,
+                        "ts_received": 8,
+                    },
+                )
+            ]
+        )
+    ]
+    assert list(pushes[0].events[0][1]) == TICKER_KEYS
+
+
+def test_ticker_fixture_all_contracts_group() -> None:
+    # The doc example subscribes "futures/ticker" (all contracts, no symbol): the ack maps to no topic of ours,
+    # the push is named by data.symbol. Its "range" "147.17" is a doc placeholder; as a ratio it is 14717 %.
+    frames = read_jkorf(f"{BITMART_FIXTURES}/Ticker.txt")
+    p = parser()
+    acks = [p.parse(f.raw, 0) for f in frames if f.direction == "<"]
+    [push] = [p.parse(f.raw, 3) for f in frames if f.direction == "="]
+
+    assert acks == [Parsed(unknown=True)]
+    [(topic, event)] = push.events
+    assert topic == "bitmart:ticker:BTCUSDT"
+    assert (event["last"], event["mark_price"], event["index_price"]) == ("146.24", "146.24", "146.20")
+    assert (event["volume_24h"], event["change_pct_24h"], event["ts_received"]) == ("117387.58", "14717", 3)
+    assert list(event) == TICKER_KEYS
+
+
+@pytest.mark.parametrize("name", ["Balances.txt", "OrderBook.txt", "Orders.txt", "Positions.txt"])
 def test_other_fixture_frames_are_unknown(name: str) -> None:
     p = parser()
     for frame in read_jkorf(f"{BITMART_FIXTURES}/{name}"):
@@ -224,6 +288,217 @@ def test_malformed_kline_push_raises_value_error(data: Any) -> None:
     p = parser()
     with pytest.raises(ValueError):
         p.parse(json.dumps({"group": "futures/klineBin1m:BTCUSDT", "data": data}), 0)
+
+
+# --- ticker, best bid/ask ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ratio", "percent"),
+    [
+        ("-0.0117663465058309", "-1.17663465058309"),
+        ("0.0117663465058309", "1.17663465058309"),
+        ("147.17", "14717"),
+        ("0.5", "50"),
+        ("0.05", "5"),
+        ("0.001", "0.1"),
+        ("0", "0"),
+        ("0.0000", "0"),
+        ("-0.00", "0"),
+        ("1", "100"),
+        ("1E-5", "0.001"),
+        ("1e+2", "10000"),
+        (
+            "-0.00000000000000000000000000012345678901234567890123",
+            "-0.000000000000000000000000012345678901234567890123",
+        ),
+        ("123456789012345678901234567890.123456789", "12345678901234567890123456789012.3456789"),
+    ],
+)
+def test_ratio_to_percent_is_exact(ratio: str, percent: str) -> None:
+    assert ratio_to_percent(ratio) == percent
+
+
+@pytest.mark.parametrize("ratio", ["", "abc", "NaN", "Infinity", "-inf", "1,5", None, [1]])
+def test_ratio_to_percent_rejects_non_numbers(ratio: Any) -> None:
+    with pytest.raises(ValueError):
+        ratio_to_percent(ratio)
+
+
+def test_ticker_push_without_range_and_a_bad_range() -> None:
+    p = parser()
+    raw = '{"group":"futures/ticker:BTCUSDT","data":{"symbol":"BTCUSDT","last_price":"1"}}'
+
+    [(_, event)] = p.parse(raw, 0).events
+
+    assert event["change_pct_24h"] is None and event["last"] == "1" and event["volume_24h"] is None
+    with pytest.raises(ValueError):
+        p.parse('{"group":"futures/ticker:BTCUSDT","data":{"symbol":"BTCUSDT","range":"x"}}', 0)
+
+
+def test_bookticker_push() -> None:
+    raw = json.dumps(
+        {
+            "group": "futures/bookticker:BTCUSDT",
+            "data": {
+                "symbol": "BTCUSDT",
+                "best_bid_price": "95010.2",
+                "best_bid_vol": "1200",
+                "best_ask_price": "95010.3",
+                "best_ask_vol": "310",
+                "ms_t": 1740000000123,
+            },
+        }
+    )
+
+    parsed = parser().parse(raw, 77)
+
+    assert parsed == Parsed(
+        events=[
+            (
+                "bitmart:bookticker:BTCUSDT",
+                {
+                    "type": "bookticker",
+                    "exchange": "bitmart",
+                    "symbol": "BTCUSDT",
+                    "bid_price": "95010.2",
+                    "bid_size": "1200",
+                    "ask_price": "95010.3",
+                    "ask_size": "310",
+                    "update_id": None,
+                    "ts_exchange": 1740000000123,
+                    "ts_received": 77,
+                },
+            )
+        ]
+    )
+    assert list(parsed.events[0][1]) == BOOKTICKER_KEYS
+
+
+# --- order book (depthIncrease) ---------------------------------------------------------------------
+
+
+DEPTH_GROUP = "futures/depthIncrease50:BTCUSDT@100ms"
+
+
+def depth_push(kind: str, version: Any, bids: Any = (), asks: Any = (), group_symbol: str = "BTCUSDT") -> str:
+    data: dict[str, Any] = {"symbol": "BTCUSDT", "ms_t": 1_740_000_000_000 + version if type(version) is int else 0}
+    if bids is not None:
+        data["bids"] = [{"price": p, "vol": v} for p, v in bids]
+    if asks is not None:
+        data["asks"] = [{"price": p, "vol": v} for p, v in asks]
+    data.update(version=version, type=kind)
+    return json.dumps({"group": f"futures/depthIncrease50:{group_symbol}@100ms", "data": data})
+
+
+def test_depth_increase_snapshot_then_updates() -> None:
+    # §1.6: the first push is type "snapshot", then "update"s with version + 1; sizes absolute, "0" deletes,
+    # empty sides still advance the version.
+    p = parser()
+    ack = (
+        '{"action":"subscribe","group":"futures/depthIncrease50:BTCUSDT@100ms","success":true,'
+        '"request":{"action":"subscribe","args":["futures/depthIncrease50:BTCUSDT@100ms"]}}'
+    )
+    frames = [
+        depth_push("snapshot", 100, bids=[("95000.1", "5"), ("95000.0", "7")], asks=[("95000.2", "3")]),
+        depth_push("update", 101, bids=[("95000.1", "0")], asks=[]),
+        depth_push("update", 102, bids=None, asks=None),  # no sides at all
+        depth_push("update", 103, bids=[], asks=[("95000.3", "9"), ("95000.2", "1")]),
+        depth_push("snapshot", 50, bids=[("1", "1")], asks=[("2", "2")]),  # after a "request": a fresh snapshot
+    ]
+
+    acks = p.parse(ack, 0).acks
+    parsed = [p.parse(raw, 10 + i) for i, raw in enumerate(frames)]
+
+    assert acks == [Ack(ok=True, topic="bitmart:depth:BTCUSDT")]
+    assert all(r.events == [] and r.acks == [] and not r.unknown and len(r.book) == 1 for r in parsed)
+    book = [r.book[0] for r in parsed]
+    assert book[0] == BookUpdate(
+        topic="bitmart:depth:BTCUSDT",
+        symbol="BTCUSDT",
+        bids=[("95000.1", "5"), ("95000.0", "7")],
+        asks=[("95000.2", "3")],
+        first_id=100,
+        last_id=100,
+        prev_last_id=None,
+        snapshot=True,
+        ts_exchange=1_740_000_000_100,
+        ts_received=10,
+    )
+    assert [(u.first_id, u.last_id, u.snapshot) for u in book] == [
+        (100, 100, True),
+        (101, 101, False),
+        (102, 102, False),
+        (103, 103, False),
+        (50, 50, True),
+    ]
+    assert [(u.bids, u.asks) for u in book[1:4]] == [
+        ([("95000.1", "0")], []),
+        ([], []),
+        ([], [("95000.3", "9"), ("95000.2", "1")]),
+    ]
+    assert {u.topic for u in book} == {"bitmart:depth:BTCUSDT"}
+    assert all(u.prev_last_id is None and u.ts_received == 10 + i for i, u in enumerate(book))
+
+
+def test_depth_symbol_comes_from_the_group() -> None:
+    [update] = parser().parse(depth_push("update", 7, group_symbol="ETHUSDT"), 0).book
+
+    assert (update.topic, update.symbol) == ("bitmart:depth:ETHUSDT", "ETHUSDT")
+
+
+def test_depth_version_as_digit_string_is_accepted() -> None:
+    [update] = parser().parse(depth_push("update", "12"), 0).book
+
+    assert (update.first_id, update.last_id) == (12, 12)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        depth_push("partial", 1),
+        depth_push("update", "v1"),
+        depth_push("update", 1.5),
+        depth_push("update", None),
+        json.dumps({"group": DEPTH_GROUP, "data": {"symbol": "BTCUSDT", "bids": [], "asks": [], "type": "update"}}),
+        json.dumps({"group": DEPTH_GROUP, "data": {"version": 1, "type": "update", "bids": [{"price": "1"}]}}),
+        json.dumps({"group": DEPTH_GROUP, "data": []}),
+    ],
+)
+def test_malformed_depth_push_raises_value_error(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parser().parse(raw, 0)
+
+
+def test_other_depth_families_are_not_ours() -> None:
+    # depth5 (one side per frame) and depthIncrease20 are not subscribed, so they are unknown (§1.6)
+    [frame] = [f for f in read_jkorf(f"{BITMART_FIXTURES}/OrderBook.txt") if f.direction == "="]
+    raw = depth_push("snapshot", 1).replace("depthIncrease50", "depthIncrease20")
+
+    assert parser().parse(frame.raw, 0) == Parsed(unknown=True)
+    assert parser().parse(raw, 0) == Parsed(unknown=True)
+    assert group_to_topic("futures/depth5:ETHUSDT") is None
+
+
+def test_book_hooks() -> None:
+    depth = Topic("bitmart", "depth", "BTCUSDT")
+
+    assert ADAPTER.book_rule == "bitmart"
+    assert ADAPTER.snapshot_request("BTCUSDT", 20) is None
+    assert ADAPTER.resync_frame(depth) == '{"action":"request","args":["futures/depthIncrease50:BTCUSDT@100ms"]}'
+    with pytest.raises(AdapterError):
+        ADAPTER.parse_snapshot("BTCUSDT", b"{}", 0)
+    with pytest.raises(AdapterError):
+        ADAPTER.resync_frame(Topic("bitmart", "trade", "BTCUSDT"))
+    with pytest.raises(AdapterError):
+        ADAPTER.resync_frame(Topic("binanceusdm", "depth", "BTCUSDT"))
+
+
+def test_request_reply_is_not_an_ack() -> None:
+    # The answer to {"action":"request"} is not a subscription ack (its shape is undocumented)
+    raw = '{"action":"request","group":"futures/depthIncrease50:BTCUSDT@100ms","success":true}'
+
+    assert parser().parse(raw, 0) == Parsed(unknown=True)
 
 
 # --- klines -----------------------------------------------------------------------------------
@@ -417,6 +692,37 @@ def test_rfc3339_rejects_garbage(text: str) -> None:
 # --- subscribe frames ---------------------------------------------------------------------------
 
 
+def test_subscribe_frames_for_ticker_bookticker_and_depth() -> None:
+    topics = [Topic("bitmart", c, "BTCUSDT") for c in ("ticker", "bookticker", "depth")]
+
+    [frame] = ADAPTER.subscribe_frames(topics, batch_size=20, first_request_id=1, now_ms=1_700_000_000_000)
+    [unsub] = ADAPTER.unsubscribe_frames(topics[2:], batch_size=20, first_request_id=1, now_ms=1)
+
+    assert frame.text == (
+        '{"action":"subscribe","args":["futures/ticker:BTCUSDT","futures/bookticker:BTCUSDT",'
+        '"futures/depthIncrease50:BTCUSDT@100ms"]}'
+    )
+    assert frame.topics == ("bitmart:ticker:BTCUSDT", "bitmart:bookticker:BTCUSDT", "bitmart:depth:BTCUSDT")
+    assert unsub.text == '{"action":"unsubscribe","args":["futures/depthIncrease50:BTCUSDT@100ms"]}'
+
+
+@pytest.mark.parametrize(
+    ("channel", "native"),
+    [
+        ("trade", "futures/trade:BTCUSDT"),
+        ("ticker", "futures/ticker:BTCUSDT"),
+        ("bookticker", "futures/bookticker:BTCUSDT"),
+        ("depth", "futures/depthIncrease50:BTCUSDT@100ms"),
+    ],
+)
+def test_channel_mapping_both_ways(channel: str, native: str) -> None:
+    topic = Topic("bitmart", channel, "BTCUSDT")
+
+    assert native_topic(topic) == native
+    assert group_to_topic(native) == str(topic)
+    assert group_to_topic(native.partition("@")[0] + "@200ms") == str(topic)
+
+
 def test_subscribe_frame_shape() -> None:
     topics = [kline_topic("BTCUSDT", "1h"), Topic("bitmart", "trade", "BTCUSDT")]
 
@@ -465,15 +771,16 @@ def test_subscribe_frames_argument_errors() -> None:
     with pytest.raises(ValueError):
         ADAPTER.subscribe_frames([kline_topic("BTCUSDT", "1m")], batch_size=0, first_request_id=1)
     with pytest.raises(AdapterError):
-        ADAPTER.subscribe_frames([Topic("bitmart", "ticker", "BTCUSDT")], batch_size=1, first_request_id=1)
+        ADAPTER.subscribe_frames([Topic("bitmart", "funding", "BTCUSDT")], batch_size=1, first_request_id=1)
     assert ADAPTER.subscribe_frames([], batch_size=10, first_request_id=1) == []
 
 
 def test_validate_and_static_facts() -> None:
     ADAPTER.validate(kline_topic("BTCUSDT", "1w"))
-    ADAPTER.validate(Topic("bitmart", "trade", "BTCUSDT"))
+    for channel in ("trade", "ticker", "bookticker", "depth"):
+        ADAPTER.validate(Topic("bitmart", channel, "BTCUSDT"))
     with pytest.raises(AdapterError):
-        ADAPTER.validate(Topic("bitmart", "ticker", "BTCUSDT"))
+        ADAPTER.validate(Topic("bitmart", "funding", "BTCUSDT"))
     with pytest.raises(AdapterError):
         ADAPTER.validate(kline_topic("BTCUSDT", "3m"))
     with pytest.raises(AdapterError):
@@ -481,7 +788,9 @@ def test_validate_and_static_facts() -> None:
     assert ADAPTER.route(kline_topic("BTCUSDT", "1m")) == "public"
     url = "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1"
     assert ADAPTER.ws_url(url, "public") == url
-    assert ADAPTER.ping_frame() == '{"action":"ping"}' and ADAPTER.app_ping is True
+    assert ADAPTER.ping_frame() == ADAPTER.ping_frame(now_ms=5) == '{"action":"ping"}' and ADAPTER.app_ping is True
+    assert ADAPTER.channels == {"kline", "trade", "ticker", "bookticker", "depth"}
+    assert ADAPTER.ws_headers == {}
     assert (ADAPTER.max_topics_per_connection, ADAPTER.max_subscribe_frame_bytes, ADAPTER.min_send_interval_ms) == (
         100,
         2000,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from control.topics import CAPABILITIES, EXCHANGES, Topic
+from control.topics import CAPABILITIES, CHANNELS, EXCHANGES, TIMEFRAME_MS, Topic
 from workers.exchanges import REGISTRY, UnknownExchangeError, get_adapter
-from workers.exchanges.base import AdapterError, ExchangeAdapter, OutFrame, Parsed
+from workers.exchanges.base import AdapterError, BookUpdate, ExchangeAdapter, OutFrame, Parsed, SnapshotRequest
 
 ATTRIBUTES = {
     "id": str,
@@ -17,12 +17,26 @@ ATTRIBUTES = {
     "max_subscribe_frame_bytes": int,
     "min_send_interval_ms": int,
     "app_ping": bool,
+    "ws_headers": dict,
+    "book_rule": str,
 }
-METHODS = ["route", "ws_url", "validate", "subscribe_frames", "unsubscribe_frames", "ping_frame", "new_parser"]
+METHODS = [
+    "route",
+    "ws_url",
+    "validate",
+    "subscribe_frames",
+    "unsubscribe_frames",
+    "ping_frame",
+    "new_parser",
+    "snapshot_request",
+    "parse_snapshot",
+    "resync_frame",
+]
+NON_KLINE_CHANNELS = ("trade", "ticker", "bookticker", "depth")
 
 
 def test_registry_covers_every_exchange() -> None:
-    assert set(REGISTRY) == set(EXCHANGES) == {"bitmart", "binanceusdm"}
+    assert set(REGISTRY) == set(EXCHANGES) == {"bitmart", "binanceusdm", "gateio"}
 
 
 def test_get_adapter() -> None:
@@ -31,7 +45,7 @@ def test_get_adapter() -> None:
     with pytest.raises(UnknownExchangeError) as info:
         get_adapter("okx")
     assert isinstance(info.value, AdapterError) and isinstance(info.value, KeyError)
-    assert str(info.value) == "unknown exchange 'okx'; known: binanceusdm, bitmart"
+    assert str(info.value) == "unknown exchange 'okx'; known: binanceusdm, bitmart, gateio"
 
 
 @pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
@@ -42,7 +56,7 @@ def test_control_capabilities_match_adapters(exchange_id: str) -> None:
 
     assert set(capabilities) == adapter.channels
     assert capabilities["kline"] == frozenset(adapter.timeframes)
-    assert capabilities["trade"] is None
+    assert all(capabilities[channel] is None for channel in NON_KLINE_CHANNELS if channel in capabilities)
 
 
 @pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
@@ -54,9 +68,12 @@ def test_adapter_satisfies_protocol(exchange_id: str) -> None:
         assert isinstance(getattr(adapter, name), kind), name
     for name in METHODS:
         assert callable(getattr(adapter, name)), name
-    assert adapter.channels == {"kline", "trade"}
-    assert set(adapter.timeframes) == {"1m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w"}
+    # the exact sets per exchange are pinned by test_control_capabilities_match_adapters
+    assert adapter.channels <= set(CHANNELS)
+    assert set(adapter.timeframes) <= set(TIMEFRAME_MS)
     assert adapter.max_topics_per_connection > 0 and adapter.max_subscribe_frame_bytes > 0
+    assert adapter.book_rule in ("binance", "gate", "bitmart")
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in adapter.ws_headers.items())
     parser = adapter.new_parser()
     assert callable(parser.parse)
     assert parser is not adapter.new_parser()  # one parser per connection
@@ -67,18 +84,52 @@ def test_adapter_satisfies_protocol(exchange_id: str) -> None:
 def test_every_canonical_topic_subscribes(exchange_id: str) -> None:
     adapter = REGISTRY[exchange_id]
     topics = [Topic(exchange_id, "kline", "BTCUSDT", tf) for tf in adapter.timeframes]
-    topics.append(Topic(exchange_id, "trade", "BTCUSDT"))
+    topics.extend(Topic(exchange_id, channel, "BTCUSDT") for channel in NON_KLINE_CHANNELS)
+    for topic in topics:
+        adapter.validate(topic)
+        assert isinstance(adapter.route(topic), str)
 
-    frames = adapter.subscribe_frames(topics, batch_size=4, first_request_id=1)
+    frames = adapter.subscribe_frames(topics, batch_size=4, first_request_id=1, now_ms=1_700_000_000_000)
 
     assert all(isinstance(f, OutFrame) for f in frames)
     assert [t for f in frames for t in f.topics] == [str(t) for t in topics]
     assert all(len(f.topics) <= 4 and len(f.text.encode()) <= adapter.max_subscribe_frame_bytes for f in frames)
 
 
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_book_hooks_match_the_book_rule(exchange_id: str) -> None:
+    adapter = REGISTRY[exchange_id]
+    depth = Topic(exchange_id, "depth", "BTCUSDT")
+
+    request = adapter.snapshot_request("BTCUSDT", 20)
+    resync = adapter.resync_frame(depth)
+
+    if adapter.book_rule == "bitmart":  # snapshot on the socket, asked for again after a gap
+        assert request is None and isinstance(resync, str)
+    else:  # REST snapshot
+        assert isinstance(request, SnapshotRequest) and request.path.startswith("/")
+        assert all(isinstance(v, str) for v in request.params.values())
+
+
+def test_binance_snapshot_round_trip() -> None:
+    adapter = get_adapter("binanceusdm")
+
+    snap = adapter.parse_snapshot("BTCUSDT", b'{"lastUpdateId":9,"E":1,"T":1,"bids":[["1","2"]],"asks":[]}', 3)
+
+    assert isinstance(snap, BookUpdate) and snap.snapshot and snap.last_id == 9 and snap.ts_received == 3
+
+
 @pytest.mark.parametrize(
     "text",
-    ["bitmart:kline:BTCUSDT:1m", "bitmart:kline:ETHUSDT:1h", "bitmart:kline:XRPUSDT:1w", "bitmart:trade:BTCUSDT"],
+    [
+        "bitmart:kline:BTCUSDT:1m",
+        "bitmart:kline:ETHUSDT:1h",
+        "bitmart:kline:XRPUSDT:1w",
+        "bitmart:trade:BTCUSDT",
+        "bitmart:ticker:BTCUSDT",
+        "bitmart:bookticker:BTCUSDT",
+        "bitmart:depth:BTCUSDT",
+    ],
 )
 def test_bitmart_round_trip_topic_to_frame_to_ack(text: str) -> None:
     adapter = get_adapter("bitmart")

@@ -9,12 +9,14 @@ from __future__ import annotations
 from workers.exchanges.base import AdapterError, ExchangeAdapter
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
 from workers.exchanges.bitmart import BitmartAdapter
+from workers.exchanges.gateio import GateioAdapter
 
 __all__ = ["REGISTRY", "UnknownExchangeError", "get_adapter"]
 
 REGISTRY: dict[str, ExchangeAdapter] = {
     "bitmart": BitmartAdapter(),
     "binanceusdm": BinanceUsdmAdapter(),
+    "gateio": GateioAdapter(),
 }
 
 

@@ -122,6 +122,8 @@ class ExchangeAdapter(Protocol):
     max_subscribe_frame_bytes: int
     min_send_interval_ms: int
     app_ping: bool
+    #: Extra HTTP headers for the WebSocket handshake (Gate: ``X-Gate-Size-Decimal: 1``).
+    ws_headers: dict[str, str]
 
     def route(self, topic: Topic) -> str:
         """Connection group of ``topic``: topics with different routes never share a socket."""
@@ -135,16 +137,21 @@ class ExchangeAdapter(Protocol):
         """Raise ``AdapterError`` if the exchange cannot serve ``topic`` (channel or timeframe)."""
         ...
 
-    def subscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+    def subscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
         """Subscribe frames for ``topics``: at most ``batch_size`` topics and
-        ``max_subscribe_frame_bytes`` per frame; request ids count up from ``first_request_id``."""
+        ``max_subscribe_frame_bytes`` per frame; request ids count up from ``first_request_id``.
+        ``now_ms`` is the current time for exchanges whose frames carry one (Gate ``time``, seconds)."""
         ...
 
-    def unsubscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+    def unsubscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
         """Unsubscribe frames, same rules as ``subscribe_frames``."""
         ...
 
-    def ping_frame(self) -> str | None:
+    def ping_frame(self, *, now_ms: int = 0) -> str | None:
         """The application keep-alive frame, or None when the exchange needs none."""
         ...
 

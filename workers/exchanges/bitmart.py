@@ -1,4 +1,4 @@
-"""BitMart USDT-M futures v2 public WebSocket adapter: klines and trades (pure, no I/O).
+"""BitMart USDT-M futures v2 public WebSocket adapter: klines, trades, ticker, best bid/ask, order book (pure, no I/O).
 
 Protocol facts are from ``shared/reference/exchanges.md`` §1; each is tagged with its section.
 
@@ -11,23 +11,33 @@ Wire shapes handled (§1.4, §1.5, §1.6)::
     kline {"group":"futures/klineBin1m:BTCUSDT","data":{"symbol":"BTCUSDT","items":[{"o","h","l","c","v","ts"}]}}
     trade {"group":"futures/trade:BTCUSDT","data":[{"trade_id":3000000389425121,"symbol":"BTCUSDT",
            "deal_price":"78727.3","deal_vol":"310","way":2,"m":true,"created_at":"2025-03-10T18:17:14.656686827Z"}]}
+    ticker {"group":"futures/ticker:AXONUSDT@100ms","data":{"symbol":"AXONUSDT","volume_24":"246128",
+           "mark_price":"567.02","index_price":"566.44","last_price":"566.92","range":"-0.0117663465058309",
+           "ask_price":"568.75","ask_vol":"1","bid_price":"565.22","bid_vol":"1"}}
+    bbo   {"group":"futures/bookticker:BTCUSDT","data":{"symbol":"BTCUSDT","best_bid_price":"1","best_bid_vol":"2",
+           "best_ask_price":"3","best_ask_vol":"4","ms_t":1700000000000}}
+    depth {"group":"futures/depthIncrease50:BTCUSDT@100ms","data":{"symbol":"BTCUSDT","asks":[{"price":"1","vol":"2"}],
+           "bids":[],"ms_t":1700000000000,"version":42,"type":"snapshot"|"update"}}
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
 from control.topics import TIMEFRAME_MS, Topic
-from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
 
 _loads = orjson.loads
 _dumps = orjson.dumps
 
 EXCHANGE_ID = "bitmart"
+#: Extra HTTP headers for the WebSocket handshake: none (public socket, §1.1).
+WS_HEADERS: dict[str, str] = {}
 #: Canonical timeframe -> BitMart channel spelling; hours/days/weeks are upper case (§1.6).
 TIMEFRAMES: dict[str, str] = {
     "1m": "1m",
@@ -42,27 +52,48 @@ TIMEFRAMES: dict[str, str] = {
 }
 _KLINE_PREFIX = "futures/klineBin"
 _TRADE_CHANNEL = "futures/trade"
+#: Per-symbol ticker, ``futures/ticker:<SYM>`` since 2025-02-11 (§1.6).
+_TICKER_CHANNEL = "futures/ticker"
+_BOOKTICKER_CHANNEL = "futures/bookticker"
+#: Sequenced order book: snapshot then deltas, 50 levels (§1.6 depthIncrease). ``@100ms`` is asked for, but
+#: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence).
+_DEPTH_CHANNEL = "futures/depthIncrease50"
+_DEPTH_SPEED = "@100ms"
 #: Native channel (the part of ``group`` before ``:``) -> (Feedplane channel, canonical timeframe).
 _KLINE_CHANNELS: dict[str, str] = {_KLINE_PREFIX + native: tf for tf, native in TIMEFRAMES.items()}
 _NATIVE_CHANNELS: dict[str, tuple[str, str | None]] = {
     **{channel: ("kline", tf) for channel, tf in _KLINE_CHANNELS.items()},
     _TRADE_CHANNEL: ("trade", None),
+    _TICKER_CHANNEL: ("ticker", None),
+    _BOOKTICKER_CHANNEL: ("bookticker", None),
+    _DEPTH_CHANNEL: ("depth", None),
+}
+#: Feedplane channel -> native channel prefix, for the channels whose native topic is ``<prefix>:<SYMBOL>``.
+_PLAIN_CHANNELS: dict[str, str] = {
+    "trade": _TRADE_CHANNEL,
+    "ticker": _TICKER_CHANNEL,
+    "bookticker": _BOOKTICKER_CHANNEL,
 }
 
 
 def native_topic(topic: Topic) -> str:
-    """The BitMart topic for ``topic``: ``futures/klineBin1H:BTCUSDT`` or ``futures/trade:BTCUSDT`` (§1.6).
+    """The BitMart topic for ``topic`` (§1.6): ``futures/klineBin1H:BTCUSDT``, ``futures/trade:BTCUSDT``,
+    ``futures/ticker:BTCUSDT``, ``futures/bookticker:BTCUSDT`` or ``futures/depthIncrease50:BTCUSDT@100ms``.
 
     Raises AdapterError for a channel or timeframe BitMart does not serve.
     """
-    if topic.channel == "kline":
+    channel = topic.channel
+    if channel == "kline":
         native = TIMEFRAMES.get(topic.timeframe or "")
         if native is None:
             raise AdapterError(f"bitmart has no {topic.timeframe!r} kline channel; use one of {' '.join(TIMEFRAMES)}")
         return f"{_KLINE_PREFIX}{native}:{topic.symbol}"
-    if topic.channel == "trade":
-        return f"{_TRADE_CHANNEL}:{topic.symbol}"
-    raise AdapterError(f"bitmart does not support channel {topic.channel!r}")
+    if channel == "depth":
+        return f"{_DEPTH_CHANNEL}:{topic.symbol}{_DEPTH_SPEED}"
+    prefix = _PLAIN_CHANNELS.get(channel)
+    if prefix is None:
+        raise AdapterError(f"bitmart does not support channel {channel!r}")
+    return f"{prefix}:{topic.symbol}"
 
 
 def _split_group(group: str) -> tuple[str, str]:
@@ -76,10 +107,11 @@ def _split_group(group: str) -> tuple[str, str]:
 
 
 def group_to_topic(group: str) -> str | None:
-    """The Feedplane topic string for a BitMart ``group``, or None if it is not a kline/trade channel.
+    """The Feedplane topic string for a BitMart ``group``, or None if it is not one of our channels.
 
     ``futures/klineBin1H:ETHUSDT@100ms`` -> ``bitmart:kline:ETHUSDT:1h``; ``futures/trade:BTCUSDT`` ->
-    ``bitmart:trade:BTCUSDT``.
+    ``bitmart:trade:BTCUSDT``; ``futures/depthIncrease50:BTCUSDT@100ms`` -> ``bitmart:depth:BTCUSDT``.
+    A group without a symbol (``futures/ticker``, all contracts) gives None.
     """
     channel, symbol = _split_group(group)
     known = _NATIVE_CHANNELS.get(channel)
@@ -125,11 +157,32 @@ def rfc3339_to_ms(text: str) -> int:
     return seconds * 1000 + ms
 
 
+def ratio_to_percent(ratio: str) -> str:
+    """BitMart's ticker ``range`` (a **ratio**, §1.6) as a percent string, exactly.
+
+    ``"-0.0117663465058309"`` -> ``"-1.17663465058309"``, ``"147.17"`` -> ``"14717"``, ``"0.5"`` -> ``"50"``.
+    The decimal point moves two places (``Decimal`` exponent + 2: no context precision, no rounding); the result
+    has no exponent and no trailing fractional zeros, and ``"-0"`` becomes ``"0"``. Raises ValueError for
+    anything but a finite decimal number.
+    """
+    try:
+        sign, digits, exponent = Decimal(ratio if type(ratio) is not float else repr(ratio)).as_tuple()
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"bitmart range must be a decimal number, got {ratio!r}") from None
+    if type(exponent) is not int:  # NaN, Infinity
+        raise ValueError(f"bitmart range must be finite, got {ratio!r}")
+    text = format(Decimal((sign, digits, exponent + 2)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 class BitmartParser:
     """Parses frames of one BitMart public connection into ``Parsed`` results.
 
     State: the last kline seen per topic, used to infer bar closes — BitMart has **no closed
-    flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6).
+    flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6). Order-book pushes are
+    not sequence-checked here: they go out as ``Parsed.book`` for the book keeper (``book_rule``).
 
     Counters (read by the connection for metrics): ``stale_klines`` counts kline items older than
     the last bar seen for their topic (dropped); ``side_defaulted`` counts trades without ``m``
@@ -147,16 +200,19 @@ class BitmartParser:
         self._handlers: dict[str, Callable[[str, str, Any, int], Parsed]] = {
             **{channel: on_kline for channel in _KLINE_CHANNELS},
             _TRADE_CHANNEL: self._on_trade,
+            _TICKER_CHANNEL: _on_ticker,
+            _BOOKTICKER_CHANNEL: _on_bookticker,
+            _DEPTH_CHANNEL: _on_depth,
             "System": _on_system,
         }
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame received at ``ts_received_ms`` (epoch ms).
 
-        Returns events (kline/trade dicts of ``control.events``), acks (``Ack.topic`` is the Feedplane
-        topic string), ``pong``, ``error`` (frame-level error without a group) or ``unknown`` (valid JSON
-        we do not handle, e.g. login ``access`` replies or other channels). Raises ValueError on invalid
-        JSON or a known push with a malformed body.
+        Returns events (kline/trade/ticker/bookticker dicts of ``control.events``), ``book`` (depthIncrease
+        pushes as ``BookUpdate``), acks (``Ack.topic`` is the Feedplane topic string), ``pong``, ``error``
+        (frame-level error without a group) or ``unknown`` (valid JSON we do not handle, e.g. login ``access``
+        replies or other channels). Raises ValueError on invalid JSON or a known push with a malformed body.
         """
         msg = _loads(raw)
         if type(msg) is not dict:
@@ -263,6 +319,114 @@ class BitmartParser:
         return Parsed(events=events)
 
 
+def _on_ticker(channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+    """Ticker push (§1.6): ``{symbol, last_price, volume_24, range, mark_price, index_price, ask_price, ask_vol,
+    bid_price, bid_vol}``.
+
+    ``range`` is a ratio and becomes ``change_pct_24h`` in percent (``ratio_to_percent``). BitMart sends no 24 h
+    high/low, no funding rate (a separate channel) and no time. The group may carry ``@100ms`` (§1.6); the
+    all-contracts group ``futures/ticker`` has no symbol, so ``data.symbol`` names the contract.
+    """
+    sym = symbol or data["symbol"]
+    ratio = data.get("range")
+    return Parsed(
+        events=[
+            (
+                f"bitmart:ticker:{sym}",
+                {
+                    "type": "ticker",
+                    "exchange": EXCHANGE_ID,
+                    "symbol": sym,
+                    "last": data.get("last_price"),
+                    "mark_price": data.get("mark_price"),
+                    "index_price": data.get("index_price"),
+                    "high_24h": None,
+                    "low_24h": None,
+                    "volume_24h": data.get("volume_24"),
+                    "change_pct_24h": None if ratio is None else ratio_to_percent(ratio),
+                    "funding_rate": None,
+                    "ts_exchange": None,
+                    "ts_received": ts_received_ms,
+                },
+            )
+        ]
+    )
+
+
+def _on_bookticker(channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+    """Best bid/ask push (§1.6): ``{symbol, best_bid_price, best_bid_vol, best_ask_price, best_ask_vol, ms_t}``.
+
+    BitMart has no update id; ``ms_t`` (ms) is the exchange time.
+    """
+    sym = symbol or data["symbol"]
+    return Parsed(
+        events=[
+            (
+                f"bitmart:bookticker:{sym}",
+                {
+                    "type": "bookticker",
+                    "exchange": EXCHANGE_ID,
+                    "symbol": sym,
+                    "bid_price": data.get("best_bid_price"),
+                    "bid_size": data.get("best_bid_vol"),
+                    "ask_price": data.get("best_ask_price"),
+                    "ask_size": data.get("best_ask_vol"),
+                    "update_id": None,
+                    "ts_exchange": data.get("ms_t"),
+                    "ts_received": ts_received_ms,
+                },
+            )
+        ]
+    )
+
+
+def _on_depth(channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+    """depthIncrease push (§1.6): ``{symbol, asks:[{price,vol}], bids, ms_t, version, type}`` -> one ``BookUpdate``.
+
+    ``type:"snapshot"`` replaces the book, ``"update"`` carries absolute sizes (``vol "0"`` deletes). ``version``
+    goes into both ``first_id`` and ``last_id``: the keeper applies ``version == local + 1``, drops older ones
+    and asks for a fresh snapshot (``resync_frame``) on a gap. Updates with empty or absent sides still advance
+    the version. No checksum exists (§1.6). Raises ValueError for an unknown ``type`` or a non-integer version.
+    """
+    sym = symbol or data["symbol"]
+    kind = data["type"]
+    if kind == "update":
+        snapshot = False
+    elif kind == "snapshot":
+        snapshot = True
+    else:
+        raise ValueError(f"bitmart depth type must be 'snapshot' or 'update', got {kind!r}")
+    version = data["version"]
+    if type(version) is not int:
+        if type(version) is str and version.isdigit():
+            version = int(version)
+        else:
+            raise ValueError(f"bitmart depth version must be an integer, got {version!r}")
+    return Parsed(
+        book=[
+            BookUpdate(
+                f"bitmart:depth:{sym}",
+                sym,
+                _levels(data.get("bids")),
+                _levels(data.get("asks")),
+                version,
+                version,
+                None,
+                snapshot,
+                data.get("ms_t"),
+                ts_received_ms,
+            )
+        ]
+    )
+
+
+def _levels(levels: Any) -> list[tuple[str, str]]:
+    """``[{"price":"1","vol":"2"}, ...]`` (None or empty: no change on that side) -> ``[("1", "2"), ...]``."""
+    if not levels:
+        return []
+    return [(level["price"], level["vol"]) for level in levels]
+
+
 def _item_ts(item: dict[str, Any]) -> int:
     """A kline item's ``ts`` (seconds) as an int; ValueError for anything but an integer."""
     ts = item["ts"]
@@ -284,8 +448,8 @@ def _on_reply(msg: dict[str, Any]) -> Parsed:
     """A ``success`` reply: one ack per topic (§1.4), a frame-level error, or a login reply (§1.3).
 
     ``error`` texts are kept verbatim. Login (``access``) replies are ``unknown`` for now. Replies for
-    channels other than kline/trade are ``unknown`` when successful; failed ones become a frame-level
-    ``error`` ``"<group>: <text>"`` so they are logged.
+    channels that are not ours (and any ``request`` reply) are ``unknown`` when successful; failed ones become a
+    frame-level ``error`` ``"<group>: <text>"`` so they are logged.
     """
     ok = msg["success"] is True
     error = None if ok else _error_text(msg.get("error"))
@@ -311,21 +475,25 @@ def _error_text(error: Any) -> str:
 
 
 class BitmartAdapter:
-    """BitMart futures v2 public market data (klines, trades) as data plus pure functions.
+    """BitMart futures v2 public market data (klines, trades, ticker, best bid/ask, order book) as data plus
+    pure functions.
 
     Limits: 100 topics per socket worked on the wire (§1.5); a 2,186-byte subscribe frame closed the
     socket with 1009 while 2,020 bytes was accepted, so frames stay ≤ 2,000 bytes (§1.5); no
     documented message-rate limit (the connection spaces frames by ``SUBSCRIBE_DELAY_MS``). The
-    client must send ``{"action":"ping"}`` (§1.5).
+    client must send ``{"action":"ping"}`` (§1.5). Order books come as a snapshot on the socket followed by
+    versioned deltas (§1.6 depthIncrease), so there is no REST snapshot.
     """
 
     id = EXCHANGE_ID
-    channels = frozenset({"kline", "trade"})
+    channels = frozenset({"kline", "trade", "ticker", "bookticker", "depth"})
     timeframes = TIMEFRAMES
     max_topics_per_connection = 100
     max_subscribe_frame_bytes = 2000
     min_send_interval_ms = 0
     app_ping = True
+    ws_headers = WS_HEADERS
+    book_rule = "bitmart"
 
     def route(self, topic: Topic) -> str:
         """Always ``"public"``: one public socket carries every contract (§1.1)."""
@@ -336,30 +504,54 @@ class BitmartAdapter:
         return base_url
 
     def validate(self, topic: Topic) -> None:
-        """Raise AdapterError unless ``topic`` is a bitmart kline (known timeframe) or trade topic."""
+        """Raise AdapterError unless ``topic`` is a bitmart kline (known timeframe), trade, ticker, bookticker
+        or depth topic."""
         if topic.exchange != EXCHANGE_ID:
             raise AdapterError(f"topic {topic} is not a bitmart topic")
         native_topic(topic)
 
-    def subscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+    def subscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
         """``{"action":"subscribe","args":[...]}`` frames (§1.4), each ≤ ``batch_size`` topics and ≤ 2,000 bytes.
 
-        BitMart acks per topic, so ``request_id`` is None and ``first_request_id`` is unused.
-        Raises AdapterError for a topic BitMart cannot serve, ValueError if ``batch_size < 1``.
+        BitMart acks per topic, so ``request_id`` is None and ``first_request_id`` is unused; so is ``now_ms``
+        (BitMart frames carry no time). Raises AdapterError for a topic BitMart cannot serve, ValueError if
+        ``batch_size < 1``.
         """
         return self._frames("subscribe", topics, batch_size)
 
-    def unsubscribe_frames(self, topics: list[Topic], batch_size: int, first_request_id: int) -> list[OutFrame]:
+    def unsubscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
         """``{"action":"unsubscribe","args":[...]}`` frames, same rules as ``subscribe_frames``."""
         return self._frames("unsubscribe", topics, batch_size)
 
-    def ping_frame(self) -> str | None:
-        """``{"action":"ping"}``; plain ``ping`` is rejected as non-JSON on the futures host (§1.5)."""
+    def ping_frame(self, *, now_ms: int = 0) -> str | None:
+        """``{"action":"ping"}``; plain ``ping`` is rejected as non-JSON on the futures host (§1.5).
+        ``now_ms`` is unused."""
         return '{"action":"ping"}'
 
     def new_parser(self) -> BitmartParser:
         """A fresh parser (with empty kline state) for one connection."""
         return BitmartParser()
+
+    # -- order books -------------------------------------------------------------------------------
+
+    def snapshot_request(self, symbol: str, levels: int) -> SnapshotRequest | None:
+        """None: the first depthIncrease push after subscribe is the snapshot (§1.6)."""
+        return None
+
+    def parse_snapshot(self, symbol: str, body: bytes, ts_received_ms: int) -> BookUpdate:
+        """Never called for BitMart (``snapshot_request`` is None); raises AdapterError."""
+        raise AdapterError("bitmart order-book snapshots arrive on the socket; there is no REST snapshot to parse")
+
+    def resync_frame(self, topic: Topic) -> str | None:
+        """``{"action":"request","args":["futures/depthIncrease50:<SYM>@100ms"]}``: after a version gap, ask for a
+        fresh snapshot on the same topic (§1.6). Raises AdapterError unless ``topic`` is a bitmart depth topic."""
+        if topic.exchange != EXCHANGE_ID or topic.channel != "depth":
+            raise AdapterError(f"no order-book resync for {topic}")
+        return _dumps({"action": "request", "args": [native_topic(topic)]}).decode()
 
     def _frames(self, action: str, topics: list[Topic], batch_size: int) -> list[OutFrame]:
         if batch_size < 1:

@@ -1,0 +1,661 @@
+"""Gate.io USDT-settled futures v4 public WebSocket adapter (pure, no I/O, no clock).
+
+Klines, trades, tickers, best bid/ask and the ``order_book_update`` book. Protocol facts are from
+``shared/reference/exchanges.md`` §2; each is tagged with its section.
+
+Wire shapes handled (§2.2, §2.4, §2.5)::
+
+    ack     {"time":1684930165,"time_ms":0,"channel":"futures.trades","event":"subscribe","result":{"status":"success"}}
+            (newer servers also echo "id","conn_id","trace_id","payload","requestId")
+    error   {...,"event":"subscribe","error":{"code":2,"message":"unknown contract BTC_USDT_20220318"},
+             "result":{"status":"fail"}}
+    pong    {"time":1684930165,"time_ms":1684930165001,"channel":"futures.pong","event":"","result":null}
+    kline   {"time":1684930165,"time_ms":1684930165934,"channel":"futures.candlesticks","event":"update",
+             "result":[{"t":1684930140,"v":0,"c":"0.1701","h":"0.1701","l":"0.1701","o":"0.1701","n":"1m_FRONT_USDT"}]}
+    trade   {"channel":"futures.trades","event":"update","result":[{"size":-108,"id":27753479,"create_time":1545136464,
+             "create_time_ms":1545136464123,"price":"96.4","contract":"ETH_USDT"}]}
+    ticker  {"channel":"futures.tickers","event":"update","time_ms":1541659086123,"result":[{"contract":"ETH_USDT",
+             "last":"118.4","change_percentage":"0.77","funding_rate":"-0.000114","mark_price":"118.35", ...}]}
+    bbo     {"channel":"futures.book_ticker","event":"update",
+             "result":{"t":1684930165621,"u":6159967,"s":"PHB_USDT","b":"0.7379","B":814,"a":"0.739","A":677}}
+    book    {"channel":"futures.order_book_update","event":"update","result":{"t":1684930165247,"s":"RDNT_USDT",
+             "U":203083178,"u":203083178,"b":[],"a":[{"p":"0.3047","s":8393}]}}
+
+Sizes are "int or decimal string" (decimal with the ``X-Gate-Size-Decimal: 1`` handshake header, §2.4);
+they are passed on as strings and never go through floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from control.topics import TIMEFRAME_MS, Topic, TopicError, normalize_symbol
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+
+EXCHANGE_ID = "gateio"
+#: Canonical timeframe -> ``futures.candlesticks`` interval (§2.5: 10s 1m 5m 15m 30m 1h 4h 8h 1d 7d).
+#: 2h is not a documented WS interval, so it is refused rather than guessed; 10s/8h have no canonical name.
+TIMEFRAMES: dict[str, str] = {
+    "1m": "1m",
+    "5m": "5m",
+    "15m": "15m",
+    "30m": "30m",
+    "1h": "1h",
+    "4h": "4h",
+    "1d": "1d",
+    "1w": "7d",
+}
+_INTERVALS: dict[str, str] = {native: tf for tf, native in TIMEFRAMES.items()}
+
+_CANDLESTICKS = "futures.candlesticks"
+_TRADES = "futures.trades"
+_TICKERS = "futures.tickers"
+_BOOK_TICKER = "futures.book_ticker"
+_ORDER_BOOK_UPDATE = "futures.order_book_update"
+#: Feedplane channel -> Gate channel. Candlesticks and order_book_update take ONE contract per
+#: request; the other three take a list of contracts (§2.4 "Args per request").
+NATIVE_CHANNELS: dict[str, str] = {
+    "kline": _CANDLESTICKS,
+    "trade": _TRADES,
+    "ticker": _TICKERS,
+    "bookticker": _BOOK_TICKER,
+    "depth": _ORDER_BOOK_UPDATE,
+}
+_LIST_CHANNELS = frozenset({_TRADES, _TICKERS, _BOOK_TICKER})
+_FEED_CHANNELS: dict[str, str] = {native: channel for channel, native in NATIVE_CHANNELS.items()}
+#: ``order_book_update`` subscription: 100 ms pushes of the top 100 levels (§2.5; the REST snapshot
+#: ``limit`` must equal the level, see ``snapshot_request``).
+BOOK_FREQUENCY = "100ms"
+BOOK_LEVEL = "100"
+SNAPSHOT_PATH = "/api/v4/futures/usdt/order_book"
+#: Handshake headers: ``X-Gate-Size-Decimal: 1`` makes sizes decimal strings (needed for contracts with
+#: ``enable_decimal``; set by ccxt and gocryptotrader, not in the scraped docs, §2.4).
+WS_HEADERS: dict[str, str] = {"X-Gate-Size-Decimal": "1"}
+_INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.2, UNVERIFIED)
+_KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
+
+
+def native_payload(topic: Topic) -> tuple[str, list[str]]:
+    """``(gate channel, payload)`` for ``topic``; for list channels the payload is its one contract.
+
+    ``gateio:kline:BTC_USDT:1w`` -> ``("futures.candlesticks", ["7d", "BTC_USDT"])``;
+    ``gateio:depth:BTC_USDT`` -> ``("futures.order_book_update", ["BTC_USDT", "100ms", "100"])``.
+    Raises AdapterError for a channel or timeframe Gate does not serve here.
+    """
+    native = NATIVE_CHANNELS.get(topic.channel)
+    if native is None:
+        raise AdapterError(f"gateio does not support channel {topic.channel!r}")
+    if native == _CANDLESTICKS:
+        interval = TIMEFRAMES.get(topic.timeframe or "")
+        if interval is None:
+            raise AdapterError(f"gateio has no {topic.timeframe!r} candlesticks; use one of {' '.join(TIMEFRAMES)}")
+        return native, [interval, topic.symbol]
+    if native == _ORDER_BOOK_UPDATE:
+        return native, [topic.symbol, BOOK_FREQUENCY, BOOK_LEVEL]
+    return native, [topic.symbol]
+
+
+class GateioParser:
+    """Parses frames of one Gate futures connection into ``Parsed`` results.
+
+    State: the last kline per topic, to infer bar closes — Gate futures candles carry **no closed
+    flag** (§2.5, UNVERIFIED that none exists); a bar is final when a push with a later ``t`` arrives.
+
+    Counters (for metrics): ``stale_klines`` — kline items older than the topic's last bar (dropped);
+    ``incomplete_klines`` — kline items missing a field (dropped; e.g. the ``{"n": ...}``-only items
+    of JKorf's ``Concurrent.txt``); ``internal_trades`` — trades flagged ``is_internal`` (insurance
+    fund / ADL takeovers, §2.5), which are still emitted as trades.
+    """
+
+    __slots__ = (
+        "_handlers",
+        "_kline_names",
+        "_last_bar",
+        "_topics",
+        "incomplete_klines",
+        "internal_trades",
+        "stale_klines",
+    )
+
+    def __init__(self) -> None:
+        self._last_bar: dict[str, dict[str, Any]] = {}
+        # candle "n" ("1m_BTC_USDT") -> (topic, contract, timeframe, timeframe ms), or None if not ours
+        self._kline_names: dict[str, tuple[str, str, str, int] | None] = {}
+        # (feed channel, contract) -> topic string
+        self._topics: dict[tuple[str, str], str] = {}
+        self.stale_klines = 0
+        self.incomplete_klines = 0
+        self.internal_trades = 0
+        # Dispatch on the Gate channel of "update"/"all" pushes, built once (style.md habit 3).
+        self._handlers: dict[str, Callable[[dict[str, Any], int], Parsed]] = {
+            _CANDLESTICKS: self._on_kline,
+            _TRADES: self._on_trades,
+            _TICKERS: self._on_tickers,
+            _BOOK_TICKER: self._on_book_ticker,
+            _ORDER_BOOK_UPDATE: self._on_book,
+        }
+
+    def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
+        """Parse one text frame received at ``ts_received_ms`` (epoch ms).
+
+        Returns events (kline/trade/ticker/bookticker dicts of ``control.events``), ``book`` (one
+        ``BookUpdate`` per ``order_book_update`` push), acks (see ``_on_reply``), ``pong``, ``error``
+        (frame-level errors; ``event:"upgrade"``) or ``unknown`` (valid JSON we do not handle: private
+        channels, ``futures.obu``, contract stats ...). Raises ValueError on invalid JSON or a known
+        push with a malformed body.
+        """
+        msg = _loads(raw)
+        if type(msg) is not dict:
+            return Parsed(unknown=True)
+        channel = msg.get("channel")
+        event = msg.get("event")
+        if event == "update" or event == "all":
+            handler = self._handlers.get(channel) if type(channel) is str else None
+            if handler is not None:
+                try:
+                    return handler(msg, ts_received_ms)
+                except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                    raise ValueError(f"malformed gateio {channel} push: {exc!r}") from exc
+        elif event == "subscribe" or event == "unsubscribe":
+            return _on_reply(msg, event)
+        elif channel == "futures.pong":
+            return Parsed(pong=True)
+        elif event == "upgrade":  # gatews closes and reconnects on it (§2.4, UNVERIFIED beyond the SDK)
+            return Parsed(error="server asked to reconnect (upgrade)")
+        error = msg.get("error")
+        if error is not None:
+            return Parsed(error=_error_text(error))
+        return Parsed(unknown=True)
+
+    def _topic(self, channel: str, contract: str) -> str:
+        topic = self._topics.get((channel, contract))
+        if topic is None:
+            topic = self._topics[(channel, contract)] = f"gateio:{channel}:{contract}"
+        return topic
+
+    def _kline_name(self, name: str) -> tuple[str, str, str, int] | None:
+        """``"1m_BTC_USDT"`` -> ``("gateio:kline:BTC_USDT:1m", "BTC_USDT", "1m", 60000)``; split on the
+        first ``_`` (the contract has its own, §2.5). None for intervals we never subscribe (10s, 8h)."""
+        if name in self._kline_names:
+            return self._kline_names[name]
+        interval, _, contract = name.partition("_")
+        tf = _INTERVALS.get(interval)
+        known = (f"gateio:kline:{contract}:{tf}", contract, tf, TIMEFRAME_MS[tf]) if tf and contract else None
+        self._kline_names[name] = known
+        return known
+
+    def _on_kline(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``futures.candlesticks`` (§2.5): ``result`` is an array of bars; ``t`` is the bar start in s.
+
+        Emits ``open_time = t * 1000``, ``close_time = open_time + timeframe - 1`` (``7d`` -> ``1w``),
+        ``ts_exchange`` = the frame's ``time_ms``. When an item opens a later bar, the topic's previous bar
+        is emitted again first with ``closed=True`` (its own ``ts_exchange`` kept). Older items are dropped.
+        """
+        items = msg["result"]
+        bars = [item for item in items if _KLINE_FIELDS <= item.keys()]
+        if len(bars) != len(items):
+            self.incomplete_klines += len(items) - len(bars)
+            if not bars:
+                return Parsed(unknown=True)
+        if len(bars) > 1:
+            bars.sort(key=_bar_start)
+        ts_exchange = _frame_ms(msg)
+        events: list[tuple[str, dict[str, Any]]] = []
+        last_bars = self._last_bar
+        ours = False
+        for item in bars:
+            known = self._kline_name(item["n"])
+            if known is None:
+                continue
+            ours = True
+            topic, contract, tf, tf_ms = known
+            open_time = _bar_start(item) * 1000
+            last = last_bars.get(topic)
+            if last is not None and open_time != last["open_time"]:
+                if open_time < last["open_time"]:
+                    self.stale_klines += 1
+                    continue
+                events.append((topic, {**last, "closed": True, "ts_received": ts_received_ms}))
+            bar = {
+                "type": "kline",
+                "exchange": EXCHANGE_ID,
+                "symbol": contract,
+                "timeframe": tf,
+                "open_time": open_time,
+                "close_time": open_time + tf_ms - 1,
+                "open": item["o"],
+                "high": item["h"],
+                "low": item["l"],
+                "close": item["c"],
+                "volume": _size(item["v"]),
+                "closed": False,
+                "ts_exchange": ts_exchange,
+                "ts_received": ts_received_ms,
+            }
+            events.append((topic, bar))
+            # a private copy: the emitted dict belongs to the consumer from here on
+            last_bars[topic] = bar.copy()
+        return Parsed(events=events) if ours or not bars else Parsed(unknown=True)
+
+    def _on_trades(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``futures.trades`` (§2.5): ``size`` > 0 means the taker bought, < 0 sold; emitted in wire order.
+
+        ``size`` becomes its absolute value as a string (int or decimal string, never a float);
+        ``ts_exchange`` = ``create_time_ms`` (or ``create_time`` * 1000 when absent).
+        """
+        events: list[tuple[str, dict[str, Any]]] = []
+        for trade in msg["result"]:
+            contract = trade["contract"]
+            size = trade["size"]
+            if type(size) is str:
+                sell = size.startswith("-")
+                if sell or size.startswith("+"):
+                    size = size[1:]
+            elif type(size) is int:
+                sell = size < 0
+                size = str(-size if sell else size)
+            else:
+                raise ValueError(f"trade size must be an integer or a decimal string, got {size!r}")
+            if trade.get("is_internal"):
+                self.internal_trades += 1
+            created = trade.get("create_time_ms")
+            ts_exchange = _ms(created) if created is not None else _seconds_to_ms(trade.get("create_time"))
+            events.append(
+                (
+                    self._topic("trade", contract),
+                    {
+                        "type": "trade",
+                        "exchange": EXCHANGE_ID,
+                        "symbol": contract,
+                        "trade_id": str(trade["id"]),
+                        "price": trade["price"],
+                        "size": size,
+                        "side": "sell" if sell else "buy",
+                        "ts_exchange": ts_exchange,
+                        "ts_received": ts_received_ms,
+                    },
+                )
+            )
+        return Parsed(events=events)
+
+    def _on_tickers(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``futures.tickers`` (§2.5): one event per contract; ``volume_24h`` is ``volume_24h_base`` when
+        sent, else ``volume_24h`` (contracts); ``change_percentage`` is already in percent."""
+        ts_exchange = _frame_ms(msg)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for t in msg["result"]:
+            contract = t["contract"]
+            volume = t.get("volume_24h_base")
+            if volume is None or volume == "":
+                volume = t.get("volume_24h")
+            events.append(
+                (
+                    self._topic("ticker", contract),
+                    {
+                        "type": "ticker",
+                        "exchange": EXCHANGE_ID,
+                        "symbol": contract,
+                        "last": _text(t.get("last")),
+                        "mark_price": _text(t.get("mark_price")),
+                        "index_price": _text(t.get("index_price")),
+                        "high_24h": _text(t.get("high_24h")),
+                        "low_24h": _text(t.get("low_24h")),
+                        "volume_24h": _text(volume),
+                        "change_pct_24h": _text(t.get("change_percentage")),
+                        "funding_rate": _text(t.get("funding_rate")),
+                        "ts_exchange": ts_exchange,
+                        "ts_received": ts_received_ms,
+                    },
+                )
+            )
+        return Parsed(events=events)
+
+    def _on_book_ticker(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``futures.book_ticker`` (§2.5): ``b``/``a`` prices (``""`` when that side is empty -> price and
+        size None), ``B``/``A`` sizes (int or string), ``u`` update id, ``t`` ms."""
+        r = msg["result"]
+        contract = r["s"]
+        bid = r["b"] or None
+        ask = r["a"] or None
+        return Parsed(
+            events=[
+                (
+                    self._topic("bookticker", contract),
+                    {
+                        "type": "bookticker",
+                        "exchange": EXCHANGE_ID,
+                        "symbol": contract,
+                        "bid_price": bid,
+                        "bid_size": _size(r["B"]) if bid is not None else None,
+                        "ask_price": ask,
+                        "ask_size": _size(r["A"]) if ask is not None else None,
+                        "update_id": str(r["u"]),
+                        "ts_exchange": _ms(r.get("t")),
+                        "ts_received": ts_received_ms,
+                    },
+                )
+            ]
+        )
+
+    def _on_book(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``futures.order_book_update`` (§2.5): a delta ``U``..``u`` for the book keeper (not an event).
+
+        Chain rule (book_rule "gate"): ``U == previous u + 1``; ``full: true`` (2025+) marks a full book.
+        """
+        r = msg["result"]
+        contract = r["s"]
+        return Parsed(
+            book=[
+                BookUpdate(
+                    topic=self._topic("depth", contract),
+                    symbol=contract,
+                    bids=[(level["p"], _size(level["s"])) for level in r["b"]],
+                    asks=[(level["p"], _size(level["s"])) for level in r["a"]],
+                    first_id=_int(r["U"]),
+                    last_id=_int(r["u"]),
+                    snapshot=r.get("full") is True,
+                    ts_exchange=_ms(r.get("t")),
+                    ts_received=ts_received_ms,
+                )
+            ]
+        )
+
+
+def _on_reply(msg: dict[str, Any], action: str) -> Parsed:
+    """A subscribe/unsubscribe reply (§2.4) -> one ``Ack``.
+
+    ``request_id`` is the echoed ``id`` (newer servers); the connection maps it to the topics it sent.
+    ``topic`` is set when the echoed ``payload`` names exactly one Feedplane topic. The 2023 server
+    echoes neither, so such acks carry ``request_id=None, topic=None`` and stay unmatched (the topic
+    turns active with its first push instead). ``error`` is ``"<code>: <message>"`` verbatim.
+    """
+    request_id = msg.get("id")
+    if type(request_id) is not int:
+        request_id = None
+    error_obj = msg.get("error")
+    result = msg.get("result")
+    if error_obj is not None:
+        error: str | None = _error_text(error_obj)
+    elif type(result) is dict and result.get("status") not in (None, "success"):
+        error = f"request failed (status {result.get('status')!r})"
+    else:
+        error = None
+    channel = msg.get("channel")
+    payload = msg.get("payload")
+    topic = _reply_topic(channel, payload) if type(channel) is str and type(payload) is list else None
+    return Parsed(acks=[Ack(ok=error is None, action=action, topic=topic, request_id=request_id, error=error)])
+
+
+def _reply_topic(channel: str, payload: list[Any]) -> str | None:
+    """The one Feedplane topic an echoed ``payload`` names, or None (several contracts, unknown channel)."""
+    feed_channel = _FEED_CHANNELS.get(channel)
+    if feed_channel is None or not payload:
+        return None
+    if channel == _CANDLESTICKS:
+        if len(payload) != 2:
+            return None
+        tf = _INTERVALS.get(payload[0])
+        contract = payload[1]
+        return f"gateio:kline:{contract}:{tf}" if tf and _is_contract(contract) else None
+    if channel in _LIST_CHANNELS and len(payload) != 1:
+        return None
+    contract = payload[0]  # order_book_update: [contract, frequency, level]
+    return f"gateio:{feed_channel}:{contract}" if _is_contract(contract) else None
+
+
+def _is_contract(value: Any) -> bool:
+    """True for a Gate contract name as we subscribe it (upper case, ``BTC_USDT``)."""
+    if type(value) is not str:
+        return False
+    try:
+        return normalize_symbol(value) == value
+    except TopicError:
+        return False
+
+
+def _error_text(error: Any) -> str:
+    """``{"code":2,"message":"unknown contract X"}`` -> ``"2: unknown contract X"`` (§2.4)."""
+    if type(error) is dict:
+        code, message = error.get("code"), error.get("message")
+        if code is not None and message is not None:
+            return f"{code}: {message}"
+        if code is not None or message is not None:
+            return str(code if message is None else message)
+        return _dumps(error).decode()
+    return error if type(error) is str else _dumps(error).decode()
+
+
+def _bar_start(item: dict[str, Any]) -> int:
+    """A candle's ``t`` (seconds) as an int; ValueError for anything but an integer."""
+    t = item["t"]
+    if type(t) is int:
+        return t
+    if type(t) is str and t.isdigit():
+        return int(t)
+    raise ValueError(f"candle t must be integer seconds, got {t!r}")
+
+
+def _int(value: Any) -> int:
+    """An id that must be an integer (``U``, ``u``, snapshot ``id``); digit strings are accepted."""
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer id, got {value!r}")
+
+
+def _size(value: Any) -> str:
+    """A size as a decimal string: strings as sent, ints via ``str``; floats (and bools) are refused."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    raise ValueError(f"size must be an integer or a decimal string, got {value!r}")
+
+
+def _text(value: Any) -> str | None:
+    """An optional ticker value as a string: ``""``/missing -> None, ints via ``str``, floats via ``repr``
+    (the shortest text that round-trips, i.e. what was on the wire for ordinary values)."""
+    t = type(value)
+    if t is str:
+        return value or None
+    if value is None:
+        return None
+    if t is int or t is float:
+        return repr(value)
+    raise ValueError(f"expected a decimal value, got {value!r}")
+
+
+def _frame_ms(msg: dict[str, Any]) -> int | None:
+    """The frame's ``time_ms`` when it is a positive int (the 2023 acks carry ``0``), else None."""
+    t = msg.get("time_ms")
+    return t if type(t) is int and t > 0 else None
+
+
+def _ms(value: Any) -> int | None:
+    """Epoch ms from an int, a float or a decimal string (``"1545136464123.123"``), truncated; exact
+    (Decimal / int conversion, no float arithmetic). None stays None."""
+    t = type(value)
+    if t is int:
+        return value
+    if value is None:
+        return None
+    if t is float or t is str:
+        return _decimal_int(value, 1)
+    raise ValueError(f"expected a millisecond time, got {value!r}")
+
+
+def _seconds_to_ms(value: Any) -> int | None:
+    """Epoch ms from seconds given as an int, a float (REST ``current``) or a decimal string; exact."""
+    t = type(value)
+    if t is int:
+        return value * 1000
+    if value is None:
+        return None
+    if t is float or t is str:
+        return _decimal_int(value, 1000)
+    raise ValueError(f"expected a time in seconds, got {value!r}")
+
+
+def _decimal_int(value: float | str, scale: int) -> int:
+    # repr(float) is the shortest text that round-trips: 1684930166.384 stays 1684930166.384, not ...383999
+    try:
+        return int(Decimal(repr(value) if type(value) is float else value) * scale)
+    except (ArithmeticError, ValueError) as exc:  # decimal.InvalidOperation is an ArithmeticError
+        raise ValueError(f"not a decimal time: {value!r}") from exc
+
+
+class GateioAdapter:
+    """Gate.io USDT futures v4 public market data as data plus pure functions.
+
+    Limits: the per-connection subscription count is undocumented (a maintainer said "no limit",
+    §2.4), so 200 topics per socket is our own cap; no documented frame-size or message-rate limit,
+    so 8192 bytes and 50 ms between frames are ours too. The server sends protocol pings (aiohttp's
+    autoping answers) and cuts a socket after ~1 min without messages, so we also send the
+    application ping ``futures.ping`` (§2.4). ``ws_headers`` asks for decimal-string sizes (§2.4).
+    """
+
+    id = EXCHANGE_ID
+    channels = frozenset(NATIVE_CHANNELS)
+    timeframes = TIMEFRAMES
+    max_topics_per_connection = 200
+    max_subscribe_frame_bytes = 8192
+    min_send_interval_ms = 50
+    app_ping = True
+    ws_headers = WS_HEADERS
+    book_rule = "gate"
+
+    def route(self, topic: Topic) -> str:
+        """Always ``"usdt"``: one socket type carries every USDT contract and channel (§2.1)."""
+        return "usdt"
+
+    def ws_url(self, base_url: str, route: str) -> str:
+        """``base_url`` unchanged (``wss://fx-ws.gateio.ws/v4/ws/usdt``, §2.1)."""
+        return base_url
+
+    def validate(self, topic: Topic) -> None:
+        """Raise AdapterError unless ``topic`` is a gateio topic of a served channel (and timeframe)."""
+        if topic.exchange != EXCHANGE_ID:
+            raise AdapterError(f"topic {topic} is not a gateio topic")
+        native_payload(topic)
+
+    def subscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
+        """``{"time","id","channel","event":"subscribe","payload"}`` frames (§2.2, §2.4).
+
+        ``futures.candlesticks`` and ``futures.order_book_update`` get one frame per contract;
+        trades, tickers and book_ticker batch up to ``batch_size`` contracts (and 8192 bytes) per
+        frame. Frames are grouped by Gate channel in order of first appearance; topic order is kept
+        within a channel. Ids count up from ``first_request_id`` (one per frame, must fit in int32);
+        ``time`` is ``now_ms // 1000``. Raises AdapterError for a topic Gate cannot serve, ValueError
+        for a bad ``batch_size`` or id.
+        """
+        return self._frames("subscribe", topics, batch_size, first_request_id, now_ms)
+
+    def unsubscribe_frames(
+        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+    ) -> list[OutFrame]:
+        """``"event":"unsubscribe"`` frames with the subscribe payloads, same rules as ``subscribe_frames``."""
+        return self._frames("unsubscribe", topics, batch_size, first_request_id, now_ms)
+
+    def ping_frame(self, *, now_ms: int = 0) -> str | None:
+        """``{"time":<s>,"channel":"futures.ping"}``; the server answers ``futures.pong`` (§2.4)."""
+        return _dumps({"time": now_ms // 1000, "channel": "futures.ping"}).decode()
+
+    def new_parser(self) -> GateioParser:
+        """A fresh parser (with empty kline state) for one connection."""
+        return GateioParser()
+
+    def snapshot_request(self, symbol: str, levels: int) -> SnapshotRequest | None:
+        """``GET /api/v4/futures/usdt/order_book?contract=…&limit=100&with_id=true`` (§2.5 recipe).
+
+        ``limit`` must equal the subscribed level (always 100, ``BOOK_LEVEL``), whatever ``levels``
+        the topic publishes; the book keeper trims.
+        """
+        return SnapshotRequest(SNAPSHOT_PATH, {"contract": symbol, "limit": BOOK_LEVEL, "with_id": "true"})
+
+    def parse_snapshot(self, symbol: str, body: bytes, ts_received_ms: int) -> BookUpdate:
+        """The REST book ``{"current":s.ms,"update":s.ms,"asks":[{"p","s"}],"bids":[...],"id":N}`` as a
+        ``BookUpdate(snapshot=True, first_id=None, last_id=id)`` (§2.5). ``ts_exchange`` is ``current``
+        (float seconds) in ms, converted exactly. Raises ValueError for a malformed or error body."""
+        msg = _loads(body)
+        if type(msg) is not dict:
+            raise ValueError(f"gateio order book snapshot for {symbol} is not an object")
+        if "id" not in msg:
+            detail = f"{msg.get('label')}: {msg.get('message')}" if "label" in msg else "no id (with_id=true?)"
+            raise ValueError(f"gateio order book snapshot for {symbol}: {detail}")
+        try:
+            return BookUpdate(
+                topic=f"gateio:depth:{symbol}",
+                symbol=symbol,
+                bids=[(level["p"], _size(level["s"])) for level in msg["bids"]],
+                asks=[(level["p"], _size(level["s"])) for level in msg["asks"]],
+                first_id=None,
+                last_id=_int(msg["id"]),
+                snapshot=True,
+                ts_exchange=_seconds_to_ms(msg.get("current")),
+                ts_received=ts_received_ms,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed gateio order book snapshot for {symbol}: {exc!r}") from exc
+
+    def resync_frame(self, topic: Topic) -> str | None:
+        """None: Gate resyncs by a new REST snapshot (§2.5), not by a socket request."""
+        return None
+
+    def _frames(
+        self, event: str, topics: list[Topic], batch_size: int, first_request_id: int, now_ms: int
+    ) -> list[OutFrame]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if first_request_id < 0:
+            raise ValueError(f"request ids must be >= 0, got {first_request_id}")
+        # Gate channel -> [(payload, topic name)], in order of first appearance
+        by_channel: dict[str, list[tuple[list[str], str]]] = {}
+        for topic in topics:
+            self.validate(topic)
+            native, payload = native_payload(topic)
+            by_channel.setdefault(native, []).append((payload, str(topic)))
+        time_s = now_ms // 1000
+        limit = self.max_subscribe_frame_bytes
+        # An upper bound on the frame overhead: no id of this call has more digits than the last possible one.
+        last_id = first_request_id + max(len(topics) - 1, 0)
+        if last_id > _INT32_MAX:
+            raise ValueError(f"request ids must fit in int32, got up to {last_id}")
+        frames: list[tuple[str, list[str], tuple[str, ...]]] = []
+        for native, entries in by_channel.items():
+            if native not in _LIST_CHANNELS:
+                frames.extend((native, payload, (name,)) for payload, name in entries)
+                continue
+            empty = len(_dumps({"time": time_s, "id": last_id, "channel": native, "event": event, "payload": []}))
+            contracts: list[str] = []
+            names: list[str] = []
+            size = empty
+            for payload, name in entries:
+                contract_bytes = len(_dumps(payload[0]))  # quoted, UTF-8
+                if contracts and (len(contracts) >= batch_size or size + 1 + contract_bytes > limit):
+                    frames.append((native, contracts, tuple(names)))
+                    contracts, names, size = [], [], empty
+                size += contract_bytes + (1 if contracts else 0)  # +1 for the comma
+                contracts.append(payload[0])
+                names.append(name)
+            if contracts:
+                frames.append((native, contracts, tuple(names)))
+        out: list[OutFrame] = []
+        for i, (native, payload, names_) in enumerate(frames):
+            request_id = first_request_id + i
+            text = _dumps(
+                {"time": time_s, "id": request_id, "channel": native, "event": event, "payload": payload}
+            ).decode()
+            if len(text.encode()) > limit:
+                raise AdapterError(f"topic {names_[0]} alone exceeds the {limit}-byte subscribe frame limit")
+            out.append(OutFrame(text, names_, request_id))
+        return out
