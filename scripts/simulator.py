@@ -1,9 +1,10 @@
-"""Local exchange simulator: BitMart futures v2 and Binance USD-M market WebSockets on loopback.
+"""Local exchange simulator: BitMart futures v2, Binance USD-M and Gate.io USDT futures on loopback.
 
-One aiohttp app on one port speaks both protocols and replays recorded frames
-(``scripts.sim_tapes``: what is recorded and what is derived) for the streams each client
-subscribed, with fault injection. Used in-process by the workers' connection tests, by the
-end-to-end test and the offline demo (``python -m scripts.simulator``) and by the ingest benchmark.
+One aiohttp app on one port speaks the three WebSocket protocols and the two REST order-book
+snapshot endpoints, replays recorded frames (``scripts.sim_tapes``: what is recorded and what is
+derived) for the streams each client subscribed, with fault injection. Used in-process by the
+workers' connection tests, by the end-to-end test and the offline demo (``python -m scripts.simulator``)
+and by the ingest benchmark.
 
 Endpoints:
 
@@ -11,9 +12,23 @@ Endpoints:
 - Binance USD-M: ``/public/{ws,stream}``, ``/market/{ws,stream}``, legacy ``/ws``, ``/stream``; streams
   may also be given in the URL: ``/<route>/ws/<s1>/<s2>`` or ``/<route>/stream?streams=<s1>/<s2>``
   (binance_usdm.md §1).
-- Control (JSON): ``GET /_sim/status``, ``POST /_sim/drop[?exchange=bitmart|binanceusdm]``,
+- Gate.io USDT futures: ``/v4/ws/usdt`` (exchanges.md §2.1; protocol in ``scripts.sim_gate``).
+- REST snapshots: Binance ``GET /fapi/v1/depth?symbol=S&limit=N`` (binance_usdm.md §6), Gate
+  ``GET /api/v4/futures/usdt/order_book?contract=C&limit=N&with_id=true`` (exchanges.md §2.5).
+- Control (JSON): ``GET /_sim/status``, ``POST /_sim/drop[?exchange=bitmart|binanceusdm|gateio]``,
   ``POST /_sim/dead?on=1|0``, ``POST /_sim/silent?on=1|0``, ``POST /_sim/reject?native=<n>[&error=<text>]``,
-  ``DELETE /_sim/reject[?native=<n>]``.
+  ``DELETE /_sim/reject[?native=<n>]``, ``POST /_sim/fail_rest?n=<count>``.
+
+Order-book sync against the simulator: each depth replay starts at its recording's first frame and
+the REST snapshot is the one recorded in the same session, bridged by a frame near the start
+(Binance: ``U <= lastUpdateId <= u``; Gate: ``U <= id + 1 <= u``). A client must buffer the stream
+from its subscribe, fetch the snapshot, then drop/apply per the exchange's recipe — at ``speed=0`` the
+whole tape may already be buffered when the snapshot arrives. The snapshot is static: a resync in
+mid-stream must restart the stream too (unsubscribe + subscribe, or reconnect), because a fresh
+snapshot alone no longer bridges the frames that follow (with ``loop`` the bridge comes round again
+each cycle). Gate ``DIA_USDT`` cannot sync at all: its two recorded pushes end at the snapshot's
+``id`` (exchanges.md §2.5: 9 of 10 contracts bridge). BitMart depthIncrease needs no REST: the first
+push is a snapshot, and ``{"action":"request","args":[topic]}`` returns a fresh one (§1.6).
 
 Replay: each (connection, subscribed stream) gets its own task that plays the stream's tape from
 its first frame — at the recorded pace divided by ``speed``, as fast as the socket drains when
@@ -37,22 +52,37 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from scripts import sim_tapes
-from scripts.sim_tapes import BINANCE, BITMART
+from scripts import sim_gate, sim_tapes
+from scripts.sim_tapes import BINANCE, BITMART, GATE
 
-__all__ = ["BINANCE", "BITMART", "ExchangeSimulator", "ReceivedFrame", "SimConnection", "binance_stream_class", "main"]
+__all__ = [
+    "BINANCE",
+    "BITMART",
+    "GATE",
+    "ExchangeSimulator",
+    "ReceivedFrame",
+    "RestRequest",
+    "SimConnection",
+    "binance_stream_class",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
 #: §1.5: a 2,186-byte subscribe frame was closed with 1009 and a 2,020-byte one accepted; the
 #: exact cut is UNVERIFIED, 2,048 is assumed and applied to every client text frame.
 BITMART_MAX_FRAME_BYTES = 2048
-_BITMART_TOPIC = re.compile(r"futures/(?:klineBin(?:1m|5m|15m|30m|1H|2H|4H|1D|1W)|trade):([A-Z0-9]+)")
+_BITMART_TOPIC = re.compile(
+    r"futures/(?:klineBin(?:1m|5m|15m|30m|1H|2H|4H|1D|1W)|trade|ticker|bookticker):([A-Z0-9]+)"
+    r"|futures/depthIncrease(?:5|20|50):([A-Z0-9]+)(?:@(?:100|200)ms)?"
+)
+_BITMART_ALL_TICKERS = "futures/ticker"  # the all-contracts ticker channel (§1.6)
+_BITMART_DEPTH_INCREASE = "futures/depthIncrease"
 BINANCE_MAX_STREAMS = 1024  # binance_usdm.md §3
 BINANCE_MAX_MSGS_PER_S = 10  # §3: more than 10 client messages per second disconnects
 _BINANCE_SYMBOL = re.compile(r"[a-z0-9]+(?:_(?:perpetual|current_quarter|next_quarter))?")
@@ -74,6 +104,10 @@ _BINANCE_ALL_MARKET = {
     "!assetIndex@arr": "market",
     "tradingSession": "market",
 }
+#: Binance REST depth ``limit`` bounds (the documented values are 5..1000; others are accepted and cut).
+BINANCE_REST_MAX_LIMIT = 1000
+GATE_REST_DEFAULT_LIMIT = 10  # Gate's documented default for order_book
+GATE_REST_MAX_LIMIT = 1000  # UNVERIFIED upper bound; recorded snapshots hold at most 100 levels
 _CLOSE_TIMEOUT_S = 2.0  # how long a server-initiated close waits for the client's close reply
 _MIN_SLEEP_S = 0.001  # gaps shorter than this are sent back to back
 _YIELD_EVERY = 64  # frames sent in a burst before yielding to the loop
@@ -125,13 +159,23 @@ class ReceivedFrame(NamedTuple):
     text: str
 
 
+class RestRequest(NamedTuple):
+    """One REST snapshot call: ``path_qs`` as requested, ``status`` as answered."""
+
+    exchange: str
+    monotonic_s: float
+    path_qs: str
+    status: int
+
+
 @dataclass(eq=False)
 class SimConnection:
     """A live client socket, for observation (the simulator owns and mutates it).
 
-    ``route``: ``api`` (BitMart) or ``public`` | ``market`` | ``legacy`` (Binance unrouted ``/ws``,
-    ``/stream``). ``mode``: ``ws`` | ``stream`` (Binance) or ``api``. ``subscribed``: native topics
-    (BitMart ``futures/trade:BTCUSDT``) or streams (``btcusdt@trade``). ``received``:
+    ``route``: ``api`` (BitMart), ``public`` | ``market`` | ``legacy`` (Binance unrouted ``/ws``,
+    ``/stream``) or ``usdt`` (Gate). ``mode``: ``ws`` | ``stream`` (Binance), ``api`` or ``v4`` (Gate).
+    ``subscribed``: native topics (BitMart ``futures/trade:BTCUSDT``), streams (``btcusdt@trade``) or
+    Gate natives (``futures.trades:BTC_USDT``, see ``scripts.sim_gate``). ``received``:
     ``(monotonic_s, text)`` per client text frame. ``sent_count``: text frames sent (data, acks,
     errors, pongs). ``opened_at``: ``time.monotonic()``.
     """
@@ -156,10 +200,11 @@ class SimConnection:
     _closer: asyncio.Task[Any] | None = field(default=None, repr=False)
     _transport: asyncio.Transport | None = field(default=None, repr=False)
     _url_streams: list[str] = field(default_factory=list, repr=False)  # Binance streams named in the URL
+    _positions: dict[str, int] = field(default_factory=dict, repr=False)  # native -> index of the last frame written
 
 
 class ExchangeSimulator:
-    """BitMart + Binance USD-M WebSocket simulator on ``host:port`` (``port=0`` picks a free one).
+    """BitMart + Binance USD-M + Gate.io futures simulator on ``host:port`` (``port=0`` picks a free one).
 
     :param speed: recorded pace multiplier (2.0 = twice as fast); 0 sends as fast as the socket drains.
     :param rate: fixed frames/s per stream; overrides ``speed``.
@@ -167,6 +212,8 @@ class ExchangeSimulator:
         frame, at least 1 s of tape time later); frames repeat verbatim.
     :param binance_ping_interval_s: server protocol ping period (§3: 3 min).
     :param binance_pong_timeout_s: close a Binance socket when no pong arrives this long after a ping (§3: 10 min).
+    :param gate_ping_interval_s: Gate server protocol ping period (§2.4: Gate pings; period UNVERIFIED).
+    :param gate_pong_timeout_s: close a Gate socket when no pong arrives this long after a ping (UNVERIFIED).
     :param samples_dir: recordings folder; default ``scripts.tapes.samples_dir()``.
     :param record_sent: append every data frame to ``sent_data``; turn off for long benchmark runs.
     """
@@ -181,6 +228,8 @@ class ExchangeSimulator:
         loop: bool = False,
         binance_ping_interval_s: float = 180.0,
         binance_pong_timeout_s: float = 600.0,
+        gate_ping_interval_s: float = 30.0,
+        gate_pong_timeout_s: float = 60.0,
         samples_dir: Path | None = None,
         record_sent: bool = True,
     ) -> None:
@@ -189,6 +238,8 @@ class ExchangeSimulator:
         self._host, self._port = host, port
         self._speed, self._rate, self._loop = speed, rate, loop
         self._ping_interval_s, self._pong_timeout_s = binance_ping_interval_s, binance_pong_timeout_s
+        self._gate_ping_interval_s, self._gate_pong_timeout_s = gate_ping_interval_s, gate_pong_timeout_s
+        self._rest_failures = 0
         self._samples_dir, self._record_sent = samples_dir, record_sent
         self._runner: web.AppRunner | None = None
         self._conns: dict[int, SimConnection] = {}
@@ -201,13 +252,17 @@ class ExchangeSimulator:
         self._rejects: dict[str, str | None] = {}
         #: All client->server text frames, every connection, in arrival order.
         self.received: list[ReceivedFrame] = []
+        #: Every REST snapshot call, in arrival order.
+        self.rest_requests: list[RestRequest] = []
         #: Native topic/stream -> data frames exactly as sent on the wire, in order (all connections).
         self.sent_data: dict[str, list[str]] = {}
         #: Counters (missing = 0): connections_opened/closed/dropped, frames_received, subscribe_frames,
         #: unsubscribe_frames, subscribe_errors, request_errors, replies_sent, replies_withheld_dead,
         #: data_frames_sent, pings_answered (app and protocol pings), protocol_pings_received,
         #: server_pings_sent, pongs_received, route_mismatch_silenced, oversize_closes, rate_limit_closes,
-        #: pong_timeout_closes, binary_frames_ignored, tape_errors.
+        #: pong_timeout_closes, binary_frames_ignored, tape_errors, bitmart_requests (``action:request``),
+        #: requests_withheld_silent, rest_requests, rest_binance_depth, rest_gate_order_book,
+        #: rest_throttled (429), rest_errors (400).
         self.stats: Counter[str] = Counter()
         #: Benchmark hook ``(native, raw_frame, time.time_ns())`` called right before each data frame is sent.
         self.on_send: Callable[[str, str, int], None] | None = None
@@ -243,7 +298,7 @@ class ExchangeSimulator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._notify()
 
-    async def __aenter__(self) -> ExchangeSimulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -251,7 +306,7 @@ class ExchangeSimulator:
         await self.stop()
 
     async def preload(self) -> None:
-        """Load every tape now (about 1 s, once per process) so the first subscribe is not delayed."""
+        """Load every tape now (about 2 s, once per process) so the first subscribe is not delayed."""
         await asyncio.to_thread(sim_tapes.preload, self._samples_dir)
 
     # ------------------------------------------------------------------ URLs and observation
@@ -276,6 +331,21 @@ class ExchangeSimulator:
     def binance_base_url(self) -> str:
         """The client appends ``/market/stream``, ``/public/ws`` and so on."""
         return self.base_url
+
+    @property
+    def binance_rest_url(self) -> str:
+        """Binance USD-M REST base: the client appends ``/fapi/v1/depth?...``."""
+        return self.http_url
+
+    @property
+    def gate_ws_url(self) -> str:
+        """Gate.io USDT futures WebSocket (``wss://fx-ws.gateio.ws/v4/ws/usdt`` in production)."""
+        return f"{self.base_url}/v4/ws/usdt"
+
+    @property
+    def gate_rest_url(self) -> str:
+        """Gate.io REST base: the client appends ``/api/v4/futures/usdt/order_book?...``."""
+        return self.http_url
 
     @property
     def connections(self) -> list[SimConnection]:
@@ -318,14 +388,21 @@ class ExchangeSimulator:
             tapes[native] = {
                 "exchange": exchange,
                 "source": source,
-                "derived": source == sim_tapes.SRC_DERIVED,
+                "derived": source.startswith("derived"),
                 "frames": frames,
             }
+        rest = {
+            f"{exchange}:{symbol}": {"exchange": exchange, "symbol": symbol, "source": source}
+            for (exchange, symbol), (_, source) in sim_tapes.REST_CATALOG.items()
+        }
         return {
-            "simulator": "feedplane exchange simulator (BitMart futures v2, Binance USD-M)",
+            "simulator": "feedplane exchange simulator (BitMart futures v2, Binance USD-M, Gate.io USDT futures)",
             "urls": {
                 "BITMART_PUBLIC_WS_URI": self.bitmart_public_url,
                 "BINANCE_USDM_WS_URI": self.binance_base_url,
+                "BINANCE_USDM_REST_URI": self.binance_rest_url,
+                "GATEIO_WS_URI": self.gate_ws_url,
+                "GATEIO_REST_URI": self.gate_rest_url,
                 "control": f"{self.http_url}/_sim/status",
             },
             "settings": {
@@ -334,8 +411,15 @@ class ExchangeSimulator:
                 "loop": self._loop,
                 "binance_ping_interval_s": self._ping_interval_s,
                 "binance_pong_timeout_s": self._pong_timeout_s,
+                "gate_ping_interval_s": self._gate_ping_interval_s,
+                "gate_pong_timeout_s": self._gate_pong_timeout_s,
             },
-            "faults": {"dead": self._dead, "silent": self._silent, "rejected": dict(self._rejects)},
+            "faults": {
+                "dead": self._dead,
+                "silent": self._silent,
+                "rejected": dict(self._rejects),
+                "rest_failures_pending": self._rest_failures,
+            },
             "connections": [
                 {
                     "id": c.conn_id,
@@ -352,6 +436,10 @@ class ExchangeSimulator:
             ],
             "subscriptions": dict(subs),
             "tapes": tapes,
+            "tape_aliases": {
+                "binanceusdm <s>@depth[@0ms|@100ms|@500ms]": "the symbol's one recorded diff-depth tape",
+            },
+            "rest_snapshots": rest,
             "counters": dict(self.stats),
         }
 
@@ -387,9 +475,13 @@ class ExchangeSimulator:
     def reject(self, native: str, error: str | None = None) -> None:
         """Make future subscribes of ``native`` fail with the exchange's error shape (``error`` = its text).
 
-        BitMart: ``{"action":"subscribe","group":<topic>,"success":false,"error":...}`` (default text
-        ``Invalid channel: not found <topic>``, §1.4). Binance: ``{"error":{"code":2,"msg":...},"id":N}``
-        (default ``Invalid request: invalid stream``, §4).
+        BitMart (native = topic ``futures/trade:BTCUSDT``): ``{"action":"subscribe","group":<topic>,
+        "success":false,"error":...}`` (default text ``Invalid channel: not found <topic>``, §1.4).
+        Binance (native = stream ``btcusdt@trade``): ``{"error":{"code":2,"msg":...},"id":N}`` (default
+        ``Invalid request: invalid stream``, §4). Gate (native = ``f"{channel}:{contract}"``, e.g.
+        ``futures.trades:BTC_USDT``, ``futures.order_book_update:RDNT_USDT``; candles
+        ``futures.candlesticks:1m_BTC_USDT``): the whole request gets ``{"error":{"code":2,"message":...},
+        "result":{"status":"fail"}}`` (default ``unknown contract <C>``, exchanges.md §2.4).
         """
         self._rejects[native] = error
 
@@ -399,6 +491,16 @@ class ExchangeSimulator:
             self._rejects.clear()
         else:
             self._rejects.pop(native, None)
+
+    def fail_rest(self, n: int) -> None:
+        """Answer the next ``n`` REST snapshot calls with HTTP 429 (0 cancels).
+
+        Binance: ``Retry-After: 1`` and ``{"code":-1003,"msg":"Too many requests; ..."}``; Gate:
+        ``{"label":"TOO_MANY_REQUESTS","message":"Request Rate Limit Exceeded"}`` (exchanges.md §2.8).
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._rest_failures = n
 
     def _update_gate(self) -> None:
         if self._dead or self._silent:
@@ -413,6 +515,9 @@ class ExchangeSimulator:
         app = web.Application()
         r = app.router
         r.add_get("/api", self._bitmart_ws)
+        r.add_get("/v4/ws/usdt", self._gate_ws)
+        r.add_get("/fapi/v1/depth", self._h_binance_depth)
+        r.add_get("/api/v4/futures/usdt/order_book", self._h_gate_order_book)
         for prefix, route in (("/public", "public"), ("/market", "market"), ("", "legacy")):
             for mode in ("ws", "stream"):
                 handler = partial(self._binance_ws, route=route, mode=mode)
@@ -425,6 +530,7 @@ class ExchangeSimulator:
         r.add_post("/_sim/silent", partial(self._h_flag, setter=self.set_silent, name="silent"))
         r.add_post("/_sim/reject", self._h_reject)
         r.add_delete("/_sim/reject", self._h_unreject)
+        r.add_post("/_sim/fail_rest", self._h_fail_rest)
         return app
 
     async def _serve(
@@ -441,7 +547,10 @@ class ExchangeSimulator:
         log.info("conn %d open: %s %s", conn.conn_id, conn.exchange, conn.path)
         try:
             if conn.exchange == BINANCE:
-                self._spawn(conn, "_keepalive", self._binance_keepalive(conn))
+                self._spawn(conn, "_keepalive", self._keepalive(conn, self._ping_interval_s, self._pong_timeout_s))
+            elif conn.exchange == GATE:
+                keepalive = self._keepalive(conn, self._gate_ping_interval_s, self._gate_pong_timeout_s)
+                self._spawn(conn, "_keepalive", keepalive)
             await self._on_open(conn)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -540,7 +649,7 @@ class ExchangeSimulator:
             await asyncio.wait_for(conn.ws.close(code=code, message=message), _CLOSE_TIMEOUT_S)
         except asyncio.CancelledError:
             _reraise_if_cancelling()  # else a sibling's cancel hit the shared drain future; transport is closed
-        except Exception as exc:  # a failed close leaves an aborted transport, which is fine
+        except Exception as exc:  # noqa: BLE001 - a failed close leaves an aborted transport, which is fine
             log.debug("conn %d: close failed: %r", conn.conn_id, exc)
 
     # ------------------------------------------------------------------ replay
@@ -568,6 +677,7 @@ class ExchangeSimulator:
     async def _remove_sub(self, conn: SimConnection, native: str) -> None:
         conn.subscribed.discard(native)
         conn._order.pop(native, None)
+        conn._positions.pop(native, None)
         task = conn._tasks.pop(native, None)
         if task is not None:
             # A task blocked in a send is waiting on aiohttp's drain future, which every writer of this
@@ -588,18 +698,22 @@ class ExchangeSimulator:
             return
         self._spawn(conn, native, self._replay(conn, native))
 
-    async def _replay(self, conn: SimConnection, native: str) -> None:
-        """Play one tape to one socket; targets are computed from a start time, so sleeps never drift."""
+    async def _tape(self, conn: SimConnection, native: str) -> sim_tapes.Tape | None:
+        """The tape for ``native`` (loaded in a thread on first use); None if absent or unreadable."""
         try:
-            tape = sim_tapes.cached_tape(conn.exchange, native, self._samples_dir)
+            return sim_tapes.cached_tape(conn.exchange, native, self._samples_dir)
         except LookupError:
             try:
-                tape = await asyncio.to_thread(sim_tapes.get_tape, conn.exchange, native, self._samples_dir)
+                return await asyncio.to_thread(sim_tapes.get_tape, conn.exchange, native, self._samples_dir)
             except OSError as exc:  # recordings missing: the stream stays quiet, the cause is logged
                 self.stats["tape_errors"] += 1
                 log.error("conn %d: cannot load the tape for %s: %s", conn.conn_id, native, exc)
                 self._notify()
-                return
+                return None
+
+    async def _replay(self, conn: SimConnection, native: str) -> None:
+        """Play one tape to one socket; targets are computed from a start time, so sleeps never drift."""
+        tape = await self._tape(conn, native)
         if not tape:
             return
         loop = asyncio.get_running_loop()
@@ -628,6 +742,7 @@ class ExchangeSimulator:
                 await asyncio.sleep(target - loop.time())
                 continue  # re-check the dead/silent gate after sleeping
             frame = self._binance_frame(conn, native, frames[i]) if wrap else frames[i]
+            conn._positions[native] = i  # set before the write: a BitMart request snapshot follows this frame
             if not await self._send_data(conn, native, frame) or conn._tasks.get(native) is not asyncio.current_task():
                 return  # socket gone, or unsubscribed while this frame was being written
             i += 1
@@ -641,15 +756,47 @@ class ExchangeSimulator:
         return await self._serve(request, self._new_conn(request, BITMART, "api", "api"), self._bitmart_text)
 
     def _bitmart_topic_error(self, topic: object, *, subscribing: bool) -> str | None:
-        """None if ``topic`` is a served channel; else the §1.4 wire error text."""
+        """None if ``topic`` is a served channel; else the §1.4 wire error text.
+
+        Served: ``futures/klineBin<tf>``, ``trade``, ``ticker``, ``bookticker`` ``:<SYM>``, the
+        all-contracts ``futures/ticker``, and ``futures/depthIncrease{5,20,50}:<SYM>[@100ms|@200ms]``,
+        for SYM in ``sim_tapes.BITMART_SYMBOLS``.
+        """
         if not isinstance(topic, str):
             return f"Invalid channel: not found {topic}"
         if subscribing and topic in self._rejects:
             return self._rejects[topic] or f"Invalid channel: not found {topic}"
+        if topic == _BITMART_ALL_TICKERS:
+            return None
         m = _BITMART_TOPIC.fullmatch(topic)
-        if m is None or m.group(1) not in sim_tapes.BITMART_SYMBOLS:
+        if m is None or (m.group(1) or m.group(2)) not in sim_tapes.BITMART_SYMBOLS:
             return f"Invalid channel: not found {topic}"
         return None
+
+    async def _bitmart_request(self, conn: SimConnection, topic: object) -> None:
+        """``{"action":"request","args":[<depthIncrease topic>]}`` -> a fresh ``type:"snapshot"`` push (§1.6).
+
+        The snapshot is the top-N book after the last frame this connection's replay of ``topic`` wrote
+        (or the tape's first frame when it is not playing), with that frame's ``version``: the replay's
+        next update is ``version + 1``. It is a data push (``sent_data``; withheld while dead or
+        silent). Any other topic gets ``success:false`` (what BitMart answers there is UNVERIFIED).
+        """
+        self.stats["bitmart_requests"] += 1
+        error = self._bitmart_topic_error(topic, subscribing=False)
+        if error is None and not str(topic).startswith(_BITMART_DEPTH_INCREASE):
+            error = f"Invalid channel: request not supported for {topic}"
+        tape = None if error is not None else await self._tape(conn, str(topic))
+        if tape is None:
+            self.stats["request_errors"] += 1
+            msg = error or f"Invalid channel: not found {topic}"
+            await self._reply(conn, {"action": "request", "group": topic, "success": False, "error": msg})
+            return
+        native = str(topic)
+        if not self._data_open.is_set():
+            self.stats["replies_withheld_dead" if self._dead else "requests_withheld_silent"] += 1
+            return
+        frame = sim_tapes.bitmart_depth_snapshot(tape, conn._positions.get(native, 0))
+        await self._send_data(conn, native, frame)
 
     async def _bitmart_text(self, conn: SimConnection, text: str) -> bool:
         """One BitMart client frame (exchanges.md §1.2, §1.4, §1.5); ``>`` client, ``<`` simulator.
@@ -658,6 +805,8 @@ class ExchangeSimulator:
           ``< {"action":"subscribe","group":"futures/trade:BTCUSDT","success":true,"request":{...as sent}}``
           (one ack per topic; unknown topic: ``"success":false,"error":"Invalid channel: not found <topic>"``)
         - ``> {"action":"ping"}`` ``< {"group":"System","data":"pong+<uuid4>"}``
+        - ``> {"action":"request","args":["futures/depthIncrease50:BTCUSDT@100ms"]}`` ``<`` a snapshot push
+          (``_bitmart_request``)
         - ``> hello`` ``< {"success":false,"error":"Invalid message: message must be JSON: hello"}``
         - any frame over ``BITMART_MAX_FRAME_BYTES``: close 1009.
         """
@@ -677,6 +826,10 @@ class ExchangeSimulator:
         if action == "ping":
             if await self._reply(conn, {"group": "System", "data": f"pong+{uuid.uuid4()}"}):
                 self.stats["pings_answered"] += 1
+            return True
+        if action == "request" and isinstance(args, list):
+            for topic in args:
+                await self._bitmart_request(conn, topic)
             return True
         if action not in ("subscribe", "unsubscribe") or not isinstance(args, list):
             # Shape for JSON that is not a valid request: UNVERIFIED (reuses the non-JSON error shape).
@@ -801,21 +954,21 @@ class ExchangeSimulator:
             return {"result": None, "id": rid}, []
         return error(2, f"Invalid request: unknown method {method!r}", rid)  # text UNVERIFIED
 
-    async def _binance_keepalive(self, conn: SimConnection) -> None:
-        """Protocol ping every ``binance_ping_interval_s``; close when no pong within the timeout (§3).
+    async def _keepalive(self, conn: SimConnection, interval_s: float, timeout_s: float) -> None:
+        """Protocol ping every ``interval_s``; close when no pong within ``timeout_s`` (Binance §3, Gate §2.4).
 
         Any pong counts (unsolicited pongs are allowed, §3). The close code for a pong timeout is
         UNVERIFIED; 1008 with reason ``pong timeout`` is used.
         """
         loop = asyncio.get_running_loop()
-        next_ping = loop.time() + self._ping_interval_s
+        next_ping = loop.time() + interval_s
         while True:
             now = loop.time()
             if self._dead:
                 conn._pong_deadline = None  # a dead server neither pings nor enforces
             elif conn._pong_deadline is not None and now >= conn._pong_deadline:
                 self.stats["pong_timeout_closes"] += 1
-                log.info("conn %d: no pong within %.3f s, closing", conn.conn_id, self._pong_timeout_s)
+                log.info("conn %d: no pong within %.3f s, closing", conn.conn_id, timeout_s)
                 conn._closer = asyncio.current_task()
                 await self._close(conn, WSCloseCode.POLICY_VIOLATION, b"pong timeout")
                 return
@@ -825,11 +978,141 @@ class ExchangeSimulator:
                         await _guarded(conn.ws.ping(b""))
                         self.stats["server_pings_sent"] += 1
                         if conn._pong_deadline is None:
-                            conn._pong_deadline = now + self._pong_timeout_s
+                            conn._pong_deadline = now + timeout_s
                         self._notify()
-                next_ping = now + self._ping_interval_s
+                next_ping = now + interval_s
             wake = next_ping if conn._pong_deadline is None else min(next_ping, conn._pong_deadline)
             await asyncio.sleep(max(0.0, wake - loop.time()))
+
+    # ------------------------------------------------------------------ Gate.io (exchanges.md §2)
+
+    async def _gate_ws(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._serve(request, self._new_conn(request, GATE, "usdt", "v4"), self._gate_text)
+
+    async def _gate_text(self, conn: SimConnection, text: str) -> bool:
+        """One Gate client frame (``scripts.sim_gate``); ``>`` client, ``<`` simulator.
+
+        - ``> {"time":1723161256,"id":7,"channel":"futures.trades","event":"subscribe","payload":["BTC_USDT"]}``
+          ``< {"time":…,"time_ms":…,"id":7,"channel":"futures.trades","event":"subscribe","error":null,
+          "result":{"status":"success"}}`` — one ack per request, then the data of each contract.
+        - unknown contract: ``< {…,"error":{"code":2,"message":"unknown contract NOPE_USDT"},"result":{"status":"fail"}}``
+          and nothing of that request is subscribed.
+        - ``> {"time":…,"channel":"futures.ping"}`` ``< {"time","time_ms","channel":"futures.pong","event":"","result":null}``
+
+        A duplicate subscribe is acked again and not replayed twice (UNVERIFIED for Gate).
+        """
+        req = sim_gate.parse_request(text, self._rejects)
+        now_ns = time.time_ns()
+        if req.kind == "ping":
+            if await self._reply(conn, sim_gate.pong_frame(req, now_ns)):
+                self.stats["pings_answered"] += 1
+            return True
+        if req.kind in ("subscribe", "unsubscribe"):
+            self.stats[f"{req.kind}_frames"] += 1
+        if req.error is not None:
+            self.stats["subscribe_errors" if req.kind == "subscribe" else "request_errors"] += 1
+            await self._reply(conn, sim_gate.error_frame(req, now_ns))
+            return True
+        started: list[str] = []
+        for native in req.natives:
+            if req.kind == "subscribe":
+                if native not in conn.subscribed:
+                    self._add_sub(conn, native)
+                    started.append(native)
+            else:
+                await self._remove_sub(conn, native)
+        await self._reply(conn, sim_gate.ack_frame(req, now_ns))
+        for native in started:  # after the ack, so it precedes the stream's data
+            self._start_replay(conn, native)
+        return True
+
+    # ------------------------------------------------------------------ REST snapshots
+
+    def _rest_done(self, request: web.Request, exchange: str, response: web.Response) -> web.Response:
+        self.rest_requests.append(RestRequest(exchange, time.monotonic(), request.path_qs, response.status))
+        if response.status == 429:
+            self.stats["rest_throttled"] += 1
+        elif response.status >= 400:
+            self.stats["rest_errors"] += 1
+        self._notify()
+        return response
+
+    def _take_rest_failure(self) -> bool:
+        if self._rest_failures <= 0:
+            return False
+        self._rest_failures -= 1
+        return True
+
+    async def _rest_snapshot(self, exchange: str, symbol: str) -> sim_tapes.RestSnapshot | None:
+        try:
+            return sim_tapes.cached_rest_snapshot(exchange, symbol, self._samples_dir)
+        except LookupError:
+            return await asyncio.to_thread(sim_tapes.rest_snapshot, exchange, symbol, self._samples_dir)
+
+    @staticmethod
+    def _json_status(data: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+    async def _h_binance_depth(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/depth?symbol=BTCUSDT&limit=1000`` -> the recorded snapshot (binance_usdm.md §6).
+
+        Verbatim ``{"lastUpdateId","E","T","bids","asks"}``, each side cut to ``limit`` (default 500).
+        Unknown symbol: 400 ``{"code":-1121,"msg":"Invalid symbol."}``. The symbol is matched upper-cased
+        (whether Binance accepts lower case is UNVERIFIED). Limit outside 1..1000 or not an integer:
+        400 ``{"code":-1130,...}`` (text UNVERIFIED).
+        """
+        self.stats["rest_requests"] += 1
+        self.stats["rest_binance_depth"] += 1
+        if self._take_rest_failure():
+            msg = "Too many requests; current limit is 2400 requests per minute. (simulated by fail_rest)"
+            resp = self._json_status({"code": -1003, "msg": msg}, 429, {"Retry-After": "1"})
+            return self._rest_done(request, BINANCE, resp)
+        symbol = request.query.get("symbol", "")
+        if not symbol:
+            msg = "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            return self._rest_done(request, BINANCE, self._json_status({"code": -1102, "msg": msg}, 400))
+        limit = _int_param(request.query.get("limit"), 500, BINANCE_REST_MAX_LIMIT)
+        if limit is None:
+            msg = "Data sent for parameter 'limit' is not valid."
+            return self._rest_done(request, BINANCE, self._json_status({"code": -1130, "msg": msg}, 400))
+        snap = await self._rest_snapshot(BINANCE, symbol.upper())
+        if snap is None:
+            resp = self._json_status({"code": -1121, "msg": "Invalid symbol."}, 400)
+            return self._rest_done(request, BINANCE, resp)
+        resp = web.Response(text=snap.body(limit), content_type="application/json")
+        return self._rest_done(request, BINANCE, resp)
+
+    async def _h_gate_order_book(self, request: web.Request) -> web.Response:
+        """``GET /api/v4/futures/usdt/order_book?contract=RDNT_USDT&limit=100&with_id=true`` (exchanges.md §2.5).
+
+        The recorded snapshot ``{"current","update","asks":[{"p","s"}],"bids","id"}`` verbatim, each side
+        cut to ``limit`` (default 10), ``id`` only with ``with_id=true``. Unknown contract (or one the
+        simulator has no recorded book for, e.g. BTC_USDT): 400 ``{"label":"CONTRACT_NOT_FOUND",...}``.
+        """
+        self.stats["rest_requests"] += 1
+        self.stats["rest_gate_order_book"] += 1
+        if self._take_rest_failure():
+            body = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
+            return self._rest_done(request, GATE, self._json_status(body, 429))
+        contract = request.query.get("contract", "")
+        if not contract:
+            body = {"label": "MISSING_REQUIRED_PARAM", "message": "Missing required parameter: contract"}
+            return self._rest_done(request, GATE, self._json_status(body, 400))
+        limit = _int_param(request.query.get("limit"), GATE_REST_DEFAULT_LIMIT, GATE_REST_MAX_LIMIT)
+        if limit is None:
+            body = {"label": "INVALID_PARAM_VALUE", "message": "Invalid parameter value: limit"}
+            return self._rest_done(request, GATE, self._json_status(body, 400))
+        snap = await self._rest_snapshot(GATE, contract)
+        if snap is None:
+            if contract in sim_tapes.GATE_CONTRACTS:
+                message = f"Contract {contract} has no recorded order book in the simulator"
+            else:
+                message = f"Contract {contract} not found"
+            body = {"label": "CONTRACT_NOT_FOUND", "message": message}
+            return self._rest_done(request, GATE, self._json_status(body, 400))
+        with_id = request.query.get("with_id", "false").lower() == "true"
+        resp = web.Response(text=snap.body(limit, with_id=with_id), content_type="application/json")
+        return self._rest_done(request, GATE, resp)
 
     # ------------------------------------------------------------------ HTTP control
 
@@ -859,6 +1142,24 @@ class ExchangeSimulator:
         self.unreject(request.query.get("native") or None)
         return self._json({"rejected": dict(self._rejects)})
 
+    async def _h_fail_rest(self, request: web.Request) -> web.Response:
+        n = _int_param(request.query.get("n"), 1, 1_000_000, minimum=0)
+        if n is None:
+            raise web.HTTPBadRequest(text="n must be an integer >= 0")
+        self.fail_rest(n)
+        return self._json({"rest_failures_pending": n})
+
+
+def _int_param(raw: str | None, default: int, maximum: int, *, minimum: int = 1) -> int | None:
+    """A query integer in ``minimum..maximum``; ``default`` when absent; None when invalid."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if minimum <= value <= maximum else None
+
 
 # ---------------------------------------------------------------------- CLI
 
@@ -881,6 +1182,9 @@ async def _run_cli(args: argparse.Namespace) -> None:
     async with sim:
         print(f"BITMART_PUBLIC_WS_URI={sim.bitmart_public_url}", flush=True)
         print(f"BINANCE_USDM_WS_URI={sim.binance_base_url}", flush=True)
+        print(f"BINANCE_USDM_REST_URI={sim.binance_rest_url}", flush=True)
+        print(f"GATEIO_WS_URI={sim.gate_ws_url}", flush=True)
+        print(f"GATEIO_REST_URI={sim.gate_rest_url}", flush=True)
         print(f"# control: {sim.http_url}/_sim/status  (Ctrl-C to stop)", flush=True)
         await stop.wait()
     print("# simulator stopped", flush=True)

@@ -463,6 +463,244 @@ async def test_replay_pacing_speed_and_rate_loop(session: aiohttp.ClientSession)
         assert time.monotonic() - t0 >= 0.035  # 4 frames at 100/s
 
 
+async def rest_depth(session: aiohttp.ClientSession, sim: ExchangeSimulator, **params: str) -> tuple[int, Any, bytes]:
+    async with session.get(f"{sim.binance_rest_url}/fapi/v1/depth", params=params) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def test_binance_rest_depth_snapshots(sim: ExchangeSimulator, session: aiohttp.ClientSession) -> None:
+    recorded = next(raw for _, raw in tapes.read_hftbacktest() if raw.startswith('{"lastUpdateId"'))
+    status, _, body = await rest_depth(session, sim, symbol="BTCUSDT", limit="1000")
+    assert status == 200 and body.decode() == recorded  # verbatim 2024 REST line
+    full = orjson.loads(recorded)
+    status, _, body = await rest_depth(session, sim, symbol="BTCUSDT", limit="5")
+    assert orjson.loads(body) == full | {"bids": full["bids"][:5], "asks": full["asks"][:5]}
+    status, _, body = await rest_depth(session, sim, symbol="BTCUSDT")  # default limit 500
+    assert len(orjson.loads(body)["bids"]) == 500
+    sushi = next(raw for url, _, raw in tapes.read_cryptofeed_http(tapes.BINANCE_2021_HTTP) if "SUSHIUSDT" in url)
+    status, _, body = await rest_depth(session, sim, symbol="SUSHIUSDT", limit="1000")
+    assert status == 200 and body.decode() == sushi
+    status, _, body = await rest_depth(session, sim, symbol="ETHUSDT", limit="100")
+    assert (status, orjson.loads(body)) == (400, {"code": -1121, "msg": "Invalid symbol."})
+    status, _, body = await rest_depth(session, sim, symbol="BTCUSDT", limit="abc")
+    assert status == 400 and orjson.loads(body)["code"] == -1130
+    sim.fail_rest(2)
+    for _ in range(2):
+        status, headers, body = await rest_depth(session, sim, symbol="BTCUSDT", limit="1000")
+        assert (status, headers["Retry-After"], orjson.loads(body)["code"]) == (429, "1", -1003)
+    assert (await rest_depth(session, sim, symbol="BTCUSDT", limit="1000"))[0] == 200
+    assert sim.stats["rest_binance_depth"] == sim.stats["rest_requests"] == 9
+    assert sim.stats["rest_throttled"] == 2 and sim.stats["rest_errors"] == 2
+    assert [r.status for r in sim.rest_requests][-3:] == [429, 429, 200]
+
+
+async def test_binance_depth_100ms_plays_the_recorded_diff_stream_and_bridges(
+    sim: ExchangeSimulator, session: aiohttp.ClientSession
+) -> None:
+    recorded = sim_tapes.get_tape("binanceusdm", "btcusdt@depth@0ms")
+    assert recorded is not None and len(recorded) == 6551
+    assert sim_tapes.tape_key("binanceusdm", "btcusdt@depth@100ms") == "btcusdt@depth@0ms"
+    ws = await session.ws_connect(f"{sim.binance_base_url}/public/stream?streams=btcusdt@depth@100ms")
+    # binance_usdm.md §6: buffer, then the snapshot; the bridging frame is near the start of the replay.
+    _, _, body = await rest_depth(session, sim, symbol="BTCUSDT", limit="1000")
+    last_id = orjson.loads(body)["lastUpdateId"]
+    frames = [await recv(ws) for _ in range(len(recorded))]
+    assert {f["stream"] for f in frames} == {"btcusdt@depth@100ms"}  # named as subscribed
+    data = [f["data"] for f in frames]
+    assert all(b["pu"] == a["u"] for a, b in itertools.pairwise(data))
+    live = [d for d in data if d["u"] >= last_id]
+    assert live[0]["U"] <= last_id <= live[0]["u"] and len(data) - len(live) == 4
+    assert "btcusdt@depth@100ms" in sim.sent_data and "btcusdt@depth@0ms" not in sim.sent_data
+    # A 2021 symbol: "@depth" (no speed) plays its recorded @depth@100ms tape, bridged by its snapshot.
+    old = await session.ws_connect(f"{sim.binance_base_url}/public/ws/sushiusdt@depth")
+    _, _, body = await rest_depth(session, sim, symbol="SUSHIUSDT", limit="1000")
+    last_id = orjson.loads(body)["lastUpdateId"]
+    data = [await recv(old) for _ in range(255)]
+    live = [d for d in data if d["u"] >= last_id]
+    assert live[0]["U"] <= last_id <= live[0]["u"] and data[0]["s"] == "SUSHIUSDT"
+
+
+async def test_binance_derived_ticker(sim: ExchangeSimulator, session: aiohttp.ClientSession) -> None:
+    tape = sim_tapes.get_tape("binanceusdm", "btcusdt@ticker")
+    assert tape is not None and tape.derived and len(tape) == 344
+    ws = await session.ws_connect(f"{sim.binance_base_url}/market/ws/btcusdt@ticker")
+    ticks = [await recv(ws) for _ in range(len(tape))]
+    assert all(t["e"] == "24hrTicker" and t["s"] == "BTCUSDT" for t in ticks)
+    assert all(b["E"] - a["E"] >= 1000 for a, b in itertools.pairwise(ticks))
+    last = ticks[-1]
+    assert (last["F"], last["L"], last["n"]) == (5266583935, 5266605247, N_TRADES)
+    for key in ("p", "P", "w", "c", "Q", "o", "h", "l", "v", "q"):
+        assert re.match(r"^-?\d+\.\d+$", last[key]), key
+    assert Decimal(last["p"]) == Decimal(last["c"]) - Decimal(last["o"])
+    assert Decimal(last["l"]) <= Decimal(last["w"]) <= Decimal(last["h"])
+    trade_tape = sim_tapes.get_tape("binanceusdm", "btcusdt@trade")
+    assert trade_tape is not None
+    volume = sum((Decimal(orjson.loads(f)["q"]) for f in trade_tape.frames), Decimal(0))
+    assert Decimal(last["v"]) == volume
+    # The same stream on /public is acked and never delivered (route rule).
+    public = await session.ws_connect(f"{sim.binance_base_url}/public/ws")
+    await send(public, {"method": "SUBSCRIBE", "params": ["btcusdt@ticker"], "id": 1})
+    assert await recv(public) == {"result": None, "id": 1}
+    await nothing_arrives(public)
+
+
+async def test_bitmart_tickers_and_bookticker(sim: ExchangeSimulator, session: aiohttp.ClientSession) -> None:
+    ws = await session.ws_connect(sim.bitmart_public_url)
+    topics = ["futures/ticker:AXONUSDT", "futures/ticker", "futures/ticker:ETHUSDT"]
+    await send(ws, bitmart_sub(*topics))
+    assert [(await recv(ws))["success"] for _ in topics] == [True, True, True]
+    pushes = {}
+    for _ in range(2):
+        frame = await recv(ws)
+        pushes[frame["group"]] = frame["data"]
+    assert pushes["futures/ticker:AXONUSDT@100ms"]["symbol"] == "AXONUSDT"  # group carries @100ms as recorded
+    assert pushes["futures/ticker"]["last_price"] == "146.24"  # the doc-example fixture, its own channel only
+    assert set(sim.sent_data) == {"futures/ticker:AXONUSDT", "futures/ticker"}  # ETHUSDT: valid, no frames
+
+    derived = sim_tapes.get_tape("bitmart", "futures/ticker:BTCUSDT")
+    assert derived is not None and derived.source == sim_tapes.SRC_DERIVED
+    bm = await session.ws_connect(sim.bitmart_public_url)
+    await send(bm, bitmart_sub("futures/ticker:BTCUSDT"))
+    assert (await recv(bm))["success"] is True
+    ticks = [await recv(bm) for _ in range(len(derived))]
+    assert {t["group"] for t in ticks} == {"futures/ticker:BTCUSDT"}
+    keys = ["symbol", "volume_24", "mark_price", "index_price", "last_price", "range"]
+    keys += ["ask_price", "ask_vol", "bid_price", "bid_vol"]
+    assert all(list(t["data"]) == keys for t in ticks)
+    assert all(DECIMAL.match(t["data"][k]) for t in ticks[:50] for k in keys if k not in ("symbol", "range"))
+    assert Decimal(ticks[-1]["data"]["ask_price"]) > Decimal(ticks[-1]["data"]["bid_price"])
+
+    book = sim_tapes.get_tape("bitmart", "futures/bookticker:BTCUSDT")
+    recorded = sim_tapes.get_tape("binanceusdm", "btcusdt@bookTicker")
+    assert book is not None and recorded is not None and len(book) == len(recorded) == 66_089
+    assert book.source == sim_tapes.SRC_DERIVED_BOOK
+    await send(bm, bitmart_sub("futures/bookticker:BTCUSDT"))
+    assert (await recv(bm))["success"] is True
+    for raw in recorded.frames[:300]:
+        src, got = orjson.loads(raw), await recv(bm)
+        assert got == {
+            "group": "futures/bookticker:BTCUSDT",
+            "data": {
+                "symbol": "BTCUSDT",
+                "best_bid_price": src["b"],
+                "best_bid_vol": src["B"],
+                "best_ask_price": src["a"],
+                "best_ask_vol": src["A"],
+                "ms_t": src["T"],
+            },
+        }
+
+
+def apply_depth(book: dict[str, dict[str, str]], data: dict[str, Any]) -> None:
+    if data["type"] == "snapshot":
+        book["asks"], book["bids"] = {}, {}
+    for side in ("asks", "bids"):
+        for level in data[side]:
+            if level["vol"] == "0":
+                book[side].pop(level["price"], None)
+            else:
+                book[side][level["price"]] = level["vol"]
+
+
+def as_levels(book: dict[str, dict[str, str]], side: str) -> list[dict[str, str]]:
+    prices = sorted(book[side], key=Decimal, reverse=side == "bids")
+    return [{"price": p, "vol": book[side][p]} for p in prices]
+
+
+async def test_bitmart_depth_increase_snapshot_versions_and_request(session: aiohttp.ClientSession) -> None:
+    topic = "futures/depthIncrease5:BTCUSDT@100ms"
+    tape = sim_tapes.get_tape("bitmart", topic)
+    assert tape is not None and tape.source == sim_tapes.SRC_DERIVED_BOOK
+    async with ExchangeSimulator(rate=400) as sim:
+        ws = await session.ws_connect(sim.bitmart_public_url)
+        await send(ws, bitmart_sub(topic, "futures/depthIncrease50:BTCUSDT"))
+        assert [(await recv(ws))["success"] for _ in range(2)] == [True, True]
+        books: dict[str, dict[str, dict[str, str]]] = {}
+        versions: dict[str, int] = {}
+        request_sent = snapshot_seen = False
+        while not snapshot_seen or versions[topic] < 60:
+            frame = await recv(ws)
+            group, data = frame["group"], frame["data"]
+            assert data["symbol"] == "BTCUSDT" and list(data) == ["symbol", "asks", "bids", "ms_t", "version", "type"]
+            if group not in versions:
+                assert data["type"] == "snapshot" and data["version"] == 1  # first push is the snapshot
+            elif data["type"] == "snapshot":  # the answer to our request: same version, same book
+                assert group == topic and request_sent and data["version"] == versions[topic]
+                assert data["asks"] == as_levels(books[topic], "asks") and data["bids"] == as_levels(
+                    books[topic], "bids"
+                )
+                snapshot_seen = True
+            else:
+                assert data["version"] == versions[group] + 1  # no gaps
+            versions[group] = data["version"]
+            book = books.setdefault(group, {"asks": {}, "bids": {}})
+            apply_depth(book, data)
+            levels = 50 if "depthIncrease50" in group else 5
+            assert len(book["asks"]) <= levels and len(book["bids"]) <= levels
+            assert min(map(Decimal, book["asks"])) > max(map(Decimal, book["bids"]))
+            if group == topic and versions[topic] == 20 and not request_sent:
+                await send(ws, {"action": "request", "args": [topic]})
+                request_sent = True
+        assert len(sim.sent_data[topic]) == versions[topic] + 1  # every update plus the requested snapshot
+        await send(ws, {"action": "request", "args": ["futures/trade:BTCUSDT", "futures/depthIncrease30:BTCUSDT"]})
+        errors = []
+        while len(errors) < 2:
+            if (frame := await recv(ws)).get("action") == "request":
+                errors.append(frame)
+        assert [e["success"] for e in errors] == [False, False]
+        assert errors[1]["error"] == "Invalid channel: not found futures/depthIncrease30:BTCUSDT"
+
+
+def test_bitmart_depth_increase_ends_on_the_true_top_n() -> None:
+    """Snapshot + every update of each derived tape equals the Binance book rebuilt per binance_usdm.md §6."""
+    lines = list(tapes.read_hftbacktest())
+    snap = orjson.loads(next(raw for _, raw in lines if raw.startswith('{"lastUpdateId"')))
+    book = {"bids": {p: q for p, q in snap["bids"]}, "asks": {p: q for p, q in snap["asks"]}}
+    for _, raw in lines:
+        if raw.startswith('{"stream":"btcusdt@depth@0ms"'):
+            d = orjson.loads(raw)["data"]
+            if d["u"] < snap["lastUpdateId"]:
+                continue
+            for side, key in (("bids", "b"), ("asks", "a")):
+                for p, q in d[key]:
+                    if Decimal(q) == 0:
+                        book[side].pop(p, None)
+                    else:
+                        book[side][p] = q
+    for levels in (5, 20, 50):
+        for suffix in ("", "@100ms", "@200ms"):
+            tape = sim_tapes.get_tape("bitmart", f"futures/depthIncrease{levels}:BTCUSDT{suffix}")
+            assert tape is not None
+            mine: dict[str, dict[str, str]] = {"asks": {}, "bids": {}}
+            for i, raw in enumerate(tape.frames):
+                data = orjson.loads(raw)["data"]
+                assert data["version"] == i + 1 and (data["type"] == "snapshot") == (i == 0)
+                apply_depth(mine, data)
+            for side in ("asks", "bids"):
+                assert as_levels(mine, side) == as_levels(book, side)[:levels]
+            final = orjson.loads(sim_tapes.bitmart_depth_snapshot(tape, len(tape) - 1))["data"]
+            assert final["asks"] == as_levels(mine, "asks") and final["version"] == len(tape)
+
+
+async def test_bitmart_new_channels_validated(sim: ExchangeSimulator, session: aiohttp.ClientSession) -> None:
+    sim.set_silent(True)
+    ws = await session.ws_connect(sim.bitmart_public_url)
+    bad = [
+        "futures/depthIncrease30:BTCUSDT",
+        "futures/depthIncrease5:BTCUSDT@50ms",
+        "futures/depthIncrease5:NOPEUSDT@100ms",
+        "futures/bookticker:NOPEUSDT",
+        "futures/ticker:BTCUSDT@100ms",
+        "futures/depthAll5:BTCUSDT",
+    ]
+    good = ["futures/depthIncrease20:BTCUSDT@200ms", "futures/bookticker:ETHUSDT", "futures/ticker:BTCUSDT"]
+    await send(ws, bitmart_sub(*bad, *good))
+    for topic in bad:
+        assert (await recv(ws))["error"] == f"Invalid channel: not found {topic}"
+    assert [(await recv(ws))["success"] for _ in good] == [True, True, True]
+    assert sim.connections[0].subscribed == set(good)
+
+
 # ---------------------------------------------------------------------- faults and control
 
 
@@ -523,6 +761,14 @@ async def test_http_control_surface(sim: ExchangeSimulator, session: aiohttp.Cli
         "derived from Binance 2024 recorded trades"
     )
     assert status["tapes"]["btcusdt@trade"]["derived"] is False
+    assert status["tapes"]["futures/depthIncrease5:BTCUSDT"]["source"].startswith(
+        "derived from Binance 2024 recorded book"
+    )
+    assert status["tapes"]["futures.tickers:BTC_USDT"]["derived"] is True
+    assert status["tapes"]["futures.order_book_update:RDNT_USDT"]["source"] == sim_tapes.SRC_GATE_2023
+    assert status["rest_snapshots"]["gateio:RDNT_USDT"]["source"] == sim_tapes.SRC_GATE_2023
+    assert status["urls"]["GATEIO_WS_URI"] == sim.gate_ws_url == f"{sim.base_url}/v4/ws/usdt"
+    assert status["urls"]["GATEIO_REST_URI"] == status["urls"]["BINANCE_USDM_REST_URI"] == sim.http_url
     assert status["counters"]["subscribe_frames"] == 1 and status["faults"]["silent"] is True
     for path, key, value in (
         ("dead?on=1", "dead", True),
@@ -533,6 +779,8 @@ async def test_http_control_surface(sim: ExchangeSimulator, session: aiohttp.Cli
             assert (await r.json()) == {key: value}
     async with session.post(f"{sim.http_url}/_sim/reject", params={"native": "btcusdt@trade", "error": "nope"}) as r:
         assert (await r.json()) == {"rejected": {"btcusdt@trade": "nope"}}
+    async with session.post(f"{sim.http_url}/_sim/fail_rest", params={"n": "2"}) as r:
+        assert (await r.json()) == {"rest_failures_pending": 2}
     async with session.post(f"{sim.http_url}/_sim/drop", params={"exchange": "bitmart"}) as r:
         assert (await r.json()) == {"dropped": 1}
     await sim.wait_for(lambda: not sim.connections)
