@@ -98,7 +98,7 @@ class Runner:
         wait_until(lambda: redis_answers(url), 15, "Redis")
 
     def start_simulator(self) -> None:
-        """Start the local exchange simulator and point both exchanges at it."""
+        """Start the local exchange simulator and point every exchange (WebSocket and REST) at it."""
         port = self.args.sim_port
         cmd = [sys.executable, "-m", "scripts.simulator", "--port", str(port), "--speed", str(self.args.speed), "--loop"]
         log(f"--replay: starting the exchange simulator on 127.0.0.1:{port} (recorded frames, speed x{self.args.speed})")
@@ -106,6 +106,9 @@ class Runner:
         wait_until(lambda: port_open("127.0.0.1", port), 60, "the simulator")
         self.env["BITMART_PUBLIC_WS_URI"] = f"ws://127.0.0.1:{port}/api?protocol=1.1"
         self.env["BINANCE_USDM_WS_URI"] = f"ws://127.0.0.1:{port}"
+        self.env["BINANCE_USDM_REST_URI"] = f"http://127.0.0.1:{port}"
+        self.env["GATEIO_WS_URI"] = f"ws://127.0.0.1:{port}/v4/ws/usdt"
+        self.env["GATEIO_REST_URI"] = f"http://127.0.0.1:{port}"
 
     def run(self) -> int:
         """Run until supervisord exits or we are told to stop; returns supervisord's exit code."""
