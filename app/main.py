@@ -1,18 +1,31 @@
 """The ASGI application factory: ``create_app(settings)``.
 
-Routes, exception handlers (``app.errors``), the lifespan (``app.lifespan``) and the request body
-limit (``settings.max_body_bytes`` via Starlette's ``max_body_size``; over it -> 413 envelope).
+Routes with their auth rules (``app.routes.access_policy``), exception handlers (``app.errors``), the lifespan
+(``app.lifespan``), the request body limit (``settings.max_body_bytes`` via Starlette's ``max_body_size``; over
+it -> 413 envelope), CORS when CORS_ORIGINS is set, and ``app.auth.AuthMiddleware`` (tokens, scopes, rate limits).
+
+Middleware order, outermost first: 413 envelope, Starlette's error and body-limit layers, CORS (a browser's
+preflight is answered without a token, and error answers carry the CORS headers too), auth, exception handlers,
+routes.
 """
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from app.auth import Authenticator, AuthMiddleware, check_exposure
 from app.errors import EXCEPTION_HANDLERS, PayloadTooLargeEnvelope
 from app.lifespan import lifespan
-from app.routes import all_routes
+from app.ratelimit import RateLimiter
+from app.routes import access_policy
 from control.settings import Settings
+
+#: Browser SSE clients send Authorization and, on reconnect, Last-Event-ID.
+CORS_ALLOW_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type")
+CORS_EXPOSE_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
 class FeedplaneApp(Starlette):
@@ -26,13 +39,37 @@ class FeedplaneApp(Starlette):
 def create_app(settings: Settings) -> Starlette:
     """Build the control server for ``settings``; connects to nothing until lifespan startup.
 
-    ``app.state.settings`` is set here; lifespan adds ``store``, ``dispatcher``, ``sse_redis`` and ``hub``.
+    Raises SettingsError (CTRL_ADDR) for a non-loopback address without any token. ``app.state.settings`` and
+    ``app.state.access_policy``/``auth_open`` are set here; lifespan adds ``store``, ``dispatcher``,
+    ``sse_redis`` and ``hub``.
     """
+    authenticator = Authenticator.from_settings(settings)
+    check_exposure(settings, authenticator)
+    policy = access_policy()
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=("GET", "POST", "DELETE"),
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+            )
+        )
+    middleware.append(
+        Middleware(
+            AuthMiddleware, policy=policy, authenticator=authenticator, limiter=RateLimiter.from_settings(settings)
+        )
+    )
     app = FeedplaneApp(
-        routes=all_routes(),
+        routes=[route for route, _ in policy],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.access_policy = policy
+    app.state.auth_open = authenticator.open
     return app

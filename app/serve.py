@@ -4,26 +4,62 @@ Why programmatic (stack-notes §3, §4): only here can the shutdown trigger set 
 ``AppStatus.should_exit``, so open SSE streams send their ``bye`` event and end cleanly instead of being
 cut at ``graceful_timeout``. Binds ``CTRL_ADDR``, runs on uvloop (asyncio when uvloop is missing),
 access log to stdout, error log to stderr, ``graceful_timeout = DRAIN_TIMEOUT_S``. SIGTERM/SIGINT stop it
-gracefully (exit 0). Invalid settings: ``feedplane: <message>`` on stderr and exit code 2.
+gracefully (exit 0). Invalid settings: ``feedplane: <message>`` on stderr and exit code 2. That includes
+ACCOUNTS_FILE problems and a non-loopback CTRL_ADDR without any token (``feedplane: CTRL_ADDR: 0.0.0.0:8089
+is not a loopback address; refusing to serve without CONTROL_TOKEN/READ_TOKEN ...``).
+
+Secrets stay out of the logs. ``control.redact.install_redaction`` masks every configured token, API key and
+secret in every log record. The access log line is ``ACCESS_LOG_FORMAT``, whose request line has no query
+string (an SSE ``?access_token=`` would be in it). ``RedactingAccessLogger`` also masks ``access_token`` values
+and the Authorization/Cookie headers in every access-log atom, and drops the environment atoms, so a changed
+format cannot leak them either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.logging import Logger as HypercornLogger
+from hypercorn.typing import ResponseSummary, WWWScope
 from sse_starlette.sse import AppStatus
+from starlette.types import ASGIApp
 
 from app.main import create_app
+from control.accounts import secret_values
+from control.redact import MASK, install_redaction
 from control.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
+
+#: Hypercorn's default line, with the request line spelled out as method, path (no query string), protocol.
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+_TOKEN_IN_QUERY = re.compile(r"(?i)(access_token=)[^&\s\"]*")
+_SECRET_HEADER_ATOMS = ("{authorization}i", "{proxy-authorization}i", "{cookie}i", "{x-api-key}i")
+
+
+class RedactingAccessLogger(HypercornLogger):
+    """Hypercorn's logger with sanitised access-log atoms (see module docstring)."""
+
+    def atoms(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> Mapping[str, str]:
+        """Hypercorn's atoms minus environment values; access_token values and secret headers masked."""
+        atoms: Any = super().atoms(request, response, request_time)
+        for name in [k for k in atoms if isinstance(k, str) and k.endswith("}e")]:
+            del atoms[name]  # %({NAME}e)s would print any environment variable, CONTROL_TOKEN included
+        for name in _SECRET_HEADER_ATOMS:
+            if name in atoms:
+                atoms[name] = MASK
+        for name, value in list(atoms.items()):
+            if isinstance(value, str) and "access_token" in value.lower():
+                atoms[name] = _TOKEN_IN_QUERY.sub(r"\1" + MASK, value)
+        return atoms  # type: ignore[no-any-return]
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -31,19 +67,23 @@ def hypercorn_config(settings: Settings) -> Config:
 
     The error log goes through the ``hypercorn.error`` logger, i.e. the root handler that ``main`` sets up.
     """
-    return Config.from_mapping(
+    config = Config.from_mapping(
         {
             "bind": [settings.ctrl_addr],
             "graceful_timeout": settings.drain_timeout_s,
             "accesslog": "-",
+            "access_log_format": ACCESS_LOG_FORMAT,
             "errorlog": logging.getLogger("hypercorn.error"),  # through the root handler (stderr), logged once
             "loglevel": settings.log_level,
         }
     )
+    config.logger_class = RedactingAccessLogger
+    return config
 
 
-async def run(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: SSE streams get ``bye``, lifespan closes the Redis clients."""
+async def run(settings: Settings, app: ASGIApp | None = None) -> None:
+    """Serve ``app`` (default ``create_app(settings)``) until SIGTERM/SIGINT, then drain: SSE streams get
+    ``bye``, lifespan closes the Redis clients."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,7 +94,7 @@ async def run(settings: Settings) -> None:
         logger.info("shutdown requested; draining connections")
         AppStatus.should_exit = True  # sse-starlette: streams send their farewell and end
 
-    await serve(create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+    await serve(app or create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
 
 
 def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
@@ -69,11 +109,19 @@ def main(environ: dict[str, str] | None = None) -> int:
     """Entry point; returns the process exit code (0 after a graceful stop, 2 for invalid settings)."""
     try:
         settings = Settings.from_env(environ)
+        app = create_app(settings)  # refuses a non-loopback CTRL_ADDR without tokens
     except SettingsError as exc:
         print(f"feedplane: {exc}", file=sys.stderr)
         return 2
+    install_redaction(secret_values(settings))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _runner()(run(settings))
+    # sse-starlette logs every chunk it sends at DEBUG: private order/position/balance data stays out of the logs
+    logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLogger().level))
+    if app.state.auth_open:
+        logger.info("auth: open mode (no tokens configured, %s is loopback); no rate limits", settings.ctrl_addr)
+    else:
+        logger.info("auth: tokens required on every endpoint; rate limits on")
+    _runner()(run(settings, app))
     return 0
 
 

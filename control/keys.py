@@ -16,6 +16,13 @@ Control state (small, JSON values, read by /status):
     fp:workers            hash  worker id -> {"host","pid","started_at","heartbeat_at","connections"}
     fp:ctl                pub/sub channel: "plan" / "state" nudges between control server and workers
     fp:arq:queue          arq job queue
+Accounts and request limits (control server; see control/accounts.py, app/ratelimit.py):
+    fp:accounts           hash  "exchange:account" -> {"exchange","account","key","created_at","sealed"}
+                                accounts added with POST /accounts; "key" is a fingerprint, "sealed" the Fernet
+                                token (FEEDPLANE_SECRET_KEY) of {"api_key","api_secret","memo","uid"}: no plaintext
+    fp:rl:{kind}:{who}    int   fixed-window request counter, PX = 60 s from the first request of the window;
+                                kind control|read|sse -> who = token id ("env:control", "file:2"), never a token;
+                                kind authfail -> who = client address (requests without a valid token)
 Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``):
     fp:stream:{topic}     stream, one entry per event, field "d" = event JSON; MAXLEN ~ STREAM_MAXLEN
     fp:pub:{topic}        pub/sub channel, message = event JSON
@@ -42,6 +49,14 @@ CONTROL_CHANNEL = "fp:ctl"
 ARQ_QUEUE = "fp:arq:queue"
 
 STREAM_FIELD = "d"
+
+
+ACCOUNTS = "fp:accounts"
+
+
+def rate_limit(kind: str, who: str) -> str:
+    """Counter of rate-limit class ``kind`` (control, read, sse, authfail) for ``who`` (token id or address)."""
+    return f"fp:rl:{kind}:{who}"
 
 
 def lease(conn_id: str) -> str:

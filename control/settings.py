@@ -2,20 +2,27 @@
 
 Names and defaults of the BitMart worker are kept so its configuration works unchanged.
 Invalid values raise ``SettingsError`` whose message starts with the variable's name.
-Secrets (``BITMART_API_SECRET`` ...) are never shown in reprs or error messages.
+Secrets (``BITMART_API_SECRET``, ``CONTROL_TOKEN``, ``FEEDPLANE_SECRET_KEY`` ...) are never shown in reprs or
+error messages. ``ACCOUNTS_FILE`` is read and validated here, once (``control.accounts.load_secrets_file``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from control.topics import EXCHANGES
+
+if TYPE_CHECKING:
+    from control.accounts import SecretsFile
 
 T = TypeVar("T")
 
@@ -26,6 +33,10 @@ _BINANCE_USDM = "wss://fstream.binance.com"
 _BINANCE_USDM_REST = "https://fapi.binance.com"
 _GATEIO_WS = "wss://fx-ws.gateio.ws/v4/ws/usdt"
 _GATEIO_REST = "https://api.gateio.ws"
+#: RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+TOKEN_MIN_CHARS = 16
+_FERNET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}=")
 
 
 class SettingsError(ValueError):
@@ -70,6 +81,26 @@ class Settings:
     sse_ping_s: float = 15.0
     worker_id: str = ""
     log_level: str = "INFO"
+    binance_api_key: str = field(default="", repr=False)
+    binance_api_secret: str = field(default="", repr=False)
+    gateio_api_key: str = field(default="", repr=False)
+    gateio_api_secret: str = field(default="", repr=False)
+    gateio_uid: str = field(default="", repr=False)
+    #: API tokens (scopes control+read, and read); kept for the redaction filter, verified by sha256 digest only.
+    control_token: str = field(default="", repr=False)
+    read_token: str = field(default="", repr=False)
+    #: Path of the owner-only JSON secrets file (accounts and tokens); "" when none. Parsed into ``secrets_file``.
+    accounts_file: str = ""
+    secrets_file: SecretsFile | None = field(default=None, repr=False, compare=False)
+    #: Fernet key (urlsafe base64 of 32 bytes) sealing accounts added with POST /accounts; "" disables that.
+    secret_key: str = field(default="", repr=False)
+    #: Requests per minute per token (0 = unlimited); auth failures per minute per client address.
+    rate_limit_control_per_min: int = 100
+    rate_limit_read_per_min: int = 1000
+    rate_limit_sse_per_min: int = 5
+    rate_limit_auth_fail_per_min: int = 30
+    #: Origins allowed by CORS (browser SSE clients); empty = no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def ctrl_addr(self) -> str:
@@ -95,6 +126,7 @@ class Settings:
         env = os.environ if environ is None else environ
         r = _Reader(env)
         host, port = r.get("CTRL_ADDR", ("127.0.0.1", 8089), _parse_addr)
+        accounts_file = r.get("ACCOUNTS_FILE", "", str)
         settings = cls(
             bitmart_public_ws_uri=r.get("BITMART_PUBLIC_WS_URI", _BITMART_PUBLIC, _ws_url),
             bitmart_private_ws_uri=r.get("BITMART_PRIVATE_WS_URI", _BITMART_PRIVATE, _ws_url),
@@ -126,7 +158,31 @@ class Settings:
             sse_ping_s=r.get("SSE_PING_S", 15.0, _positive_float),
             worker_id=r.get("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", _worker_id),
             log_level=r.get("LOG_LEVEL", "INFO", _one_of(("DEBUG", "INFO", "WARNING", "ERROR"))),
+            binance_api_key=r.secret("BINANCE_API_KEY"),
+            binance_api_secret=r.secret("BINANCE_API_SECRET"),
+            gateio_api_key=r.secret("GATEIO_API_KEY"),
+            gateio_api_secret=r.secret("GATEIO_API_SECRET"),
+            gateio_uid=r.secret("GATEIO_UID"),
+            control_token=r.secret("CONTROL_TOKEN", _token),
+            read_token=r.secret("READ_TOKEN", _token),
+            accounts_file=accounts_file,
+            secrets_file=_secrets_file(accounts_file),
+            secret_key=r.secret("FEEDPLANE_SECRET_KEY", _fernet_key),
+            rate_limit_control_per_min=r.get("RATE_LIMIT_CONTROL_PER_MIN", 100, _int_range(0, 1_000_000)),
+            rate_limit_read_per_min=r.get("RATE_LIMIT_READ_PER_MIN", 1000, _int_range(0, 1_000_000)),
+            rate_limit_sse_per_min=r.get("RATE_LIMIT_SSE_PER_MIN", 5, _int_range(0, 1_000_000)),
+            rate_limit_auth_fail_per_min=r.get("RATE_LIMIT_AUTH_FAIL_PER_MIN", 30, _int_range(0, 1_000_000)),
+            cors_origins=r.get("CORS_ORIGINS", (), _origins),
         )
+        for prefix in ("BITMART", "BINANCE", "GATEIO"):  # an account needs both halves
+            key, secret = r.secret(f"{prefix}_API_KEY"), r.secret(f"{prefix}_API_SECRET")
+            if bool(key) != bool(secret):
+                missing = f"{prefix}_API_SECRET" if key else f"{prefix}_API_KEY"
+                raise SettingsError(missing, f"required when {prefix}_API_{'KEY' if key else 'SECRET'} is set")
+        if settings.secrets_file is not None:
+            from control.accounts import check_sources  # late: control.accounts imports this module
+
+            check_sources(settings)
         if settings.reconnect_max_delay_s < settings.reconnect_delay_s:
             raise SettingsError("RECONNECT_MAX_DELAY_S", "must be >= RECONNECT_DELAY_S")
         if settings.heartbeat_interval_s * 2 > settings.lease_ttl_s:
@@ -147,8 +203,15 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             raise SettingsError(name, f"{exc} (got {raw!r})") from None
 
-    def secret(self, name: str) -> str:
-        return self.env.get(name, "").strip()
+    def secret(self, name: str, parse: Callable[[str], str] | None = None) -> str:
+        """Like ``get`` with default "", but an error never shows the value."""
+        raw = self.env.get(name, "").strip()
+        if not raw or parse is None:
+            return raw
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(name, str(exc)) from None
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:
@@ -196,6 +259,46 @@ def _redis_url(raw: str) -> str:
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return raw
+
+
+def _token(raw: str) -> str:
+    if len(raw) < TOKEN_MIN_CHARS or not TOKEN_RE.fullmatch(raw):
+        raise ValueError(
+            f"must be at least {TOKEN_MIN_CHARS} characters of A-Z a-z 0-9 . _ ~ + / - (e.g. secrets.token_urlsafe(32))"
+        )
+    return raw
+
+
+def _fernet_key(raw: str) -> str:
+    hint = "must be a urlsafe base64 32-byte key (cryptography.fernet.Fernet.generate_key())"
+    if not _FERNET_KEY_RE.fullmatch(raw):
+        raise ValueError(hint)
+    try:
+        if len(base64.urlsafe_b64decode(raw)) != 32:
+            raise ValueError(hint)
+    except binascii.Error:
+        raise ValueError(hint) from None
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if item != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query):
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port], or *)")
+        out.append(item)
+    return tuple(out)
+
+
+def _secrets_file(path: str) -> SecretsFile | None:
+    if not path:
+        return None
+    from control.accounts import load_secrets_file  # late: control.accounts imports this module
+
+    return load_secrets_file(path)
 
 
 def _worker_id(raw: str) -> str:

@@ -3,6 +3,10 @@
 Examples: ``bitmart:kline:BTCUSDT:1m``, ``binanceusdm:trade:BTCUSDT``.
 Exchange ids follow ccxt (``bitmart``, ``binanceusdm``); symbols are exchange-native
 (``BTCUSDT``); timeframes are canonical lowercase ccxt style (``1m`` ... ``1w``).
+
+Private topics (one account's orders, positions, balances) are ``{exchange}:{channel}:{account}``,
+e.g. ``bitmart:order:default``: the symbol slot holds the account name (``ACCOUNT_RE``, case kept).
+They are not in ``CAPABILITIES``: workers do not serve them yet, so they cannot be subscribed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ TIMEFRAME_MS: dict[str, int] = {
 #: BitMart spells hours, days and weeks in upper case (exchanges.md §1.6); accepted as input.
 _TIMEFRAME_ALIASES = {"1H": "1h", "2H": "2h", "4H": "4h", "1D": "1d", "1W": "1w"}
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_\-]{1,39}$")  # Gate contracts carry "_": BTC_USDT
+#: Channels of one account's private data; topics ``{exchange}:{channel}:{account}``.
+PRIVATE_CHANNELS: tuple[str, ...] = ("order", "position", "balance")
+#: Account names (``ACCOUNTS_FILE``, ``POST /accounts``, private topics): no ``:``, so topics stay splittable.
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class TopicError(ValueError):
@@ -61,9 +69,35 @@ def normalize_symbol(symbol: str) -> str:
     return s
 
 
+def validate_account(account: str) -> str:
+    """``account`` unchanged when it matches ``ACCOUNT_RE`` (1-64 of ``A-Z a-z 0-9 _ . -``); raises TopicError."""
+    if not ACCOUNT_RE.fullmatch(account):  # fullmatch: "$" alone would accept a trailing newline
+        raise TopicError(f"invalid account {account!r}; use 1-64 letters, digits, '_', '.' or '-'", "account")
+    return account
+
+
+def is_private(topic: str) -> bool:
+    """True for ``{exchange}:{order|position|balance}:{account}`` topics (cheap: no validation)."""
+    return topic.split(":", 2)[1:2] in (["order"], ["position"], ["balance"])
+
+
+def private_topic(exchange: str, channel: str, account: str) -> str:
+    """``{exchange}:{channel}:{account}`` for a private ``channel`` (``order``/``position``/``balance``).
+
+    ``exchange`` may be an alias (``gate``). Raises TopicError (with ``field``) for an unknown exchange or
+    channel, or an account name outside ``ACCOUNT_RE``.
+    """
+    exchange = EXCHANGE_ALIASES.get(exchange, exchange)
+    if exchange not in EXCHANGES:
+        raise TopicError(f"unknown exchange {exchange!r}; use one of {', '.join(EXCHANGES)}", "exchange")
+    if channel not in PRIVATE_CHANNELS:
+        raise TopicError(f"unknown private channel {channel!r}; use one of {', '.join(PRIVATE_CHANNELS)}", "channel")
+    return f"{exchange}:{channel}:{validate_account(account)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """One subscription target. ``timeframe`` is set for klines only."""
+    """One subscription target. ``timeframe`` is set for klines only; for private channels ``symbol`` is the account."""
 
     exchange: str
     channel: str
@@ -76,13 +110,17 @@ class Topic:
 
     @classmethod
     def parse(cls, text: str) -> Topic:
-        """Parse ``exchange:channel:SYMBOL[:tf]``; raises TopicError on any invalid part."""
+        """Parse ``exchange:channel:SYMBOL[:tf]`` or a private ``exchange:order:account``; raises TopicError."""
         parts = text.split(":")
         if len(parts) not in (3, 4):
             raise TopicError(f"invalid topic {text!r}; expected exchange:channel:SYMBOL[:timeframe]")
         exchange, channel, symbol = parts[0], parts[1], parts[2]
         if exchange not in EXCHANGES:
             raise TopicError(f"unknown exchange {exchange!r}", "exchange")
+        if channel in PRIVATE_CHANNELS:
+            if len(parts) != 3:
+                raise TopicError(f"{channel} topic {text!r} takes no timeframe")
+            return cls(exchange, channel, validate_account(symbol))
         if channel not in CHANNELS:
             raise TopicError(f"unknown channel {channel!r}", "channel")
         if channel == "kline":

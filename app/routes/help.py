@@ -1,15 +1,19 @@
-"""``GET /help``: every endpoint with a working curl line for the configured CTRL_ADDR.
+"""``GET /help``: every endpoint with a working curl line for the configured CTRL_ADDR, and the auth it needs.
 
 text/plain by default (curl); JSON when ``Accept`` includes ``application/json`` or ``?format=json``.
+Each endpoint's ``auth`` (``read``, ``control`` or ``account``) is read from the app's access policy, so it
+cannot drift from what ``app.auth`` enforces. With tokens configured the curl lines carry
+``-H "Authorization: Bearer $CONTROL_TOKEN"`` (or ``$READ_TOKEN`` / ``$ACCOUNT_TOKEN``), never a token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
 
 from control.settings import Settings
 from control.topics import EXCHANGES, TIMEFRAME_MS
@@ -45,36 +49,92 @@ _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
      "Server-Sent Events for 1..50 topics; resume with Last-Event-ID; ?backlog=N sends the last N first"),
     ("GET", "/sse/klines/BTCUSDT", None, "?tf=1m&tf=5m&exchange=bitmart", "SSE shortcut for kline topics"),
     ("GET", "/sse/trades/BTCUSDT", None, "?exchange=bitmart", "SSE shortcut for a trade topic"),
+    ("GET", "/sse/orders/default", None, "?exchange=bitmart",
+     "one account's private orders (topic bitmart:order:default); as /sse; no data until workers serve it"),
+    ("GET", "/sse/positions/default", None, "?exchange=bitmart", "one account's private positions, as above"),
+    ("GET", "/sse/balances/default", None, "?exchange=bitmart", "one account's private balances, as above"),
 ]
+#: Accounts (kept apart from ``_ENDPOINTS``: adding one needs FEEDPLANE_SECRET_KEY and real credentials).
+_ACCOUNT_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
+    ("GET", "/accounts", None, "", "accounts: exchange, account, source env|file|api, key fingerprint; no secrets"),
+    ("POST", "/accounts", '{"exchange":"bitmart","account":"alice","api_key":"...","api_secret":"...","memo":"..."}',
+     "", "add/replace an account at run time (needs FEEDPLANE_SECRET_KEY; stored only encrypted)"),
+    ("DELETE", "/accounts/bitmart/alice", None, "", "forget an account added with POST /accounts"),
+]
+_TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$ACCOUNT_TOKEN"}
 
 
-def _curl(base: str, method: str, path: str, body: str | None, query: str) -> str:
+def _curl(base: str, method: str, path: str, body: str | None, query: str, auth: str | None) -> str:
     url = f"'{base}{path}{query}'" if query else f"{base}{path}"
+    header = f' -H "Authorization: Bearer {_TOKEN_VARS[auth]}"' if auth else ""
     if path.startswith("/sse"):
-        return f"curl -N {url}"
+        return f"curl -N{header} {url}"
     if method == "GET":
-        return f"curl -s {url}"
+        return f"curl -s{header} {url}"
     if body is None:
-        return f"curl -s -X POST {url}"
-    return f"curl -s -X POST {url} {_JSON} -d '{body}'"
+        return f"curl -s{header} -X {method} {url}"
+    return f"curl -s{header} -X {method} {url} {_JSON} -d '{body}'"
 
 
-def endpoints(settings: Settings) -> list[dict[str, Any]]:
-    """``[{"method", "path", "description", "curl"}]`` for the configured address."""
+def access_of(policy: Sequence[tuple[BaseRoute, Any]], method: str, path: str) -> str:
+    """The auth an endpoint needs (``read``, ``control`` or ``account``), from the app's access policy."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    for route, rule in policy:
+        if route.matches(scope)[0] == Match.FULL:
+            return str(rule.access)
+    raise LookupError(f"no route for {method} {path}")  # a help entry without a route is a bug
+
+
+def endpoints(
+    settings: Settings,
+    policy: Sequence[tuple[BaseRoute, Any]],
+    secured: bool = False,
+    table: Sequence[tuple[str, str, str | None, str, str]] = _ENDPOINTS,
+) -> list[dict[str, Any]]:
+    """``[{"method", "path", "description", "auth", "curl"}]`` for the configured address.
+
+    ``secured``: tokens are configured, so curl lines send ``Authorization: Bearer $<VAR>``.
+    """
     base = f"http://{settings.ctrl_addr}"
+    out = []
+    for m, p, b, q, d in table:
+        auth = access_of(policy, m, p)
+        out.append({"method": m, "path": p, "description": d, "auth": auth,
+                    "curl": _curl(base, m, p, b, q, auth if secured else None)})  # fmt: skip
+    return out
+
+
+def _auth_text(s: Settings, secured: bool) -> list[str]:
+    mode = "secured: every endpoint needs a token"
+    if not secured:
+        mode = "open: no token configured and CTRL_ADDR is loopback, so no token is needed and there are no limits"
     return [
-        {"method": m, "path": p, "description": d, "curl": _curl(base, m, p, b, q)}
-        for m, p, b, q, d in _ENDPOINTS
+        f"auth:       {mode}",
+        "            send Authorization: Bearer <token>; GET /sse... also take ?access_token=<token> (EventSource",
+        "            cannot send headers; other endpoints refuse it with 400 token_in_query)",
+        "            control = CONTROL_TOKEN or ACCOUNTS_FILE tokens with scope control (implies read, every account)",
+        "            read    = READ_TOKEN or file tokens with scope read: status, help, public SSE",
+        '            account = a file token listing "exchange:account" (or control): /sse/{orders,positions,balances}',
+        "            401 unauthorized (missing/invalid token, WWW-Authenticate: Bearer), 403 forbidden (scope/account)",
+        f"limits:     per token per minute: control {s.rate_limit_control_per_min}, read {s.rate_limit_read_per_min}",
+        f"            per token per minute: new SSE connections {s.rate_limit_sse_per_min}",
+        f"            per client address: {s.rate_limit_auth_fail_per_min} requests without a valid token per minute",
+        "            (0 = unlimited; secured mode only)",
+        "            over a limit: 429 rate_limited with Retry-After (seconds)",
     ]
 
 
-def _text(settings: Settings) -> str:
+def _text(settings: Settings, policy: Sequence[tuple[BaseRoute, Any]], secured: bool) -> str:
     lines = [f"Feedplane control server on http://{settings.ctrl_addr}", ""]
-    for item in endpoints(settings):
-        lines.append(f"{item['method']:<5} {item['path']:<24} {item['description']}")
-        lines.append(f"      {item['curl']}")
+    for title, table in (("", _ENDPOINTS), ("accounts (control):", _ACCOUNT_ENDPOINTS)):
+        if title:
+            lines += ["", title]
+        for item in endpoints(settings, policy, secured, table):
+            lines.append(f"{item['method']:<6} {item['path']:<24} [{item['auth']}] {item['description']}")
+            lines.append(f"       {item['curl']}")
     lines += [
         "",
+        *_auth_text(settings, secured),
         f"timeframes: {' '.join(TIMEFRAME_MS)} (BitMart spellings 1H 2H 4H 1D 1W accepted)",
         f"exchanges:  {' '.join(EXCHANGES)} (default {settings.default_exchange})",
         "errors:     {\"error\": {\"code\", \"message\", \"details\", \"timestamp\"}}",
@@ -84,21 +144,41 @@ def _text(settings: Settings) -> str:
 
 
 async def help_page(request: Request) -> Response:
-    """200 text/plain (default) or JSON ``{"endpoints", "timeframes", "exchanges", "default_exchange"}``."""
+    """200 text/plain (default) or JSON ``{"endpoints", "accounts", "auth", "timeframes", "exchanges",
+    "default_exchange"}``."""
     settings = request.app.state.settings
+    policy = request.app.state.access_policy
+    secured = not request.app.state.auth_open
     wants_json = request.query_params.get("format") == "json" or "application/json" in request.headers.get(
         "accept", ""
     )
     if wants_json:
         return JSONResponse(
             {
-                "endpoints": endpoints(settings),
+                "endpoints": endpoints(settings, policy, secured),
+                "accounts": endpoints(settings, policy, secured, _ACCOUNT_ENDPOINTS),
+                "auth": {
+                    "mode": "secured" if secured else "open",
+                    "header": "Authorization: Bearer <token>",
+                    "query_parameter": "access_token (GET /sse routes only)",
+                    "scopes": {
+                        "control": "subscribe/unsubscribe, stop/start, accounts; implies read and every account",
+                        "read": "status, help, public SSE",
+                        "account": 'private SSE of the accounts a token lists ("exchange:account"), or control',
+                    },
+                    "rate_limits_per_min": {
+                        "control": settings.rate_limit_control_per_min,
+                        "read": settings.rate_limit_read_per_min,
+                        "sse_connections": settings.rate_limit_sse_per_min,
+                        "auth_failures_per_address": settings.rate_limit_auth_fail_per_min,
+                    },
+                },
                 "timeframes": list(TIMEFRAME_MS),
                 "exchanges": list(EXCHANGES),
                 "default_exchange": settings.default_exchange,
             }
         )
-    return PlainTextResponse(_text(settings))
+    return PlainTextResponse(_text(settings, policy, secured))
 
 
 ROUTES = [Route("/help", help_page, methods=["GET"])]

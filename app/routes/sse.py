@@ -1,4 +1,11 @@
-"""Server-Sent Events: ``GET /sse?topic=..``, ``/sse/klines/{symbol}?tf=..``, ``/sse/trades/{symbol}``.
+"""Server-Sent Events: ``GET /sse?topic=..``, ``/sse/klines/{symbol}?tf=..``, ``/sse/trades/{symbol}``, and one
+account's private streams ``/sse/orders/{account}``, ``/sse/positions/{account}``, ``/sse/balances/{account}``
+(``?exchange=``, default DEFAULT_EXCHANGE; topic ``{exchange}:order:{account}`` ...).
+
+Auth (``app.auth``): public streams need the ``read`` scope; a private stream needs a control token or a token
+listing ``exchange:account``. A browser EventSource cannot send headers, so every route here also takes the
+token as ``?access_token=`` (cut from the query string before the route sees it; never logged). ``/sse``
+refuses private topics: they are served only by the per-account routes, where the account is checked.
 
 Each event: ``event:`` the stored event's ``type``; ``data:`` the JSON exactly as the worker stored it;
 ``id:`` the cursor, i.e. the last delivered stream id of every requested topic joined by ``,`` in request
@@ -30,8 +37,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import schemas
+from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.sse_hub import SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
 from control import keys
+from control.topics import TopicError, is_private, private_topic
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +218,10 @@ async def _respond(request: Request, topics: list[str]) -> Response:
 async def sse(request: Request) -> Response:
     """``GET /sse?topic=T[&topic=U..][&backlog=N][&last_event_id=C]`` -> text/event-stream (400 on bad input)."""
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
+    private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
+               for i, t in enumerate(topics) if is_private(t)}  # fmt: skip
+    if private:
+        raise ValidationError({"topic": private})
     return await _respond(request, topics)
 
 
@@ -229,8 +242,32 @@ async def sse_trades(request: Request) -> Response:
     return await _respond(request, topics)
 
 
-ROUTES = [
-    Route("/sse", sse, methods=["GET"]),
-    Route("/sse/klines/{symbol}", sse_klines, methods=["GET"]),
-    Route("/sse/trades/{symbol}", sse_trades, methods=["GET"]),
+def _private(channel: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        exchange = request.query_params.get("exchange") or request.app.state.settings.default_exchange
+        account = request.path_params["account"]
+        try:
+            topic = private_topic(exchange, channel, account)
+        except TopicError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        require_account(request, topic.split(":", 1)[0], account)
+        return await _respond(request, [topic])
+
+    endpoint.__name__ = f"sse_{channel}s"
+    endpoint.__doc__ = (
+        f"``GET /sse/{channel}s/{{account}}[?exchange=..]`` -> the ``{{exchange}}:{channel}:{{account}}`` stream, as "
+        "``/sse`` (400 bad account/exchange, 403 when the token may not read that account)."
+    )
+    return endpoint
+
+
+#: Every SSE route with its auth rule (``app.routes.access_policy``).
+POLICY = [
+    (Route("/sse", sse, methods=["GET"]), SSE_RULE),
+    (Route("/sse/klines/{symbol}", sse_klines, methods=["GET"]), SSE_RULE),
+    (Route("/sse/trades/{symbol}", sse_trades, methods=["GET"]), SSE_RULE),
+    (Route("/sse/orders/{account}", _private("order"), methods=["GET"], name="sse_orders"), PRIVATE_SSE_RULE),
+    (Route("/sse/positions/{account}", _private("position"), methods=["GET"], name="sse_positions"), PRIVATE_SSE_RULE),
+    (Route("/sse/balances/{account}", _private("balance"), methods=["GET"], name="sse_balances"), PRIVATE_SSE_RULE),
 ]
+ROUTES = [route for route, _ in POLICY]

@@ -1,0 +1,129 @@
+"""Exchange accounts: ``GET /accounts``, ``POST /accounts``, ``DELETE /accounts/{exchange}/{account}`` (control scope).
+
+Accounts come from the environment, ``ACCOUNTS_FILE`` (both fixed at start) and ``POST /accounts`` (stored in
+Redis only as a Fernet token under FEEDPLANE_SECRET_KEY; ``control.accounts``). Listings show a key fingerprint
+and never a key or secret. Validation errors name the field and never echo a value. Request bodies are never
+logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.errors import ApiError, now_ms
+from app.routes.control import read_json
+from control.accounts import API, Account, api_account_records, configured_accounts, delete_api_account, put_api_account
+from control.topics import EXCHANGE_ALIASES, EXCHANGES, TopicError, validate_account
+
+logger = logging.getLogger(__name__)
+
+_SECRET_MAX = 512
+
+
+def _account_name(value: str) -> None:
+    try:
+        validate_account(value)
+    except TopicError:
+        raise ValidationError("must be 1-64 of A-Z a-z 0-9 _ . -") from None
+
+
+def _no_whitespace(value: str) -> None:
+    # the message never includes the value: these fields are secrets
+    if any(c.isspace() for c in value):
+        raise ValidationError("must not contain whitespace")
+
+
+def _secret_field(required: bool = True) -> fields.String:
+    length = validate.Length(min=1 if required else 0, max=_SECRET_MAX, error=f"must be 1 to {_SECRET_MAX} characters")
+    if required:
+        return fields.String(required=True, validate=[length, _no_whitespace], metadata={"secret": True})
+    return fields.String(load_default="", validate=[length], metadata={"secret": True})
+
+
+class AccountRequestSchema(Schema):
+    """``{"exchange", "account", "api_key", "api_secret", "memo"?, "uid"?}`` (memo: BitMart; uid: Gate.io)."""
+
+    class Meta:
+        unknown = RAISE
+
+    exchange = fields.String(required=True, validate=validate.OneOf([*EXCHANGES, *EXCHANGE_ALIASES]))
+    account = fields.String(required=True, validate=_account_name)
+    api_key = _secret_field()
+    api_secret = _secret_field()
+    memo = _secret_field(required=False)
+    uid = fields.String(load_default="", validate=validate.Length(max=64, error="must be at most 64 characters"))
+
+
+_SCHEMA = AccountRequestSchema()
+
+
+def _configured(request: Request) -> dict[str, Account]:
+    return {a.ref: a for a in configured_accounts(request.app.state.settings)}
+
+
+async def list_accounts(request: Request) -> Response:
+    """``GET /accounts`` -> 200 ``{"accounts": [{"exchange", "account", "source": env|file|api, "key"}]}``."""
+    records = [a.public() for a in _configured(request).values()]
+    records += await api_account_records(request.app.state.store.redis)
+    records.sort(key=lambda r: (r["exchange"], r["account"], r["source"]))
+    return JSONResponse({"accounts": records})
+
+
+async def create_account(request: Request) -> Response:
+    """``POST /accounts`` -> 201 (new) or 200 (replaced) ``{"exchange", "account", "source": "api", "key"}``.
+
+    503 ``accounts_disabled`` without FEEDPLANE_SECRET_KEY; 409 ``account_exists`` for an account configured in
+    the environment or ACCOUNTS_FILE; 400 on invalid input (messages never echo values).
+    """
+    settings = request.app.state.settings
+    if not settings.secret_key:
+        raise ApiError(
+            503,
+            "accounts_disabled",
+            "adding accounts at run time needs FEEDPLANE_SECRET_KEY (a Fernet key) in the control server's "
+            "environment: accounts are stored only encrypted",
+        )
+    data: dict[str, Any] = _SCHEMA.load(await read_json(request))
+    exchange = EXCHANGE_ALIASES.get(data["exchange"], data["exchange"])
+    account = Account(exchange, data["account"], data["api_key"], data["api_secret"], memo=data["memo"],
+                      uid=data["uid"], source=API)  # fmt: skip
+    if (existing := _configured(request).get(account.ref)) is not None:
+        raise ApiError(409, "account_exists", f"{account.ref} is configured in the {existing.source} source and "
+                       "cannot be replaced at run time")  # fmt: skip
+    created = await put_api_account(request.app.state.store.redis, account, key=settings.secret_key, now_ms=now_ms())
+    logger.info("account %s %s (key %s)", account.ref, "added" if created else "replaced", account.fingerprint)
+    return JSONResponse(account.public(), status_code=201 if created else 200)
+
+
+async def delete_account(request: Request) -> Response:
+    """``DELETE /accounts/{exchange}/{account}`` -> 200 ``{"deleted": {"exchange", "account"}}``.
+
+    Only accounts added with POST /accounts: 409 ``account_read_only`` for environment/file accounts,
+    404 ``account_not_found`` otherwise.
+    """
+    exchange = EXCHANGE_ALIASES.get(request.path_params["exchange"], request.path_params["exchange"])
+    name = request.path_params["account"]
+    ref = f"{exchange}:{name}"
+    if (existing := _configured(request).get(ref)) is not None:
+        raise ApiError(409, "account_read_only", f"{ref} comes from the {existing.source} source; change it there")
+    if not await delete_api_account(request.app.state.store.redis, exchange, name):
+        raise ApiError(404, "account_not_found", f"no account {ref} was added with POST /accounts")
+    logger.info("account %s deleted", ref)
+    return JSONResponse({"deleted": {"exchange": exchange, "account": name}})
+
+
+async def accounts(request: Request) -> Response:
+    """``GET /accounts`` (list) and ``POST /accounts`` (add); one route, so a 405 lists both methods."""
+    return await (create_account(request) if request.method == "POST" else list_accounts(request))
+
+
+ROUTES = [
+    Route("/accounts", accounts, methods=["GET", "POST"], name="accounts"),
+    Route("/accounts/{exchange}/{account}", delete_account, methods=["DELETE"], name="accounts_delete"),
+]
