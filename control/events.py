@@ -128,3 +128,67 @@ class DepthDeltaEvent(TypedDict):
     asks: list[list[str]]
     ts_exchange: int | None
     ts_received: int
+
+
+class OrderEvent(TypedDict):
+    """An order update of one account (private). Ids are strings; prices/sizes decimal strings as sent.
+
+    ``status``: new | partially_filled | filled | canceled | expired | rejected (lowercase; the
+    exchange's own word in ``status_raw``). ``snapshot`` is true for orders fetched over REST after a
+    reconnect or a gap (consumers converge on them).
+    """
+
+    type: Literal["order"]
+    exchange: str
+    account: str
+    symbol: str
+    order_id: str
+    client_order_id: str | None
+    side: Literal["buy", "sell"]
+    order_type: str
+    status: str
+    status_raw: str
+    price: str | None
+    size: str | None
+    filled_size: str | None
+    avg_fill_price: str | None
+    reduce_only: bool | None
+    ts_exchange: int | None
+    ts_received: int
+    snapshot: bool
+
+
+class PositionEvent(TypedDict):
+    """A position of one account (private). ``side``: long | short | both (one-way mode net position)."""
+
+    type: Literal["position"]
+    exchange: str
+    account: str
+    symbol: str
+    side: str
+    mode: str | None
+    size: str
+    entry_price: str | None
+    mark_price: str | None
+    liquidation_price: str | None
+    leverage: str | None
+    margin_mode: str | None
+    unrealized_pnl: str | None
+    ts_exchange: int | None
+    ts_received: int
+    snapshot: bool
+
+
+class BalanceEvent(TypedDict):
+    """One asset balance of one account (private): ``balance`` (wallet), ``available``, ``frozen``."""
+
+    type: Literal["balance"]
+    exchange: str
+    account: str
+    asset: str
+    balance: str | None
+    available: str | None
+    frozen: str | None
+    ts_exchange: int | None
+    ts_received: int
+    snapshot: bool

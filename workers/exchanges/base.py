@@ -57,6 +57,26 @@ class BookUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RestRequest:
+    """A signed REST call for private data: ``method`` ``{rest base}{path}?{params}`` with ``headers``."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+class Credentials(Protocol):
+    """What adapters need of an account (``control.accounts.Account`` satisfies it). Never log these."""
+
+    exchange: str
+    account: str
+    api_key: str
+    api_secret: str
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotRequest:
     """A REST order-book snapshot to fetch: ``GET {rest base URL}{path}?{params}``."""
 
@@ -74,10 +94,13 @@ class Parsed:
     ``unknown``: the frame was valid JSON but not understood (counted, never fatal).
     ``book``: order-book messages for the book keeper (they become ``depth``/``depth_delta`` events
     only after sequence checks, so they are not in ``events``).
+    ``reconnect``: the exchange asked us to reconnect (Gate ``upgrade``, Binance ``listenKeyExpired``);
+    the text is the reason. Login answers arrive as ``Ack(action="login")`` in ``acks``.
     """
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     book: list[BookUpdate] = field(default_factory=list)
+    reconnect: str | None = None
     acks: list[Ack] = field(default_factory=list)
     pong: bool = False
     error: str | None = None
