@@ -2,7 +2,8 @@
 
 Per session (one socket) three tasks cooperate; only the reader touches ``ws.receive()``:
 
-- reader: frames -> ``FrameParser.parse`` -> ``Publisher.publish`` for desired topics; acks -> states.
+- reader: frames -> ``FrameParser.parse`` -> ``Publisher.publish`` for desired topics; acks -> states;
+  order-book updates -> ``BookKeeper.on_update`` (``workers.books``; its books start over on every reconnect).
 - syncer: diffs desired topics against the live ones and sends paced subscribe/unsubscribe frames.
 - ticker: application ping (BitMart), dead-peer and silent-feed watchdogs. It ends a session by
   expiring the reader's ``asyncio.timeout`` (heartbeat PONGs defeat receive timeouts: stack-notes §0.12).
@@ -28,8 +29,9 @@ from aiohttp import WSMsgType
 
 from control.settings import Settings
 from control.store import ACTIVE, FAILED, PENDING
-from control.topics import Topic
+from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
 from workers.backoff import Backoff
+from workers.books import BookKeeper
 from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame
 from workers.publisher import Publisher
 
@@ -48,6 +50,7 @@ class ExchangeConnection:
     :param url: the WebSocket URL (``adapter.ws_url(base, route)``).
     :param session: aiohttp session owned by the caller. :param publisher: event and state sink.
     :param rng: jitter source for reconnect backoff. :param clock: epoch seconds, used only for ms timestamps.
+    :param rest_base_url: REST base URL for order-book snapshots; default ``settings.exchange_rest_uri(adapter.id)``.
 
     Topic states go to ``publisher.set_state`` as ``{"state","error","since"(ms),"conn"}``: ``pending`` when a
     subscribe is sent (and for every desired topic after a disconnect), ``active``/``failed`` on the ack,
@@ -57,7 +60,7 @@ class ExchangeConnection:
     def __init__(
         self, *, conn_id: str, adapter: ExchangeAdapter, url: str, settings: Settings,
         session: aiohttp.ClientSession, publisher: Publisher, worker_id: str = "",
-        rng: random.Random | None = None, clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None, clock: Callable[[], float] = time.time, rest_base_url: str | None = None,
     ) -> None:
         self.conn_id, self.adapter, self.url, self.settings = conn_id, adapter, url, settings
         self.session, self.publisher, self.worker_id, self.clock = session, publisher, worker_id, clock
@@ -92,6 +95,13 @@ class ExchangeConnection:
         self.last_error: str | None = None
         self.reconnects = self.messages_received = self.events = 0
         self.malformed_frames = self.unknown_frames = 0
+        self._options: dict[str, dict[str, Any]] = {}
+        self.books = BookKeeper(
+            conn_id=conn_id, adapter=adapter, publisher=publisher, session=session,
+            rest_base_url=settings.exchange_rest_uri(adapter.id) if rest_base_url is None else rest_base_url,
+            interval_ms=settings.depth_interval_ms, send_frame=self._send_on_socket, levels_for=self._levels_for,
+            clock=clock, rng=rng,
+        )
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -102,9 +112,26 @@ class ExchangeConnection:
         """
         new = {str(t): t for t in topics}
         if new.keys() != self._desired.keys():
+            for name, topic in self._desired.items():
+                if topic.channel == "depth" and name not in new:
+                    self.books.stop(name)
+            for name, topic in new.items():
+                if topic.channel == "depth":
+                    self.books.start(name)  # idempotent
             self._desired.clear()  # in place: the reader holds a reference
             self._desired.update(new)
             self._changed.set()
+
+    def set_options(self, options: dict[str, dict[str, Any]]) -> None:
+        """Per-topic options, ``topic -> {"levels": N}`` for depth topics (``fp:topic:options``); replaces all."""
+        self._options = dict(options)
+
+    def _levels_for(self, topic: str) -> int:
+        options = self._options.get(topic)
+        levels = options.get("levels") if options else None
+        if type(levels) is int and 1 <= levels <= DEPTH_LEVELS_MAX:
+            return levels
+        return DEPTH_LEVELS_DEFAULT
 
     def status(self) -> dict[str, Any]:
         """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of
@@ -115,6 +142,7 @@ class ExchangeConnection:
             "last_message_at": self.last_message_at, "messages_received": self.messages_received,
             "events": self.events, "malformed_frames": self.malformed_frames, "unknown_frames": self.unknown_frames,
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
+            "books": self.books.status(),
         }
 
     async def run(self) -> None:
@@ -169,6 +197,7 @@ class ExchangeConnection:
         if main is not None and not main.done():
             main.cancel()
             await asyncio.wait({main})
+        await self.books.close()
         self.connected_since = None
         self._state = "stopped"
         self._stopped.set()
@@ -176,6 +205,12 @@ class ExchangeConnection:
     # -- sessions ---------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        try:
+            await self._sessions()
+        finally:  # also when cancelled: no snapshot fetch may outlive the connection
+            await self.books.close()
+
+    async def _sessions(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
@@ -210,6 +245,7 @@ class ExchangeConnection:
             async with asyncio.timeout(s.ping_interval_s + s.pong_timeout_s):
                 ws = await self.session.ws_connect(
                     self.url, autoping=True, heartbeat=None if self.adapter.app_ping else s.ping_interval_s,
+                    headers=getattr(self.adapter, "ws_headers", None) or None,  # Gate: decimal sizes (§2.4)
                     max_msg_size=MAX_MSG_SIZE, compress=0,
                     decode_text=False,  # orjson parses bytes; saves a UTF-8 decode per frame
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=s.pong_timeout_s),
@@ -250,6 +286,7 @@ class ExchangeConnection:
         self._counts = {PENDING: 0, ACTIVE: 0, FAILED: 0}
         if self._stopping:
             return
+        self.books.reset("reconnect")  # the next socket starts every book over from a fresh snapshot
         now_ms = int(self.clock() * 1000)
         for name in self._desired:
             self.publisher.set_state(name, {"state": PENDING, "error": None, "since": now_ms, "conn": self.conn_id})
@@ -266,7 +303,7 @@ class ExchangeConnection:
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> str:
         publisher = self.publisher
-        receive, parse, publish = ws.receive, parser.parse, publisher.publish
+        receive, parse, publish, on_book = ws.receive, parser.parse, publisher.publish, self.books.on_update
         desired, clock, now = self._desired, self.clock, asyncio.get_running_loop().time
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         try:
@@ -296,14 +333,16 @@ class ExchangeConnection:
                         self.malformed_frames += 1
                         self._log_limited("malformed frame (%r): %.200r", exc, data)
                         continue
-                    events = parsed.events
-                    if events:
+                    events, book = parsed.events, parsed.book
+                    if events or book:
                         self._last_data = self._last_frame
                         self._got_data = True
                         for topic, event in events:
                             if topic in desired:
                                 publish(topic, event)
                                 self.events += 1
+                        for update in book:  # the keeper ignores topics it does not keep
+                            on_book(update)
                         if publisher.congested:  # Redis is behind: stop reading until it catches up
                             await publisher.room()
                             self._last_frame = self._last_data = now()
@@ -404,7 +443,7 @@ class ExchangeConnection:
         if not topics:
             return []
         build = self.adapter.subscribe_frames if action == "subscribe" else self.adapter.unsubscribe_frames
-        frames = build(topics, self.settings.subscribe_batch, self._next_request_id)
+        frames = build(topics, self.settings.subscribe_batch, self._next_request_id, now_ms=int(self.clock() * 1000))
         for frame in frames:
             if frame.request_id is not None:
                 self._requests[frame.request_id] = (action, frame.topics)
@@ -421,24 +460,33 @@ class ExchangeConnection:
             await ws.send_str(text)
             self._last_send = loop.time()
 
+    async def _send_on_socket(self, text: str) -> None:
+        """Send ``text`` on the current socket (paced); dropped when there is none (the book keeper's resyncs)."""
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            await self._send(ws, text)
+
     async def _ticker(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """App pings and the two watchdogs; wakes at the earliest deadline (at most every tick)."""
         loop = asyncio.get_running_loop()
-        ping = self.adapter.ping_frame() if self.adapter.app_ping else None
+        app_ping = self.adapter.app_ping
         interval, stall_s = self.settings.ping_interval_s, self.settings.stall_timeout_s
         next_ping = loop.time() + interval
         try:
             while True:
                 now = loop.time()
-                if ping is not None and now >= next_ping:
-                    await self._send(ws, ping)
+                if app_ping and now >= next_ping:
+                    # Built each time: Gate's ping carries the time (exchanges.md §2.4).
+                    ping = self.adapter.ping_frame(now_ms=int(self.clock() * 1000))
+                    if ping is not None:
+                        await self._send(ws, ping)
                     next_ping = next_ping + interval if next_ping + interval > now else now + interval
                 silence = now - self._last_frame
                 if silence >= self._dead_s:
                     self._cut_session(f"dead peer: no frame for {silence:.1f} s")
                     return
                 wake = min(self._last_frame + self._dead_s, now + self._tick_s)
-                if ping is not None:
+                if app_ping:
                     wake = min(wake, next_ping)
                 if self._counts[ACTIVE]:
                     quiet_since = max(self._last_data, self._active_since)

@@ -12,6 +12,7 @@ c. renew the leases of held connections; a connection whose lease was lost is st
 d. paused: stop every held connection gracefully (unsubscribe), release its lease, and stop there.
 e. held connections gone from the plan (or whose URL changed) are stopped gracefully and released;
    the others get ``set_topics()`` with their planned topics (a live diff on the open socket).
+   Connections holding depth topics also get ``set_options()`` from ``fp:topic:options`` (one HGETALL).
 f. take unowned planned connections up to a fair share ``ceil(connections / live workers)``; free
    ids are tried in sorted order rotated by a hash of the worker id, so workers do not all race for
    the same first key. A lease still carrying this worker's own id (left by this worker id's previous
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -179,6 +181,7 @@ class WorkerRuntime:
             by_conn = current.by_conn()
             self._apply(current, by_conn)
             await self._acquire(current, by_conn, live, now)
+            await self._push_options()
         if sorted(self._held) != reported:  # keep /status exact without waiting for the next heartbeat
             await self.store.put_worker(self.worker_id, self._worker_record(now))
         await self._write_status(current)
@@ -256,6 +259,25 @@ class WorkerRuntime:
                 break
             if conn_id in adopted or await self.leases.acquire(conn_id, self.worker_id, self._ttl_ms):
                 self._start(conn_id, current.conns[conn_id], by_conn.get(conn_id, []), now)
+
+    async def _push_options(self) -> None:
+        """Hand each held connection with depth topics its per-topic options (``{"levels": N}``)."""
+        holders = [h for h in self._held.values() if any(_is_depth(t) for t in h.topics)]
+        if not holders:
+            return
+        raw = await cast(Awaitable[dict[str, str]], self.redis.hgetall(keys.TOPIC_OPTIONS))
+        options: dict[str, dict[str, Any]] = {}
+        for topic, text in raw.items():
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                options[topic] = value
+        for held in holders:
+            set_options = getattr(held.conn, "set_options", None)
+            if set_options is not None:
+                set_options({t: options[t] for t in held.topics if t in options})
 
     async def _write_status(self, current: PlanResult) -> None:
         await self.store.put_connections({c: self._status_record(h) for c, h in self._held.items()})
@@ -438,3 +460,8 @@ def _parse(topics: Iterable[str]) -> list[Topic]:
         except TopicError as exc:  # the planner skips these; defensive
             log.warning("skipping invalid topic %s: %s", text, exc)
     return parsed
+
+
+def _is_depth(topic: str) -> bool:
+    """``exchange:depth:SYMBOL`` (cheap: no parsing)."""
+    return topic.split(":", 2)[1:2] == ["depth"]
