@@ -8,6 +8,7 @@ exactly what the simulator replayed from the real recordings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -71,6 +72,10 @@ class Feedplane:
             "FEEDPLANE_RUN_DIR": str(tmp),
             "BITMART_PUBLIC_WS_URI": sim.bitmart_public_url,
             "BINANCE_USDM_WS_URI": sim.binance_base_url,
+            "BINANCE_USDM_REST_URI": sim.binance_rest_url,
+            "GATEIO_WS_URI": sim.gate_ws_url,
+            "GATEIO_REST_URI": sim.gate_rest_url,
+            "DEPTH_INTERVAL_MS": "50",
             "SUBSCRIBE_DELAY_MS": "20",
             "RECONNECT_DELAY_S": "0.2",
             "RECONNECT_MAX_DELAY_S": "1",
@@ -106,13 +111,16 @@ async def poll(check, timeout: float, what: str, interval: float = 0.1):
         await asyncio.sleep(interval)
 
 
-@pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
+@contextlib.asynccontextmanager
+async def running_system(
+    tmp_path: Path, **sim_kwargs: Any
+) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
+    """Simulator (in this process) + Feedplane under supervisord, on a flushed Redis database."""
     import redis.asyncio as aioredis
 
     flush = aioredis.Redis.from_url(E2E_REDIS_URL)
     await flush.flushdb()
-    sim = ExchangeSimulator(speed=0)
+    sim = ExchangeSimulator(**sim_kwargs)
     await sim.start()
     fp = Feedplane(tmp_path, sim)
     fp.start()
@@ -129,6 +137,20 @@ async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimul
         print(fp.log.read_text(errors="replace")[-4000:])
 
 
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
+    async with running_system(tmp_path, speed=0) as parts:
+        yield parts
+
+
+async def two_workers_alive(http: aiohttp.ClientSession, fp: Feedplane) -> bool:
+    try:
+        status, body = await get_json(http, f"{fp.base}/status")
+    except aiohttp.ClientError:
+        return False
+    return status == 200 and len([w for w in body["workers"] if w.get("alive", True)]) == 2
+
+
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as resp:
         return resp.status, await resp.json()
@@ -142,14 +164,7 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: Any = None) 
 async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
     fp, sim, http = system
 
-    async def two_workers_alive():
-        try:
-            status, body = await get_json(http, f"{fp.base}/status")
-        except aiohttp.ClientError:
-            return False
-        return status == 200 and len([w for w in body["workers"] if w.get("alive", True)]) == 2
-
-    await poll(two_workers_alive, 60, "control server and 2 workers")
+    await poll(lambda: two_workers_alive(http, fp), 60, "control server and 2 workers")
 
     # SSE client first, so it sees every event from the start of the replay.
     sse: list[dict[str, Any]] = []
@@ -235,3 +250,86 @@ async def _done(sim: ExchangeSimulator, native: str, n: int):
 
 async def _count(events: list[dict[str, Any]], kind: str, n: int) -> bool:
     return sum(1 for e in events if e.get("event") == kind) >= n
+
+
+#: One topic per exchange and public channel, each served by the simulator from a recording
+#: (or a tape it derives from one): (subscribe path, body).
+EVERY_CHANNEL = [
+    ("/klines/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT", "tfs": ["1m"]}),
+    ("/trades/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT"}),
+    ("/ticker/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT"}),
+    ("/bookticker/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT"}),
+    ("/depth/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT", "levels": 5}),
+    ("/klines/subscribe", {"exchange": "binanceusdm", "symbol": "SUSHIUSDT", "tfs": ["1m"]}),
+    ("/trades/subscribe", {"exchange": "binanceusdm", "symbol": "BTCUSDT"}),
+    ("/ticker/subscribe", {"exchange": "binanceusdm", "symbol": "BTCUSDT"}),
+    ("/bookticker/subscribe", {"exchange": "binanceusdm", "symbol": "SUSHIUSDT"}),
+    ("/depth/subscribe", {"exchange": "binanceusdm", "symbol": "SUSHIUSDT", "levels": 10}),
+    ("/klines/subscribe", {"exchange": "gateio", "symbol": "BTC_USDT", "tfs": ["1m"]}),
+    ("/trades/subscribe", {"exchange": "gateio", "symbol": "BTC_USDT"}),
+    ("/ticker/subscribe", {"exchange": "gateio", "symbol": "BTC_USDT"}),
+    ("/bookticker/subscribe", {"exchange": "gateio", "symbol": "WOO_USDT"}),
+    ("/depth/subscribe", {"exchange": "gateio", "symbol": "RDNT_USDT", "levels": 20}),
+]
+
+
+async def test_three_exchanges_every_public_channel(tmp_path: Path) -> None:
+    """Klines, trades, ticker, best bid/ask and books of BitMart, Binance USD-M and Gate.io over SSE."""
+    async with running_system(tmp_path, rate=400.0) as (fp, sim, http):
+        await poll(lambda: two_workers_alive(http, fp), 60, "control server and 2 workers")
+        topics: list[str] = []
+        for path, body in EVERY_CHANNEL:
+            status, answer = await post_json(http, f"{fp.base}{path}", body)
+            assert status == 202, answer
+            topics += answer["accepted"]
+        assert len(topics) == 15
+        query = "&".join(f"topic={t}" for t in topics)
+        sse: list[dict[str, Any]] = []
+        reader = asyncio.create_task(sse_events(http, f"{fp.base}/sse?{query}&backlog=1000", sse))
+
+        def seen() -> dict[str, set[str]]:
+            kinds: dict[str, set[str]] = {}
+            for e in sse:
+                data = orjson.loads(e["data"])
+                if "exchange" in data:
+                    topic = _topic_of(data)
+                    kinds.setdefault(topic, set()).add(data["type"])
+            return kinds
+
+        async def every_topic_delivered():
+            kinds = seen()
+            return all(_expected(t) <= kinds.get(t, set()) for t in topics)
+
+        await poll(every_topic_delivered, 90, "an event on every topic")
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+        assert not [e for e in sse if e.get("event") == "gap"], "false gap on a recorded book"
+        for e in sse:
+            if e.get("event") == "depth":
+                book = orjson.loads(e["data"])
+                levels = {"bitmart": 5, "binanceusdm": 10, "gateio": 20}[book["exchange"]]
+                assert 0 < len(book["bids"]) <= levels and 0 < len(book["asks"]) <= levels
+                assert _dec(book["bids"][0][0]) < _dec(book["asks"][0][0])  # never crossed
+        _, status_body = await get_json(http, f"{fp.base}/status")
+        states = {s["topic"]: s["state"] for s in status_body["subscriptions"]}
+        assert states == {t: "active" for t in topics}, states
+
+
+def _topic_of(event: dict[str, Any]) -> str:
+    channel = "kline" if event["type"] == "kline" else event["type"]
+    if channel in ("depth", "depth_delta"):
+        channel = "depth"
+    base = f"{event['exchange']}:{channel}:{event['symbol']}"
+    return f"{base}:{event['timeframe']}" if channel == "kline" else base
+
+
+def _expected(topic: str) -> set[str]:
+    channel = topic.split(":")[1]
+    return {"depth", "depth_delta"} if channel == "depth" else {channel}
+
+
+def _dec(text: str):
+    from decimal import Decimal
+
+    return Decimal(text)
