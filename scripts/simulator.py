@@ -15,6 +15,10 @@ Endpoints:
 - Gate.io USDT futures: ``/v4/ws/usdt`` (exchanges.md §2.1; protocol in ``scripts.sim_gate``).
 - REST snapshots: Binance ``GET /fapi/v1/depth?symbol=S&limit=N`` (binance_usdm.md §6), Gate
   ``GET /api/v4/futures/usdt/order_book?contract=C&limit=N&with_id=true`` (exchanges.md §2.5).
+- Private side (``scripts.sim_private``): BitMart ``/user?protocol=1.1`` (login + orders, positions,
+  assets), Binance ``POST/PUT/DELETE /fapi/v1/listenKey`` and ``/private/ws[/<listenKey>]``, Gate
+  ``futures.orders|positions|balances`` with per-request auth, signed REST snapshots of open orders and
+  positions for all three; accounts via ``add_account`` or ``POST /_sim/accounts``.
 - Control (JSON): ``GET /_sim/status``, ``POST /_sim/drop[?exchange=bitmart|binanceusdm|gateio]``,
   ``POST /_sim/dead?on=1|0``, ``POST /_sim/silent?on=1|0``, ``POST /_sim/reject?native=<n>[&error=<text>]``,
   ``DELETE /_sim/reject[?native=<n>]``, ``POST /_sim/fail_rest?n=<count>``.
@@ -57,7 +61,7 @@ from typing import Any, NamedTuple, Self
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from scripts import sim_gate, sim_tapes
+from scripts import sim_gate, sim_private, sim_tapes
 from scripts.sim_tapes import BINANCE, BITMART, GATE
 
 __all__ = [
@@ -160,12 +164,13 @@ class ReceivedFrame(NamedTuple):
 
 
 class RestRequest(NamedTuple):
-    """One REST snapshot call: ``path_qs`` as requested, ``status`` as answered."""
+    """One REST call: ``path_qs`` as requested (a Binance ``signature`` shown as ``***``), ``status`` as answered."""
 
     exchange: str
     monotonic_s: float
     path_qs: str
     status: int
+    method: str = "GET"
 
 
 @dataclass(eq=False)
@@ -201,6 +206,7 @@ class SimConnection:
     _transport: asyncio.Transport | None = field(default=None, repr=False)
     _url_streams: list[str] = field(default_factory=list, repr=False)  # Binance streams named in the URL
     _positions: dict[str, int] = field(default_factory=dict, repr=False)  # native -> index of the last frame written
+    _private: Any = field(default=None, repr=False)  # sim_private.PrivateConn on private sockets
 
 
 class ExchangeSimulator:
@@ -216,6 +222,9 @@ class ExchangeSimulator:
     :param gate_pong_timeout_s: close a Gate socket when no pong arrives this long after a ping (UNVERIFIED).
     :param samples_dir: recordings folder; default ``scripts.tapes.samples_dir()``.
     :param record_sent: append every data frame to ``sent_data``; turn off for long benchmark runs.
+    :param listen_key_ttl_s: Binance listenKey validity (binance_usdm.md §7: 60 min); each POST/PUT restarts it.
+        Measured on the monotonic clock (``set_clock`` does not move it); on lapse the key's sockets get
+        ``listenKeyExpired``.
     """
 
     def __init__(
@@ -232,6 +241,7 @@ class ExchangeSimulator:
         gate_pong_timeout_s: float = 60.0,
         samples_dir: Path | None = None,
         record_sent: bool = True,
+        listen_key_ttl_s: float = 3600.0,
     ) -> None:
         if speed < 0 or (rate is not None and rate <= 0):
             raise ValueError("speed must be >= 0 and rate > 0")
@@ -252,7 +262,7 @@ class ExchangeSimulator:
         self._rejects: dict[str, str | None] = {}
         #: All client->server text frames, every connection, in arrival order.
         self.received: list[ReceivedFrame] = []
-        #: Every REST snapshot call, in arrival order.
+        #: Every REST call (snapshots, listenKey, signed private snapshots), in arrival order; no secrets.
         self.rest_requests: list[RestRequest] = []
         #: Native topic/stream -> data frames exactly as sent on the wire, in order (all connections).
         self.sent_data: dict[str, list[str]] = {}
@@ -262,10 +272,14 @@ class ExchangeSimulator:
         #: server_pings_sent, pongs_received, route_mismatch_silenced, oversize_closes, rate_limit_closes,
         #: pong_timeout_closes, binary_frames_ignored, tape_errors, bitmart_requests (``action:request``),
         #: requests_withheld_silent, rest_requests, rest_binance_depth, rest_gate_order_book,
-        #: rest_throttled (429), rest_errors (400).
+        #: rest_throttled (429), rest_errors (400). Private side: logins_ok, logins_failed, gate_auth_failures,
+        #: bogus_listen_key_sockets, listen_keys_expired, private_pushes, private_pushes_withheld, rest_listen_key,
+        #: rest_{bitmart_open_orders,bitmart_positions,binance_open_orders,binance_position_risk,gate_orders,
+        #: gate_positions}, rest_auth_failures.
         self.stats: Counter[str] = Counter()
         #: Benchmark hook ``(native, raw_frame, time.time_ns())`` called right before each data frame is sent.
         self.on_send: Callable[[str, str, int], None] | None = None
+        self._private = sim_private.PrivateSide(self, listen_key_ttl_s=listen_key_ttl_s)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -289,6 +303,7 @@ class ExchangeSimulator:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self._private.close()
         conns = list(self._conns.values())
         await asyncio.gather(*(t for c in conns for t in self._cancel_tasks(c)), return_exceptions=True)
         await asyncio.gather(*(self._close(c, WSCloseCode.GOING_AWAY, b"simulator stopping") for c in conns))
@@ -326,6 +341,16 @@ class ExchangeSimulator:
     @property
     def bitmart_public_url(self) -> str:
         return f"{self.base_url}/api?protocol=1.1"
+
+    @property
+    def bitmart_private_url(self) -> str:
+        """BitMart private socket (login, orders, positions, assets; exchanges.md §1.3)."""
+        return f"{self.base_url}/user?protocol=1.1"
+
+    @property
+    def bitmart_rest_url(self) -> str:
+        """BitMart futures REST base: the client appends ``/contract/private/get-open-orders`` and so on."""
+        return self.http_url
 
     @property
     def binance_base_url(self) -> str:
@@ -399,6 +424,8 @@ class ExchangeSimulator:
             "simulator": "feedplane exchange simulator (BitMart futures v2, Binance USD-M, Gate.io USDT futures)",
             "urls": {
                 "BITMART_PUBLIC_WS_URI": self.bitmart_public_url,
+                "BITMART_PRIVATE_WS_URI": self.bitmart_private_url,
+                "BITMART_REST_URI": self.bitmart_rest_url,
                 "BINANCE_USDM_WS_URI": self.binance_base_url,
                 "BINANCE_USDM_REST_URI": self.binance_rest_url,
                 "GATEIO_WS_URI": self.gate_ws_url,
@@ -440,8 +467,37 @@ class ExchangeSimulator:
                 "binanceusdm <s>@depth[@0ms|@100ms|@500ms]": "the symbol's one recorded diff-depth tape",
             },
             "rest_snapshots": rest,
+            "private": self._private.status(),
             "counters": dict(self.stats),
         }
+
+    # ------------------------------------------------------------------ private side (scripts.sim_private)
+
+    def add_account(self, exchange: str, api_key: str, api_secret: str, memo: str = "") -> None:
+        """Make an account known (``memo``: the BitMart API memo or the Gate uid). Secrets stay in memory only."""
+        self._private.add_account(exchange, api_key, api_secret, memo)
+
+    def remove_account(self, exchange: str, api_key: str) -> bool:
+        """Forget an account (its Binance listen key too); False if it was unknown."""
+        return self._private.remove_account(exchange, api_key)
+
+    async def push_private(
+        self, exchange: str, api_key: str, channel: str, frame_json: str | dict[str, Any] | list[Any]
+    ) -> int:
+        """Send one frame to that account's live private sockets; returns how many got it (``PrivateSide.push``)."""
+        return await self._private.push(exchange, api_key, channel, frame_json)
+
+    async def expire_listen_key(self, api_key: str) -> int:
+        """Send ``listenKeyExpired`` to the Binance account's user sockets, which then stay silent."""
+        return await self._private.expire_listen_key(api_key)
+
+    def set_clock(self, epoch_ms: int | None) -> None:
+        """Set the clock the private APIs check timestamps against (it runs on from ``epoch_ms``); None: real time."""
+        self._private.set_clock(epoch_ms)
+
+    def now_ms(self) -> int:
+        """The simulator clock in epoch milliseconds (see ``set_clock``)."""
+        return self._private.now_ms()
 
     # ------------------------------------------------------------------ faults
 
@@ -531,6 +587,7 @@ class ExchangeSimulator:
         r.add_post("/_sim/reject", self._h_reject)
         r.add_delete("/_sim/reject", self._h_unreject)
         r.add_post("/_sim/fail_rest", self._h_fail_rest)
+        self._private.add_routes(r)
         return app
 
     async def _serve(
@@ -597,7 +654,9 @@ class ExchangeSimulator:
         return SimConnection(conn_id, exchange, route, mode, request.path_qs, time.monotonic(), ws=ws)
 
     async def _on_open(self, conn: SimConnection) -> None:
-        """Subscribe the streams named in a Binance URL (no ack is sent for these)."""
+        """Subscribe the streams named in a Binance URL (no ack is sent for these); start a user-data replay."""
+        if conn._private is not None:
+            self._private.on_open(conn)
         for stream in conn._url_streams:
             if binance_stream_class(stream) is None or stream in self._rejects:
                 log.info("conn %d: ignoring URL stream %r (invalid or rejected)", conn.conn_id, stream)
@@ -827,6 +886,8 @@ class ExchangeSimulator:
             if await self._reply(conn, {"group": "System", "data": f"pong+{uuid.uuid4()}"}):
                 self.stats["pings_answered"] += 1
             return True
+        if conn.route == "user":  # the private socket: login and private topics only
+            return await self._private.bitmart_user_frame(conn, action, args, text)
         if action == "request" and isinstance(args, list):
             for topic in args:
                 await self._bitmart_request(conn, topic)
@@ -867,7 +928,10 @@ class ExchangeSimulator:
         return await self._serve(request, conn, self._binance_text)
 
     def _binance_deliverable(self, conn: SimConnection, stream: str) -> bool:
-        """/market carries market-class streams; /public and legacy /ws, /stream only public-class (§0, §2)."""
+        """/market carries market-class streams; /public and legacy /ws, /stream only public-class (§0, §2);
+        /private none (user data only)."""
+        if conn.route == "private":
+            return False
         wanted = "market" if conn.route == "market" else "public"
         return binance_stream_class(stream) == wanted
 
@@ -999,8 +1063,11 @@ class ExchangeSimulator:
           and nothing of that request is subscribed.
         - ``> {"time":…,"channel":"futures.ping"}`` ``< {"time","time_ms","channel":"futures.pong","event":"","result":null}``
 
-        A duplicate subscribe is acked again and not replayed twice (UNVERIFIED for Gate).
+        A duplicate subscribe is acked again and not replayed twice (UNVERIFIED for Gate). Private channels
+        (``futures.orders`` …) are handled by ``scripts.sim_private``.
         """
+        if await self._private.gate_frame(conn, text):
+            return True
         req = sim_gate.parse_request(text, self._rejects)
         now_ns = time.time_ns()
         if req.kind == "ping":
@@ -1028,8 +1095,11 @@ class ExchangeSimulator:
 
     # ------------------------------------------------------------------ REST snapshots
 
-    def _rest_done(self, request: web.Request, exchange: str, response: web.Response) -> web.Response:
-        self.rest_requests.append(RestRequest(exchange, time.monotonic(), request.path_qs, response.status))
+    def _rest_done(
+        self, request: web.Request, exchange: str, response: web.Response, *, path_qs: str | None = None
+    ) -> web.Response:
+        path_qs = request.path_qs if path_qs is None else path_qs
+        self.rest_requests.append(RestRequest(exchange, time.monotonic(), path_qs, response.status, request.method))
         if response.status == 429:
             self.stats["rest_throttled"] += 1
         elif response.status >= 400:
@@ -1181,6 +1251,8 @@ async def _run_cli(args: argparse.Namespace) -> None:
     await sim.preload()  # ~1 s, so the first client is not kept waiting
     async with sim:
         print(f"BITMART_PUBLIC_WS_URI={sim.bitmart_public_url}", flush=True)
+        print(f"BITMART_PRIVATE_WS_URI={sim.bitmart_private_url}", flush=True)
+        print(f"BITMART_REST_URI={sim.bitmart_rest_url}", flush=True)
         print(f"BINANCE_USDM_WS_URI={sim.binance_base_url}", flush=True)
         print(f"BINANCE_USDM_REST_URI={sim.binance_rest_url}", flush=True)
         print(f"GATEIO_WS_URI={sim.gate_ws_url}", flush=True)
