@@ -105,6 +105,7 @@ class Runner:
         self.spawn("simulator", cmd)
         wait_until(lambda: port_open("127.0.0.1", port), 60, "the simulator")
         self.env["BITMART_PUBLIC_WS_URI"] = f"ws://127.0.0.1:{port}/api?protocol=1.1"
+        self.env["BITMART_PRIVATE_WS_URI"] = f"ws://127.0.0.1:{port}/user?protocol=1.1"
         self.env["BINANCE_USDM_WS_URI"] = f"ws://127.0.0.1:{port}"
         self.env["BINANCE_USDM_REST_URI"] = f"http://127.0.0.1:{port}"
         self.env["GATEIO_WS_URI"] = f"ws://127.0.0.1:{port}/v4/ws/usdt"
