@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from control.accounts import Account
 from control.topics import Topic
 from scripts.tapes import (
     BINANCE_2021,
@@ -21,8 +22,8 @@ from scripts.tapes import (
     read_hftbacktest,
     sample_path,
 )
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, SnapshotRequest
-from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, RestRequest, SnapshotRequest
+from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser, order_status
 
 ADAPTER = BinanceUsdmAdapter()
 NAUTILUS = "nautilus/binance-futures"
@@ -690,3 +691,369 @@ def test_static_attributes() -> None:
     assert ADAPTER.app_ping is False and ADAPTER.ping_frame() is None and ADAPTER.ping_frame(now_ms=5) is None
     assert ADAPTER.channels == {"kline", "trade", "ticker", "bookticker", "depth"}
     assert ADAPTER.ws_headers == {}
+
+
+# --- user data: listenKey, events, signed REST snapshots (§7-§9) ------------------------------------------------------
+
+ORDER_KEYS = [
+    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
+    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
+    "snapshot",
+]  # fmt: skip
+POSITION_KEYS = [
+    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
+    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+BALANCE_KEYS = [
+    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+#: binance_usdm.md §8 own vectors: key and secret.
+CREDS = Account("binanceusdm", "main", "feedplane-test-apikey-0001", "feedplane-test-secret-0001")
+PRIVATE = [Topic.parse(f"binanceusdm:{channel}:main") for channel in ("order", "position", "balance")]
+
+
+def user_parser() -> BinanceUsdmParser:
+    return ADAPTER.new_parser("main")
+
+
+def position(symbol: str, side: str, mode: str, size: str, entry: str, margin: str, pnl: str) -> dict[str, Any]:
+    return {
+        "type": "position",
+        "exchange": "binanceusdm",
+        "account": "main",
+        "symbol": symbol,
+        "side": side,
+        "mode": mode,
+        "size": size,
+        "entry_price": entry,
+        "mark_price": None,
+        "liquidation_price": None,
+        "leverage": None,
+        "margin_mode": margin,
+        "unrealized_pnl": pnl,
+        "ts_exchange": 1564745798939,
+        "ts_received": 3,
+        "snapshot": False,
+    }
+
+
+def test_listen_key_requests() -> None:
+    for method in ("POST", "PUT", "DELETE", "put"):
+        assert ADAPTER.listen_key_request(CREDS, method) == RestRequest(
+            method.upper(), "/fapi/v1/listenKey", {}, {"X-MBX-APIKEY": "feedplane-test-apikey-0001"}
+        )
+    with pytest.raises(ValueError, match="POST, PUT or DELETE"):
+        ADAPTER.listen_key_request(CREDS, "GET")
+    with pytest.raises(AdapterError, match="cannot sign binanceusdm"):
+        ADAPTER.listen_key_request(Account("bitmart", "main", "k", "s"), "POST")
+
+
+def test_parse_listen_key() -> None:
+    key = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
+
+    assert ADAPTER.parse_listen_key(json.dumps({"listenKey": key}).encode()) == key
+    with pytest.raises(ValueError, match="-1125: This listenKey does not exist."):
+        ADAPTER.parse_listen_key(b'{"code":-1125,"msg":"This listenKey does not exist."}')
+    with pytest.raises(ValueError, match="no listenKey"):
+        ADAPTER.parse_listen_key(b"{}")  # a DELETE reply
+    with pytest.raises(ValueError):
+        ADAPTER.parse_listen_key(b"[]")
+
+
+def test_private_ws_url_and_routes() -> None:
+    assert ADAPTER.private_ws_url("wss://fstream.binance.com/", "abc123") == (
+        "wss://fstream.binance.com/private/ws?listenKey=abc123"
+    )
+    assert ADAPTER.private_channels == {"order", "position", "balance"}
+    assert [ADAPTER.route(t) for t in PRIVATE] == ["private:main"] * 3
+    for t in PRIVATE:
+        ADAPTER.validate(t)
+    with pytest.raises(AdapterError, match="listenKey"):
+        ADAPTER.ws_url("wss://fstream.binance.com", "private:main")
+    assert ADAPTER.login_frame(CREDS, 1) is None
+
+
+def test_private_topics_need_no_frames() -> None:
+    public = Topic("binanceusdm", "trade", "BTCUSDT")
+
+    assert ADAPTER.subscribe_frames(PRIVATE, batch_size=10, first_request_id=1, creds=CREDS) == []
+    assert ADAPTER.unsubscribe_frames(PRIVATE, batch_size=10, first_request_id=1) == []
+    [frame] = ADAPTER.subscribe_frames([*PRIVATE, public], batch_size=10, first_request_id=4)
+    assert (frame.text, frame.topics) == ('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":4}', (str(public),))
+
+
+def test_order_trade_update_fixture() -> None:
+    [(topic, event)] = user_parser().parse(fixture_bytes("order_update_trade"), 3).events
+
+    assert topic == "binanceusdm:order:main"
+    assert event == {
+        "type": "order",
+        "exchange": "binanceusdm",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "order_id": "8886774",
+        "client_order_id": "TEST",
+        "side": "buy",
+        "order_type": "limit",
+        "status": "partially_filled",
+        "status_raw": "PARTIALLY_FILLED",
+        "price": "7100.50",
+        "size": "0.001",
+        "filled_size": "0.001",
+        "avg_fill_price": "7100.50",
+        "reduce_only": False,
+        "ts_exchange": 1568879465651,
+        "ts_received": 3,
+        "snapshot": False,
+    }
+    assert list(event) == ORDER_KEYS
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [
+        # (side, order_type, status, status_raw, size, filled, avg, reduce_only, client id, order id)
+        ("order_update_new", ("buy", "trailing_stop_market", "new", "NEW", "0.001", "0", "0", False, "TEST", "8886774")),
+        ("order_update_trade_partial", ("buy", "limit", "partially_filled", "PARTIALLY_FILLED", "0.002", "0.001",
+                                        "7100.50", False, "TEST", "8886774")),
+        ("order_update_calculated", ("sell", "limit", "filled", "FILLED", "0.014", "0.014", "9910.12", True,
+                                     "autoclose-1234567890", "8886999")),
+        ("order_update_calculated_pending", ("sell", "limit", "new", "NEW", "0.014", "0", "0", True,
+                                             "autoclose-pending-0000", "8887004")),
+        ("order_update_delivery", ("sell", "limit", "filled", "FILLED", "1", "1", "70000.0", True,
+                                   "delivery_autoclose-12345", "8887003")),
+        ("order_update_settlement", ("sell", "limit", "filled", "FILLED", "0.010", "0.010", "50000.00", True,
+                                     "settlement_autoclose-9999", "8887002")),
+        # statuses outside the documented set: derived from z vs q
+        ("order_update_adl", ("buy", "limit", "filled", "NEW_ADL", "0.005", "0.005", "42000.00", True,
+                              "adl_autoclose_12345", "8887001")),
+        ("order_update_insurance", ("sell", "limit", "filled", "NEW_INSURANCE", "0.020", "0.020", "45000.00", True,
+                                    "autoclose-insurance-5678", "8887003")),
+    ],
+)  # fmt: skip
+def test_order_update_fixtures(name: str, fields: tuple[Any, ...]) -> None:
+    [(topic, event)] = user_parser().parse(fixture_bytes(name), 3).events
+    keys = ("side", "order_type", "status", "status_raw", "size", "filled_size", "avg_fill_price", "reduce_only",
+            "client_order_id", "order_id")  # fmt: skip
+
+    assert topic == "binanceusdm:order:main"
+    assert tuple(event[k] for k in keys) == fields
+    assert list(event) == ORDER_KEYS
+
+
+@pytest.mark.parametrize(
+    ("status", "size", "filled", "expected"),
+    [
+        ("NEW", "1", "0", "new"),
+        ("PARTIALLY_FILLED", "1", "0.5", "partially_filled"),
+        ("FILLED", "1", "1", "filled"),
+        ("CANCELED", "1", "0.5", "canceled"),
+        ("EXPIRED", "1", "0", "expired"),
+        ("EXPIRED_IN_MATCH", "1", "0", "expired"),
+        ("REJECTED", "1", "0", "rejected"),
+        ("NEW_INSURANCE", "0.020", "0.02", "filled"),
+        ("NEW_ADL", "1", "0.4", "partially_filled"),
+        ("SOMETHING_NEW", "1", "0", "new"),
+    ],
+)
+def test_order_status_mapping(status: str, size: str, filled: str, expected: str) -> None:
+    assert order_status(status, size, filled) == expected
+
+
+def test_account_update_fixture() -> None:
+    parsed = user_parser().parse(fixture_bytes("account_update"), 3)
+
+    assert parsed == Parsed(
+        events=[
+            ("binanceusdm:position:main", position("BTCUSDT", "both", "one_way", "0", "0.00000", "isolated", "0")),
+            (
+                "binanceusdm:position:main",
+                position("BTCUSDT", "long", "hedge", "20", "6563.6", "isolated", "2850.21200"),
+            ),
+            (
+                "binanceusdm:position:main",
+                position("BTCUSDT", "short", "hedge", "-10", "6563.8", "isolated", "-1423.15600"),
+            ),
+            (
+                "binanceusdm:balance:main",
+                {
+                    "type": "balance",
+                    "exchange": "binanceusdm",
+                    "account": "main",
+                    "asset": "USDT",
+                    "balance": "122624.12345678",
+                    "available": None,  # cw is the cross wallet balance, not the available one
+                    "frozen": None,
+                    "ts_exchange": 1564745798939,
+                    "ts_received": 3,
+                    "snapshot": False,
+                },
+            ),
+        ]
+    )
+    assert list(parsed.events[0][1]) == POSITION_KEYS
+    assert list(parsed.events[3][1]) == BALANCE_KEYS
+
+
+def test_account_update_bnfcr_fixture() -> None:
+    [(topic, event)] = user_parser().parse(fixture_bytes("account_update_bnfcr"), 3).events
+
+    assert topic == "binanceusdm:balance:main"
+    assert (event["asset"], event["balance"], event["ts_exchange"]) == ("BNFCR", "5001.28983031", 1781606859764)
+
+
+@pytest.mark.parametrize("name", ["algo_update_new", "algo_update_canceled", "trade_lite"])
+def test_algo_and_trade_lite_are_unknown(name: str) -> None:
+    assert user_parser().parse(fixture_bytes(name), 3) == Parsed(unknown=True)
+
+
+@pytest.mark.parametrize("name", ["order_update_trade", "account_update"])
+def test_user_events_without_an_account_are_unknown(name: str) -> None:
+    assert parser().parse(fixture_bytes(name), 3) == Parsed(unknown=True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"e":"listenKeyExpired","E":1576653824250,"listenKey":"abc"}',
+        '{"e":"listenKeyExpired","E":"1576653824250","listenKey":"abc"}',  # the older doc example
+        '{"stream":"abc","data":{"e":"listenKeyExpired","E":1576653824250,"listenKey":"abc"}}',
+    ],
+)
+def test_listen_key_expired_asks_for_a_reconnect(raw: str) -> None:
+    assert user_parser().parse(raw, 1) == Parsed(reconnect="listenKeyExpired")
+    assert parser().parse(raw, 1) == Parsed(reconnect="listenKeyExpired")
+
+
+def test_user_event_in_the_stream_envelope() -> None:
+    payload = json.loads(fixture_bytes("order_update_new"))
+
+    [(topic, _)] = user_parser().parse(json.dumps({"stream": "abc", "data": payload}), 3).events
+
+    assert topic == "binanceusdm:order:main"
+
+
+def test_malformed_user_events_raise() -> None:
+    with pytest.raises(ValueError, match="ORDER_TRADE_UPDATE"):
+        user_parser().parse('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTCUSDT"}}', 0)
+    with pytest.raises(ValueError, match="ACCOUNT_UPDATE"):
+        user_parser().parse('{"e":"ACCOUNT_UPDATE","E":1,"a":{"P":[{"s":"X","pa":"1","ps":"SIDEWAYS"}]}}', 0)
+
+
+def test_signed_snapshot_requests() -> None:
+    # binance_usdm.md §8 own vector: recvWindow=5000&timestamp=1700000000000 -> 46c9d045…
+    signed = {
+        "recvWindow": "5000",
+        "timestamp": "1700000000000",
+        "signature": "46c9d04512e820aefb87e9db7c33ebdb62b816c0d577d318f3897e1d338a659c",
+    }
+    headers = {"X-MBX-APIKEY": "feedplane-test-apikey-0001"}
+
+    assert ADAPTER.open_orders_request(CREDS, 1_700_000_000_000) == RestRequest(
+        "GET", "/fapi/v1/openOrders", signed, headers
+    )
+    assert ADAPTER.positions_request(CREDS, 1_700_000_000_000) == RestRequest(
+        "GET", "/fapi/v2/positionRisk", signed, headers
+    )
+
+
+#: "Current All Open Orders" doc example (comments dropped).
+OPEN_ORDERS_BODY = b"""[{"avgPrice":"0.00000","clientOrderId":"abc","cumQuote":"0","executedQty":"0","orderId":1917641,
+"origQty":"0.40","origType":"TRAILING_STOP_MARKET","price":"0","reduceOnly":false,"side":"BUY","positionSide":"SHORT",
+"status":"NEW","stopPrice":"9300","closePosition":false,"symbol":"BTCUSDT","time":1579276756075,"timeInForce":"GTC",
+"type":"TRAILING_STOP_MARKET","activatePrice":"9020","priceRate":"0.3","updateTime":1579276756075,
+"workingType":"CONTRACT_PRICE","priceProtect":false,"priceMatch":"NONE","selfTradePreventionMode":"NONE",
+"goodTillDate":0}]"""
+#: "Position Information V2" (hedge mode) and "V3" (one-way) doc examples.
+POSITIONS_V2_BODY = b"""[{"symbol":"BTCUSDT","positionAmt":"0.001","entryPrice":"22185.2","breakEvenPrice":"0.0",
+"markPrice":"21123.05052574","unRealizedProfit":"-1.06214947","liquidationPrice":"19731.45529116","leverage":"4",
+"maxNotionalValue":"100000000","marginType":"cross","isolatedMargin":"0.00000000","isAutoAddMargin":"false",
+"positionSide":"LONG","notional":"21.12305052","isolatedWallet":"0","updateTime":1655217461579},
+{"symbol":"BTCUSDT","positionAmt":"0.000","entryPrice":"0.0","breakEvenPrice":"0.0","markPrice":"21123.05052574",
+"unRealizedProfit":"0.00000000","liquidationPrice":"0","leverage":"4","maxNotionalValue":"100000000",
+"marginType":"cross","isolatedMargin":"0.00000000","isAutoAddMargin":"false","positionSide":"SHORT","notional":"0",
+"isolatedWallet":"0","updateTime":0}]"""
+POSITIONS_V3_BODY = b"""[{"symbol":"ADAUSDT","positionSide":"BOTH","positionAmt":"30","entryPrice":"0.385",
+"breakEvenPrice":"0.385077","markPrice":"0.41047590","unRealizedProfit":"0.76427700","liquidationPrice":"0",
+"isolatedMargin":"0","notional":"12.31427700","marginAsset":"USDT","isolatedWallet":"0","initialMargin":"0.61571385",
+"maintMargin":"0.08004280","positionInitialMargin":"0.61571385","openOrderInitialMargin":"0","adl":2,
+"bidNotional":"0","askNotional":"0","updateTime":1720736417660}]"""
+
+
+def test_parse_open_orders_doc_example() -> None:
+    assert ADAPTER.parse_open_orders(OPEN_ORDERS_BODY, "main", 9) == [
+        (
+            "binanceusdm:order:main",
+            {
+                "type": "order",
+                "exchange": "binanceusdm",
+                "account": "main",
+                "symbol": "BTCUSDT",
+                "order_id": "1917641",
+                "client_order_id": "abc",
+                "side": "buy",
+                "order_type": "trailing_stop_market",
+                "status": "new",
+                "status_raw": "NEW",
+                "price": "0",
+                "size": "0.40",
+                "filled_size": "0",
+                "avg_fill_price": "0.00000",
+                "reduce_only": False,
+                "ts_exchange": 1579276756075,
+                "ts_received": 9,
+                "snapshot": True,
+            },
+        )
+    ]
+
+
+def test_parse_positions_v2_and_v3_doc_examples() -> None:
+    long_, short = ADAPTER.parse_positions(POSITIONS_V2_BODY, "main", 9)
+    [(_, one_way)] = ADAPTER.parse_positions(POSITIONS_V3_BODY, "main", 9)
+
+    assert long_ == (
+        "binanceusdm:position:main",
+        {
+            "type": "position",
+            "exchange": "binanceusdm",
+            "account": "main",
+            "symbol": "BTCUSDT",
+            "side": "long",
+            "mode": "hedge",
+            "size": "0.001",
+            "entry_price": "22185.2",
+            "mark_price": "21123.05052574",
+            "liquidation_price": "19731.45529116",
+            "leverage": "4",
+            "margin_mode": "cross",
+            "unrealized_pnl": "-1.06214947",
+            "ts_exchange": 1655217461579,
+            "ts_received": 9,
+            "snapshot": True,
+        },
+    )
+    assert (short[1]["side"], short[1]["size"], short[1]["ts_exchange"]) == ("short", "0.000", None)
+    assert (one_way["side"], one_way["mode"], one_way["size"], one_way["leverage"], one_way["margin_mode"]) == (
+        "both",
+        "one_way",
+        "30",
+        None,
+        None,
+    )
+    assert list(one_way) == POSITION_KEYS
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}', "-2015: Invalid API-key"),
+        (b'{"orders":[]}', "not a list"),
+        (b'[{"symbol":"BTCUSDT"}]', "malformed"),
+    ],
+)
+def test_rest_snapshot_errors(body: bytes, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        ADAPTER.parse_open_orders(body, "main", 0)
+    with pytest.raises(ValueError, match=text):
+        ADAPTER.parse_positions(body, "main", 0)

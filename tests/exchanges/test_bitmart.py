@@ -9,16 +9,20 @@ from typing import Any
 
 import pytest
 
+from control.accounts import Account
 from control.topics import Topic
 from scripts.tapes import BITMART_FIXTURES, read_jkorf
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, RestRequest
 from workers.exchanges.bitmart import (
     BitmartAdapter,
     BitmartParser,
     group_to_topic,
+    login_frame,
     native_topic,
+    order_status,
     ratio_to_percent,
     rfc3339_to_ms,
+    sign,
 )
 
 ADAPTER = BitmartAdapter()
@@ -194,10 +198,9 @@ def test_ticker_fixture_all_contracts_group() -> None:
     assert list(event) == TICKER_KEYS
 
 
-@pytest.mark.parametrize("name", ["Balances.txt", "OrderBook.txt", "Orders.txt", "Positions.txt"])
-def test_other_fixture_frames_are_unknown(name: str) -> None:
+def test_order_book_v1_fixture_frames_are_unknown() -> None:
     p = parser()
-    for frame in read_jkorf(f"{BITMART_FIXTURES}/{name}"):
+    for frame in read_jkorf(f"{BITMART_FIXTURES}/OrderBook.txt"):
         if frame.direction != ">":
             assert p.parse(frame.raw, 0) == Parsed(unknown=True), frame.raw
 
@@ -241,15 +244,16 @@ def test_failed_reply_for_a_channel_we_do_not_map_is_an_error() -> None:
     assert parser().parse(raw, 0) == Parsed(error="futures/order: futures/order need authenication")
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        '{"action":"access","success":true}',
-        '{"action":"access","success":false,"error":"access failed: openapi auth failed"}',
-    ],
-)
-def test_login_replies_are_unknown_for_now(raw: str) -> None:
-    assert parser().parse(raw, 0) == Parsed(unknown=True)
+def test_login_replies_are_login_acks_on_any_parser() -> None:
+    # §1.3: success, and failure with the server's text (the server then drops the socket)
+    ok = '{"action":"access","success":true}'
+    failed = '{"action":"access","success":false,"error":"access failed: openapi auth failed"}'
+
+    for p in (parser(), ADAPTER.new_parser("main")):
+        assert p.parse(ok, 0) == Parsed(acks=[Ack(ok=True, action="login")])
+        assert p.parse(failed, 0) == Parsed(
+            acks=[Ack(ok=False, action="login", error="access failed: openapi auth failed")]
+        )
 
 
 def test_emitted_kline_dicts_can_be_mutated_by_the_consumer() -> None:
@@ -796,3 +800,510 @@ def test_validate_and_static_facts() -> None:
         2000,
         0,
     )
+
+
+# --- private channels (§1.3 login, §1.7 order/position/asset, REST snapshots) -----------------------------------------
+
+ORDER_KEYS = [
+    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
+    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
+    "snapshot",
+]  # fmt: skip
+POSITION_KEYS = [
+    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
+    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+BALANCE_KEYS = [
+    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+#: exchanges.md §1.3 "own" vector (verified against ccxt 4.5.70's authenticate()).
+OWN = Account("bitmart", "main", "bmkey_0123456789abcdef", "bmsecret_fedcba9876543210", memo="mymemo")
+#: exchanges.md §1.3 doc vector (BitMart's own example key).
+DOC = Account(
+    "bitmart",
+    "doc",
+    "80618e45710812162b04892c7ee5ead4a3cc3e56",
+    "6c6c98544461bbe71db2bca4c6d7fd0021e0ba9efc215f9c6ad41852df9d9df9",
+    memo="test001",
+)
+PRIVATE = [Topic.parse(f"bitmart:{channel}:main") for channel in ("order", "position", "balance")]
+
+
+def private_parser() -> BitmartParser:
+    return ADAPTER.new_parser("main")
+
+
+def fixture_parses(name: str, account: str | None = "main") -> tuple[list[Parsed], list[Parsed]]:
+    """(replies, pushes) of a JKorf private conversation through one parser."""
+    p = ADAPTER.new_parser(account)
+    frames = read_jkorf(f"{BITMART_FIXTURES}/{name}")
+    replies = [p.parse(f.raw, 1_000) for f in frames if f.direction == "<"]
+    pushes = [p.parse(f.raw, 2_000) for f in frames if f.direction == "="]
+    return replies, pushes
+
+
+def order_push(order: dict[str, Any], action: int = 2) -> str:
+    return json.dumps({"group": "futures/order", "data": [{"action": action, "order": order}]})
+
+
+def order(**kw: Any) -> dict[str, Any]:
+    base = {
+        "order_id": "1",
+        "client_order_id": "",
+        "price": "100",
+        "size": "10",
+        "symbol": "BTCUSDT",
+        "state": 2,
+        "side": 1,
+        "type": "limit",
+        "deal_avg_price": "0",
+        "deal_size": "0",
+        "update_time": 1700000000000,
+    }
+    return {**base, **kw}
+
+
+def test_login_frame_doc_vector() -> None:
+    assert login_frame(DOC, 1589267764859) == (
+        '{"action":"access","args":["80618e45710812162b04892c7ee5ead4a3cc3e56","1589267764859",'
+        '"3ceeb7e1b8cb165a975e28a2e2dfaca4d30b358873c0351c1a071d8c83314556","web"]}'
+    )
+
+
+def test_login_frame_own_vector_is_ccxts_frame() -> None:
+    # byte for byte what ccxt.pro.bitmart.authenticate("swap") sent with milliseconds() pinned (§1.3)
+    assert ADAPTER.login_frame(OWN, 1700000000000) == (
+        '{"action":"access","args":["bmkey_0123456789abcdef","1700000000000",'
+        '"bfeb553bcd9d22e6adc5bc65fcd945675789aa128550a5b4e9b8058c01e27435","web"]}'
+    )
+
+
+def test_login_frame_refuses_unusable_credentials() -> None:
+    no_memo = Account("bitmart", "main", "k", "s3cr3t-value")
+    other = Account("gateio", "main", "k", "s3cr3t-value", memo="m")
+    no_secret = Account("bitmart", "main", "k", "", memo="m")
+
+    for creds, text in ((no_memo, "no API memo"), (other, "cannot sign bitmart"), (no_secret, "no API key or secret")):
+        with pytest.raises(AdapterError, match=text) as info:
+            login_frame(creds, 1)
+        assert "s3cr3t" not in str(info.value)
+
+
+def test_rest_signing_doc_vector_and_headers() -> None:
+    # GET_signature.md (futures v2 doc, [S-BMDOC]): a POST body signed at 1589793796145
+    body = '{"symbol":"BTC_USDT","price":"8600","count":"100"}'
+    assert sign(DOC.api_secret, 1589793796145, "test001", body) == (
+        "c31dc326bf87f38bfb49a3f8494961abfa291bd549d0d98d9578e87516cee46d"
+    )
+    assert ADAPTER.rest_headers(DOC, 1589793796145, body) == {
+        "X-BM-KEY": "80618e45710812162b04892c7ee5ead4a3cc3e56",
+        "X-BM-TIMESTAMP": "1589793796145",
+        "X-BM-SIGN": "c31dc326bf87f38bfb49a3f8494961abfa291bd549d0d98d9578e87516cee46d",
+    }
+
+
+def test_snapshot_requests_are_signed_over_the_empty_query() -> None:
+    headers = {
+        "X-BM-KEY": OWN.api_key,
+        "X-BM-TIMESTAMP": "1700000000000",
+        "X-BM-SIGN": sign(OWN.api_secret, 1700000000000, "mymemo", ""),
+    }
+
+    assert ADAPTER.open_orders_request(OWN, 1700000000000) == RestRequest(
+        "GET", "/contract/private/get-open-orders", {}, headers
+    )
+    assert ADAPTER.positions_request(OWN, 1700000000000) == RestRequest(
+        "GET", "/contract/private/position", {}, headers
+    )
+
+
+def test_private_topics_route_validate_and_subscribe() -> None:
+    assert ADAPTER.private_channels == {"order", "position", "balance"}
+    assert [ADAPTER.route(t) for t in PRIVATE] == ["private:main"] * 3
+    for topic in PRIVATE:
+        ADAPTER.validate(topic)
+    with pytest.raises(AdapterError):
+        ADAPTER.validate(Topic("bitmart", "order", "bad:name"))
+    assert [native_topic(t) for t in PRIVATE] == ["futures/order", "futures/position", "futures/asset:USDT"]
+
+    [frame] = ADAPTER.subscribe_frames(PRIVATE, batch_size=20, first_request_id=1, creds=OWN)
+    [unsub] = ADAPTER.unsubscribe_frames(PRIVATE[:1], batch_size=20, first_request_id=1, creds=OWN)
+
+    assert frame == OutFrame(
+        '{"action":"subscribe","args":["futures/order","futures/position","futures/asset:USDT"]}',
+        ("bitmart:order:main", "bitmart:position:main", "bitmart:balance:main"),
+    )
+    assert unsub.text == '{"action":"unsubscribe","args":["futures/order"]}'
+    assert OWN.api_key not in frame.text  # credentials travel in the login frame only
+
+
+def test_private_subscribe_round_trip_to_acks() -> None:
+    [frame] = ADAPTER.subscribe_frames(PRIVATE, batch_size=20, first_request_id=1)
+    p = private_parser()
+    acks = [
+        p.parse(json.dumps({"action": "subscribe", "group": arg, "success": True}), 0).acks[0]
+        for arg in json.loads(frame.text)["args"]
+    ]
+
+    assert [a.topic for a in acks] == list(frame.topics)
+
+
+def test_orders_fixture() -> None:
+    replies, pushes = fixture_parses("Orders.txt")
+
+    assert replies == [
+        Parsed(acks=[Ack(ok=True, action="login")]),
+        Parsed(acks=[Ack(ok=True, action="subscribe", topic="bitmart:order:main")]),
+    ]
+    assert pushes == [
+        Parsed(
+            events=[
+                (
+                    "bitmart:order:main",
+                    {
+                        "type": "order",
+                        "exchange": "bitmart",
+                        "account": "main",
+                        "symbol": "BTCUSDT",
+                        "order_id": "220906179895578",
+                        "client_order_id": "BM1234",
+                        "side": "buy",
+                        "order_type": "limit",
+                        "status": "canceled",  # action 3 (cancel) whatever state 2 says
+                        "status_raw": "2/3",
+                        "price": "1",
+                        "size": "1000",
+                        "filled_size": "1000",
+                        "avg_fill_price": "0",
+                        "reduce_only": None,  # the doc example has no position_mode
+                        "ts_exchange": 1662368173000,
+                        "ts_received": 2_000,
+                        "snapshot": False,
+                    },
+                )
+            ]
+        )
+    ]
+    assert list(pushes[0].events[0][1]) == ORDER_KEYS
+
+
+def test_positions_fixture() -> None:
+    replies, pushes = fixture_parses("Positions.txt")
+
+    assert replies[1] == Parsed(acks=[Ack(ok=True, action="subscribe", topic="bitmart:position:main")])
+    assert pushes == [
+        Parsed(
+            events=[
+                (
+                    "bitmart:position:main",
+                    {
+                        "type": "position",
+                        "exchange": "bitmart",
+                        "account": "main",
+                        "symbol": "BTCUSDT",
+                        "side": "long",
+                        "mode": None,
+                        "size": "2000",
+                        "entry_price": "19406.2092",
+                        "mark_price": None,
+                        "liquidation_price": "15621.998406",
+                        "leverage": None,
+                        "margin_mode": "isolated",
+                        "unrealized_pnl": None,
+                        "ts_exchange": 1662692862255,
+                        "ts_received": 2_000,
+                        "snapshot": False,
+                    },
+                )
+            ]
+        )
+    ]
+    assert list(pushes[0].events[0][1]) == POSITION_KEYS
+
+
+def test_balances_fixture() -> None:
+    # the fixture subscribes USDT, BTC and ETH: every asset ack and push maps to the one balance topic
+    replies, pushes = fixture_parses("Balances.txt")
+
+    assert (
+        replies
+        == [Parsed(acks=[Ack(ok=True, action="login")])]
+        + [Parsed(acks=[Ack(ok=True, action="subscribe", topic="bitmart:balance:main")])] * 3
+    )
+    assert pushes == [
+        Parsed(
+            events=[
+                (
+                    "bitmart:balance:main",
+                    {
+                        "type": "balance",
+                        "exchange": "bitmart",
+                        "account": "main",
+                        "asset": "BTC",
+                        "balance": None,
+                        "available": "1000",
+                        "frozen": "1000",
+                        "ts_exchange": None,
+                        "ts_received": 2_000,
+                        "snapshot": False,
+                    },
+                )
+            ]
+        )
+    ]
+    assert list(pushes[0].events[0][1]) == BALANCE_KEYS
+
+
+@pytest.mark.parametrize("name", ["Balances.txt", "Orders.txt", "Positions.txt"])
+def test_private_fixtures_without_an_account(name: str) -> None:
+    # a parser without an account (a public socket) names no private topic: login acks only
+    replies, pushes = fixture_parses(name, account=None)
+
+    assert replies[0] == Parsed(acks=[Ack(ok=True, action="login")])
+    assert all(r == Parsed(unknown=True) for r in replies[1:])
+    assert pushes == [Parsed(unknown=True)]
+
+
+def test_failed_private_subscribe_ack() -> None:
+    raw = '{"action":"subscribe","group":"futures/order","success":false,"error":"futures/order need authenication"}'
+
+    assert private_parser().parse(raw, 0) == Parsed(
+        acks=[Ack(ok=False, topic="bitmart:order:main", error="futures/order need authenication")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "size", "deal_size", "status"),
+    [
+        (1, 2, "10", "0", "new"),  # approval, submitted
+        (2, 2, "10", "0", "new"),  # check
+        (2, 1, "10", "4", "partially_filled"),  # open with a fill
+        (4, 1, "10", "10", "filled"),  # finished, all dealt
+        (4, 1, "10.0", "10", "filled"),  # compared as decimals
+        (4, 1, "10", "4", "canceled"),  # finished with a remainder (IOC / market)
+        (4, 3, "10", "0", "canceled"),  # cancel
+        (4, 3, "10", "4", "canceled"),  # partly filled, then cancelled
+        (2, 3, "10", "10", "canceled"),  # a cancel push wins over the state (the fixture)
+        (4, 4, "10", "0", "canceled"),  # liquidate-cancel
+        (4, 5, "10", "0", "canceled"),  # ADL-cancel
+        (4, 6, "10", "10", "filled"),  # partial liquidation match
+        (4, 9, "10", "10", "filled"),  # active ADL match
+        (2, None, "10", "0", "new"),  # REST open order: no action
+        (2, None, "10", "3", "partially_filled"),
+    ],
+)
+def test_order_status_mapping(state: int, action: int | None, size: str, deal_size: str, status: str) -> None:
+    assert order_status(state, action, size, deal_size) == status
+
+
+def test_order_status_raw_and_malformed_sizes() -> None:
+    [(_, event)] = private_parser().parse(order_push(order(state=4, deal_size="10"), action=1), 0).events
+
+    assert (event["status"], event["status_raw"]) == ("filled", "4/1")
+    with pytest.raises(ValueError, match="deal_size"):
+        private_parser().parse(order_push(order(deal_size="lots")), 0)
+    with pytest.raises(ValueError, match="size"):
+        order_status(4, 1, "NaN", "1")
+    with pytest.raises(ValueError, match="malformed bitmart futures/order push"):
+        private_parser().parse(order_push(order(side=7)), 0)
+
+
+@pytest.mark.parametrize(
+    ("side", "mode", "expected_side", "reduce_only"),
+    [
+        (1, "hedge_mode", "buy", False),  # buy_open_long
+        (2, "hedge_mode", "buy", False),  # buy_close_short
+        (3, "hedge_mode", "sell", False),  # sell_close_long
+        (4, "hedge_mode", "sell", False),  # sell_open_short
+        (1, "one_way_mode", "buy", False),
+        (2, "one_way_mode", "buy", True),  # buy, reduce-only
+        (3, "one_way_mode", "sell", True),  # sell, reduce-only
+        (4, "one_way_mode", "sell", False),
+        (3, None, "sell", None),  # mode unknown
+    ],
+)
+def test_order_side_and_reduce_only(side: int, mode: str | None, expected_side: str, reduce_only: bool | None) -> None:
+    fields: dict[str, Any] = {"side": side}
+    if mode is not None:
+        fields["position_mode"] = mode
+    [(_, event)] = private_parser().parse(order_push(order(**fields)), 0).events
+
+    assert (event["side"], event["reduce_only"]) == (expected_side, reduce_only)
+
+
+def test_order_client_id_and_type_pass_through() -> None:
+    [(_, blank)] = private_parser().parse(order_push(order(client_order_id="")), 0).events
+    [(_, plan)] = private_parser().parse(order_push(order(type="plan_order", client_order_id="abc")), 0).events
+
+    assert blank["client_order_id"] is None
+    assert (plan["order_type"], plan["client_order_id"]) == ("plan_order", "abc")
+
+
+def test_position_push_short_cross_hedge() -> None:
+    raw = json.dumps(
+        {
+            "group": "futures/position",
+            "data": [
+                {
+                    "symbol": "LTCUSDT",
+                    "hold_volume": "5",
+                    "position_type": 2,
+                    "open_type": 2,
+                    "open_avg_price": "70.1",
+                    "liquidate_price": "90",
+                    "update_time": 5,
+                    "position_mode": "hedge_mode",
+                }
+            ],
+        }
+    )
+    [(topic, event)] = private_parser().parse(raw, 9).events
+
+    assert topic == "bitmart:position:main"
+    assert (event["side"], event["mode"], event["margin_mode"], event["entry_price"]) == (
+        "short",
+        "hedge",
+        "cross",
+        "70.1",  # no hold_avg_price: the open average
+    )
+
+
+def test_private_parser_account_is_validated() -> None:
+    with pytest.raises(ValueError):
+        ADAPTER.new_parser("bad:account")
+
+
+#: The futures v2 doc's "Get All Open Orders" example reply.
+OPEN_ORDERS_BODY = json.dumps(
+    {
+        "code": 1000,
+        "message": "Ok",
+        "data": [
+            {
+                "order_id": "220908185908509",
+                "client_order_id": "BM123",
+                "price": "14277",
+                "size": "7216",
+                "symbol": "BTCUSDT",
+                "state": 4,
+                "side": 3,
+                "type": "limit",
+                "position_mode": "hedge_mode",
+                "leverage": "0",
+                "open_type": "isolated",
+                "deal_avg_price": "14277",
+                "deal_size": "7216",
+                "preset_take_profit_price_type": 1,
+                "preset_stop_loss_price_type": 2,
+                "preset_take_profit_price": "68000",
+                "preset_stop_loss_price": "60000",
+                "create_time": 1662368173000,
+                "update_time": 1662368173000,
+            }
+        ],
+        "trace": "80ba1f07-1b6f-46ad-81dd-78ac7e9bbccd",
+    }
+).encode()
+#: The futures v2 doc's "Get Current Position" example reply.
+POSITIONS_BODY = json.dumps(
+    {
+        "code": 1000,
+        "message": "Ok",
+        "data": [
+            {
+                "symbol": "BTCUSDT",
+                "leverage": "5",
+                "timestamp": 1663814313531,
+                "current_fee": "5.00409471",
+                "open_timestamp": 1662714817820,
+                "current_value": "16680.3157",
+                "mark_value": "16673.27053207877",
+                "mark_price": "93000.50",
+                "position_value": "18584.272343943943943944339",
+                "position_cross": "3798.397624451826977945",
+                "maintenance_margin": "4798.397624451826977945",
+                "margin_type": "Isolated",
+                "position_mode": "hedge_mode",
+                "close_vol": "100",
+                "close_avg_price": "20700.7",
+                "open_avg_price": "20200",
+                "entry_price": "20201",
+                "current_amount": "899",
+                "unrealized_value": "1903.956643943943943944339",
+                "realized_value": "55.049173071454605573",
+                "position_type": 2,
+                "account": "futures",
+            }
+        ],
+        "trace": "ae96cae5-1f09-4ea5-971e-4474a6724bc8",
+    }
+).encode()
+
+
+def test_parse_open_orders_doc_example() -> None:
+    assert ADAPTER.parse_open_orders(OPEN_ORDERS_BODY, "main", 7) == [
+        (
+            "bitmart:order:main",
+            {
+                "type": "order",
+                "exchange": "bitmart",
+                "account": "main",
+                "symbol": "BTCUSDT",
+                "order_id": "220908185908509",
+                "client_order_id": "BM123",
+                "side": "sell",
+                "order_type": "limit",
+                "status": "filled",
+                "status_raw": "4",
+                "price": "14277",
+                "size": "7216",
+                "filled_size": "7216",
+                "avg_fill_price": "14277",
+                "reduce_only": False,
+                "ts_exchange": 1662368173000,
+                "ts_received": 7,
+                "snapshot": True,
+            },
+        )
+    ]
+
+
+def test_parse_positions_doc_example() -> None:
+    [(topic, event)] = ADAPTER.parse_positions(POSITIONS_BODY, "main", 7)
+
+    assert topic == "bitmart:position:main"
+    assert event == {
+        "type": "position",
+        "exchange": "bitmart",
+        "account": "main",
+        "symbol": "BTCUSDT",
+        "side": "short",
+        "mode": "hedge",
+        "size": "899",
+        "entry_price": "20201",
+        "mark_price": "93000.50",
+        "liquidation_price": None,
+        "leverage": "5",
+        "margin_mode": "isolated",
+        "unrealized_pnl": "1903.956643943943943944339",
+        "ts_exchange": 1663814313531,
+        "ts_received": 7,
+        "snapshot": True,
+    }
+    assert list(event) == POSITION_KEYS
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"code":30005,"message":"Header X-BM-SIGN is wrong","data":{}}', "30005: Header X-BM-SIGN is wrong"),
+        (b"[]", "not an object"),
+        (b'{"code":1000,"data":{}}', "no data list"),
+        (b'{"code":1000,"data":[{"symbol":"X"}]}', "malformed"),
+    ],
+)
+def test_rest_snapshot_errors(body: bytes, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        ADAPTER.parse_open_orders(body, "main", 0)
+    with pytest.raises(ValueError):
+        ADAPTER.parse_positions(body, "main", 0)

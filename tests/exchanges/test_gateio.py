@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 
+from control.accounts import Account
 from control.topics import TIMEFRAME_MS, Topic
 from scripts.tapes import GATE_2023, GATE_2023_HTTP, read_cryptofeed_http, read_cryptofeed_ws, read_jkorf, sample_path
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, SnapshotRequest
-from workers.exchanges.gateio import GateioAdapter, GateioParser, native_payload
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
+from workers.exchanges.gateio import (
+    GateioAdapter,
+    GateioParser,
+    account_uid,
+    native_payload,
+    order_event,
+    position_event,
+    rest_signature,
+    ws_auth,
+    ws_signature,
+)
 
 ADAPTER = GateioAdapter()
 JKORF = "jkorf-gateio-net"
@@ -188,12 +200,9 @@ def test_every_fixture_frame_parses(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "SubscribeToBalanceUpdates",
         "SubscribeToContractStatsUpdates",
         "SubscribeToOrderBookV2Updates",
-        "SubscribeToOrderUpdates",
         "SubscribeToPositionCloseUpdates",
-        "SubscribeToPositionUpdates",
         "SubscribeToReduceRiskLimitUpdates",
         "SubscribeToTriggerOrderUpdates",
         "SubscribeToUserAutoDeleverageUpdates",
@@ -205,6 +214,7 @@ def test_other_channels_are_unknown(name: str) -> None:
     [raw] = fixture(name, "=")
 
     assert parser().parse(raw, 0) == Parsed(unknown=True)
+    assert ADAPTER.new_parser("main").parse(raw, 0) == Parsed(unknown=True)
 
 
 def test_fixture_acks_carry_id_and_echoed_topic() -> None:
@@ -719,3 +729,407 @@ def test_snapshot_without_current() -> None:
     book = ADAPTER.parse_snapshot("X_USDT", b'{"id":"42","bids":[],"asks":[{"p":"1","s":"0.5"}]}', 9)
 
     assert (book.last_id, book.ts_exchange, book.asks, book.ts_received) == (42, None, [("1", "0.5")], 9)
+
+
+# --- private channels (§2.3 auth, §2.6 pushes, §2.7 REST) -------------------------------------------------------------
+
+ORDER_KEYS = [
+    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
+    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
+    "snapshot",
+]  # fmt: skip
+POSITION_KEYS = [
+    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
+    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+BALANCE_KEYS = [
+    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
+]  # fmt: skip
+#: exchanges.md §2.3 vector: key, secret and the uid ccxt was given.
+CREDS = Account("gateio", "main", "gatekey_0123456789abcdef", "gatesecret_fedcba9876543210", uid="123456")
+PRIVATE = [Topic.parse(f"gateio:{channel}:main") for channel in ("order", "position", "balance")]
+ORDERS_SIGN = (
+    "7ea8581ea4ed064655c445ad7d464ee76ecf4f356d321c08d47efb5cb7a29f40"
+    "0786abc686338b36545b8f3f6d576dcbf1f8f60f753484a2430fa03ee06b0330"
+)
+
+
+@dataclass(frozen=True)
+class BareCreds:
+    """A Credentials without ``uid``: Gate's user id travels in ``memo``."""
+
+    exchange: str
+    account: str
+    api_key: str
+    api_secret: str
+    memo: str
+
+
+def private_parser() -> GateioParser:
+    return ADAPTER.new_parser("main")
+
+
+def gate_order(**kw: Any) -> dict[str, Any]:
+    base = {
+        "contract": "BTC_USDT",
+        "create_time_ms": 1700000000000,
+        "fill_price": 0,
+        "finish_as": "_new",
+        "finish_time_ms": 0,
+        "id": 42,
+        "is_reduce_only": False,
+        "left": 10,
+        "price": "60000",
+        "size": 10,
+        "status": "open",
+        "text": "web",
+        "tif": "gtc",
+    }
+    return {**base, **kw}
+
+
+def test_private_subscribe_frame_is_ccxts_frame() -> None:
+    # exchanges.md §2.3: ccxt 4.5.90 subscribe_private() with seconds pinned to 1700000000, first request id 1
+    [frame] = ADAPTER.subscribe_frames(PRIVATE[:1], 20, 1, now_ms=1_700_000_000_999, creds=CREDS)
+
+    assert frame == OutFrame(
+        '{"id":1,"time":1700000000,"channel":"futures.orders","event":"subscribe","auth":{"method":"api_key",'
+        f'"KEY":"gatekey_0123456789abcdef","SIGN":"{ORDERS_SIGN}"}},"payload":["123456","!all"]}}',
+        ("gateio:order:main",),
+        1,
+    )
+
+
+def test_private_frames_payloads_ids_and_signatures() -> None:
+    public = Topic("gateio", "trade", "BTC_USDT")
+    frames = ADAPTER.subscribe_frames([public, *PRIVATE], 20, 7, now_ms=1_700_000_000_000, creds=CREDS)
+    [unsub] = ADAPTER.unsubscribe_frames(PRIVATE[2:], 20, 3, now_ms=1_700_000_000_000, creds=CREDS)
+    sent = [json.loads(f.text) for f in frames]
+
+    assert [f.request_id for f in frames] == [7, 8, 9, 10]
+    assert [f.topics for f in frames] == [(str(public),), *((str(t),) for t in PRIVATE)]
+    assert "auth" not in sent[0]
+    assert [(m["channel"], m["payload"]) for m in sent[1:]] == [
+        ("futures.orders", ["123456", "!all"]),
+        ("futures.positions", ["123456", "!all"]),
+        ("futures.balances", ["123456"]),
+    ]
+    for m in sent[1:]:
+        assert m["auth"] == ws_auth(CREDS, m["channel"], "subscribe", 1700000000)
+    assert sent[1]["auth"]["SIGN"] == ORDERS_SIGN
+    message = json.loads(unsub.text)
+    assert (message["event"], message["payload"]) == ("unsubscribe", ["123456"])
+    assert message["auth"]["SIGN"] == ws_signature(CREDS.api_secret, "futures.balances", "unsubscribe", 1700000000)
+
+
+def test_private_frames_refuse_missing_or_foreign_credentials() -> None:
+    cases = [
+        (None, "need the account's credentials"),
+        (Account("gateio", "other", "k", "s3cr3t"), "cannot serve account 'main'"),
+        (Account("bitmart", "main", "k", "s3cr3t"), "cannot sign gateio"),
+        (Account("gateio", "main", "k", "s3cr3t"), "no uid"),
+    ]
+    for creds, text in cases:
+        with pytest.raises(AdapterError, match=text) as info:
+            ADAPTER.subscribe_frames(PRIVATE, 20, 1, creds=creds)
+        assert "s3cr3t" not in str(info.value)
+
+
+def test_uid_falls_back_to_the_memo() -> None:
+    creds = BareCreds("gateio", "main", "k", "s", memo="777")
+
+    [frame] = ADAPTER.subscribe_frames(PRIVATE[2:], 20, 1, creds=creds)
+
+    assert account_uid(creds) == "777" and json.loads(frame.text)["payload"] == ["777"]
+    assert account_uid(Account("gateio", "main", "k", "s", memo="1", uid="2")) == "2"  # uid wins
+
+
+def test_private_routes_and_validation() -> None:
+    assert ADAPTER.private_channels == {"order", "position", "balance"}
+    assert [ADAPTER.route(t) for t in PRIVATE] == ["private:main"] * 3
+    assert ADAPTER.ws_url("wss://fx-ws.gateio.ws/v4/ws/usdt", "private:main") == "wss://fx-ws.gateio.ws/v4/ws/usdt"
+    for t in PRIVATE:
+        ADAPTER.validate(t)
+    with pytest.raises(AdapterError):
+        ADAPTER.validate(Topic("gateio", "order", "no way"))
+    assert ADAPTER.login_frame(CREDS, 1) is None
+
+
+def test_order_fixture() -> None:
+    [ack] = fixture("SubscribeToOrderUpdates", "<")
+    [raw] = fixture("SubscribeToOrderUpdates", "=")
+    p = private_parser()
+
+    assert p.parse(ack, 0).acks == [Ack(ok=True, topic="gateio:order:main", request_id=-999)]
+    [(topic, event)] = p.parse(raw, 5).events
+    assert topic == "gateio:order:main"
+    assert event == {
+        "type": "order",
+        "exchange": "gateio",
+        "account": "main",
+        "symbol": "BTC_USD",
+        "order_id": "4872460",
+        "client_order_id": None,  # text "-": not a t- id
+        "side": "buy",
+        "order_type": "limit",
+        "status": "filled",
+        "status_raw": "finished/filled",
+        "price": "40000.4",
+        "size": "1.5",
+        "filled_size": "1.0",
+        "avg_fill_price": "40000.4",
+        "reduce_only": False,
+        "ts_exchange": 1628736848321,  # finish_time_ms
+        "ts_received": 5,
+        "snapshot": False,
+    }
+    assert list(event) == ORDER_KEYS
+
+
+def test_position_fixture() -> None:
+    [ack] = fixture("SubscribeToPositionUpdates", "<")
+    [raw] = fixture("SubscribeToPositionUpdates", "=")
+    p = private_parser()
+
+    assert p.parse(ack, 0).acks == [Ack(ok=True, topic="gateio:position:main", request_id=-999)]
+    assert p.parse(raw, 5) == Parsed(
+        events=[
+            (
+                "gateio:position:main",
+                {
+                    "type": "position",
+                    "exchange": "gateio",
+                    "account": "main",
+                    "symbol": "BTC_USD",
+                    "side": "both",
+                    "mode": "one_way",
+                    "size": "3.5",
+                    "entry_price": "40000.36666661111",
+                    "mark_price": None,
+                    "liquidation_price": "0.1",
+                    "leverage": None,  # leverage 0 (cross) and cross_leverage_limit 0
+                    "margin_mode": "cross",
+                    "unrealized_pnl": None,
+                    "ts_exchange": 1628736848321,
+                    "ts_received": 5,
+                    "snapshot": False,
+                },
+            )
+        ]
+    )
+    assert list(p.parse(raw, 5).events[0][1]) == POSITION_KEYS
+
+
+def test_balance_fixture() -> None:
+    [ack] = fixture("SubscribeToBalanceUpdates", "<")
+    [raw] = fixture("SubscribeToBalanceUpdates", "=")
+    p = private_parser()
+
+    assert p.parse(ack, 0).acks == [Ack(ok=True, topic="gateio:balance:main", request_id=-999)]
+    assert p.parse(raw, 5) == Parsed(
+        events=[
+            (
+                "gateio:balance:main",
+                {
+                    "type": "balance",
+                    "exchange": "gateio",
+                    "account": "main",
+                    "asset": "BTC",
+                    "balance": "9.998739899488",
+                    "available": None,
+                    "frozen": None,
+                    "ts_exchange": 1547199246123,
+                    "ts_received": 5,
+                    "snapshot": False,
+                },
+            )
+        ]
+    )
+    assert list(p.parse(raw, 5).events[0][1]) == BALANCE_KEYS
+
+
+@pytest.mark.parametrize("name", ["SubscribeToOrderUpdates", "SubscribeToPositionUpdates", "SubscribeToBalanceUpdates"])
+def test_private_fixtures_without_an_account(name: str) -> None:
+    [ack] = fixture(name, "<")
+    [raw] = fixture(name, "=")
+
+    assert parser().parse(ack, 0).acks == [Ack(ok=True, request_id=-999)]
+    assert parser().parse(raw, 0) == Parsed(unknown=True)
+
+
+def test_private_auth_failure_ack() -> None:
+    raw = (
+        '{"time":1,"time_ms":1001,"id":3,"channel":"futures.orders","event":"subscribe",'
+        '"error":{"code":4,"message":"{\\"label\\":\\"INVALID_KEY\\"}"},"result":{"status":"fail"}}'
+    )
+
+    assert private_parser().parse(raw, 0).acks == [
+        Ack(ok=False, topic="gateio:order:main", request_id=3, error='4: {"label":"INVALID_KEY"}')
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "status_raw", "filled"),
+    [
+        ({}, "new", "open/_new", "0"),
+        ({"status": "open", "finish_as": ""}, "new", "open", "0"),
+        ({"left": 4}, "partially_filled", "open/_new", "6"),
+        ({"status": "finished", "finish_as": "filled", "left": 0}, "filled", "finished/filled", "10"),
+        ({"status": "finished", "finish_as": "cancelled"}, "canceled", "finished/cancelled", "0"),
+        ({"status": "finished", "finish_as": "cancelled", "left": 3}, "canceled", "finished/cancelled", "7"),
+        ({"status": "finished", "finish_as": "ioc", "left": 3}, "expired", "finished/ioc", "7"),
+        ({"status": "finished", "finish_as": "ioc", "left": 0}, "filled", "finished/ioc", "10"),
+        ({"status": "finished", "finish_as": "liquidated", "left": 10}, "canceled", "finished/liquidated", "0"),
+        ({"status": "finished", "finish_as": "auto_deleveraged", "left": 0}, "filled", "finished/auto_deleveraged",
+         "10"),
+        ({"status": "finished", "finish_as": "reduce_only"}, "canceled", "finished/reduce_only", "0"),
+        ({"status": "finished", "finish_as": "position_closed"}, "canceled", "finished/position_closed", "0"),
+        ({"status": "finished", "finish_as": "stp"}, "canceled", "finished/stp", "0"),
+        ({"size": "-2.5", "left": "-0.5"}, "partially_filled", "open/_new", "2.0"),
+    ],
+)  # fmt: skip
+def test_order_status_mapping(fields: dict[str, Any], status: str, status_raw: str, filled: str) -> None:
+    event = order_event(gate_order(**fields), "main", 0)
+
+    assert (event["status"], event["status_raw"], event["filled_size"]) == (status, status_raw, filled)
+
+
+def test_order_side_type_and_client_id() -> None:
+    sell = order_event(gate_order(size=-10, left=-10, text="t-my-id_1"), "main", 0)
+    market = order_event(gate_order(price="0", tif="ioc", size="3", left="0"), "main", 0)
+    close = order_event(gate_order(size=0, left=-5), "main", 0)
+
+    assert (sell["side"], sell["size"], sell["client_order_id"]) == ("sell", "10", "t-my-id_1")
+    assert sell["order_type"] == "limit"
+    assert (market["side"], market["order_type"], market["price"]) == ("buy", "market", "0")
+    assert (close["side"], close["size"], close["filled_size"]) == ("sell", "0", "0")
+    assert order_event(gate_order(update_time=1700000000555), "main", 0)["ts_exchange"] == 1700000000555
+    assert order_event(gate_order(), "main", 0)["ts_exchange"] == 1700000000000  # create_time_ms while open
+    with pytest.raises(ValueError):
+        order_event(gate_order(size=1.5), "main", 0)  # a float size is refused
+
+
+@pytest.mark.parametrize(
+    ("fields", "side", "mode", "margin_mode", "leverage"),
+    [
+        ({"mode": "dual_long", "leverage": 10}, "long", "hedge", "isolated", "10"),
+        ({"mode": "dual_short", "leverage": "0", "cross_leverage_limit": "25"}, "short", "hedge", "cross", "25"),
+        ({"mode": "single", "leverage": 0, "cross_leverage_limit": 0}, "both", "one_way", "cross", None),
+        ({}, "both", None, None, None),
+    ],
+)
+def test_position_modes_and_margin(
+    fields: dict[str, Any], side: str, mode: str | None, margin_mode: str | None, leverage: str | None
+) -> None:
+    event = position_event({"contract": "BTC_USDT", "size": -3, **fields}, "main", 0, frame_ms=9)
+
+    assert (event["side"], event["mode"], event["margin_mode"], event["leverage"]) == (
+        side,
+        mode,
+        margin_mode,
+        leverage,
+    )
+    assert (event["size"], event["ts_exchange"]) == ("-3", 9)
+
+
+def test_private_push_malformed_raises() -> None:
+    with pytest.raises(ValueError, match="futures.orders"):
+        private_parser().parse(push("futures.orders", [{"contract": "X"}]), 0)
+
+
+def test_snapshot_requests() -> None:
+    orders = ADAPTER.open_orders_request(CREDS, 1_700_000_000_000)
+    positions = ADAPTER.positions_request(CREDS, 1_700_000_000_000)
+
+    assert (orders.method, orders.path, orders.params) == ("GET", "/api/v4/futures/usdt/orders", {"status": "open"})
+    assert orders.headers == {
+        "KEY": "gatekey_0123456789abcdef",
+        "Timestamp": "1700000000",
+        "SIGN": rest_signature(CREDS.api_secret, "GET", "/api/v4/futures/usdt/orders", "status=open", "", 1700000000),
+        "X-Gate-Size-Decimal": "1",
+    }
+    assert (positions.method, positions.path, positions.params) == ("GET", "/api/v4/futures/usdt/positions", {})
+    assert positions.headers["SIGN"] == rest_signature(
+        CREDS.api_secret, "GET", "/api/v4/futures/usdt/positions", "", "", "1700000000"
+    )
+
+
+#: REST shapes per the APIv4 FuturesOrder / Position models (sizes as decimal strings: X-Gate-Size-Decimal).
+REST_ORDERS = b"""[{"id":15675394,"user":100000,"contract":"BTC_USDT","create_time":1546569968.184,"size":"-6024",
+"iceberg":"0","left":"-6000","price":"3765","fill_price":"3765.1","mkfr":"-0.00025","tkfr":"0.00075","tif":"gtc",
+"refu":0,"is_reduce_only":true,"is_close":false,"is_liq":false,"text":"t-my-custom-id","status":"open",
+"finish_as":""}]"""
+REST_POSITIONS = b"""[{"user":10000,"contract":"BTC_USDT","size":"-9440","leverage":"0","risk_limit":"100",
+"leverage_max":"100","maintenance_rate":"0.005","value":"2.497143098997","margin":"4.431548146258",
+"entry_price":"3779.55","liq_price":"99999999","mark_price":"3780.32","unrealised_pnl":"-0.000507486844",
+"realised_pnl":"0.045543982432","history_pnl":"0","last_close_pnl":"0","realised_point":"0","history_point":"0",
+"adl_ranking":5,"pending_orders":16,"mode":"single","cross_leverage_limit":"10","update_time":1684994400}]"""
+
+
+def test_parse_open_orders() -> None:
+    assert ADAPTER.parse_open_orders(REST_ORDERS, "main", 3) == [
+        (
+            "gateio:order:main",
+            {
+                "type": "order",
+                "exchange": "gateio",
+                "account": "main",
+                "symbol": "BTC_USDT",
+                "order_id": "15675394",
+                "client_order_id": "t-my-custom-id",
+                "side": "sell",
+                "order_type": "limit",
+                "status": "partially_filled",
+                "status_raw": "open",
+                "price": "3765",
+                "size": "6024",
+                "filled_size": "24",
+                "avg_fill_price": "3765.1",
+                "reduce_only": True,
+                "ts_exchange": 1546569968184,  # create_time seconds, converted exactly
+                "ts_received": 3,
+                "snapshot": True,
+            },
+        )
+    ]
+
+
+def test_parse_positions() -> None:
+    assert ADAPTER.parse_positions(REST_POSITIONS, "main", 3) == [
+        (
+            "gateio:position:main",
+            {
+                "type": "position",
+                "exchange": "gateio",
+                "account": "main",
+                "symbol": "BTC_USDT",
+                "side": "both",
+                "mode": "one_way",
+                "size": "-9440",
+                "entry_price": "3779.55",
+                "mark_price": "3780.32",
+                "liquidation_price": "99999999",
+                "leverage": "10",
+                "margin_mode": "cross",
+                "unrealized_pnl": "-0.000507486844",
+                "ts_exchange": 1684994400000,
+                "ts_received": 3,
+                "snapshot": True,
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"label":"INVALID_KEY","message":"Invalid key provided"}', "INVALID_KEY: Invalid key provided"),
+        (b'{"orders":[]}', "not a list"),
+        (b'[{"contract":"BTC_USDT"}]', "malformed"),
+    ],
+)
+def test_rest_snapshot_errors(body: bytes, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        ADAPTER.parse_open_orders(body, "main", 0)
+    with pytest.raises(ValueError, match=text):
+        ADAPTER.parse_positions(body, "main", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from control.topics import CAPABILITIES, CHANNELS, EXCHANGES, TIMEFRAME_MS, Topic
+from control.topics import CAPABILITIES, CHANNELS, EXCHANGES, PRIVATE_CHANNELS, TIMEFRAME_MS, Topic, private_topic
 from workers.exchanges import REGISTRY, UnknownExchangeError, get_adapter
 from workers.exchanges.base import AdapterError, BookUpdate, ExchangeAdapter, OutFrame, Parsed, SnapshotRequest
 
@@ -157,3 +157,20 @@ def test_binance_round_trip_by_request_id() -> None:
         ("binanceusdm:kline:BTCUSDT:1m",),
         ("binanceusdm:kline:ETHUSDT:1m",),
     ]
+
+
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_every_adapter_serves_the_private_channels(exchange_id: str) -> None:
+    # the private seam (not yet in the ExchangeAdapter protocol): same names and shapes on every adapter
+    adapter = REGISTRY[exchange_id]
+    topics = [Topic.parse(private_topic(exchange_id, channel, "acct-1")) for channel in PRIVATE_CHANNELS]
+
+    assert adapter.private_channels == set(PRIVATE_CHANNELS)  # type: ignore[attr-defined]
+    assert not adapter.private_channels & adapter.channels  # type: ignore[attr-defined]
+    for topic in topics:
+        adapter.validate(topic)
+        assert adapter.route(topic) == "private:acct-1"
+    for name in ("login_frame", "open_orders_request", "positions_request", "parse_open_orders", "parse_positions"):
+        assert callable(getattr(adapter, name)), name
+    parser = adapter.new_parser("acct-1")  # type: ignore[call-arg]
+    assert isinstance(parser.parse(b"{}", 0), Parsed)

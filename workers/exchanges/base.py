@@ -62,8 +62,9 @@ class RestRequest:
 
     method: str
     path: str
-    params: dict[str, str]
-    headers: dict[str, str]
+    # Both may hold an API key or a signature: never in reprs (and never logged).
+    params: dict[str, str] = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
 
 
 class Credentials(Protocol):
@@ -160,16 +161,32 @@ class ExchangeAdapter(Protocol):
         """Raise ``AdapterError`` if the exchange cannot serve ``topic`` (channel or timeframe)."""
         ...
 
+    #: Private channels served with an account's credentials (``order``, ``position``, ``balance``).
+    private_channels: frozenset[str]
+
     def subscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
         """Subscribe frames for ``topics``: at most ``batch_size`` topics and
         ``max_subscribe_frame_bytes`` per frame; request ids count up from ``first_request_id``.
-        ``now_ms`` is the current time for exchanges whose frames carry one (Gate ``time``, seconds)."""
+        ``now_ms`` is the current time for exchanges whose frames carry one (Gate ``time``, seconds);
+        ``creds`` signs private subscriptions where the exchange authenticates per request (Gate)."""
         ...
 
     def unsubscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
         """Unsubscribe frames, same rules as ``subscribe_frames``."""
         ...
@@ -178,8 +195,8 @@ class ExchangeAdapter(Protocol):
         """The application keep-alive frame, or None when the exchange needs none."""
         ...
 
-    def new_parser(self) -> FrameParser:
-        """A fresh parser for one connection."""
+    def new_parser(self, account: str | None = None) -> FrameParser:
+        """A fresh parser for one connection; ``account`` names the private topics it emits."""
         ...
 
     # -- order books (channel "depth") ----------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Binance USD-M futures market-stream adapter: klines, trades, ticker, best bid/ask, order book (pure, no I/O).
+"""Binance USD-M futures adapter: market streams (klines, trades, ticker, best bid/ask, order book) and one account's
+user-data stream (orders, positions, balances) with its listenKey and signed REST snapshots (pure: no I/O, no clock;
+time comes in as ``now_ms``).
 
 Protocol facts are from ``shared/reference/binance_usdm.md``; each is tagged with its section.
 
@@ -19,17 +21,43 @@ Wire shapes handled (§1, §4, §5, §6)::
     depthUpdate {"e":"depthUpdate","E":123456789,"T":123456788,"s":"BTCUSDT","U":157,"u":160,"pu":149,
                "b":[["0.0024","10"]],"a":[["0.0026","100"]]}
     REST depth {"lastUpdateId":1027024,"E":1589436922972,"T":1589436922959,"bids":[["4.0","431"]],"asks":[...]}
+
+User-data stream (§7; ``wss://fstream.binance.com/private/ws?listenKey=<key>``, bare payloads)::
+
+    ORDER_TRADE_UPDATE {"e":"ORDER_TRADE_UPDATE","E":1568879465651,"T":1568879465651,"o":{"s":"BTCUSDT","c":"TEST",
+               "S":"BUY","o":"LIMIT","q":"0.001","p":"7100.50","ap":"7100.50","X":"PARTIALLY_FILLED","i":8886774,
+               "z":"0.001","R":false,"ps":"LONG",...}}
+    ACCOUNT_UPDATE {"e":"ACCOUNT_UPDATE","E":1564745798939,"T":1564745798939,"a":{"m":"ORDER",
+               "B":[{"a":"USDT","wb":"122624.12345678","cw":"100.12345678","bc":"50.12345678"}],
+               "P":[{"s":"BTCUSDT","pa":"20","ep":"6563.6","bep":"6563.559","cr":"0","up":"2850.21200","mt":"isolated",
+               "iw":"13200.70726908","ps":"LONG"}]}}
+    listenKeyExpired {"e":"listenKeyExpired","E":1576653824250,"listenKey":"..."}   (E: int, formerly a string)
+
+REST (§7, §8, ``https://fapi.binance.com``): listenKey ``POST/PUT/DELETE /fapi/v1/listenKey`` with ``X-MBX-APIKEY`` only;
+signed calls add ``recvWindow``, ``timestamp`` and ``signature`` = hex HMAC-SHA256(secret, query string).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import orjson
 
-from control.topics import TIMEFRAME_MS, Topic
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
+from control.topics import TIMEFRAME_MS, Topic, validate_account
+from workers.exchanges.base import (
+    Ack,
+    AdapterError,
+    BookUpdate,
+    Credentials,
+    OutFrame,
+    Parsed,
+    RestRequest,
+    SnapshotRequest,
+)
+from workers.exchanges.signing import check_credentials, hmac_sha256_hex
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -62,6 +90,37 @@ _STREAM_SUFFIXES: dict[str, str] = {
 SNAPSHOT_PATH = "/fapi/v1/depth"
 SNAPSHOT_LIMIT = 1000
 
+# -- user data (§7-§9) ----------------------------------------------------------------------------------------------
+PRIVATE_CHANNELS = frozenset({"order", "position", "balance"})
+#: listenKey REST (§7): POST creates (or returns and extends the active key), PUT extends by 60 min, DELETE closes.
+LISTEN_KEY_PATH = "/fapi/v1/listenKey"
+_LISTEN_KEY_METHODS = frozenset({"POST", "PUT", "DELETE"})
+#: Signed REST snapshots after a (re)connect (§8). ``openOrders`` without a symbol weighs 40. Positions: v2 is the
+#: version that still carries ``leverage`` and ``marginType`` and lists every symbol (flat ones too, so a position
+#: closed during a gap shows as size 0); v3 lists only symbols with a position or open orders and lacks both fields.
+#: Neither is in the reference; v2 staying available is UNVERIFIED (``parse_positions`` reads both shapes).
+OPEN_ORDERS_PATH = "/fapi/v1/openOrders"
+POSITIONS_PATH = "/fapi/v2/positionRisk"
+#: ``recvWindow`` for signed calls: the documented default (§8).
+RECV_WINDOW_MS = 5000
+#: ``o.X`` / REST ``status`` -> OrderEvent ``status`` (§7). Other values (the ``NEW_INSURANCE`` / ``NEW_ADL``
+#: liquidation statuses of the nautilus fixtures) are derived from the filled vs the order size: see ``order_status``.
+_ORDER_STATUSES: dict[str, str] = {
+    "NEW": "new",
+    "PARTIALLY_FILLED": "partially_filled",
+    "FILLED": "filled",
+    "CANCELED": "canceled",
+    "EXPIRED": "expired",
+    "EXPIRED_IN_MATCH": "expired",
+    "REJECTED": "rejected",
+}
+#: Position side ``ps`` -> (PositionEvent ``side``, ``mode``): BOTH is the one-way net position (§7).
+_POSITION_SIDES: dict[str, tuple[str, str]] = {
+    "BOTH": ("both", "one_way"),
+    "LONG": ("long", "hedge"),
+    "SHORT": ("short", "hedge"),
+}
+
 
 def stream_name(topic: Topic) -> str:
     """The Binance stream for ``topic`` (§1: lowercase the symbol only, keep the suffix's case): ``btcusdt@kline_1m``,
@@ -82,7 +141,7 @@ def stream_name(topic: Topic) -> str:
 
 
 class BinanceUsdmParser:
-    """Parses frames of one Binance USD-M market socket into ``Parsed`` results.
+    """Parses frames of one Binance USD-M socket (market or user data) into ``Parsed`` results.
 
     Stateless apart from caches of topic strings. Data frames are recognised by the payload's ``e``
     (in the ``{"stream","data"}`` envelope or bare), not by the stream name, so ``@depth@0ms`` and
@@ -90,11 +149,33 @@ class BinanceUsdmParser:
     care which route the frame came from. ``kline``, ``trade``, ``aggTrade``, ``24hrTicker`` and
     ``bookTicker`` become events; ``depthUpdate`` becomes a ``BookUpdate`` in ``Parsed.book``; other event
     types (``markPriceUpdate`` ...) are ``unknown``.
+
+    User data (§7): with an ``account``, ``ORDER_TRADE_UPDATE`` becomes an OrderEvent on ``binanceusdm:order:<account>``
+    and ``ACCOUNT_UPDATE`` PositionEvents and BalanceEvents on the account's position and balance topics; without
+    one they are ``unknown``. ``listenKeyExpired`` is ``Parsed(reconnect="listenKeyExpired")`` either way (the socket
+    stays open but silent after it: get a new key, reconnect, re-sync from REST). ``TRADE_LITE`` (a low-latency
+    duplicate of the fills ``ORDER_TRADE_UPDATE`` also reports) and ``ALGO_UPDATE`` (conditional orders held by the
+    Algo Service; once triggered they arrive as ``ORDER_TRADE_UPDATE``) are ``unknown``, as are ``MARGIN_CALL``,
+    ``ACCOUNT_CONFIG_UPDATE`` and the other events.
     """
 
-    __slots__ = ("_bookticker_topics", "_depth_topics", "_handlers", "_kline_topics", "_ticker_topics", "_trade_topics")
+    __slots__ = (
+        "_bookticker_topics",
+        "_depth_topics",
+        "_handlers",
+        "_kline_topics",
+        "_private_topics",
+        "_ticker_topics",
+        "_trade_topics",
+        "account",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, account: str | None = None) -> None:
+        self.account = None if account is None else validate_account(account)
+        # Feedplane private channel -> this account's topic; empty without an account
+        self._private_topics: dict[str, str] = (
+            {} if account is None else {ch: f"{EXCHANGE_ID}:{ch}:{account}" for ch in PRIVATE_CHANNELS}
+        )
         self._trade_topics: dict[str, str] = {}
         self._ticker_topics: dict[str, str] = {}
         self._bookticker_topics: dict[str, str] = {}
@@ -108,7 +189,86 @@ class BinanceUsdmParser:
             "24hrTicker": self._on_ticker,
             "bookTicker": self._on_book_ticker,
             "depthUpdate": self._on_depth_update,
+            "ORDER_TRADE_UPDATE": self._on_order_update,
+            "ACCOUNT_UPDATE": self._on_account_update,
+            "listenKeyExpired": _on_listen_key_expired,
         }
+
+    # -- user data (§7) ------------------------------------------------------------------------------------------
+
+    def _on_order_update(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``ORDER_TRADE_UPDATE`` -> one OrderEvent: ``o.i`` order id, ``o.c`` client id, ``o.S`` side and ``o.o``
+        type lower-cased, ``o.X`` status (``order_status``; ``status_raw`` = ``o.X``), ``o.p`` price, ``o.q`` size,
+        ``o.z`` filled, ``o.ap`` average fill price, ``o.R`` reduce-only, ``E`` -> ``ts_exchange``."""
+        topic = self._private_topics.get("order")
+        if topic is None:
+            return Parsed(unknown=True)
+        event = _order_event(d["o"], _WS_ORDER_FIELDS, self.account or "", d.get("E"), ts_received_ms, False)
+        return Parsed(events=[(topic, event)])
+
+    def _on_account_update(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``ACCOUNT_UPDATE`` (only changed balances and positions, §7) -> one PositionEvent per ``a.P`` item, then one
+        BalanceEvent per ``a.B`` item, all with ``ts_exchange`` = ``E``.
+
+        Positions: ``pa`` (signed amount) -> ``size`` as sent; ``ps`` LONG/SHORT -> side long/short and mode hedge,
+        BOTH -> side both and mode one_way; ``ep`` -> ``entry_price``; ``up`` -> ``unrealized_pnl``; ``mt`` ->
+        ``margin_mode``; no mark price, liquidation price or leverage in this event (None).
+        Balances: ``a`` asset, ``wb`` wallet balance -> ``balance``. ``available`` and ``frozen`` are None: ``cw``
+        is the *cross wallet* balance (wallet minus isolated margin), not what is free to trade, and the event has
+        no available figure (REST ``/fapi/v2/balance`` ``availableBalance`` has).
+        """
+        position_topic = self._private_topics.get("position")
+        if position_topic is None:
+            return Parsed(unknown=True)
+        balance_topic = self._private_topics["balance"]
+        account = self.account or ""
+        a = d["a"]
+        ts_exchange = d.get("E")
+        events: list[tuple[str, dict[str, Any]]] = []
+        for p in a.get("P") or ():
+            side, mode = _POSITION_SIDES[p["ps"]]
+            events.append(
+                (
+                    position_topic,
+                    {
+                        "type": "position",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "symbol": p["s"],
+                        "side": side,
+                        "mode": mode,
+                        "size": p["pa"],
+                        "entry_price": p.get("ep"),
+                        "mark_price": None,
+                        "liquidation_price": None,
+                        "leverage": None,
+                        "margin_mode": p.get("mt"),
+                        "unrealized_pnl": p.get("up"),
+                        "ts_exchange": ts_exchange,
+                        "ts_received": ts_received_ms,
+                        "snapshot": False,
+                    },
+                )
+            )
+        for b in a.get("B") or ():
+            events.append(
+                (
+                    balance_topic,
+                    {
+                        "type": "balance",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "asset": b["a"],
+                        "balance": b.get("wb"),
+                        "available": None,
+                        "frozen": None,
+                        "ts_exchange": ts_exchange,
+                        "ts_received": ts_received_ms,
+                        "snapshot": False,
+                    },
+                )
+            )
+        return Parsed(events=events)
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame received at ``ts_received_ms`` (epoch ms).
@@ -282,6 +442,80 @@ class BinanceUsdmParser:
         )
 
 
+def _on_listen_key_expired(d: dict[str, Any], ts_received_ms: int) -> Parsed:
+    """``listenKeyExpired`` ``{e,E,listenKey}`` (``E`` an int since 2026-05, a string before, §0, §7): the socket stays
+    open but silent, so the connection must get a new key and reconnect."""
+    return Parsed(reconnect="listenKeyExpired")
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    if type(value) is not str:
+        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
+    return number
+
+
+def order_status(status: str, size: Any, filled: Any) -> str:
+    """OrderEvent ``status`` for Binance's order status (§7 ``o.X``, REST ``status``).
+
+    NEW -> new, PARTIALLY_FILLED -> partially_filled, FILLED -> filled, CANCELED -> canceled, EXPIRED and
+    EXPIRED_IN_MATCH -> expired, REJECTED -> rejected. Any other status (``NEW_INSURANCE``, ``NEW_ADL``: liquidation
+    fills in the nautilus fixtures) is derived from the sizes (Decimal): filled >= size -> filled, filled > 0 ->
+    partially_filled, else new. Raises ValueError when that needs a size that is not a decimal string.
+    """
+    known = _ORDER_STATUSES.get(status)
+    if known is not None:
+        return known
+    done = _decimal(filled, "filled quantity")
+    total = _decimal(size, "quantity")
+    if total > 0 and done >= total:
+        return "filled"
+    return "partially_filled" if done > 0 else "new"
+
+
+#: Field names of an order: ``ORDER_TRADE_UPDATE.o`` (§7) and a REST order (``/fapi/v1/openOrders``), in the order
+#: symbol, order id, client id, side, type, status, price, size, filled, average fill price, reduce-only.
+_WS_ORDER_FIELDS = ("s", "i", "c", "S", "o", "X", "p", "q", "z", "ap", "R")
+_REST_ORDER_FIELDS = (
+    "symbol", "orderId", "clientOrderId", "side", "type", "status", "price", "origQty", "executedQty", "avgPrice",
+    "reduceOnly",
+)  # fmt: skip
+
+
+def _order_event(
+    o: dict[str, Any], fields: tuple[str, ...], account: str, ts_exchange: Any, ts_received_ms: int, snapshot: bool
+) -> dict[str, Any]:
+    symbol, order_id, client_id, side, order_type, status, price, size, filled, avg_price, reduce_only = fields
+    client = o.get(client_id)
+    status_raw = o[status]
+    reduce = o.get(reduce_only)
+    return {
+        "type": "order",
+        "exchange": EXCHANGE_ID,
+        "account": account,
+        "symbol": o[symbol],
+        "order_id": str(o[order_id]),
+        "client_order_id": str(client) if client not in (None, "") else None,
+        "side": o[side].lower(),
+        "order_type": o[order_type].lower(),
+        "status": order_status(status_raw, o.get(size), o.get(filled)),
+        "status_raw": status_raw,
+        "price": o.get(price),
+        "size": o.get(size),
+        "filled_size": o.get(filled),
+        "avg_fill_price": o.get(avg_price),
+        "reduce_only": reduce if type(reduce) is bool else None,
+        "ts_exchange": ts_exchange if type(ts_exchange) is int else None,
+        "ts_received": ts_received_ms,
+        "snapshot": snapshot,
+    }
+
+
 def _on_reply(msg: dict[str, Any]) -> Parsed:
     """A reply to a live request (§4): ``{"result":..,"id":N}``, or an error in either of its two shapes."""
     request_id = msg.get("id")
@@ -346,18 +580,166 @@ def parse_depth_snapshot(symbol: str, body: bytes | str, ts_received_ms: int) ->
         raise ValueError(f"malformed binanceusdm depth snapshot for {symbol}: {exc!r}") from exc
 
 
+# -- signing, listenKey and REST snapshots (§7, §8) ---------------------------------------------------------------
+
+
+def sign_query(params: dict[str, str], secret: str) -> str:
+    """``params`` form-encoded in their order with ``&signature=<hex HMAC-SHA256(secret, that query)>`` appended (§8).
+
+    The signature covers exactly the encoded text before it, so send the query as returned (or the same params in
+    the same order, with the same encoding). Doc vector: secret ``2b5eb11e…b4d9``, params
+    ``symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=1&price=9000&timeInForce=GTC&recvWindow=5000&timestamp=1591702613943``
+    -> ``signature=3c661234…4af9``.
+    """
+    query = urlencode(params)
+    signature = hmac_sha256_hex(secret, query)
+    return f"{query}&signature={signature}" if query else f"signature={signature}"
+
+
+def ws_api_signature(params: dict[str, str], secret: str) -> str:
+    """The WebSocket-API (``ws-fapi``) request signature (§8): every param except ``signature``, **sorted by name**,
+    joined as ``k=v`` with ``&``, hex HMAC-SHA256 keyed with ``secret``. For the later order phase."""
+    payload = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
+    return hmac_sha256_hex(secret, payload)
+
+
+def listen_key_request(creds: Credentials, method: str) -> RestRequest:
+    """``POST`` (create, or return and extend the active key), ``PUT`` (keep alive, +60 min) or ``DELETE`` (close)
+    ``/fapi/v1/listenKey``: header ``X-MBX-APIKEY`` only, no parameters, no signature (§7). One key per account: a
+    DELETE ends every socket of that account. Raises ValueError for another method, AdapterError for credentials of
+    another exchange or without a key."""
+    method = method.upper()
+    if method not in _LISTEN_KEY_METHODS:
+        raise ValueError(f"listenKey requests are POST, PUT or DELETE, not {method!r}")
+    creds = check_credentials(creds, EXCHANGE_ID)
+    return RestRequest(method, LISTEN_KEY_PATH, {}, {"X-MBX-APIKEY": creds.api_key})
+
+
+def parse_listen_key(body: bytes | str) -> str:
+    """The key in a listenKey reply ``{"listenKey":"…"}`` (§7). Raises ValueError with the exchange's text for an
+    error reply (``{"code":-1125,"msg":"This listenKey does not exist."}``, §9) and for a reply without a key (a
+    DELETE answers ``{}``: nothing to parse)."""
+    msg = _loads(body)
+    if type(msg) is not dict:
+        raise ValueError("binanceusdm listenKey reply is not an object")
+    key = msg.get("listenKey")
+    if type(key) is str and key:
+        return key
+    if "code" in msg or "msg" in msg:
+        raise ValueError(f"binanceusdm listenKey request failed: {_error_text(msg.get('code'), msg.get('msg'))}")
+    raise ValueError("binanceusdm listenKey reply has no listenKey")
+
+
+def private_ws_url(base_url: str, listen_key: str) -> str:
+    """``<base>/private/ws?listenKey=<key>``: the user-data socket (§1, ccxt and go-binance's form); every event type
+    arrives bare (ws mode). A bogus key still completes the handshake: only a received event proves it (§7)."""
+    return f"{base_url.rstrip('/')}/private/ws?listenKey={quote(listen_key, safe='')}"
+
+
+def signed_request(creds: Credentials, method: str, path: str, params: dict[str, str], now_ms: int) -> RestRequest:
+    """A USER_DATA/TRADE REST call (§8): ``params`` + ``recvWindow=5000`` + ``timestamp=now_ms`` + ``signature``, in
+    that order, key in ``X-MBX-APIKEY``. The server rejects it (-1021) when ``now_ms`` is off by more than the
+    window. Raises AdapterError for credentials of another exchange or without key/secret."""
+    creds = check_credentials(creds, EXCHANGE_ID)
+    signed = {**params, "recvWindow": str(RECV_WINDOW_MS), "timestamp": str(now_ms)}
+    signed["signature"] = hmac_sha256_hex(creds.api_secret, urlencode(signed))  # what sign_query appends
+    return RestRequest(method, path, signed, {"X-MBX-APIKEY": creds.api_key})
+
+
+def open_orders_request(creds: Credentials, now_ms: int) -> RestRequest:
+    """``GET /fapi/v1/openOrders?recvWindow=5000&timestamp=<now_ms>&signature=…`` (all symbols: weight 40)."""
+    return signed_request(creds, "GET", OPEN_ORDERS_PATH, {}, now_ms)
+
+
+def positions_request(creds: Credentials, now_ms: int) -> RestRequest:
+    """``GET /fapi/v2/positionRisk?recvWindow=5000&timestamp=<now_ms>&signature=…`` (see ``POSITIONS_PATH``)."""
+    return signed_request(creds, "GET", POSITIONS_PATH, {}, now_ms)
+
+
+def _rest_list(body: bytes | str, what: str) -> list[Any]:
+    msg = _loads(body)
+    if type(msg) is list:
+        return msg
+    if type(msg) is dict and ("code" in msg or "msg" in msg):
+        raise ValueError(f"binanceusdm {what} failed: {_error_text(msg.get('code'), msg.get('msg'))}")
+    raise ValueError(f"binanceusdm {what} reply is not a list")
+
+
+def parse_open_orders(body: bytes | str, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    """A ``GET /fapi/v1/openOrders`` reply as ``(binanceusdm:order:<account>, OrderEvent(snapshot=True))`` pairs.
+
+    ``orderId``, ``clientOrderId``, ``side``, ``type``, ``status``, ``price``, ``origQty`` -> size, ``executedQty``
+    -> filled, ``avgPrice``, ``reduceOnly``, ``updateTime`` -> ``ts_exchange``. Raises ValueError for an error reply
+    (``{"code":-2015,"msg":…}``) or a malformed item.
+    """
+    topic = f"{EXCHANGE_ID}:order:{validate_account(account)}"
+    try:
+        return [
+            (topic, _order_event(o, _REST_ORDER_FIELDS, account, o.get("updateTime"), ts_received_ms, True))
+            for o in _rest_list(body, "open orders")
+        ]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed binanceusdm open order: {exc!r}") from exc
+
+
+def parse_positions(body: bytes | str, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    """A ``GET /fapi/v2/positionRisk`` (or v3) reply as ``(binanceusdm:position:<account>, PositionEvent(snapshot=True))``.
+
+    ``positionAmt`` (signed) -> ``size``, ``positionSide`` as in ``ACCOUNT_UPDATE``, ``entryPrice``, ``markPrice``,
+    ``liquidationPrice``, ``leverage`` and ``marginType`` (v2 only; None from v3), ``unRealizedProfit``,
+    ``updateTime`` (0 for a never-used symbol -> None). Raises ValueError for an error reply or a malformed item.
+    """
+    topic = f"{EXCHANGE_ID}:position:{validate_account(account)}"
+    events = []
+    try:
+        for p in _rest_list(body, "positions"):
+            side, mode = _POSITION_SIDES[p["positionSide"]]
+            updated = p.get("updateTime")
+            events.append(
+                (
+                    topic,
+                    {
+                        "type": "position",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "symbol": p["symbol"],
+                        "side": side,
+                        "mode": mode,
+                        "size": p["positionAmt"],
+                        "entry_price": p.get("entryPrice"),
+                        "mark_price": p.get("markPrice"),
+                        "liquidation_price": p.get("liquidationPrice"),
+                        "leverage": p.get("leverage"),
+                        "margin_mode": p.get("marginType"),
+                        "unrealized_pnl": p.get("unRealizedProfit"),
+                        "ts_exchange": updated if type(updated) is int and updated > 0 else None,
+                        "ts_received": ts_received_ms,
+                        "snapshot": True,
+                    },
+                )
+            )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed binanceusdm position: {exc!r}") from exc
+    return events
+
+
 class BinanceUsdmAdapter:
-    """Binance USD-M futures market streams (klines, trades, ticker, best bid/ask, order book) as data plus
-    pure functions.
+    """Binance USD-M futures market streams (klines, trades, ticker, best bid/ask, order book) and one account's
+    user-data stream (orders, positions, balances) as data plus pure functions.
 
     Limits: 1024 streams per connection since 2025-07-02 (§0, §3); 10 client messages per second per
     connection, so ≥ 100 ms between frames (§3); 4096 bytes per SUBSCRIBE is our own conservative cap
     (no documented frame limit). The server pings every 3 min and aiohttp's autoping answers, so no
     application ping (§3). Order books: REST snapshot plus the ``pu``-chained diff stream (§6).
+
+    Private topics: no login frame and no subscription. The account's ``private:<account>`` socket opens
+    ``private_ws_url(base, listen_key)`` with a key from ``listen_key_request(creds, "POST")`` (kept alive with PUT,
+    ≤ 30 min apart, §7) and receives every event of the account; its three topics are served as soon as it is open.
     """
 
     id = EXCHANGE_ID
     channels = frozenset({"kline", "trade", "ticker", "bookticker", "depth"})
+    private_channels = PRIVATE_CHANNELS
     timeframes = TIMEFRAMES
     max_topics_per_connection = 1024
     max_subscribe_frame_bytes = 4096
@@ -368,8 +750,11 @@ class BinanceUsdmAdapter:
     book_rule = "binance"
 
     def route(self, topic: Topic) -> str:
-        """``"market"`` for klines and tickers, ``"public"`` for trades, best bid/ask and depth (§2).
+        """``"market"`` for klines and tickers, ``"public"`` for trades, best bid/ask and depth (§2), and
+        ``"private:<account>"`` for an account's order/position/balance topics (one listenKey socket per account).
         Raises AdapterError for other channels."""
+        if topic.channel in PRIVATE_CHANNELS:
+            return f"private:{topic.symbol}"
         route = ROUTES.get(topic.channel)
         if route is None:
             raise AdapterError(f"binanceusdm does not support channel {topic.channel!r}")
@@ -377,41 +762,100 @@ class BinanceUsdmAdapter:
 
     def ws_url(self, base_url: str, route: str) -> str:
         """``<base>/<route>/stream``: the routed, combined-stream URL (§1), e.g.
-        ``wss://fstream.binance.com/market/stream``; frames arrive in the ``{"stream","data"}`` envelope."""
+        ``wss://fstream.binance.com/market/stream``; frames arrive in the ``{"stream","data"}`` envelope.
+
+        Raises AdapterError for a ``private:`` route: its URL carries a listenKey (``private_ws_url``), and a socket
+        opened without a valid key completes the handshake and then stays silent (§7)."""
+        if route.startswith("private:"):
+            raise AdapterError("binanceusdm private sockets need a listenKey: use private_ws_url(base_url, listen_key)")
         return f"{base_url.rstrip('/')}/{route}/stream"
 
     def validate(self, topic: Topic) -> None:
-        """Raise AdapterError unless ``topic`` is a binanceusdm kline (known timeframe), trade, ticker, bookticker
-        or depth topic."""
+        """Raise AdapterError unless ``topic`` is a binanceusdm kline (known timeframe), trade, ticker, bookticker,
+        depth, or private order/position/balance topic (valid account name)."""
         if topic.exchange != EXCHANGE_ID:
             raise AdapterError(f"topic {topic} is not a binanceusdm topic")
+        if topic.channel in PRIVATE_CHANNELS:
+            try:
+                validate_account(topic.symbol)
+            except ValueError as exc:
+                raise AdapterError(str(exc)) from None
+            return
         stream_name(topic)
 
     def subscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
         """``{"method":"SUBSCRIBE","params":[streams],"id":N}`` frames (§4), ids counting up from
         ``first_request_id`` (must be an unsigned int, §4), each ≤ ``batch_size`` streams and ≤ 4096 bytes.
 
-        Topics of different routes must go to different sockets: callers group by ``route()``. ``now_ms`` is
-        unused (Binance frames carry no time). Raises AdapterError for a topic this adapter cannot serve,
-        ValueError for a bad ``batch_size`` or a negative ``first_request_id``.
+        Topics of different routes must go to different sockets: callers group by ``route()``. Private topics get
+        no frame (the listenKey URL delivers them, see the class docstring); ``creds`` and ``now_ms`` are unused.
+        Raises AdapterError for a topic this adapter cannot serve, ValueError for a bad ``batch_size`` or a
+        negative ``first_request_id``.
         """
         return self._frames("SUBSCRIBE", topics, batch_size, first_request_id)
 
     def unsubscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
-        """``UNSUBSCRIBE`` frames, same rules as ``subscribe_frames``."""
+        """``UNSUBSCRIBE`` frames, same rules as ``subscribe_frames`` (none for private topics: close the socket)."""
         return self._frames("UNSUBSCRIBE", topics, batch_size, first_request_id)
 
     def ping_frame(self, *, now_ms: int = 0) -> str | None:
         """None: the server pings and the client's autoping answers (§3)."""
         return None
 
-    def new_parser(self) -> BinanceUsdmParser:
-        """A fresh parser for one connection."""
-        return BinanceUsdmParser()
+    def new_parser(self, account: str | None = None) -> BinanceUsdmParser:
+        """A fresh parser for one connection; ``account`` names the private topics it emits (give it for that
+        account's listenKey socket)."""
+        return BinanceUsdmParser(account)
+
+    # -- user data (§7, §8) ------------------------------------------------------------------------------------------
+
+    def login_frame(self, creds: Credentials, now_ms: int) -> str | None:
+        """None: USD-M user data needs no login frame; the listenKey in the URL authenticates (§7)."""
+        return None
+
+    def listen_key_request(self, creds: Credentials, method: str) -> RestRequest:
+        """See the module function ``listen_key_request``."""
+        return listen_key_request(creds, method)
+
+    def parse_listen_key(self, body: bytes) -> str:
+        """See the module function ``parse_listen_key``."""
+        return parse_listen_key(body)
+
+    def private_ws_url(self, base_url: str, listen_key: str) -> str:
+        """See the module function ``private_ws_url``."""
+        return private_ws_url(base_url, listen_key)
+
+    def open_orders_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The open-orders snapshot after a (re)connect; see the module function ``open_orders_request``."""
+        return open_orders_request(creds, now_ms)
+
+    def positions_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The positions snapshot after a (re)connect; see the module function ``positions_request``."""
+        return positions_request(creds, now_ms)
+
+    def parse_open_orders(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """See the module function ``parse_open_orders``."""
+        return parse_open_orders(body, account, ts_received_ms)
+
+    def parse_positions(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """See the module function ``parse_positions``."""
+        return parse_positions(body, account, ts_received_ms)
 
     # -- order books -------------------------------------------------------------------------------
 
@@ -440,6 +884,8 @@ class BinanceUsdmAdapter:
         size = 0
         for topic in topics:
             self.validate(topic)
+            if topic.channel in PRIVATE_CHANNELS:
+                continue  # served by the listenKey URL
             stream = stream_name(topic)
             stream_bytes = len(_dumps(stream))
             if params and (len(params) >= batch_size or size + 1 + stream_bytes > limit):

@@ -1,4 +1,5 @@
-"""BitMart USDT-M futures v2 public WebSocket adapter: klines, trades, ticker, best bid/ask, order book (pure, no I/O).
+"""BitMart USDT-M futures v2 WebSocket adapter: public market data (klines, trades, ticker, best bid/ask, order
+book) and one account's private orders, positions and balances (pure: no I/O, no clock; time comes in as ``now_ms``).
 
 Protocol facts are from ``shared/reference/exchanges.md`` §1; each is tagged with its section.
 
@@ -18,6 +19,23 @@ Wire shapes handled (§1.4, §1.5, §1.6)::
            "best_ask_price":"3","best_ask_vol":"4","ms_t":1700000000000}}
     depth {"group":"futures/depthIncrease50:BTCUSDT@100ms","data":{"symbol":"BTCUSDT","asks":[{"price":"1","vol":"2"}],
            "bids":[],"ms_t":1700000000000,"version":42,"type":"snapshot"|"update"}}
+
+Private socket (``/user?protocol=1.1``, login first; §1.3, §1.7)::
+
+    login    {"action":"access","args":["<api key>","<ts ms>","<hex HMAC-SHA256(secret, ts#memo#bitmart.WebSocket)>","web"]}
+    login ok {"action":"access","success":true}   fail: {"action":"access","success":false,"error":"access failed: ..."}
+    order    {"group":"futures/order","data":[{"action":3,"order":{"order_id":"220906179895578","client_order_id":"BM1234",
+              "price":"1","size":"1000","symbol":"BTCUSDT","state":2,"side":1,"type":"limit","deal_avg_price":"0",
+              "deal_size":"1000","update_time":1662368173000,...}}]}
+    position {"group":"futures/position","data":[{"symbol":"BTCUSDT","hold_volume":"2000","position_type":1,"open_type":1,
+              "hold_avg_price":"19406.2092","open_avg_price":"19406.2092","liquidate_price":"15621.998406",
+              "update_time":1662692862255,...}]}
+    asset    {"group":"futures/asset:BTC","data":{"currency":"BTC","available_balance":"1000","position_deposit":"1000",
+              "frozen_balance":"1000"}}
+
+REST (``https://api-cloud-v2.bitmart.com``, §1.1, §1.3): headers ``X-BM-KEY``, ``X-BM-TIMESTAMP``, ``X-BM-SIGN`` = hex
+HMAC-SHA256(secret, ``<ts ms>#<memo>#<payload>``), payload = query string (GET) or JSON body (POST); replies
+``{"code":1000,"message":"Ok","data":[...],"trace":"..."}``.
 """
 
 from __future__ import annotations
@@ -29,8 +47,18 @@ from typing import Any
 
 import orjson
 
-from control.topics import TIMEFRAME_MS, Topic
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
+from control.topics import TIMEFRAME_MS, Topic, validate_account
+from workers.exchanges.base import (
+    Ack,
+    AdapterError,
+    BookUpdate,
+    Credentials,
+    OutFrame,
+    Parsed,
+    RestRequest,
+    SnapshotRequest,
+)
+from workers.exchanges.signing import check_credentials, hmac_sha256_hex
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -75,14 +103,56 @@ _PLAIN_CHANNELS: dict[str, str] = {
     "bookticker": _BOOKTICKER_CHANNEL,
 }
 
+# -- private channels (§1.7) ----------------------------------------------------------------------------------------
+_ORDER_CHANNEL = "futures/order"
+_POSITION_CHANNEL = "futures/position"
+_ASSET_CHANNEL = "futures/asset"
+#: The balance topic subscribes ``futures/asset:USDT`` only: USDT is the margin asset of the USDT-M contracts Feedplane
+#: relays; BTC and ETH (the other documented CCYs, §1.7) margin coin-M contracts. Pushes and acks of any
+#: ``futures/asset:<CCY>`` still map to the account's balance topic, so adding a currency is a one-line change.
+BALANCE_CURRENCY = "USDT"
+#: Feedplane private channel -> the BitMart topic subscribed for it (§1.7; no symbol filter: one topic per account).
+PRIVATE_TOPICS: dict[str, str] = {
+    "order": _ORDER_CHANNEL,
+    "position": _POSITION_CHANNEL,
+    "balance": f"{_ASSET_CHANNEL}:{BALANCE_CURRENCY}",
+}
+#: Native channel (``group`` before ``:``) -> Feedplane private channel.
+_PRIVATE_NATIVE: dict[str, str] = {_ORDER_CHANNEL: "order", _POSITION_CHANNEL: "position", _ASSET_CHANNEL: "balance"}
+#: The fixed payload of the login signature (§1.3).
+LOGIN_PAYLOAD = "bitmart.WebSocket"
+#: REST snapshots after a (re)connect, on ``https://api-cloud-v2.bitmart.com`` (§1.1). Both are KEYED endpoints in the
+#: futures v2 doc (X-BM-KEY alone would do); they are sent signed anyway (§1.3 REST signing), which SIGNED endpoints
+#: require and KEYED ones are expected to ignore (UNVERIFIED).
+OPEN_ORDERS_PATH = "/contract/private/get-open-orders"
+POSITIONS_PATH = "/contract/private/position"
+#: ``order.side`` (§1.7): hedge mode 1 buy_open_long, 2 buy_close_short, 3 sell_close_long, 4 sell_open_short;
+#: one-way mode 1 buy, 2 buy reduce-only, 3 sell reduce-only, 4 sell. The direction is the same in both modes.
+_ORDER_SIDES: dict[int, str] = {1: "buy", 2: "buy", 3: "sell", 4: "sell"}
+_REDUCING_SIDES = frozenset({2, 3})
+#: ``order.state`` 4 = finished (1 approval and 2 check are open states, §1.7).
+_STATE_FINISHED = 4
+#: Push ``action``s that cancel the order: 3 cancel, 4 liquidate-cancel, 5 ADL-cancel (§1.7).
+_CANCEL_ACTIONS = frozenset({3, 4, 5})
+#: ``position_mode`` (§1.7) -> PositionEvent ``mode``; the same two words as Binance and Gate map to.
+_POSITION_MODES: dict[str, str] = {"hedge_mode": "hedge", "one_way_mode": "one_way"}
+_POSITION_SIDES: dict[int, str] = {1: "long", 2: "short"}
+#: Position push ``open_type`` is numeric (1 isolated, 2 cross, §1.7); orders and REST spell it out.
+_MARGIN_MODES: dict[int | str, str] = {1: "isolated", 2: "cross", "isolated": "isolated", "cross": "cross"}
+
 
 def native_topic(topic: Topic) -> str:
     """The BitMart topic for ``topic`` (§1.6): ``futures/klineBin1H:BTCUSDT``, ``futures/trade:BTCUSDT``,
-    ``futures/ticker:BTCUSDT``, ``futures/bookticker:BTCUSDT`` or ``futures/depthIncrease50:BTCUSDT@100ms``.
+    ``futures/ticker:BTCUSDT``, ``futures/bookticker:BTCUSDT`` or ``futures/depthIncrease50:BTCUSDT@100ms``; for the
+    private ``order``/``position``/``balance`` topics ``futures/order``, ``futures/position``, ``futures/asset:USDT``
+    (§1.7).
 
     Raises AdapterError for a channel or timeframe BitMart does not serve.
     """
     channel = topic.channel
+    private = PRIVATE_TOPICS.get(channel)
+    if private is not None:
+        return private
     if channel == "kline":
         native = TIMEFRAMES.get(topic.timeframe or "")
         if native is None:
@@ -177,8 +247,70 @@ def ratio_to_percent(ratio: str) -> str:
     return "0" if text == "-0" else text
 
 
+# -- signing (§1.3) -----------------------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp_ms: int | str, memo: str, payload: str) -> str:
+    """Hex HMAC-SHA256 keyed with ``secret`` of ``"<timestamp_ms>#<memo>#<payload>"`` (§1.3).
+
+    ``payload`` is ``bitmart.WebSocket`` for the socket login, the query string (GET) or the JSON body (POST) for REST.
+    Doc vector: secret ``6c6c9854…9df9``, memo ``test001``, ts ``1589267764859``, payload ``bitmart.WebSocket`` ->
+    ``3ceeb7e1…4556``.
+    """
+    return hmac_sha256_hex(secret, f"{timestamp_ms}#{memo}#{payload}")
+
+
+def _signing_creds(creds: Credentials | None) -> Credentials:
+    creds = check_credentials(creds, EXCHANGE_ID)
+    if not creds.memo:  # the memo is part of every signed string; BitMart asks for one when a key is created (§1.3)
+        raise AdapterError(f"bitmart:{creds.account} has no API memo; BitMart signatures need it")
+    return creds
+
+
+def login_frame(creds: Credentials, now_ms: int) -> str:
+    """``{"action":"access","args":[api_key, "<now_ms>", sign, "web"]}``: the private socket's login (§1.3).
+
+    ``sign`` = ``sign(secret, now_ms, memo, "bitmart.WebSocket")``; the server accepts a timestamp within 60 s and
+    answers ``{"action":"access","success":true|false}`` (see ``BitmartParser``; it drops the socket on failure).
+    The frame carries the API key and a signature: do not log it. Raises AdapterError for credentials of another
+    exchange or without key, secret or memo.
+    """
+    creds = _signing_creds(creds)
+    args = [creds.api_key, str(now_ms), sign(creds.api_secret, now_ms, creds.memo, LOGIN_PAYLOAD), "web"]
+    return _dumps({"action": "access", "args": args}).decode()
+
+
+def rest_headers(creds: Credentials, now_ms: int, payload: str) -> dict[str, str]:
+    """``{"X-BM-KEY", "X-BM-TIMESTAMP", "X-BM-SIGN"}`` for a REST call whose query string (GET) or JSON body (POST)
+    is ``payload`` (``""`` for none), signed at ``now_ms`` (§1.3). Raises AdapterError as ``login_frame``."""
+    creds = _signing_creds(creds)
+    return {
+        "X-BM-KEY": creds.api_key,
+        "X-BM-TIMESTAMP": str(now_ms),
+        "X-BM-SIGN": sign(creds.api_secret, now_ms, creds.memo, payload),
+    }
+
+
+def open_orders_request(creds: Credentials, now_ms: int) -> RestRequest:
+    """``GET /contract/private/get-open-orders`` (all symbols), signed over the empty query string.
+
+    The endpoint returns at most 100 orders (its ``limit`` default and maximum, futures v2 doc): more open orders
+    than that are not all in the snapshot.
+    """
+    return RestRequest("GET", OPEN_ORDERS_PATH, {}, rest_headers(creds, now_ms, ""))
+
+
+def positions_request(creds: Credentials, now_ms: int) -> RestRequest:
+    """``GET /contract/private/position`` (all symbols), signed over the empty query string."""
+    return RestRequest("GET", POSITIONS_PATH, {}, rest_headers(creds, now_ms, ""))
+
+
 class BitmartParser:
-    """Parses frames of one BitMart public connection into ``Parsed`` results.
+    """Parses frames of one BitMart connection into ``Parsed`` results.
+
+    ``account`` names the private topics this parser emits (``bitmart:order:<account>`` ...): give it for the private
+    socket of that account. Without it, private pushes and their acks are ``unknown`` (a public socket never gets
+    them). Login replies are ``Ack(action="login")`` either way.
 
     State: the last kline seen per topic, used to infer bar closes — BitMart has **no closed
     flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6). Order-book pushes are
@@ -189,9 +321,14 @@ class BitmartParser:
     whose side was set to ``"buy"`` (see ``_on_trade``).
     """
 
-    __slots__ = ("_handlers", "_last_bar", "side_defaulted", "stale_klines")
+    __slots__ = ("_handlers", "_last_bar", "_private_topics", "account", "side_defaulted", "stale_klines")
 
-    def __init__(self) -> None:
+    def __init__(self, account: str | None = None) -> None:
+        self.account = None if account is None else validate_account(account)
+        # native private channel -> this account's topic; empty without an account
+        self._private_topics: dict[str, str] = (
+            {} if account is None else {native: f"bitmart:{ch}:{account}" for native, ch in _PRIVATE_NATIVE.items()}
+        )
         self._last_bar: dict[str, dict[str, Any]] = {}
         self.stale_klines = 0
         self.side_defaulted = 0
@@ -204,21 +341,25 @@ class BitmartParser:
             _BOOKTICKER_CHANNEL: _on_bookticker,
             _DEPTH_CHANNEL: _on_depth,
             "System": _on_system,
+            _ORDER_CHANNEL: self._on_orders,
+            _POSITION_CHANNEL: self._on_positions,
+            _ASSET_CHANNEL: self._on_asset,
         }
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame received at ``ts_received_ms`` (epoch ms).
 
-        Returns events (kline/trade/ticker/bookticker dicts of ``control.events``), ``book`` (depthIncrease
-        pushes as ``BookUpdate``), acks (``Ack.topic`` is the Feedplane topic string), ``pong``, ``error``
-        (frame-level error without a group) or ``unknown`` (valid JSON we do not handle, e.g. login ``access``
-        replies or other channels). Raises ValueError on invalid JSON or a known push with a malformed body.
+        Returns events (kline/trade/ticker/bookticker dicts and, with an account, order/position/balance dicts of
+        ``control.events``), ``book`` (depthIncrease pushes as ``BookUpdate``), acks (``Ack.topic`` is the Feedplane
+        topic string; login replies are ``Ack(action="login")``), ``pong``, ``error`` (frame-level error without a
+        group) or ``unknown`` (valid JSON we do not handle, e.g. other channels). Raises ValueError on invalid JSON
+        or a known push with a malformed body.
         """
         msg = _loads(raw)
         if type(msg) is not dict:
             return Parsed(unknown=True)
         if "success" in msg:
-            return _on_reply(msg)
+            return _on_reply(msg, self._private_topics)
         group = msg.get("group")
         if type(group) is str:
             channel, symbol = _split_group(group)
@@ -231,6 +372,95 @@ class BitmartParser:
         elif msg.get("action") == "pong":  # one third-party report of this reply shape (§1.5)
             return Parsed(pong=True)
         return Parsed(unknown=True)
+
+    # -- private pushes (§1.7) ---------------------------------------------------------------------------------------
+
+    def _on_orders(self, channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+        """``futures/order``: ``data`` is an array of ``{"action": <int>, "order": {...}}``; one OrderEvent each
+        (see ``order_event`` for the field and status mapping)."""
+        topic = self._private_topics.get(channel)
+        if topic is None:
+            return Parsed(unknown=True)
+        account = self.account or ""
+        return Parsed(
+            events=[(topic, order_event(item["order"], account, ts_received_ms, item.get("action"))) for item in data]
+        )
+
+    def _on_positions(self, channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+        """``futures/position`` (pushed on change and every 10 s, §1.7): ``data`` is an array; one PositionEvent each.
+
+        ``hold_volume`` -> ``size`` (unsigned; ``position_type`` 1 long / 2 short gives ``side``), ``hold_avg_price``
+        (else ``open_avg_price``) -> ``entry_price``, ``liquidate_price`` -> ``liquidation_price``, ``open_type``
+        1 isolated / 2 cross -> ``margin_mode``, ``position_mode`` hedge_mode / one_way_mode -> ``mode`` hedge /
+        one_way (None when absent, as in the doc example), ``update_time`` -> ``ts_exchange``. The push has no mark
+        price, leverage or PnL: those are None.
+        """
+        topic = self._private_topics.get(channel)
+        if topic is None:
+            return Parsed(unknown=True)
+        account = self.account or ""
+        events = []
+        for p in data:
+            entry = p.get("hold_avg_price")
+            events.append(
+                (
+                    topic,
+                    {
+                        "type": "position",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "symbol": p["symbol"],
+                        "side": _POSITION_SIDES[p["position_type"]],
+                        "mode": _POSITION_MODES.get(p.get("position_mode") or ""),
+                        "size": p["hold_volume"],
+                        "entry_price": entry if entry is not None else p.get("open_avg_price"),
+                        "mark_price": None,
+                        "liquidation_price": p.get("liquidate_price"),
+                        "leverage": None,
+                        "margin_mode": _margin_mode(p.get("open_type")),
+                        "unrealized_pnl": None,
+                        "ts_exchange": p.get("update_time"),
+                        "ts_received": ts_received_ms,
+                        "snapshot": False,
+                    },
+                )
+            )
+        return Parsed(events=events)
+
+    def _on_asset(self, channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
+        """``futures/asset:<CCY>``: ``data`` is one object ``{currency, available_balance, position_deposit,
+        frozen_balance}`` (§1.7) -> one BalanceEvent.
+
+        ``available`` = ``available_balance``, ``frozen`` = ``frozen_balance``. ``balance`` is None: the push has no
+        wallet or equity figure, and the reference does not say how ``available_balance``, ``frozen_balance`` and
+        ``position_deposit`` (margin held by positions) add up to one, nor whether unrealized PnL is in any of them,
+        so no sum is invented (UNVERIFIED: REST ``assets-detail`` would have ``equity``). The push has no time: ``ts_exchange`` is None. A list ``data`` gives one event per item.
+        """
+        topic = self._private_topics.get(channel)
+        if topic is None:
+            return Parsed(unknown=True)
+        account = self.account or ""
+        items = data if type(data) is list else (data,)
+        return Parsed(
+            events=[
+                (
+                    topic,
+                    {
+                        "type": "balance",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "asset": item.get("currency") or symbol,
+                        "balance": None,
+                        "available": item.get("available_balance"),
+                        "frozen": item.get("frozen_balance"),
+                        "ts_exchange": None,
+                        "ts_received": ts_received_ms,
+                        "snapshot": False,
+                    },
+                )
+                for item in items
+            ]
+        )
 
     def _on_kline(self, channel: str, symbol: str, data: Any, ts_received_ms: int) -> Parsed:
         """Kline push (§1.6): ``data.items[]`` on the wire, or the documented flat ``data`` object.
@@ -444,26 +674,190 @@ def _on_system(channel: str, symbol: str, data: Any, ts_received_ms: int) -> Par
     return Parsed(unknown=True)
 
 
-def _on_reply(msg: dict[str, Any]) -> Parsed:
+def _on_reply(msg: dict[str, Any], private_topics: dict[str, str]) -> Parsed:
     """A ``success`` reply: one ack per topic (§1.4), a frame-level error, or a login reply (§1.3).
 
-    ``error`` texts are kept verbatim. Login (``access``) replies are ``unknown`` for now. Replies for
-    channels that are not ours (and any ``request`` reply) are ``unknown`` when successful; failed ones become a
-    frame-level ``error`` ``"<group>: <text>"`` so they are logged.
+    ``error`` texts are kept verbatim. Login (``access``) replies are ``Ack(ok, action="login", error=text)``.
+    Acks of the private channels map to the account's topics through ``private_topics`` (native channel -> topic;
+    any ``futures/asset:<CCY>`` is the balance topic). Replies for channels that are not ours (and any ``request``
+    reply) are ``unknown`` when successful; failed ones become a frame-level ``error`` ``"<group>: <text>"`` so
+    they are logged (e.g. ``futures/order need authenication`` on a socket without login or without an account).
     """
     ok = msg["success"] is True
     error = None if ok else _error_text(msg.get("error"))
     action = msg.get("action")
     group = msg.get("group")
     if action in ("subscribe", "unsubscribe") and type(group) is str:
-        topic = group_to_topic(group)
+        topic = group_to_topic(group) or private_topics.get(_split_group(group)[0])
         if topic is not None:
             return Parsed(acks=[Ack(ok=ok, action=action, topic=topic, error=error)])
-    if action == "access":  # login replies (§1.3): private channels come later
-        return Parsed(unknown=True)
+    if action == "access":  # login replies (§1.3); on failure the server drops the connection
+        return Parsed(acks=[Ack(ok=ok, action="login", error=error)])
     if not ok:
         return Parsed(error=error if group is None else f"{group}: {error}")
     return Parsed(unknown=True)
+
+
+# -- private events (§1.7) and REST snapshots ----------------------------------------------------------------------
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    """``value`` (a decimal string or an int, as BitMart sends sizes) as a Decimal; ValueError otherwise."""
+    if type(value) is not str and type(value) is not int:
+        raise ValueError(f"bitmart {name} must be a decimal string, got {value!r}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise ValueError(f"bitmart {name} must be a decimal string, got {value!r}")
+    return number
+
+
+def order_status(state: int, action: int | None, size: Any, deal_size: Any) -> str:
+    """The OrderEvent ``status`` of a BitMart order (§1.7 ``state``/``action``; sizes compared as Decimals).
+
+    1. ``action`` 3 cancel, 4 liquidate-cancel or 5 ADL-cancel -> ``canceled`` (whatever ``state`` says: the push
+       reports the cancel);
+    2. ``state`` 4 finished -> ``filled`` when ``deal_size >= size`` (and ``size > 0``), else ``canceled`` (a finished
+       order with a remainder was cancelled: IOC/market remainder, partial fill then cancel);
+    3. any other ``state`` (1 approval, 2 check: open) -> ``partially_filled`` when ``deal_size > 0``, else ``new``.
+
+    REST open orders carry no ``action`` (None). ``deal_size`` None counts as 0. Raises ValueError for a size that
+    is not a decimal string.
+    """
+    if action in _CANCEL_ACTIONS:
+        return "canceled"
+    filled = Decimal(0) if deal_size is None else _decimal(deal_size, "deal_size")
+    if state == _STATE_FINISHED:
+        total = _decimal(size, "size")
+        return "filled" if total > 0 and filled >= total else "canceled"
+    return "partially_filled" if filled > 0 else "new"
+
+
+def order_event(
+    order: dict[str, Any], account: str, ts_received_ms: int, action: int | None = None, snapshot: bool = False
+) -> dict[str, Any]:
+    """One BitMart order (a ``futures/order`` push's ``data[].order`` or a REST open-orders item) as an OrderEvent.
+
+    ``order_id``/``client_order_id`` as strings (``""`` client id -> None), ``side`` 1/2 -> buy, 3/4 -> sell,
+    ``type`` -> ``order_type`` as sent (limit, market, plan_order, ...), ``status`` from ``order_status``,
+    ``status_raw`` ``"<state>/<action>"`` (``"<state>"`` without an action, REST), ``price``/``size`` as sent,
+    ``deal_size`` -> ``filled_size``, ``deal_avg_price`` -> ``avg_fill_price`` (``"0"`` before any fill, as sent),
+    ``update_time`` -> ``ts_exchange``. ``reduce_only``: in one_way_mode sides 2 and 3 are the reduce-only ones; in
+    hedge_mode False (closing is expressed by the side there, like Binance's ``R`` in hedge mode); None when the
+    order carries no ``position_mode`` (the doc example). Raises KeyError/ValueError for a malformed order.
+    """
+    state = order["state"]
+    side = order["side"]
+    mode = order.get("position_mode")
+    if mode == "one_way_mode":
+        reduce_only: bool | None = side in _REDUCING_SIDES
+    elif mode == "hedge_mode":
+        reduce_only = False
+    else:
+        reduce_only = None
+    client_id = order.get("client_order_id")
+    return {
+        "type": "order",
+        "exchange": EXCHANGE_ID,
+        "account": account,
+        "symbol": order["symbol"],
+        "order_id": str(order["order_id"]),
+        "client_order_id": str(client_id) if client_id not in (None, "") else None,
+        "side": _ORDER_SIDES[side],
+        "order_type": order["type"],
+        "status": order_status(state, action, order.get("size"), order.get("deal_size")),
+        "status_raw": f"{state}/{action}" if action is not None else str(state),
+        "price": order.get("price"),
+        "size": order.get("size"),
+        "filled_size": order.get("deal_size"),
+        "avg_fill_price": order.get("deal_avg_price"),
+        "reduce_only": reduce_only,
+        "ts_exchange": order.get("update_time"),
+        "ts_received": ts_received_ms,
+        "snapshot": snapshot,
+    }
+
+
+def _margin_mode(open_type: Any) -> str | None:
+    if open_type is None:
+        return None
+    if type(open_type) is str:
+        open_type = open_type.lower()  # REST "Cross" / "Isolated"
+    return _MARGIN_MODES[open_type]
+
+
+def _rest_data(body: bytes | str, what: str) -> list[Any]:
+    """``data`` of a BitMart REST reply ``{"code":1000,"message":"Ok","data":[...]}``; ValueError for an error
+    reply (``code`` other than 1000, text kept) or another shape."""
+    msg = _loads(body)
+    if type(msg) is not dict:
+        raise ValueError(f"bitmart {what} reply is not an object")
+    code = msg.get("code")
+    if code != 1000:
+        raise ValueError(f"bitmart {what} failed: {code}: {msg.get('message')}")
+    data = msg.get("data")
+    if type(data) is not list:
+        raise ValueError(f"bitmart {what} reply has no data list")
+    return data
+
+
+def parse_open_orders(body: bytes | str, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    """A ``GET /contract/private/get-open-orders`` reply as ``(bitmart:order:<account>, OrderEvent(snapshot=True))``
+    pairs. Items have the push's order fields (futures v2 doc; ``state`` 2, no ``action``). Raises ValueError for an
+    error reply or a malformed item."""
+    topic = f"bitmart:order:{validate_account(account)}"
+    try:
+        return [
+            (topic, order_event(item, account, ts_received_ms, None, True)) for item in _rest_data(body, "open orders")
+        ]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed bitmart open order: {exc!r}") from exc
+
+
+def parse_positions(body: bytes | str, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    """A ``GET /contract/private/position`` reply as ``(bitmart:position:<account>, PositionEvent(snapshot=True))``.
+
+    REST fields (futures v2 doc "Get Current Position"): ``current_amount`` -> ``size``, ``position_type`` 1/2 ->
+    long/short, ``position_mode``, ``entry_price`` (else ``open_avg_price``), ``mark_price``, ``leverage``,
+    ``margin_type`` Cross/Isolated -> cross/isolated, ``unrealized_value`` -> ``unrealized_pnl``, ``timestamp`` ->
+    ``ts_exchange``. The doc's example carries no liquidation price; ``liquidation_price`` is read from
+    ``liquidation_price`` or ``liquidate_price`` when present (UNVERIFIED field name). Raises ValueError for an error
+    reply or a malformed item.
+    """
+    topic = f"bitmart:position:{validate_account(account)}"
+    events = []
+    try:
+        for p in _rest_data(body, "positions"):
+            entry = p.get("entry_price")
+            liq = p.get("liquidation_price")
+            events.append(
+                (
+                    topic,
+                    {
+                        "type": "position",
+                        "exchange": EXCHANGE_ID,
+                        "account": account,
+                        "symbol": p["symbol"],
+                        "side": _POSITION_SIDES[p["position_type"]],
+                        "mode": _POSITION_MODES.get(p.get("position_mode") or ""),
+                        "size": p["current_amount"],
+                        "entry_price": entry if entry is not None else p.get("open_avg_price"),
+                        "mark_price": p.get("mark_price"),
+                        "liquidation_price": liq if liq is not None else p.get("liquidate_price"),
+                        "leverage": p.get("leverage"),
+                        "margin_mode": _margin_mode(p.get("margin_type")),
+                        "unrealized_pnl": p.get("unrealized_value"),
+                        "ts_exchange": p.get("timestamp"),
+                        "ts_received": ts_received_ms,
+                        "snapshot": True,
+                    },
+                )
+            )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed bitmart position: {exc!r}") from exc
+    return events
 
 
 def _error_text(error: Any) -> str:
@@ -474,19 +868,31 @@ def _error_text(error: Any) -> str:
     return _dumps(error).decode()
 
 
+def _check_account(topic: Topic) -> None:
+    """AdapterError unless a private topic's symbol slot holds a valid account name (``control.topics.ACCOUNT_RE``)."""
+    try:
+        validate_account(topic.symbol)
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from None
+
+
 class BitmartAdapter:
-    """BitMart futures v2 public market data (klines, trades, ticker, best bid/ask, order book) as data plus
-    pure functions.
+    """BitMart futures v2 market data (klines, trades, ticker, best bid/ask, order book) and private account data
+    (orders, positions, balances) as data plus pure functions.
 
     Limits: 100 topics per socket worked on the wire (§1.5); a 2,186-byte subscribe frame closed the
     socket with 1009 while 2,020 bytes was accepted, so frames stay ≤ 2,000 bytes (§1.5); no
     documented message-rate limit (the connection spaces frames by ``SUBSCRIBE_DELAY_MS``). The
     client must send ``{"action":"ping"}`` (§1.5). Order books come as a snapshot on the socket followed by
     versioned deltas (§1.6 depthIncrease), so there is no REST snapshot.
+
+    Private topics (``bitmart:order:<account>`` ...) need their own socket per account: the ``/user`` URL (§1.1),
+    ``login_frame`` first, then the subscribe frames; ``route`` keeps them apart from public topics.
     """
 
     id = EXCHANGE_ID
     channels = frozenset({"kline", "trade", "ticker", "bookticker", "depth"})
+    private_channels = frozenset(PRIVATE_TOPICS)
     timeframes = TIMEFRAMES
     max_topics_per_connection = 100
     max_subscribe_frame_bytes = 2000
@@ -496,33 +902,54 @@ class BitmartAdapter:
     book_rule = "bitmart"
 
     def route(self, topic: Topic) -> str:
-        """Always ``"public"``: one public socket carries every contract (§1.1)."""
+        """``"public"`` for market data: one public socket carries every contract (§1.1); ``"private:<account>"``
+        for an account's order/position/balance topics (one logged-in ``/user`` socket per account, §1.3)."""
+        if topic.channel in self.private_channels:
+            return f"private:{topic.symbol}"
         return "public"
 
     def ws_url(self, base_url: str, route: str) -> str:
-        """``base_url`` unchanged (``wss://openapi-ws-v2.bitmart.com/api?protocol=1.1``, §1.1)."""
+        """``base_url`` unchanged: ``wss://openapi-ws-v2.bitmart.com/api?protocol=1.1`` for ``public``; for a
+        ``private:<account>`` route the caller passes the private URL ``…/user?protocol=1.1`` (§1.1, settings
+        ``BITMART_PRIVATE_WS_URI``)."""
         return base_url
 
     def validate(self, topic: Topic) -> None:
-        """Raise AdapterError unless ``topic`` is a bitmart kline (known timeframe), trade, ticker, bookticker
-        or depth topic."""
+        """Raise AdapterError unless ``topic`` is a bitmart kline (known timeframe), trade, ticker, bookticker,
+        depth, or private order/position/balance topic (valid account name)."""
         if topic.exchange != EXCHANGE_ID:
             raise AdapterError(f"topic {topic} is not a bitmart topic")
+        if topic.channel in self.private_channels:
+            _check_account(topic)
+            return
         native_topic(topic)
 
     def subscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
         """``{"action":"subscribe","args":[...]}`` frames (§1.4), each ≤ ``batch_size`` topics and ≤ 2,000 bytes.
 
-        BitMart acks per topic, so ``request_id`` is None and ``first_request_id`` is unused; so is ``now_ms``
-        (BitMart frames carry no time). Raises AdapterError for a topic BitMart cannot serve, ValueError if
-        ``batch_size < 1``.
+        Private topics become ``futures/order``, ``futures/position``, ``futures/asset:USDT`` (§1.7); send them on the
+        account's logged-in socket (the login carries the credentials, so ``creds`` is unused here). BitMart acks
+        per topic, so ``request_id`` is None and ``first_request_id`` is unused; so is ``now_ms`` (BitMart frames
+        carry no time). Raises AdapterError for a topic BitMart cannot serve, ValueError if ``batch_size < 1``.
         """
         return self._frames("subscribe", topics, batch_size)
 
     def unsubscribe_frames(
-        self, topics: list[Topic], batch_size: int, first_request_id: int, *, now_ms: int = 0
+        self,
+        topics: list[Topic],
+        batch_size: int,
+        first_request_id: int,
+        *,
+        now_ms: int = 0,
+        creds: Credentials | None = None,
     ) -> list[OutFrame]:
         """``{"action":"unsubscribe","args":[...]}`` frames, same rules as ``subscribe_frames``."""
         return self._frames("unsubscribe", topics, batch_size)
@@ -532,9 +959,36 @@ class BitmartAdapter:
         ``now_ms`` is unused."""
         return '{"action":"ping"}'
 
-    def new_parser(self) -> BitmartParser:
-        """A fresh parser (with empty kline state) for one connection."""
-        return BitmartParser()
+    def new_parser(self, account: str | None = None) -> BitmartParser:
+        """A fresh parser (with empty kline state) for one connection; ``account`` names the private topics it emits
+        (give it for an account's private socket)."""
+        return BitmartParser(account)
+
+    # -- private data (§1.3, §1.7) -----------------------------------------------------------------------------------
+
+    def login_frame(self, creds: Credentials, now_ms: int) -> str | None:
+        """The ``access`` login frame to send first on a private socket; see the module function ``login_frame``."""
+        return login_frame(creds, now_ms)
+
+    def rest_headers(self, creds: Credentials, now_ms: int, payload: str) -> dict[str, str]:
+        """Signed REST headers; see the module function ``rest_headers``."""
+        return rest_headers(creds, now_ms, payload)
+
+    def open_orders_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The open-orders snapshot request after a (re)connect; see the module function ``open_orders_request``."""
+        return open_orders_request(creds, now_ms)
+
+    def positions_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The positions snapshot request after a (re)connect; see the module function ``positions_request``."""
+        return positions_request(creds, now_ms)
+
+    def parse_open_orders(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """Open orders as snapshot OrderEvents; see the module function ``parse_open_orders``."""
+        return parse_open_orders(body, account, ts_received_ms)
+
+    def parse_positions(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """Positions as snapshot PositionEvents; see the module function ``parse_positions``."""
+        return parse_positions(body, account, ts_received_ms)
 
     # -- order books -------------------------------------------------------------------------------
 
