@@ -20,6 +20,7 @@ from control.topics import (
     Topic,
     TopicError,
     make_topic,
+    private_topic,
 )
 
 MAX_SYMBOLS = 200
@@ -27,6 +28,8 @@ MAX_TIMEFRAMES = 9
 MAX_WAIT_S = 30.0
 MAX_SSE_TOPICS = 50
 MAX_BACKLOG = 1000
+#: The account a private request without ``account`` means (the environment's API key defines it).
+DEFAULT_ACCOUNT = "default"
 
 _TF_HELP = " ".join(TIMEFRAME_MS)
 
@@ -66,6 +69,19 @@ class DepthRequestSchema(_SymbolsSchema):
     )
 
 
+class PrivateRequestSchema(Schema):
+    """Orders, positions, balances of one account: ``{"exchange": "bitmart", "account": "alice"}``; both optional
+    (DEFAULT_EXCHANGE, and the account ``default``: the one the environment's API key defines)."""
+
+    class Meta:
+        unknown = RAISE
+
+    exchange = fields.String(metadata={"description": f"one of {', '.join(EXCHANGES)}; default DEFAULT_EXCHANGE"})
+    account = fields.String(
+        load_default=DEFAULT_ACCOUNT, metadata={"description": "account name (ACCOUNTS_FILE, POST /accounts)"}
+    )
+
+
 class StopRequestSchema(Schema):
     """``{"clear": bool}`` (optional body of ``POST /stop``)."""
 
@@ -79,6 +95,7 @@ _KLINES = KlinesRequestSchema()
 _SYMBOLS = SymbolsRequestSchema()
 _DEPTH = DepthRequestSchema()
 _STOP = StopRequestSchema()
+_PRIVATE = PrivateRequestSchema()
 
 
 def _symbols(data: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
@@ -178,6 +195,19 @@ def depth_request(payload: Any, default_exchange: str) -> tuple[list[str], dict[
 def depth_topics(payload: Any, default_exchange: str) -> list[str]:
     """Validate a ``/depth/unsubscribe`` body (``levels`` accepted and ignored); returns topics."""
     return depth_request(payload, default_exchange)[0]
+
+
+def private_request(channel: str, payload: Any, default_exchange: str) -> tuple[str, str, str]:
+    """Validate a ``/orders|positions|balances/*`` body (may be ``{}``); returns ``(topic, exchange, account)``,
+    e.g. ``("bitmart:order:alice", "bitmart", "alice")``. Raises ValidationError (unknown field, bad exchange or
+    account name); whether the account exists is the caller's check (it needs Redis)."""
+    data = _PRIVATE.load(payload)
+    try:
+        topic = private_topic(data.get("exchange", default_exchange), channel, data["account"])
+    except TopicError as exc:
+        raise ValidationError({exc.field: [str(exc)]}) from None
+    exchange, _, account = topic.split(":", 2)
+    return topic, exchange, account
 
 
 def stop_clear(payload: Any) -> bool:

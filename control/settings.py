@@ -31,6 +31,7 @@ _BITMART_PRIVATE = "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1"
 _REDIS_URL = "redis://127.0.0.1:6379/0"
 _BINANCE_USDM = "wss://fstream.binance.com"
 _BINANCE_USDM_REST = "https://fapi.binance.com"
+_BITMART_REST = "https://api-cloud-v2.bitmart.com"
 _GATEIO_WS = "wss://fx-ws.gateio.ws/v4/ws/usdt"
 _GATEIO_REST = "https://api.gateio.ws"
 #: RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
@@ -65,6 +66,10 @@ class Settings:
     reconnect_delay_s: float = 5.0
     reconnect_max_delay_s: float = 60.0
     stall_timeout_s: float = 90.0
+    #: BitMart futures REST (private snapshots: open orders, positions; exchanges.md §1.1).
+    bitmart_rest_uri: str = _BITMART_REST
+    #: Binance USD-M listenKey keepalive (PUT) period; a key lives 60 min, keep it <= 30 min (binance_usdm.md §7).
+    listen_key_keepalive_s: float = 1800.0
     redis_url: str = _REDIS_URL
     binance_usdm_ws_uri: str = _BINANCE_USDM
     binance_usdm_rest_uri: str = _BINANCE_USDM_REST
@@ -108,8 +113,11 @@ class Settings:
         host = f"[{self.ctrl_host}]" if ":" in self.ctrl_host else self.ctrl_host
         return f"{host}:{self.ctrl_port}"
 
-    def exchange_ws_uri(self, exchange: str) -> str:
-        """Configured base WebSocket URL for ``exchange`` (adapters add routes)."""
+    def exchange_ws_uri(self, exchange: str, private: bool = False) -> str:
+        """Configured base WebSocket URL for ``exchange`` (adapters add routes); ``private``: for an account's
+        private socket (BitMart's ``/user`` URL; Binance and Gate.io use the same base as public data)."""
+        if private and exchange == "bitmart":
+            return self.bitmart_private_ws_uri
         return {
             "bitmart": self.bitmart_public_ws_uri,
             "binanceusdm": self.binance_usdm_ws_uri,
@@ -117,8 +125,12 @@ class Settings:
         }[exchange]
 
     def exchange_rest_uri(self, exchange: str) -> str:
-        """Configured REST base URL for ``exchange`` (order-book snapshots); "" when it needs none."""
-        return {"binanceusdm": self.binance_usdm_rest_uri, "gateio": self.gateio_rest_uri}.get(exchange, "")
+        """Configured REST base URL for ``exchange`` (order-book and private snapshots, listenKeys); "" if unknown."""
+        return {
+            "bitmart": self.bitmart_rest_uri,
+            "binanceusdm": self.binance_usdm_rest_uri,
+            "gateio": self.gateio_rest_uri,
+        }.get(exchange, "")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +154,8 @@ class Settings:
             reconnect_delay_s=r.get("RECONNECT_DELAY_S", 5.0, _positive_float),
             reconnect_max_delay_s=r.get("RECONNECT_MAX_DELAY_S", 60.0, _positive_float),
             stall_timeout_s=r.get("STALL_TIMEOUT_S", 90.0, _positive_float),
+            bitmart_rest_uri=r.get("BITMART_REST_URI", _BITMART_REST, _http_url),
+            listen_key_keepalive_s=r.get("LISTEN_KEY_KEEPALIVE_S", 1800.0, _keepalive_s),
             redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url),
             binance_usdm_ws_uri=r.get("BINANCE_USDM_WS_URI", _BINANCE_USDM, _ws_url),
             binance_usdm_rest_uri=r.get("BINANCE_USDM_REST_URI", _BINANCE_USDM_REST, _http_url),
@@ -228,6 +242,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number")
+    return value
+
+
+def _keepalive_s(raw: str) -> float:
+    value = _positive_float(raw)
+    if value > 3000:  # a listenKey expires 60 min after its last keepalive (binance_usdm.md §7)
+        raise ValueError("must be at most 3000 seconds (a listenKey lives 60 minutes)")
     return value
 
 

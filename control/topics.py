@@ -6,7 +6,7 @@ Exchange ids follow ccxt (``bitmart``, ``binanceusdm``); symbols are exchange-na
 
 Private topics (one account's orders, positions, balances) are ``{exchange}:{channel}:{account}``,
 e.g. ``bitmart:order:default``: the symbol slot holds the account name (``ACCOUNT_RE``, case kept).
-They are not in ``CAPABILITIES``: workers do not serve them yet, so they cannot be subscribed.
+Every exchange serves them (``CAPABILITIES``; the workers open one socket per account: ``workers.private``).
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def private_topic(exchange: str, channel: str, account: str) -> str:
         raise TopicError(f"unknown exchange {exchange!r}; use one of {', '.join(EXCHANGES)}", "exchange")
     if channel not in PRIVATE_CHANNELS:
         raise TopicError(f"unknown private channel {channel!r}; use one of {', '.join(PRIVATE_CHANNELS)}", "channel")
+    if channel not in CAPABILITIES.get(exchange, {}):
+        raise TopicError(f"{exchange} has no {channel} channel", "channel")
     return f"{exchange}:{channel}:{validate_account(account)}"
 
 
@@ -135,10 +137,13 @@ class Topic:
 #: What each exchange serves, for request validation in the control server (which cannot import
 #: the adapters). Adapters declare the same facts; tests/exchanges/test_registry.py keeps them equal.
 #: BitMart: futures/klineBin{1m,5m,15m,30m,1H,2H,4H,1D,1W} (exchanges.md §1.6); Binance USD-M: kline
-#: intervals 1m…1M (binance_usdm.md §5).
+#: intervals 1m…1M (binance_usdm.md §5). Private channels (``order``, ``position``, ``balance``; adapters:
+#: ``private_channels``) take an account name where public ones take a symbol.
 CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
-    "bitmart": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None},
-    "binanceusdm": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None},
+    "bitmart": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
+                "order": None, "position": None, "balance": None},  # fmt: skip
+    "binanceusdm": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
+                    "order": None, "position": None, "balance": None},  # fmt: skip
     # Gate futures.candlesticks intervals: 10s 1m 5m 15m 30m 1h 4h 8h 1d 7d (exchanges.md §2.5); 7d is our 1w.
     # 2h is not in the WS doc, so a 2h subscription is refused rather than guessed.
     "gateio": {
@@ -147,14 +152,18 @@ CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
         "ticker": None,
         "bookticker": None,
         "depth": None,
+        "order": None,
+        "position": None,
+        "balance": None,
     },
 }
 
 
 def make_topic(exchange: str, channel: str, symbol: str, timeframe: str | None = None) -> Topic:
-    """Validated topic from parts (symbol normalised, timeframe canonicalised).
+    """Validated topic from parts (symbol normalised, timeframe canonicalised; for a private channel ``symbol`` is
+    the account name, kept as given).
 
-    Raises TopicError (with ``field``) for an unknown exchange/channel, a bad symbol, or a
+    Raises TopicError (with ``field``) for an unknown exchange/channel, a bad symbol or account, or a
     timeframe the exchange does not serve.
     """
     exchange = EXCHANGE_ALIASES.get(exchange, exchange)
@@ -163,6 +172,8 @@ def make_topic(exchange: str, channel: str, symbol: str, timeframe: str | None =
     channels = CAPABILITIES[exchange]
     if channel not in channels:
         raise TopicError(f"{exchange} has no {channel} channel", "channel")
+    if channel in PRIVATE_CHANNELS:
+        return Topic(exchange, channel, validate_account(symbol))
     sym = normalize_symbol(symbol)
     if channel != "kline":
         return Topic(exchange, channel, sym)

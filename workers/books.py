@@ -21,7 +21,6 @@ Events, all on the topic ``{exchange}:depth:{SYMBOL}`` (``control.events``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -37,11 +36,12 @@ from workers.backoff import Backoff
 from workers.exchanges.base import BookUpdate, ExchangeAdapter
 from workers.orderbook import APPLIED, BUFFERED, GAP, NEED_SNAPSHOT, STALE, BookSync, Outcome, new_sync
 from workers.publisher import Publisher
+from workers.rest import RATE_LIMITED, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 10.0
-_RATE_LIMITED = (429, 418)  # Binance: 429 too many requests, 418 IP banned; both send Retry-After
+_RATE_LIMITED = RATE_LIMITED  # Binance: 429 too many requests, 418 IP banned; both send Retry-After
 
 
 class SnapshotError(Exception):
@@ -392,10 +392,5 @@ class BookKeeper:
         log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
 
 
-def _seconds(value: str | None, *, default: float) -> float:
-    """``Retry-After`` in seconds (the delta-seconds form; an HTTP date falls back to ``default``)."""
-    if value is None:
-        return default
-    with contextlib.suppress(ValueError):
-        return max(float(value), 0.0)
-    return default
+#: ``Retry-After`` in seconds (shared with the private sessions: ``workers.rest``).
+_seconds = retry_after_seconds

@@ -9,6 +9,14 @@ Per session (one socket) three tasks cooperate; only the reader touches ``ws.rec
   expiring the reader's ``asyncio.timeout`` (heartbeat PONGs defeat receive timeouts: stack-notes §0.12).
 
 Sessions repeat with ``Backoff`` until ``stop()``; every new socket resubscribes everything desired.
+
+Private sockets (one account's orders, positions, balances) carry a ``workers.private.PrivateSession``: it gives the
+URL (Binance: a listenKey), the login frame (BitMart: sent and acknowledged before any subscribe; a refusal fails
+every topic with the exchange's text and waits the maximum backoff, so bad credentials never cause a reconnect
+storm), the credentials for signed subscribes (Gate), and a gap + REST snapshot for each topic once it is active.
+The silent-feed watchdog is off for them: an account can be quiet for hours. ``Parsed.reconnect`` (Binance
+``listenKeyExpired``, Gate ``upgrade``) ends the socket at once; a data event for a topic still ``pending`` (Gate
+servers that echo no ids in acks) makes it ``active``.
 Exchange facts: exchanges.md §1.4-1.5 (BitMart acks per topic, app ping, raw-deflate BINARY frames),
 binance_usdm.md §3-4 (10 messages/s, acks by request id, server pings answered by autoping).
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 import zlib
@@ -33,7 +42,9 @@ from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
 from workers.backoff import Backoff
 from workers.books import BookKeeper
 from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame
+from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
+from workers.rest import RestError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ class ExchangeConnection:
     :param session: aiohttp session owned by the caller. :param publisher: event and state sink.
     :param rng: jitter source for reconnect backoff. :param clock: epoch seconds, used only for ms timestamps.
     :param rest_base_url: REST base URL for order-book snapshots; default ``settings.exchange_rest_uri(adapter.id)``.
+    :param private: the account session of a private socket (``workers.private``), None for public data.
 
     Topic states go to ``publisher.set_state`` as ``{"state","error","since"(ms),"conn"}``: ``pending`` when a
     subscribe is sent (and for every desired topic after a disconnect), ``active``/``failed`` on the ack,
@@ -61,14 +73,19 @@ class ExchangeConnection:
         self, *, conn_id: str, adapter: ExchangeAdapter, url: str, settings: Settings,
         session: aiohttp.ClientSession, publisher: Publisher, worker_id: str = "",
         rng: random.Random | None = None, clock: Callable[[], float] = time.time, rest_base_url: str | None = None,
+        private: PrivateSession | None = None,
     ) -> None:
         self.conn_id, self.adapter, self.url, self.settings = conn_id, adapter, url, settings
+        self.private = private
+        self._rng = rng or random.Random()
         self.session, self.publisher, self.worker_id, self.clock = session, publisher, worker_id, clock
         s = settings
-        self._backoff = Backoff(s.reconnect_delay_s, s.reconnect_max_delay_s, rng=rng)
+        self._backoff = Backoff(s.reconnect_delay_s, s.reconnect_max_delay_s, rng=self._rng)
         self._gap_s = max(s.subscribe_delay_ms, adapter.min_send_interval_ms) / 1000.0
         if adapter.app_ping:
             self._dead_s = s.ping_interval_s + s.pong_timeout_s
+        elif private is not None:  # a quiet account sends nothing for hours: aiohttp's heartbeat alone watches it
+            self._dead_s = math.inf
         else:  # backstop behind aiohttp's heartbeat; PONGs are invisible here, so never below the stall rule
             self._dead_s = max(2 * s.ping_interval_s + s.pong_timeout_s, s.stall_timeout_s)
         self._tick_s = min(s.ping_interval_s, s.stall_timeout_s, self._dead_s) / 2
@@ -95,6 +112,9 @@ class ExchangeConnection:
         self.last_error: str | None = None
         self.reconnects = self.messages_received = self.events = 0
         self.malformed_frames = self.unknown_frames = 0
+        #: Sockets ended because the exchange asked (``Parsed.reconnect``); connection attempts made (``ws_connect``).
+        self.reconnect_requests = self.connect_attempts = 0
+        self._auth_failed = False  # the last session ended with the credentials refused
         self._options: dict[str, dict[str, Any]] = {}
         self.books = BookKeeper(
             conn_id=conn_id, adapter=adapter, publisher=publisher, session=session,
@@ -102,6 +122,8 @@ class ExchangeConnection:
             interval_ms=settings.depth_interval_ms, send_frame=self._send_on_socket, levels_for=self._levels_for,
             clock=clock, rng=rng,
         )
+        if private is not None:
+            private.bind(conn_id, self._desired.__contains__)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -135,14 +157,16 @@ class ExchangeConnection:
 
     def status(self) -> dict[str, Any]:
         """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of
-        connecting|subscribing|open|backoff|stopping|stopped."""
+        connecting|login|subscribing|open|backoff|stopping|stopped. Private sockets add ``private`` (account,
+        key fingerprint, counters: ``workers.private.PrivateSession.status``), never a secret."""
         return {
             "exchange": self.adapter.id, "url": self.url, "state": self._state, "worker": self.worker_id,
             "connected_since": self.connected_since, "reconnects": self.reconnects,
             "last_message_at": self.last_message_at, "messages_received": self.messages_received,
             "events": self.events, "malformed_frames": self.malformed_frames, "unknown_frames": self.unknown_frames,
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
-            "books": self.books.status(),
+            "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
+            **({"private": self.private.status()} if self.private is not None else {}),
         }
 
     async def run(self) -> None:
@@ -163,11 +187,12 @@ class ExchangeConnection:
             if (task := asyncio.current_task()) is not None and task.cancelling():
                 raise
 
-    async def stop(self, *, unsubscribe: bool = True, timeout_s: float = 5.0) -> None:
+    async def stop(self, *, unsubscribe: bool = True, timeout_s: float = 5.0, forget: bool = False) -> None:
         """Unsubscribe live topics (paced, when ``unsubscribe``), close with 1000 and end ``run()``.
 
         Idempotent (a second call waits for the first); bounded by ``timeout_s``, after which the
-        session is cancelled. Never raises except CancelledError.
+        session is cancelled. Never raises except CancelledError. ``forget``: the account's last private topic
+        is gone, so its listenKey is closed too (``PrivateSession.close``).
         """
         if self._stopping:
             with contextlib.suppress(TimeoutError):
@@ -198,6 +223,12 @@ class ExchangeConnection:
             main.cancel()
             await asyncio.wait({main})
         await self.books.close()
+        if self.private is not None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.private.close(forget=forget)
+            except TimeoutError:
+                log.warning("%s: closing the private session did not finish within %.1f s", self.conn_id, timeout_s)
         self.connected_since = None
         self._state = "stopped"
         self._stopped.set()
@@ -209,6 +240,8 @@ class ExchangeConnection:
             await self._sessions()
         finally:  # also when cancelled: no snapshot fetch may outlive the connection
             await self.books.close()
+            if self.private is not None:
+                self.private.ended()
 
     async def _sessions(self) -> None:
         loop = asyncio.get_running_loop()
@@ -227,6 +260,9 @@ class ExchangeConnection:
             if healthy and loop.time() - started >= 2 * self.settings.reconnect_delay_s:
                 self._backoff.reset()
             delay = self._backoff.next_delay()
+            if self._auth_failed:  # refused credentials do not fix themselves quickly: wait the longest
+                ceiling = self.settings.reconnect_max_delay_s
+                delay = max(delay, ceiling / 2 + self._rng.uniform(0.0, ceiling / 2))
             self.reconnects += 1
             self.last_error = reason
             self.next_retry_at = int((self.clock() + delay) * 1000)
@@ -240,18 +276,29 @@ class ExchangeConnection:
     async def _session(self) -> tuple[str, bool]:
         """One socket's life; returns (why it ended, whether it was healthy)."""
         self._state = "connecting"
+        self._auth_failed = False
         s = self.settings
+        url = self.url
+        if self.private is not None:
+            try:
+                url = await self.private.connect_url(self.url)
+            except PrivateAuthError as exc:
+                return self._refused(str(exc)), False
+            except RestError as exc:
+                return f"private session setup failed: {exc}", False
+        self.connect_attempts += 1
         try:
             async with asyncio.timeout(s.ping_interval_s + s.pong_timeout_s):
                 ws = await self.session.ws_connect(
-                    self.url, autoping=True, heartbeat=None if self.adapter.app_ping else s.ping_interval_s,
+                    url, autoping=True, heartbeat=None if self.adapter.app_ping else s.ping_interval_s,
                     headers=getattr(self.adapter, "ws_headers", None) or None,  # Gate: decimal sizes (§2.4)
                     max_msg_size=MAX_MSG_SIZE, compress=0,
                     decode_text=False,  # orjson parses bytes; saves a UTF-8 decode per frame
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=s.pong_timeout_s),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return f"connect failed: {exc!r}", False
+            reason = f"connect failed: {exc!r}"
+            return (self.private.scrub(reason) or reason) if self.private is not None else reason, False
         self._ws = ws
         loop = asyncio.get_running_loop()
         self._last_frame = self._last_data = loop.time()
@@ -260,20 +307,86 @@ class ExchangeConnection:
         if self._stopping:
             await ws.close()
             return "stopped", False
-        self._state = "subscribing" if self._desired else "open"
         log.info("%s: connected to %s (%d topics)", self.conn_id, self.url, len(self._desired))
-        self._changed.set()
-        helpers = [loop.create_task(self._syncer(ws)), loop.create_task(self._ticker(ws))]
+        parser = self.adapter.new_parser() if self.private is None else self.private.new_parser()
+        helpers: list[asyncio.Task[None]] = []
         try:
-            reason = await self._read(ws, self.adapter.new_parser())
+            if self.private is not None:
+                refused = await self._login(ws, parser)
+                if refused is not None:
+                    return refused, False
+                self.private.started(self._cut_session)
+            self._state = "subscribing" if self._desired else "open"
+            if self.private is not None:
+                try:  # subscribe before reading: a topic served without a frame is active (gap) before its first event
+                    await self._sync(ws)
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    return f"send failed: {exc!r}", False
+            self._changed.set()
+            helpers = [loop.create_task(self._syncer(ws)), loop.create_task(self._ticker(ws))]
+            reason = await self._read(ws, parser)
         finally:
             for task in helpers:
                 task.cancel()
-            await asyncio.wait(helpers)
+            if helpers:
+                await asyncio.wait(helpers)
+            if self.private is not None:
+                self.private.ended()
             self._ws = None
             if not ws.closed:
                 await ws.close()
         return reason, self._got_data or self._counts[PENDING] == 0
+
+    async def _login(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> str | None:
+        """Send the private session's login frame (if any) and wait for its ack; None when logged in (or no login
+        is needed), else why the session ends. A refusal fails every topic (``_refused``). Runs before the reader
+        and the syncer start, so it may read the socket itself."""
+        assert self.private is not None
+        try:
+            frame = self.private.login_frame(int(self.clock() * 1000))
+        except AdapterError as exc:  # e.g. a BitMart account without its API memo: no retry can fix that
+            return self._refused(f"cannot log in: {exc}")
+        if frame is None:
+            return None
+        self._state = "login"
+        try:
+            await self._send(ws, frame)
+            async with asyncio.timeout(self.settings.pong_timeout_s):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type in _CLOSED_TYPES or msg.type is WSMsgType.ERROR:
+                        return f"closed during login: code {ws.close_code}"
+                    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        continue
+                    self.messages_received += 1
+                    self._last_frame = asyncio.get_running_loop().time()
+                    self.last_message_at = ts_ms = int(self.clock() * 1000)
+                    data = msg.data if msg.type is WSMsgType.TEXT else _inflate(msg.data)
+                    try:
+                        parsed = parser.parse(data, ts_ms)
+                    except Exception:  # noqa: BLE001 - counted like the reader does
+                        self.malformed_frames += 1
+                        continue
+                    for ack in parsed.acks:
+                        if ack.action == "login":
+                            if ack.ok:
+                                log.info("%s: logged in", self.conn_id)
+                                return None
+                            return self._refused(str(self.private.login_refused(ack.error)))
+        except TimeoutError:
+            return f"no login answer within {self.settings.pong_timeout_s:.1f} s"
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            return f"login failed: {exc!r}"
+
+    def _refused(self, error: str) -> str:
+        """The exchange refused the account's credentials: fail every desired topic with its text; the next
+        attempt waits the maximum backoff and the states stay ``failed`` until a login succeeds."""
+        self._auth_failed = True
+        now_ms = int(self.clock() * 1000)
+        for name in self._desired:
+            self.publisher.set_state(name, {"state": FAILED, "error": error, "since": now_ms, "conn": self.conn_id})
+        log.warning("%s: %s", self.conn_id, error)
+        return error
 
     def _on_disconnect(self) -> None:
         """Forget the socket's subscriptions; every desired topic waits for the next socket.
@@ -284,7 +397,7 @@ class ExchangeConnection:
         for table in (self._live, self._live_topics, self._requests):
             table.clear()
         self._counts = {PENDING: 0, ACTIVE: 0, FAILED: 0}
-        if self._stopping:
+        if self._stopping or self._auth_failed:  # refused credentials: the topics stay failed
             return
         self.books.reset("reconnect")  # the next socket starts every book over from a fresh snapshot
         now_ms = int(self.clock() * 1000)
@@ -341,6 +454,8 @@ class ExchangeConnection:
                             if topic in desired:
                                 publish(topic, event)
                                 self.events += 1
+                                if self._counts[PENDING] and self._live.get(topic) == PENDING:
+                                    self._mark(topic, ACTIVE)  # data proves the subscription (Gate acks w/o id)
                         for update in book:  # the keeper ignores topics it does not keep
                             on_book(update)
                         if publisher.congested:  # Redis is behind: stop reading until it catches up
@@ -348,6 +463,11 @@ class ExchangeConnection:
                             self._last_frame = self._last_data = now()
                     if parsed.acks:
                         self._on_acks(parsed.acks)
+                    if parsed.reconnect is not None:
+                        self.reconnect_requests += 1
+                        if self.private is not None:
+                            self.private.on_reconnect(parsed.reconnect)
+                        return f"exchange asked to reconnect: {parsed.reconnect}"
                     if parsed.error is not None:
                         self.last_error = parsed.error
                         self._log_limited("exchange error: %s", parsed.error)
@@ -391,8 +511,12 @@ class ExchangeConnection:
         if state == ACTIVE and self._counts[ACTIVE] == 1:
             self._active_since = asyncio.get_running_loop().time()  # the silent-feed clock starts now
         if name in self._desired:
+            if self.private is not None:
+                error = self.private.scrub(error)
             record = {"state": state, "error": error, "since": int(self.clock() * 1000), "conn": self.conn_id}
             self.publisher.set_state(name, record)
+            if state == ACTIVE and self.private is not None:
+                self.private.want_snapshot(name)
 
     # -- syncer and ticker ------------------------------------------------------------------------
 
@@ -431,7 +555,22 @@ class ExchangeConnection:
                 self._mark(name, FAILED, str(exc))
         if new and not self._stopping:
             self._state = "subscribing"
-        for frame in self._frames("subscribe", new):
+        try:
+            frames = self._frames("subscribe", new)
+        except AdapterError as exc:  # private: credentials that cannot sign (Gate without a uid); public: a bug
+            if self.private is None:
+                raise
+            for topic in new:
+                self._live_topics[str(topic)] = topic
+                self._mark(str(topic), FAILED, str(exc))
+            frames, new = [], []
+        if self.private is not None:  # no frame for it (Binance user data): the socket itself serves the topic
+            framed = {name for frame in frames for name in frame.topics}
+            for topic in new:
+                if (name := str(topic)) not in framed and name in desired:
+                    self._live_topics[name] = topic
+                    self._mark(name, ACTIVE)
+        for frame in frames:
             if self._stopping:
                 return
             for name in frame.topics:
@@ -443,7 +582,12 @@ class ExchangeConnection:
         if not topics:
             return []
         build = self.adapter.subscribe_frames if action == "subscribe" else self.adapter.unsubscribe_frames
-        frames = build(topics, self.settings.subscribe_batch, self._next_request_id, now_ms=int(self.clock() * 1000))
+        now_ms = int(self.clock() * 1000)
+        if self.private is None:
+            frames = build(topics, self.settings.subscribe_batch, self._next_request_id, now_ms=now_ms)
+        else:  # Gate signs every private subscribe (exchanges.md §2.3a); the others ignore creds
+            frames = build(topics, self.settings.subscribe_batch, self._next_request_id, now_ms=now_ms,
+                           creds=self.private.creds)  # type: ignore[call-arg]  # fmt: skip
         for frame in frames:
             if frame.request_id is not None:
                 self._requests[frame.request_id] = (action, frame.topics)
@@ -488,7 +632,7 @@ class ExchangeConnection:
                 wake = min(self._last_frame + self._dead_s, now + self._tick_s)
                 if app_ping:
                     wake = min(wake, next_ping)
-                if self._counts[ACTIVE]:
+                if self._counts[ACTIVE] and self.private is None:  # an account may be quiet for hours
                     quiet_since = max(self._last_data, self._active_since)
                     if now - quiet_since >= stall_s:
                         self._cut_session(f"silent feed: no data for {now - quiet_since:.1f} s")

@@ -21,6 +21,11 @@ stored ``fp:plan:version`` stays behind ``fp:desired:version`` so the next heart
 The final write is ``WATCH lock`` + ``MULTI`` and is dropped if the lock expired meanwhile, so a
 slow planner can never overwrite a newer plan.
 
+Private topics (``{exchange}:{order|position|balance}:{account}``) get the adapter's route ``private:<account>``:
+one socket per account and exchange. Its URL comes from ``Settings.exchange_ws_uri(exchange, private=True)``
+(BitMart's ``/user`` URL); Binance USD-M's is ``<base>/private/ws``, the listenKey being added only when the
+worker connects (``workers.private``), so no key is ever stored in the plan.
+
 Topics that fail ``Topic.parse`` or ``adapter.validate`` are skipped, logged and marked ``failed``
 in ``fp:subs`` (the control server validates first, so this is defensive).
 """
@@ -43,6 +48,7 @@ from control.settings import Settings
 from control.store import FAILED, ControlStore
 from control.topics import Topic, TopicError
 from workers.exchanges.base import AdapterError, ExchangeAdapter
+from workers.private import PRIVATE_ROUTE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +179,24 @@ def assign(
     for cid in sorted(work, key=_conn_order):
         if counts[cid]:
             exchange, route = work[cid]["exchange"], work[cid]["route"]
-            url = adapters[exchange].ws_url(base_urls[exchange], route)
+            url = connection_url(adapters[exchange], base_urls, exchange, route)
             planned[cid] = {"exchange": exchange, "route": route, "url": url}
     return result, planned
+
+
+def private_url_key(exchange: str) -> str:
+    """The ``base_urls`` key of ``exchange``'s private WebSocket base URL."""
+    return f"{exchange}:private"
+
+
+def connection_url(adapter: ExchangeAdapter, base_urls: Mapping[str, str], exchange: str, route: str) -> str:
+    """The planned URL of a connection of ``exchange`` on ``route`` (see the module docstring for private routes)."""
+    if not route.startswith(PRIVATE_ROUTE_PREFIX):
+        return adapter.ws_url(base_urls[exchange], route)
+    base = base_urls.get(private_url_key(exchange)) or base_urls[exchange]
+    if callable(getattr(adapter, "listen_key_request", None)):  # Binance: <base>/private/ws?listenKey=<key> later
+        return f"{base.rstrip('/')}/private/ws"
+    return adapter.ws_url(base, route)
 
 
 def _decode_conns(raw: Mapping[str, str]) -> dict[str, ConnData]:
@@ -201,11 +222,13 @@ async def read_plan(redis: Redis) -> PlanResult:
 
 
 def base_urls(settings: Settings, adapters: Mapping[str, ExchangeAdapter]) -> dict[str, str]:
-    """Exchange id -> configured WebSocket base URL, for the exchanges that have one."""
+    """Exchange id -> configured WebSocket base URL, for the exchanges that have one; ``private_url_key(exchange)``
+    -> the base of its private sockets."""
     urls = {}
     for exchange in adapters:
         try:
             urls[exchange] = settings.exchange_ws_uri(exchange)
+            urls[private_url_key(exchange)] = settings.exchange_ws_uri(exchange, private=True)
         except KeyError:
             log.warning("planner: no WebSocket URL setting for exchange %s", exchange)
     return urls

@@ -20,6 +20,14 @@ f. take unowned planned connections up to a fair share ``ceil(connections / live
 g. write status records for held connections to ``fp:conn:status``; drop records of connections no
    longer planned.
 
+Private connections (route ``private:<account>``, one per account and exchange) get a ``workers.private``
+session built from the account's credentials. Accounts are loaded with ``control.accounts.load_accounts`` at the
+first tick and again whenever ``accounts`` arrives on ``fp:ctl`` (POST/DELETE /accounts); every loaded secret is
+added to the log redaction filter (``control.redact``). A held private connection whose credentials changed is
+restarted; one whose account is unknown runs as ``workers.private.UnservedConnection`` (topics ``failed``,
+``unknown account``) until the account appears. When the planner removes a private connection (its account's last
+private topic was unsubscribed) it is stopped with ``forget`` (Binance: the listenKey is closed).
+
 Guarantee: each topic is in exactly one planned connection (planner), and a connection id runs on
 at most one live worker at a time (its lease), so no topic is streamed twice in steady state.
 
@@ -50,6 +58,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from control import keys
+from control.accounts import Account, load_accounts, secret_values
+from control.redact import install_redaction
 from control.settings import Settings
 from control.store import ControlStore
 from control.topics import Topic, TopicError
@@ -59,6 +69,7 @@ from workers.exchanges import REGISTRY
 from workers.exchanges.base import ExchangeAdapter
 from workers.leases import Leases
 from workers.planner import PlanResult, plan, read_plan
+from workers.private import PrivateSession, UnservedConnection, account_of_route
 from workers.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -79,6 +90,7 @@ class _Held:
     lease_deadline: float  # loop time by which the lease must be renewed, for fencing
     restarts: Backoff
     restart_at: float | None = None
+    account: Account | None = None  # the credentials a private connection was started with
 
 
 class WorkerRuntime:
@@ -122,6 +134,10 @@ class WorkerRuntime:
         self._stop_future: asyncio.Future[None] | None = None
         self._started_at = 0
         self._host = socket.gethostname()
+        #: (exchange, account) -> credentials; loaded on the first tick and on every ``accounts`` nudge.
+        self._accounts: dict[tuple[str, str], Account] = {}
+        self._accounts_due = True
+        self._background: set[asyncio.Task[None]] = set()  # old connections stopping after a credentials change
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -169,6 +185,8 @@ class WorkerRuntime:
         """One reconcile pass (steps a-g of the module docstring). Raises RedisError on Redis trouble."""
         now = self._now_ms()
         self._fence_expired()
+        if self._accounts_due:
+            await self._load_accounts()
         self._restart_crashed()
         reported = sorted(self._held)
         live = await self._heartbeat(now)
@@ -236,8 +254,13 @@ class WorkerRuntime:
     def _apply(self, current: PlanResult, by_conn: Mapping[str, list[str]]) -> None:
         for conn_id, held in list(self._held.items()):
             data = current.conns.get(conn_id)
-            if data is None:
-                self._retire(conn_id, unsubscribe=True, release=True, reason="removed from plan")
+            if data is None:  # no topic left on it; for a private connection: none left for its account, unless
+                # another planned connection serves the account already (a quick unsubscribe/subscribe): its socket
+                # may hold the same listenKey (one per account), so it is not closed
+                forget = account_of_route(held.route) is not None and not any(
+                    d["exchange"] == held.exchange and d["route"] == held.route for d in current.conns.values()
+                )
+                self._retire(conn_id, unsubscribe=True, release=True, reason="removed from plan", forget=forget)
             elif data["url"] != held.url:
                 self._retire(conn_id, unsubscribe=True, release=True, reason="url changed")
             elif (topics := frozenset(by_conn.get(conn_id, ()))) != held.topics:
@@ -287,11 +310,26 @@ class WorkerRuntime:
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
-    def _launch(self, conn_id: str, exchange: str, url: str, topics: Iterable[str]) -> tuple[Any, asyncio.Task[None]]:
-        conn = self.connection_factory(
-            conn_id=conn_id, adapter=self.adapters[exchange], url=url, settings=self.settings,
-            session=self.session, publisher=self.publisher, worker_id=self.worker_id,
-        )
+    def _launch(
+        self, conn_id: str, exchange: str, url: str, topics: Iterable[str], route: str = ""
+    ) -> tuple[Any, asyncio.Task[None]]:
+        kwargs: dict[str, Any] = {}
+        name = account_of_route(route)
+        if name is not None:
+            account = self._accounts.get((exchange, name))
+            if account is None:
+                conn: Any = UnservedConnection(
+                    conn_id=conn_id, exchange=exchange, url=url, publisher=self.publisher, worker_id=self.worker_id,
+                    error=f"unknown account {exchange}:{name}: configure it (environment, ACCOUNTS_FILE or "
+                    "POST /accounts)", clock=self.clock,
+                )  # fmt: skip
+            else:
+                kwargs["private"] = self._private_session(account)
+        if name is None or "private" in kwargs:
+            conn = self.connection_factory(
+                conn_id=conn_id, adapter=self.adapters[exchange], url=url, settings=self.settings,
+                session=self.session, publisher=self.publisher, worker_id=self.worker_id, **kwargs,
+            )
         conn.set_topics(_parse(topics))
         task = asyncio.create_task(conn.run(), name=f"conn:{conn_id}")
         task.add_done_callback(self._on_conn_done)
@@ -302,11 +340,13 @@ class WorkerRuntime:
         if exchange not in self.adapters:  # the planner never plans one; defensive
             log.error("worker %s: no adapter for %s of connection %s", self.worker_id, exchange, conn_id)
             return
-        conn, task = self._launch(conn_id, exchange, url, topics)
+        route = data["route"]
+        conn, task = self._launch(conn_id, exchange, url, topics, route)
         s = self.settings
         self._held[conn_id] = _Held(
-            conn_id, exchange, data["route"], url, conn, task, frozenset(topics), now + self._ttl_ms,
+            conn_id, exchange, route, url, conn, task, frozenset(topics), now + self._ttl_ms,
             asyncio.get_running_loop().time() + s.lease_ttl_s, Backoff(s.reconnect_delay_s, s.reconnect_max_delay_s),
+            account=self._account_for(exchange, route),
         )
         log.info("worker %s: running connection %s (%s, %d topics)", self.worker_id, conn_id, url, len(topics))
 
@@ -326,20 +366,22 @@ class WorkerRuntime:
                 log.error("worker %s: connection %s task ended unexpectedly (%r); restarting in %.2fs",
                           self.worker_id, conn_id, exc, delay, exc_info=exc)
             elif loop_time >= held.restart_at:
-                held.conn, held.task = self._launch(conn_id, held.exchange, held.url, held.topics)
+                held.conn, held.task = self._launch(conn_id, held.exchange, held.url, held.topics, held.route)
+                held.account = self._account_for(held.exchange, held.route)
                 held.restart_at = None
                 log.info("worker %s: connection %s restarted", self.worker_id, conn_id)
 
-    def _retire(self, conn_id: str, *, unsubscribe: bool, release: bool, reason: str) -> None:
-        """Forget ``conn_id`` now; stop it (and release its lease) in the background."""
+    def _retire(self, conn_id: str, *, unsubscribe: bool, release: bool, reason: str, forget: bool = False) -> None:
+        """Forget ``conn_id`` now; stop it (and release its lease) in the background. ``forget``: a private
+        connection whose account has no private topic left (its listenKey is closed)."""
         held = self._held.pop(conn_id)
         log.info("worker %s: stopping connection %s (%s)", self.worker_id, conn_id, reason)
-        task = asyncio.create_task(self._retire_task(held, unsubscribe, release), name=f"retire:{conn_id}")
+        task = asyncio.create_task(self._retire_task(held, unsubscribe, release, forget), name=f"retire:{conn_id}")
         self._retiring[conn_id] = task
         task.add_done_callback(lambda t: self._retiring.pop(conn_id) if self._retiring.get(conn_id) is t else None)
 
-    async def _retire_task(self, held: _Held, unsubscribe: bool, release: bool) -> None:
-        await self._halt(held, unsubscribe=unsubscribe, timeout_s=self.settings.drain_timeout_s)
+    async def _retire_task(self, held: _Held, unsubscribe: bool, release: bool, forget: bool = False) -> None:
+        await self._halt(held, unsubscribe=unsubscribe, timeout_s=self.settings.drain_timeout_s, forget=forget)
         if not release:
             return
         try:
@@ -350,10 +392,13 @@ class WorkerRuntime:
         except RedisError as exc:
             log.warning("worker %s: could not release connection %s: %s", self.worker_id, held.conn_id, exc)
 
-    async def _halt(self, held: _Held, *, unsubscribe: bool, timeout_s: float) -> None:
+    async def _halt(self, held: _Held, *, unsubscribe: bool, timeout_s: float, forget: bool = False) -> None:
         try:
             async with asyncio.timeout(timeout_s + 1.0):
-                await held.conn.stop(unsubscribe=unsubscribe, timeout_s=timeout_s)
+                if forget:
+                    await held.conn.stop(unsubscribe=unsubscribe, timeout_s=timeout_s, forget=True)
+                else:
+                    await held.conn.stop(unsubscribe=unsubscribe, timeout_s=timeout_s)
         except Exception as exc:  # noqa: BLE001 - a broken stop (or its timeout) must not block the others
             log.warning("worker %s: stopping connection %s failed: %r", self.worker_id, held.conn_id, exc)
         if not held.task.done():
@@ -361,6 +406,51 @@ class WorkerRuntime:
         (result,) = await asyncio.gather(held.task, return_exceptions=True)
         if isinstance(result, Exception):
             log.warning("worker %s: connection %s ended with %r", self.worker_id, held.conn_id, result)
+
+    # -- accounts ---------------------------------------------------------------------------------
+
+    async def _load_accounts(self) -> None:
+        """(Re)load the accounts, redact their secrets from logs, restart private connections whose credentials
+        changed. Raises RedisError (the tick retries; ``_accounts_due`` stays set)."""
+        accounts = await load_accounts(self.settings, self.redis)
+        self._accounts_due = False
+        secrets = secret_values(self.settings)
+        for account in accounts.values():
+            secrets.update(v for v in (account.api_key, account.api_secret, account.memo) if v)
+        if secrets:
+            install_redaction(secrets)
+        changed = accounts != self._accounts
+        self._accounts = accounts
+        if changed:
+            log.info("worker %s: %d account(s) loaded: %s", self.worker_id, len(accounts),
+                     ", ".join(f"{e}:{a}" for e, a in sorted(accounts)) or "none")  # fmt: skip
+        for held in list(self._held.values()):
+            if account_of_route(held.route) is None or self._account_for(held.exchange, held.route) == held.account:
+                continue
+            log.info("worker %s: credentials of connection %s changed; restarting it", self.worker_id, held.conn_id)
+            old = held.conn, held.task
+            held.conn, held.task = self._launch(held.conn_id, held.exchange, held.url, held.topics, held.route)
+            held.account = self._account_for(held.exchange, held.route)
+            held.restart_at = None
+            stop = _Held(held.conn_id, held.exchange, held.route, held.url, old[0], old[1], held.topics, 0, 0.0,
+                         held.restarts)  # fmt: skip
+            task = asyncio.create_task(self._halt(stop, unsubscribe=False, timeout_s=self.settings.drain_timeout_s),
+                                       name=f"restart:{held.conn_id}")  # fmt: skip
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _account_for(self, exchange: str, route: str) -> Account | None:
+        name = account_of_route(route)
+        return None if name is None else self._accounts.get((exchange, name))
+
+    def _private_session(self, account: Account) -> PrivateSession:
+        s = self.settings
+        return PrivateSession(
+            account=account, adapter=self.adapters[account.exchange], session=self.session, publisher=self.publisher,
+            ws_base_url=s.exchange_ws_uri(account.exchange, private=True),
+            rest_base_url=s.exchange_rest_uri(account.exchange), keepalive_s=s.listen_key_keepalive_s,
+            retry_initial_s=min(s.reconnect_delay_s, 1.0), retry_max_s=s.reconnect_max_delay_s, clock=self.clock,
+        )  # fmt: skip
 
     def _status_record(self, held: _Held) -> dict[str, Any]:
         return {**held.conn.status(), "worker": self.worker_id, "route": held.route,
@@ -403,7 +493,10 @@ class WorkerRuntime:
                 backoff.reset()
                 self.wake()  # catch up on whatever was published while we were not listening
                 while True:  # bounded waits, so the connection's health check keeps running
-                    if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is not None:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        if message.get("data") in ("accounts", b"accounts"):
+                            self._accounts_due = True
                         self.wake()
             except (RedisError, OSError) as exc:
                 delay = backoff.next_delay()
@@ -424,7 +517,8 @@ class WorkerRuntime:
         await self._cancel_control_tasks()
         held, self._held = list(self._held.values()), {}
         timeout_s = self.settings.drain_timeout_s
-        pending = [*(asyncio.create_task(self._retire_task(h, drain, True)) for h in held), *self._retiring.values()]
+        pending = [*(asyncio.create_task(self._retire_task(h, drain, True)) for h in held), *self._retiring.values(),
+                   *self._background]  # fmt: skip
         if pending:
             _, late = await asyncio.wait(pending, timeout=timeout_s + 2.0)
             for task in late:

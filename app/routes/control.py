@@ -1,8 +1,15 @@
-"""Control endpoints: subscribe/unsubscribe klines, trades, ticker, best bid/ask and order books;
-stop/start; and the 501 private streams.
+"""Control endpoints: subscribe/unsubscribe klines, trades, ticker, best bid/ask and order books; one account's
+private orders, positions and balances; stop/start.
 
 Handlers validate everything (body, query) before calling ``app.dispatch.Dispatcher``, the only writer.
 Request bodies are never logged (later versions may carry secrets).
+
+Private streams (``/orders``, ``/positions``, ``/balances``): the body is optional, ``{"exchange", "account"}``
+(DEFAULT_EXCHANGE and ``default`` when left out); the topic is ``{exchange}:{order|position|balance}:{account}``.
+Subscribing needs a known account (environment, ACCOUNTS_FILE, or POST /accounts): an unknown one is 400
+``validation_error`` and nothing is written. Unsubscribing does not check it, so topics of a deleted account can
+still be removed. The workers open one socket per account and publish a ``gap`` then a REST snapshot
+(``snapshot: true``) on each (re)connect. Read them with ``GET /sse/{orders,positions,balances}/{account}``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from marshmallow import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +28,7 @@ from starlette.routing import Route
 from app import schemas
 from app.errors import ApiError, now_ms
 from app.routes.status import decorate_subscriptions
+from control.accounts import api_account_records, configured_accounts
 from control.store import ACTIVE, FAILED
 
 #: How often ``?wait=`` re-reads subscription states (workers do not publish state changes reliably).
@@ -94,14 +103,47 @@ async def start(request: Request) -> Response:
     return JSONResponse(await request.app.state.dispatcher.start())
 
 
-async def not_implemented(request: Request) -> Response:
-    """Private order/position streams: 501 ``not_implemented`` (nothing is written)."""
-    kind = request.url.path.strip("/").split("/")[0]
-    raise ApiError(
-        501,
-        "not_implemented",
-        f"private {kind[:-1]} streams are not available in this version; only public market data is",
+async def known_accounts(request: Request) -> set[str]:
+    """``"exchange:account"`` of every account workers can use: environment and ACCOUNTS_FILE, plus those added
+    with POST /accounts when FEEDPLANE_SECRET_KEY is set (workers cannot open them otherwise). No secret is read."""
+    settings = request.app.state.settings
+    refs = {account.ref for account in configured_accounts(settings)}
+    if settings.secret_key:
+        refs.update(f"{r['exchange']}:{r['account']}" for r in await api_account_records(request.app.state.store.redis))
+    return refs
+
+
+def _private_subscribe(channel: str) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        wait_s = schemas.wait_seconds(request.query_params.get("wait"))
+        body = await read_json(request, optional=True)
+        topic, exchange, account = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
+        if f"{exchange}:{account}" not in await known_accounts(request):
+            message = f"unknown account {exchange}:{account}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
+            raise ValidationError({"account": [message]})
+        result = await request.app.state.dispatcher.subscribe([topic], now_ms())
+        status = 202
+        if wait_s is not None:
+            settled, records = await _wait_settled(request, [topic], wait_s)
+            result["subscriptions"] = records
+            status = 200 if settled else 202
+        return JSONResponse(result, status_code=status)
+
+    endpoint.__doc__ = (
+        f"POST optional body {{exchange, account}} -> 202 {{accepted, added, already, paused}} for the topic "
+        f"``{{exchange}}:{channel}:{{account}}`` (200 + subscriptions when ?wait settles; 400 unknown account)."
     )
+    return endpoint
+
+
+def _private_unsubscribe(channel: str) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        body = await read_json(request, optional=True)
+        topic, _, _ = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
+        return JSONResponse(await request.app.state.dispatcher.unsubscribe([topic]))
+
+    endpoint.__doc__ = f"POST optional body {{exchange, account}} -> 200 {{removed, not_subscribed}} ({channel} topic)."
+    return endpoint
 
 
 ROUTES = [
@@ -117,10 +159,12 @@ ROUTES = [
     ),
     Route("/depth/subscribe", _subscribe(schemas.depth_request), methods=["POST"], name="depth_subscribe"),
     Route("/depth/unsubscribe", _unsubscribe(schemas.depth_topics), methods=["POST"], name="depth_unsubscribe"),
-    Route("/orders/subscribe", not_implemented, methods=["POST"], name="orders_subscribe"),
-    Route("/orders/unsubscribe", not_implemented, methods=["POST"], name="orders_unsubscribe"),
-    Route("/positions/subscribe", not_implemented, methods=["POST"], name="positions_subscribe"),
-    Route("/positions/unsubscribe", not_implemented, methods=["POST"], name="positions_unsubscribe"),
+    Route("/orders/subscribe", _private_subscribe("order"), methods=["POST"], name="orders_subscribe"),
+    Route("/orders/unsubscribe", _private_unsubscribe("order"), methods=["POST"], name="orders_unsubscribe"),
+    Route("/positions/subscribe", _private_subscribe("position"), methods=["POST"], name="positions_subscribe"),
+    Route("/positions/unsubscribe", _private_unsubscribe("position"), methods=["POST"], name="positions_unsubscribe"),
+    Route("/balances/subscribe", _private_subscribe("balance"), methods=["POST"], name="balances_subscribe"),
+    Route("/balances/unsubscribe", _private_unsubscribe("balance"), methods=["POST"], name="balances_unsubscribe"),
     Route("/stop", stop, methods=["POST"]),
     Route("/start", start, methods=["POST"]),
 ]

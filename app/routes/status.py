@@ -15,15 +15,19 @@ from starlette.routing import Route
 from app.errors import now_ms
 from control.settings import Settings
 from control.store import ACTIVE
+from control.topics import is_private
 
 
 def decorate_subscriptions(records: list[dict[str, Any]], settings: Settings, now: int) -> list[dict[str, Any]]:
-    """Add ``stale``: active and no event for more than STALL_TIMEOUT_S since ``max(since, last_event_at)``."""
+    """Add ``stale``: active and no event for more than STALL_TIMEOUT_S since ``max(since, last_event_at)``.
+
+    Never for private topics (orders, positions, balances): an account may rightly be quiet for hours."""
     stall_ms = settings.stall_timeout_s * 1000
     out = []
     for record in records:
         reference = max(record.get("since") or 0, record.get("last_event_at") or 0)
-        out.append({**record, "stale": record.get("state") == ACTIVE and now - reference > stall_ms})
+        stale = record.get("state") == ACTIVE and now - reference > stall_ms and not is_private(record["topic"])
+        out.append({**record, "stale": stale})
     return out
 
 

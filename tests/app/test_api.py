@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +15,7 @@ import orjson
 import pytest
 from arq.connections import RedisSettings, create_pool
 from arq.jobs import Job
+from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
@@ -173,13 +176,107 @@ async def test_stop_start_and_clear(client: TestClient, redis: Redis) -> None:
     assert reconcile_job_id(version) in await redis.zrange(keys.ARQ_QUEUE, 0, -1)
 
 
-@pytest.mark.parametrize("path", ["/orders/subscribe", "/orders/unsubscribe", "/positions/subscribe",
-                                  "/positions/unsubscribe"])  # fmt: skip
-async def test_private_streams_are_501_and_write_nothing(client: TestClient, redis_bytes: Redis, path: str) -> None:
+# -- private streams (orders, positions, balances of one account) -------------------------------------------
+
+BM_ENV = {"BITMART_API_KEY": "bm-key-0123456789", "BITMART_API_SECRET": "bm-secret-0123456789",
+          "BITMART_API_MEMO": "bm-memo-0123"}  # fmt: skip
+
+
+@pytest.fixture
+def account_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    """bitmart:default from the environment, binanceusdm:alice and gateio:g1 from ACCOUNTS_FILE, POST /accounts on."""
+    doc = {"accounts": [
+        {"exchange": "binanceusdm", "account": "alice", "api_key": "alice-key-0123456789", "api_secret": "alice-s-01234"},
+        {"exchange": "gate", "account": "g1", "api_key": "g1-key-0123456789", "api_secret": "g1-s-0123456789",
+         "uid": 90817263},
+    ]}  # fmt: skip
+    path = tmp_path / "accounts.json"
+    path.write_bytes(orjson.dumps(doc))
+    os.chmod(path, 0o600)
+    return make_settings(CTRL_ADDR="127.0.0.1:18089", ACCOUNTS_FILE=str(path),
+                         FEEDPLANE_SECRET_KEY=Fernet.generate_key().decode(), **BM_ENV)  # fmt: skip
+
+
+@pytest.fixture
+def account_client(account_settings: Settings, redis: Redis) -> Iterator[TestClient]:
+    with TestClient(create_app(account_settings)) as c:
+        yield c
+
+
+async def test_private_subscribe_without_body_is_the_default_account(account_client: TestClient, redis: Redis) -> None:
+    resp = account_client.post("/orders/subscribe")
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"accepted": ["bitmart:order:default"], "added": ["bitmart:order:default"], "already": [],
+                           "paused": False}  # fmt: skip
+    assert await redis.hkeys(keys.DESIRED) == ["bitmart:order:default"]
+    version = await ControlStore(redis).version()
+    assert await redis.zrange(keys.ARQ_QUEUE, 0, -1) == [reconcile_job_id(version)]  # workers are nudged
+    again = account_client.post("/orders/subscribe", json={})
+    assert again.json()["already"] == ["bitmart:order:default"] and await ControlStore(redis).version() == version
+    assert account_client.post("/orders/unsubscribe").json() == {"removed": ["bitmart:order:default"],
+                                                                  "not_subscribed": []}  # fmt: skip
+    assert await redis.hkeys(keys.DESIRED) == []
+
+
+async def test_private_subscribe_named_accounts_on_every_exchange(account_client: TestClient, redis: Redis) -> None:
+    calls = [("/orders/subscribe", {"exchange": "binanceusdm", "account": "alice"}, "binanceusdm:order:alice"),
+             ("/positions/subscribe", {"exchange": "binanceusdm", "account": "alice"}, "binanceusdm:position:alice"),
+             ("/balances/subscribe", {"exchange": "gate", "account": "g1"}, "gateio:balance:g1"),
+             ("/positions/subscribe", {"account": "default"}, "bitmart:position:default"),
+             ("/balances/subscribe", {"exchange": "bitmart"}, "bitmart:balance:default")]  # fmt: skip
+    for path, body, topic in calls:
+        resp = account_client.post(path, json=body)
+        assert resp.status_code == 202 and resp.json()["added"] == [topic], resp.text
+    assert sorted(await redis.hkeys(keys.DESIRED)) == sorted(t for _, _, t in calls)
+    resp = account_client.post("/balances/unsubscribe", json={"exchange": "gateio", "account": "g1"})
+    assert resp.json() == {"removed": ["gateio:balance:g1"], "not_subscribed": []}
+    resp = account_client.post("/positions/unsubscribe", json={"exchange": "gateio", "account": "g1"})
+    assert resp.json() == {"removed": [], "not_subscribed": ["gateio:position:g1"]}
+
+
+async def test_private_subscribe_waits_for_the_worker(account_client: TestClient, redis: Redis) -> None:
+    resp = account_client.post("/orders/subscribe?wait=0.2")
+    assert resp.status_code == 202
+    assert [(s["topic"], s["state"]) for s in resp.json()["subscriptions"]] == [("bitmart:order:default", "pending")]
+    await ControlStore(redis).set_states({"bitmart:order:default": {"state": "failed", "error": "login refused: x",
+                                                                    "since": now_ms(), "conn": "c1"}})  # fmt: skip
+    resp = account_client.post("/orders/subscribe?wait=1")
+    assert resp.status_code == 200
+    [record] = resp.json()["subscriptions"]
+    assert record["state"] == "failed" and record["error"] == "login refused: x"
+
+
+@pytest.mark.parametrize("path", ["/orders/subscribe", "/positions/subscribe", "/balances/subscribe"])
+async def test_private_subscribe_refuses_an_unknown_account(
+    account_client: TestClient, redis_bytes: Redis, path: str
+) -> None:
     before = await snapshot(redis_bytes)
-    err = assert_envelope(client.post(path, json={"symbol": "BTCUSDT"}), 501, "not_implemented")
-    assert "not available" in err["message"]
+    for body in ({"account": "bob"}, {"exchange": "binanceusdm"}, {"exchange": "gateio", "account": "default"}):
+        err = assert_envelope(account_client.post(path, json=body), 400, "validation_error")
+        assert list(err["details"]) == ["account"] and "unknown account" in err["details"]["account"][0]
+        assert "0123456789" not in str(err)
     assert await snapshot(redis_bytes) == before == {}
+
+
+async def test_private_topics_are_never_stale(account_client: TestClient, redis: Redis, settings: Settings) -> None:
+    account_client.post("/orders/subscribe")
+    old = now_ms() - int(settings.stall_timeout_s * 1000) - 10_000
+    await ControlStore(redis).set_states({"bitmart:order:default": {"state": "active", "error": None, "since": old,
+                                                                    "conn": "c1"}})  # fmt: skip
+    [record] = account_client.get("/status").json()["subscriptions"]
+    assert record["state"] == "active" and record["stale"] is False  # a quiet account is not a stalled feed
+
+
+async def test_private_accounts_added_at_run_time(account_client: TestClient, redis: Redis) -> None:
+    body = {"exchange": "bitmart", "account": "carol", "api_key": "carol-key-0123456789",
+            "api_secret": "carol-secret-0123456789", "memo": "carol-memo"}  # fmt: skip
+    assert_envelope(account_client.post("/orders/subscribe", json={"account": "carol"}), 400, "validation_error")
+    assert account_client.post("/accounts", json=body).status_code == 201
+    assert account_client.post("/orders/subscribe", json={"account": "carol"}).json()["added"] == ["bitmart:order:carol"]
+    assert account_client.delete("/accounts/bitmart/carol").status_code == 200
+    assert_envelope(account_client.post("/positions/subscribe", json={"account": "carol"}), 400, "validation_error")
+    resp = account_client.post("/orders/unsubscribe", json={"account": "carol"})  # a deleted account's topics go too
+    assert resp.json()["removed"] == ["bitmart:order:carol"]
 
 
 async def test_status_shape(client: TestClient, redis: Redis, settings: Settings) -> None:
@@ -222,8 +319,9 @@ def test_help_text_and_json(client: TestClient) -> None:
     text = client.get("/help")
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
     paths = ["/status", "/help", "/klines/subscribe", "/klines/unsubscribe", "/trades/subscribe", "/trades/unsubscribe",
-             "/orders/subscribe", "/orders/unsubscribe", "/positions/subscribe", "/positions/unsubscribe", "/stop",
-             "/start", "/sse", "/sse/klines/", "/sse/trades/"]  # fmt: skip
+             "/orders/subscribe", "/orders/unsubscribe", "/positions/subscribe", "/positions/unsubscribe",
+             "/balances/subscribe", "/balances/unsubscribe", "/stop", "/start", "/sse", "/sse/klines/",
+             "/sse/trades/"]  # fmt: skip
     for path in paths:
         assert path in text.text
     assert "curl" in text.text and "http://127.0.0.1:18089/" in text.text
@@ -260,11 +358,11 @@ def _replay(client: TestClient, curl: str) -> int:
     return client.request(method, target, content=body, headers=headers).status_code
 
 
-def test_help_curl_lines_work(client: TestClient) -> None:
-    for item in client.get("/help?format=json").json()["endpoints"]:
-        status = _replay(client, item["curl"])
-        expected = {501} if item["path"].startswith(("/orders", "/positions")) else {200, 202}
-        assert status in expected, (item["curl"], status)
+def test_help_curl_lines_work(account_client: TestClient) -> None:
+    """Every example, private ones included (the default BitMart account is configured here)."""
+    for item in account_client.get("/help?format=json").json()["endpoints"]:
+        status = _replay(account_client, item["curl"])
+        assert status in {200, 202}, (item["curl"], status)
 
 
 async def test_wait_returns_200_when_worker_activates(client: TestClient, redis: Redis) -> None:
@@ -343,6 +441,17 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
     ("unknown post path", "POST", "/foo/subscribe", {"json": KLINE_BODY}, 404, "not_found", None),
     ("wrong method", "GET", "/klines/subscribe", {}, 405, "method_not_allowed", None),
     ("wrong method on status", "POST", "/status", {}, 405, "method_not_allowed", None),
+    ("private: no account configured", "POST", "/orders/subscribe", {}, 400, "validation_error", "account"),
+    ("private: unknown field", "POST", "/orders/subscribe", {"json": {"symbol": "BTCUSDT"}}, 400, "validation_error",
+     "symbol"),
+    ("private: bad account name", "POST", "/positions/subscribe", {"json": {"account": "bad name!"}}, 400,
+     "validation_error", "account"),
+    ("private: account not a string", "POST", "/balances/subscribe", {"json": {"account": 7}}, 400,
+     "validation_error", "account"),
+    ("private: unknown exchange", "POST", "/orders/unsubscribe", {"json": {"exchange": "kraken"}}, 400,
+     "validation_error", "exchange"),
+    ("private: json array", "POST", "/balances/unsubscribe", {"json": []}, 400, "invalid_json", None),
+    ("private: wait=abc", "POST", "/orders/subscribe?wait=abc", {}, 400, "validation_error", "wait"),
 ]  # fmt: skip
 
 

@@ -342,8 +342,10 @@ def test_private_topics() -> None:
     assert err.value.field == "exchange"
     with pytest.raises(TopicError):
         private_topic("bitmart", "trade", "alice")
-    # public parsing unchanged; private channels are not subscribable (workers do not serve them yet)
+    # public parsing unchanged; every exchange serves the private channels, the account name kept as given
     assert str(Topic.parse("bitmart:kline:btcusdt:1H")) == "bitmart:kline:BTCUSDT:1h"
-    assert all(channel not in caps for caps in CAPABILITIES.values() for channel in PRIVATE_CHANNELS)
-    with pytest.raises(TopicError):
-        make_topic("bitmart", "order", "alice")
+    assert all(channel in caps for caps in CAPABILITIES.values() for channel in PRIVATE_CHANNELS)
+    assert str(make_topic("gate", "order", "Alice")) == "gateio:order:Alice"
+    with pytest.raises(TopicError) as err:
+        make_topic("bitmart", "order", "bad name")
+    assert err.value.field == "account"
