@@ -12,9 +12,12 @@ Control state (small, JSON values, read by /status):
     fp:plan:lock          str   planner mutex (SET NX PX)
     fp:plan:seq           int   connection id counter
     fp:lease:{conn}       str   worker id owning connection {conn}; PX = LEASE_TTL_S, renewed by heartbeat
+    fp:handover:{conn}    str   rebalancing offer of connection {conn}: "<from worker>" while offered,
+                                "<from worker>><to worker>" once claimed; PX = HANDOVER_TIMEOUT_S (workers.handover)
     fp:conn:status        hash  connection id -> status JSON (state, reconnects, counters)
-    fp:workers            hash  worker id -> {"host","pid","started_at","heartbeat_at","connections"}
-    fp:ctl                pub/sub channel: "plan" / "state" nudges between control server and workers
+    fp:workers            hash  worker id -> {"host","pid","started_at","heartbeat_at","connections","taking",
+                                "offered","publisher": {queue_depth, oldest_queued_age_ms, dropped, fenced, ...}}
+    fp:ctl                pub/sub channel: "plan" / "state" / "handover" nudges between control server and workers
     fp:arq:queue          arq job queue
 Accounts and request limits (control server; see control/accounts.py, app/ratelimit.py):
     fp:accounts           hash  "exchange:account" -> {"exchange","account","key","created_at","sealed"}
@@ -62,6 +65,11 @@ def rate_limit(kind: str, who: str) -> str:
 def lease(conn_id: str) -> str:
     """Lease key of connection ``conn_id``; its value is the owning worker id."""
     return f"fp:lease:{conn_id}"
+
+
+def handover(conn_id: str) -> str:
+    """Rebalancing offer of connection ``conn_id`` (``workers.handover``): ``<from>`` or ``<from>><to>``."""
+    return f"fp:handover:{conn_id}"
 
 
 def event_stream(topic: str) -> str:

@@ -79,9 +79,14 @@ class Settings:
     default_exchange: str = "bitmart"
     workers: int = 2
     stream_maxlen: int = 100_000
-    lease_ttl_s: float = 10.0
-    heartbeat_interval_s: float = 2.0
+    #: A dead worker's connections are served again by another within about LEASE_TTL_S (+ one connect).
+    lease_ttl_s: float = 4.0
+    heartbeat_interval_s: float = 1.0
     drain_timeout_s: float = 5.0
+    #: Age at which a public socket is rolled (make-before-break) ahead of the exchanges' 24 h limit.
+    connection_max_age_s: float = 84_600.0
+    #: Bound on one make-before-break (rebalancing handover or lifetime roll): offer lifetime, standby readiness.
+    handover_timeout_s: float = 30.0
     max_body_bytes: int = 65_536
     sse_ping_s: float = 15.0
     worker_id: str = ""
@@ -165,9 +170,11 @@ class Settings:
             default_exchange=r.get("DEFAULT_EXCHANGE", "bitmart", _one_of(EXCHANGES)),
             workers=r.get("WORKERS", 2, _int_range(1, 256)),
             stream_maxlen=r.get("STREAM_MAXLEN", 100_000, _int_range(100, 100_000_000)),
-            lease_ttl_s=r.get("LEASE_TTL_S", 10.0, _positive_float),
-            heartbeat_interval_s=r.get("HEARTBEAT_INTERVAL_S", 2.0, _positive_float),
+            lease_ttl_s=r.get("LEASE_TTL_S", 4.0, _positive_float),
+            heartbeat_interval_s=r.get("HEARTBEAT_INTERVAL_S", 1.0, _positive_float),
             drain_timeout_s=r.get("DRAIN_TIMEOUT_S", 5.0, _positive_float),
+            connection_max_age_s=r.get("CONNECTION_MAX_AGE_S", 84_600.0, _positive_float),
+            handover_timeout_s=r.get("HANDOVER_TIMEOUT_S", 30.0, _positive_float),
             max_body_bytes=r.get("MAX_BODY_BYTES", 65_536, _int_range(256, 16 * 1024 * 1024)),
             sse_ping_s=r.get("SSE_PING_S", 15.0, _positive_float),
             worker_id=r.get("WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", _worker_id),
