@@ -19,19 +19,39 @@ The silent-feed watchdog is off for them: an account can be quiet for hours. ``P
 servers that echo no ids in acks) makes it ``active``.
 Exchange facts: exchanges.md §1.4-1.5 (BitMart acks per topic, app ping, raw-deflate BINARY frames),
 binance_usdm.md §3-4 (10 messages/s, acks by request id, server pings answered by autoping).
+
+Fencing: when the publisher has a ``worker_id``, every event and state goes out with this connection's id
+(``Publisher.publish(topic, event, conn_id)``), so Redis only takes them while this worker holds the lease; the
+order books and the private session publish through the connection's ``output`` for the same reason.
+
+Faults are counted by kind in ``reasons`` (``REASONS``), and each interruption of a public, non-depth topic is
+announced: once the next socket carries the topic again, a ``gap`` event ``{"reason": <kind>, "since": <ms of
+the last event before the drop>, "until": <ms of the first event after>}`` goes out before that first event (or
+``GAP_GRACE_S`` after the topic is active again when no event comes, ``until`` then being the activation time).
+Books and private sessions announce their own gaps. Handshake refusals (HTTP 429/418/403) wait ``Retry-After``
+(418 without one: at least ``BANNED_MIN_DELAY_S``), never less than the backoff.
+
+Make-before-break (``workers.runtime``): a connection built with ``standby=True`` connects and subscribes like any
+other but buffers its events and writes no state; ``wait_ready()`` returns once every topic is acknowledged (and
+every book in sync). ``promote(markers)`` then makes it publish, continuing each topic right after its marker,
+the last event already in the stream (``workers.stitch``). ``freeze()`` stops a connection's output at once and
+returns its own markers (the lifetime roll hands them to its successor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
 import time
 import zlib
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -44,13 +64,76 @@ from workers.books import BookKeeper
 from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
-from workers.rest import RestError
+from workers.rest import RestError, retry_after_seconds
+from workers.stitch import CatchUp
 
 log = logging.getLogger(__name__)
 
 MAX_MSG_SIZE = 16 * 1024 * 1024
 _LOG_EVERY_S = 10.0  # at most one malformed/error log line per connection per this many seconds
 _CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+#: Why a socket ended (``ExchangeConnection.reasons`` keys, and the ``reason`` of the gap events announcing it).
+DEAD_PEER = "dead_peer"  # no frame (or no PONG) within the keepalive bounds
+SILENT_FEED = "silent_feed"  # frames (pongs, acks) but no data while subscribed
+CLOSED_BY_PEER = "closed_by_peer"  # a close frame, or the TCP connection reset/aborted
+HANDSHAKE_ERROR = "handshake_error"  # the WebSocket upgrade answered with another HTTP status
+REFUSED = "refused"  # the upgrade answered 429/418/403: rate limited or banned (Retry-After honoured)
+LIFETIME = "lifetime"  # a planned roll ahead of the exchange's connection lifetime (no gap)
+CONNECT_FAILED = "connect_failed"  # TCP/TLS connect failed or timed out (exchange unreachable)
+EXCHANGE_REQUEST = "exchange_request"  # the exchange asked for a new socket (Gate upgrade, listenKeyExpired)
+SEND_FAILED = "send_failed"  # a subscribe/ping frame could not be written
+LOGIN_FAILED = "login_failed"  # a private socket's login was refused or not answered
+ERROR = "error"  # anything else (a bug, logged with its traceback)
+REASONS = (DEAD_PEER, SILENT_FEED, CLOSED_BY_PEER, HANDSHAKE_ERROR, REFUSED, LIFETIME, CONNECT_FAILED,
+           EXCHANGE_REQUEST, SEND_FAILED, LOGIN_FAILED, ERROR)  # fmt: skip
+#: Gap reason of topics a worker starts serving again after another process (or a pause) left off.
+TAKEOVER = "takeover"
+#: HTTP statuses of a refused handshake: rate limited (429), IP banned (418, binance_usdm.md §3), forbidden (403).
+REFUSED_STATUSES = frozenset({429, 418, 403})
+#: Least wait after a 418 (banned) without Retry-After.
+BANNED_MIN_DELAY_S = 30.0
+#: How long after a topic is active again its gap waits for a first event before going out with ``until`` = then.
+GAP_GRACE_S = 1.0
+#: Most events a standby socket buffers (the oldest go first, counted and logged at the switch; a standby socket
+#: normally switches within milliseconds of its last acknowledgement, so this bound is a memory guard only).
+STANDBY_BUFFER = 100_000
+
+
+class _End(NamedTuple):
+    """How one socket session ended."""
+
+    kind: str  # one of REASONS, or "stopped"
+    text: str
+    healthy: bool = False
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _PendingGap:
+    """A gap of one topic waiting for the topic to flow again (see the module docstring)."""
+
+    reason: str
+    since: int | None
+    active_ms: int | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class _Output:
+    """The publisher as the books and the private session see it: their events go through the connection
+    (fencing, standby buffering, freeze), the rest is the real publisher's."""
+
+    def __init__(self, conn: ExchangeConnection) -> None:
+        self._conn = conn
+
+    def publish(self, topic: str, event: dict[str, Any]) -> None:
+        self._conn._emit(topic, event, False)
+
+    def set_state(self, topic: str, record: dict[str, Any]) -> None:
+        self._conn._set_state(topic, record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn.publisher, name)
 
 
 class ExchangeConnection:
@@ -63,6 +146,7 @@ class ExchangeConnection:
     :param rng: jitter source for reconnect backoff. :param clock: epoch seconds, used only for ms timestamps.
     :param rest_base_url: REST base URL for order-book snapshots; default ``settings.exchange_rest_uri(adapter.id)``.
     :param private: the account session of a private socket (``workers.private``), None for public data.
+    :param standby: start buffering instead of publishing, until ``promote`` (make-before-break).
 
     Topic states go to ``publisher.set_state`` as ``{"state","error","since"(ms),"conn"}``: ``pending`` when a
     subscribe is sent (and for every desired topic after a disconnect), ``active``/``failed`` on the ack,
@@ -73,10 +157,30 @@ class ExchangeConnection:
         self, *, conn_id: str, adapter: ExchangeAdapter, url: str, settings: Settings,
         session: aiohttp.ClientSession, publisher: Publisher, worker_id: str = "",
         rng: random.Random | None = None, clock: Callable[[], float] = time.time, rest_base_url: str | None = None,
-        private: PrivateSession | None = None,
+        private: PrivateSession | None = None, standby: bool = False,
     ) -> None:
         self.conn_id, self.adapter, self.url, self.settings = conn_id, adapter, url, settings
         self.private = private
+        # Fencing (module docstring); a publisher without a worker id (tests' stand-ins) takes two arguments.
+        self._fenced = bool(getattr(publisher, "worker_id", ""))
+        self._publish: Callable[[str, dict[str, Any]], None] = (
+            functools.partial(publisher.publish, conn_id=conn_id) if self._fenced else publisher.publish
+        )
+        self.output = _Output(self)
+        self._standby, self._frozen = standby, False
+        self._buffer: deque[tuple[str, dict[str, Any], bool]] = deque(maxlen=STANDBY_BUFFER)
+        self._buffer_overflow = 0
+        self._held_states: dict[str, dict[str, Any]] = {}  # states withheld while in standby
+        self._catchup: dict[str, CatchUp] = {}
+        self._gaps: dict[str, _PendingGap] = {}
+        self._last: dict[str, dict[str, Any]] = {}  # topic -> last event published
+        self._active_ms: dict[str, int] = {}  # topic -> when it became active on the current socket (ms)
+        self._direct = not standby  # nothing to filter, buffer or announce: the reader publishes straight out
+        self._ready = asyncio.Event()
+        self._socket_opened: float | None = None  # loop time the current socket opened
+        #: Sessions ended, by kind (``REASONS``); gap events announced by this connection, by reason.
+        self.reasons: Counter[str] = Counter()
+        self.gaps: Counter[str] = Counter()
         self._rng = rng or random.Random()
         self.session, self.publisher, self.worker_id, self.clock = session, publisher, worker_id, clock
         s = settings
@@ -102,6 +206,7 @@ class ExchangeConnection:
         self._main: asyncio.Task[None] | None = None
         self._cut: asyncio.Timeout | None = None
         self._cut_reason: str | None = None
+        self._cut_kind = ERROR
         self._stopping = False
         self._state = "connecting"  # run() is expected to follow construction
         self._last_frame = self._last_data = self._active_since = self._next_log = 0.0
@@ -117,13 +222,14 @@ class ExchangeConnection:
         self._auth_failed = False  # the last session ended with the credentials refused
         self._options: dict[str, dict[str, Any]] = {}
         self.books = BookKeeper(
-            conn_id=conn_id, adapter=adapter, publisher=publisher, session=session,
+            conn_id=conn_id, adapter=adapter, publisher=self.output, session=session,  # type: ignore[arg-type]
             rest_base_url=settings.exchange_rest_uri(adapter.id) if rest_base_url is None else rest_base_url,
             interval_ms=settings.depth_interval_ms, send_frame=self._send_on_socket, levels_for=self._levels_for,
             clock=clock, rng=rng,
         )
         if private is not None:
             private.bind(conn_id, self._desired.__contains__)
+            private.publisher = self.output  # type: ignore[assignment]  # its gaps and snapshots are fenced too
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -142,7 +248,13 @@ class ExchangeConnection:
                     self.books.start(name)  # idempotent
             self._desired.clear()  # in place: the reader holds a reference
             self._desired.update(new)
+            for name in [n for n in self._gaps if n not in new]:
+                self._drop_gap(name)
+            for name in [n for n in self._catchup if n not in new]:
+                del self._catchup[name]
+            self._update_direct()
             self._changed.set()
+            self._check_ready()
 
     def set_options(self, options: dict[str, dict[str, Any]]) -> None:
         """Per-topic options, ``topic -> {"levels": N}`` for depth topics (``fp:topic:options``); replaces all."""
@@ -166,8 +278,193 @@ class ExchangeConnection:
             "events": self.events, "malformed_frames": self.malformed_frames, "unknown_frames": self.unknown_frames,
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
             "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
+            "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self._standby,
             **({"private": self.private.status()} if self.private is not None else {}),
         }
+
+    # -- make-before-break and gaps (see the module docstring) ------------------------------------
+
+    @property
+    def standby(self) -> bool:
+        """True until ``promote``: events are buffered, states withheld."""
+        return self._standby
+
+    @property
+    def socket_age_s(self) -> float:
+        """Seconds the current socket has been open (0 while there is none)."""
+        opened = self._socket_opened
+        return 0.0 if opened is None else asyncio.get_running_loop().time() - opened
+
+    def announce_gaps(self, reason: str, since: dict[str, int | None]) -> None:
+        """Announce a gap on each of these topics (``topic -> ms of its last stored event``) once it flows here,
+        as after a reconnect: a worker taking over a connection another process (or a pause) left off. Order books
+        too (a fresh book announces nothing itself); private topics get their own gap from the session."""
+        for name, since_ms in since.items():
+            if self.private is None and name not in self._gaps:
+                self._gaps[name] = _PendingGap(reason, since_ms)
+        self._update_direct()
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """True once every desired topic is acknowledged (active or failed) on an open socket and every book is
+        in sync; False after ``timeout_s`` or when the connection stops first."""
+        self._check_ready()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._ready.is_set():
+                    if self._stopping:
+                        return False
+                    await self._ready.wait()
+                    self._check_ready()  # still true now (the socket may have dropped since it was set)
+        except TimeoutError:
+            return False
+        return not self._stopping
+
+    def promote(
+        self,
+        markers: dict[str, dict[str, Any] | None],
+        gaps: dict[str, tuple[str, int | None]] | None = None,
+        *,
+        successor_of: ExchangeConnection | None = None,
+    ) -> None:
+        """Leave standby: publish from now on, each topic continuing right after ``markers[topic]`` (the last event
+        in its stream; None: from the first buffered one). ``gaps``: topics whose interruption is still to be
+        announced (``freeze``). ``successor_of``: the connection this one replaces in a lifetime roll (its
+        counters carry over, the roll is counted). Buffered gap events are dropped: the old socket covered that
+        time. Withheld states are written."""
+        if not self._standby:
+            return
+        self._standby = False
+        if successor_of is not None:
+            self._inherit(successor_of)
+        for name, marker in markers.items():
+            if marker is not None and name in self._desired:
+                self._catchup[name] = CatchUp(marker)
+        for name, (reason, since) in (gaps or {}).items():
+            if self._announces(name) and name not in self._gaps:
+                self._gaps[name] = _PendingGap(reason, since, self._active_ms.get(name))
+        self._update_direct()
+        buffered, self._buffer = self._buffer, deque(maxlen=STANDBY_BUFFER)
+        if self._buffer_overflow:
+            log.warning("%s: %d events dropped from the standby buffer before the switch", self.conn_id,
+                        self._buffer_overflow)  # fmt: skip
+        for name, event, counted in buffered:
+            if name in self._desired and event.get("type") != "gap" and self._emit(name, event, counted) and counted:
+                self.events += 1
+        for name, record in self._held_states.items():
+            if name in self._desired:
+                self._set_state(name, record)
+        self._held_states.clear()
+        for name, gap in self._gaps.items():
+            if gap.active_ms is not None and gap.timer is None:
+                self._arm_gap(name, gap)
+        log.info("%s: publishing (%d buffered events, %d topics catching up)", self.conn_id, len(buffered),
+                 len(self._catchup))  # fmt: skip
+
+    def freeze(self) -> tuple[dict[str, dict[str, Any] | None], dict[str, tuple[str, int | None]]]:
+        """Stop every output now (events, states, book and private events) and return ``(markers, gaps)`` for a
+        successor's ``promote``: each topic's last event published here and the gaps not announced yet."""
+        self._frozen, self._direct = True, False
+        markers: dict[str, dict[str, Any] | None] = {}
+        for name in self._desired:
+            catchup = self._catchup.get(name)
+            markers[name] = self._last.get(name) or (catchup.marker if catchup is not None else None)
+        gaps = {name: (gap.reason, gap.since) for name, gap in self._gaps.items()}
+        for name in list(self._gaps):
+            self._drop_gap(name)
+        return markers, gaps
+
+    def _inherit(self, old: ExchangeConnection) -> None:
+        """Carry ``old``'s counters over (lifetime roll) and count the roll."""
+        self.reconnects += old.reconnects + 1
+        self.reasons.update(old.reasons)
+        self.reasons[LIFETIME] += 1
+        self.gaps.update(old.gaps)
+        self.messages_received += old.messages_received
+        self.events += old.events
+        self.malformed_frames += old.malformed_frames
+        self.unknown_frames += old.unknown_frames
+        self.reconnect_requests += old.reconnect_requests
+        self.connect_attempts += old.connect_attempts
+
+    def _announces(self, name: str) -> bool:
+        """Whether this connection announces the gaps of ``name`` (books and private sessions do their own)."""
+        return self.private is None and not _is_depth(name)
+
+    def _update_direct(self) -> None:
+        self._direct = not (self._standby or self._frozen or self._catchup or self._gaps)
+
+    def _check_ready(self) -> None:
+        ok = (
+            self._ws is not None and not self._stopping and self._counts[PENDING] == 0
+            and all(name in self._live for name in self._desired)
+            and all(sync.synced for name in self._desired if (sync := self.books.book(name)) is not None)
+        )  # fmt: skip
+        if ok:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    def _emit(self, name: str, event: dict[str, Any], counted: bool) -> bool:
+        """Publish one event (slow path: standby, catch-up, pending gap, frozen); True when it went out.
+        ``counted``: it came from the socket (books and private sessions publish their own)."""
+        if self._frozen:
+            return False
+        if self._standby:
+            if len(self._buffer) == STANDBY_BUFFER:
+                self._buffer_overflow += 1
+            self._buffer.append((name, event, counted))
+            if event.get("type") == "depth":  # a book (re)synced: maybe ready now
+                self._check_ready()
+            return False
+        catchup = self._catchup.get(name)
+        if catchup is not None:
+            publish, done = catchup.admit(event)
+            if done:
+                del self._catchup[name]
+                self._update_direct()
+            if not publish:
+                return False
+        if name in self._gaps and event.get("type") != "gap":
+            self._announce(name, event.get("ts_received"))
+        self._publish(name, event)
+        self._last[name] = event
+        return True
+
+    def _set_state(self, name: str, record: dict[str, Any]) -> None:
+        if self._frozen:
+            return
+        if self._standby:
+            self._held_states[name] = record
+        elif self._fenced:
+            self.publisher.set_state(name, record, conn_id=self.conn_id)
+        else:
+            self.publisher.set_state(name, record)
+
+    def _announce(self, name: str, until: int | None) -> None:
+        gap = self._gaps.pop(name)
+        if gap.timer is not None:
+            gap.timer.cancel()
+        self._update_direct()
+        event = {"type": "gap", "topic": name, "reason": gap.reason, "since": gap.since, "until": until}
+        self._publish(name, event)
+        self.gaps[gap.reason] += 1
+        self.events += 1
+        log.info("%s: gap on %s announced (%s, %s..%s)", self.conn_id, name, gap.reason, gap.since, until)
+
+    def _drop_gap(self, name: str) -> None:
+        gap = self._gaps.pop(name, None)
+        if gap is not None and gap.timer is not None:
+            gap.timer.cancel()
+        self._update_direct()
+
+    def _arm_gap(self, name: str, gap: _PendingGap) -> None:
+        """``name`` is active again: announce its gap after ``GAP_GRACE_S`` unless an event does it first."""
+
+        def fire() -> None:
+            if self._gaps.get(name) is gap and not (self._frozen or self._standby):
+                self._announce(name, gap.active_ms)
+
+        gap.timer = asyncio.get_running_loop().call_later(GAP_GRACE_S, fire)
 
     async def run(self) -> None:
         """Connect, subscribe and read, reconnecting with backoff, until ``stop()``.
@@ -202,6 +499,10 @@ class ExchangeConnection:
         self._state = "stopping"
         self._stop_event.set()
         self._changed.set()
+        self._ready.set()  # wakes wait_ready(), which then sees the stop
+        for gap in self._gaps.values():
+            if gap.timer is not None:
+                gap.timer.cancel()
         main, ws = self._main, self._ws
         try:
             async with asyncio.timeout(timeout_s):
@@ -248,33 +549,52 @@ class ExchangeConnection:
         while not self._stopping:
             started = loop.time()
             try:
-                reason, healthy = await self._session()
+                end = await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not end the connection for good
                 log.exception("%s: session failed", self.conn_id)
-                reason, healthy = f"internal error: {exc!r}", False
-            self._on_disconnect()
+                end = _End(ERROR, f"internal error: {exc!r}")
+            self._on_disconnect(end.kind)
             if self._stopping:
                 break
-            if healthy and loop.time() - started >= 2 * self.settings.reconnect_delay_s:
+            if end.healthy and loop.time() - started >= 2 * self.settings.reconnect_delay_s:
                 self._backoff.reset()
             delay = self._backoff.next_delay()
             if self._auth_failed:  # refused credentials do not fix themselves quickly: wait the longest
                 ceiling = self.settings.reconnect_max_delay_s
                 delay = max(delay, ceiling / 2 + self._rng.uniform(0.0, ceiling / 2))
+            if end.retry_after_s is not None:  # refused handshake: the exchange said how long (binance_usdm.md §3)
+                delay = max(delay, end.retry_after_s)
             self.reconnects += 1
-            self.last_error = reason
+            self.reasons[end.kind] += 1
+            self.last_error = end.text
             self.next_retry_at = int((self.clock() + delay) * 1000)
             self._state = "backoff"
-            log.warning("%s: reconnecting to %s in %.2f s (#%d): %s", self.conn_id, self.url, delay,
-                        self.reconnects, reason)
+            log.warning("%s: reconnecting to %s in %.2f s (#%d, %s): %s", self.conn_id, self.url, delay,
+                        self.reconnects, end.kind, end.text)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), delay)
             self.next_retry_at = None
 
-    async def _session(self) -> tuple[str, bool]:
-        """One socket's life; returns (why it ended, whether it was healthy)."""
+    def _connect_failed(self, exc: BaseException) -> _End:
+        """Classify a failed ``ws_connect``: a refusal (429/418/403, with its wait), another handshake answer, or
+        no connection at all."""
+        text = f"connect failed: {exc!r}"
+        if self.private is not None:
+            text = self.private.scrub(text) or text
+        if isinstance(exc, aiohttp.WSServerHandshakeError):
+            if exc.status in REFUSED_STATUSES:
+                header = exc.headers.get("Retry-After") if exc.headers is not None else None
+                default = BANNED_MIN_DELAY_S if exc.status == 418 else 0.0
+                wait = retry_after_seconds(header, default=default)
+                return _End(REFUSED, f"handshake refused: HTTP {exc.status}" + (
+                    f", Retry-After {header}" if header else ""), retry_after_s=wait or None)
+            return _End(HANDSHAKE_ERROR, f"handshake failed: HTTP {exc.status} {exc.message}")
+        return _End(CONNECT_FAILED, text)
+
+    async def _session(self) -> _End:
+        """One socket's life; returns how it ended."""
         self._state = "connecting"
         self._auth_failed = False
         s = self.settings
@@ -283,9 +603,9 @@ class ExchangeConnection:
             try:
                 url = await self.private.connect_url(self.url)
             except PrivateAuthError as exc:
-                return self._refused(str(exc)), False
+                return _End(LOGIN_FAILED, self._refused(str(exc)))
             except RestError as exc:
-                return f"private session setup failed: {exc}", False
+                return _End(CONNECT_FAILED, f"private session setup failed: {exc}")
         self.connect_attempts += 1
         try:
             async with asyncio.timeout(s.ping_interval_s + s.pong_timeout_s):
@@ -297,34 +617,36 @@ class ExchangeConnection:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=s.pong_timeout_s),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            reason = f"connect failed: {exc!r}"
-            return (self.private.scrub(reason) or reason) if self.private is not None else reason, False
+            return self._connect_failed(exc)
         self._ws = ws
         loop = asyncio.get_running_loop()
         self._last_frame = self._last_data = loop.time()
-        self._active_since, self._got_data, self._cut_reason = 0.0, False, None
+        self._socket_opened = loop.time()
+        self._active_since, self._got_data, self._cut_reason, self._cut_kind = 0.0, False, None, ERROR
         self.connected_since = int(self.clock() * 1000)
         if self._stopping:
             await ws.close()
-            return "stopped", False
-        log.info("%s: connected to %s (%d topics)", self.conn_id, self.url, len(self._desired))
+            return _End("stopped", "stopped")
+        log.info("%s: connected to %s (%d topics%s)", self.conn_id, self.url, len(self._desired),
+                 ", standby" if self._standby else "")  # fmt: skip
         parser = self.adapter.new_parser() if self.private is None else self.private.new_parser()
         helpers: list[asyncio.Task[None]] = []
         try:
             if self.private is not None:
                 refused = await self._login(ws, parser)
                 if refused is not None:
-                    return refused, False
+                    return _End(LOGIN_FAILED, refused)
                 self.private.started(self._cut_session)
             self._state = "subscribing" if self._desired else "open"
             if self.private is not None:
                 try:  # subscribe before reading: a topic served without a frame is active (gap) before its first event
                     await self._sync(ws)
                 except (aiohttp.ClientError, ConnectionError) as exc:
-                    return f"send failed: {exc!r}", False
+                    return _End(SEND_FAILED, f"send failed: {exc!r}")
             self._changed.set()
+            self._check_ready()
             helpers = [loop.create_task(self._syncer(ws)), loop.create_task(self._ticker(ws))]
-            reason = await self._read(ws, parser)
+            kind, reason = await self._read(ws, parser)
         finally:
             for task in helpers:
                 task.cancel()
@@ -333,9 +655,10 @@ class ExchangeConnection:
             if self.private is not None:
                 self.private.ended()
             self._ws = None
+            self._ready.clear()
             if not ws.closed:
                 await ws.close()
-        return reason, self._got_data or self._counts[PENDING] == 0
+        return _End(kind, reason, self._got_data or self._counts[PENDING] == 0)
 
     async def _login(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> str | None:
         """Send the private session's login frame (if any) and wait for its ack; None when logged in (or no login
@@ -384,40 +707,69 @@ class ExchangeConnection:
         self._auth_failed = True
         now_ms = int(self.clock() * 1000)
         for name in self._desired:
-            self.publisher.set_state(name, {"state": FAILED, "error": error, "since": now_ms, "conn": self.conn_id})
+            self._set_state(name, {"state": FAILED, "error": error, "since": now_ms, "conn": self.conn_id})
         log.warning("%s: %s", self.conn_id, error)
         return error
 
-    def _on_disconnect(self) -> None:
-        """Forget the socket's subscriptions; every desired topic waits for the next socket.
+    def _on_disconnect(self, kind: str) -> None:
+        """Forget the socket's subscriptions; every desired topic waits for the next socket, and each public topic
+        that was flowing gets a pending gap (``kind`` is its reason).
 
         No states are written on stop: the topics were removed or moved to another connection.
         """
         self.connected_since = None
+        self._socket_opened = None
+        self._ready.clear()
+        was_live = {name for name, state in self._live.items() if state == ACTIVE}
         for table in (self._live, self._live_topics, self._requests):
             table.clear()
         self._counts = {PENDING: 0, ACTIVE: 0, FAILED: 0}
+        active_ms, self._active_ms = self._active_ms, {}
         if self._stopping or self._auth_failed:  # refused credentials: the topics stay failed
             return
+        if not (self._standby or self._frozen):  # a standby socket's drop loses nothing: the old one still serves
+            for name in self._desired:
+                if name in self._gaps or not self._announces(name):
+                    continue
+                last = self._last.get(name)
+                catchup = self._catchup.get(name)
+                if last is None and catchup is not None:
+                    last = catchup.marker
+                if last is not None:
+                    since = last.get("ts_received")
+                elif name in was_live:
+                    since = active_ms.get(name)
+                else:
+                    continue  # never served here: nothing was interrupted
+                self._gaps[name] = _PendingGap(kind, since)
+            self._update_direct()
+        for gap in self._gaps.values():
+            gap.active_ms = None
+            if gap.timer is not None:
+                gap.timer.cancel()
+                gap.timer = None
         self.books.reset("reconnect")  # the next socket starts every book over from a fresh snapshot
         now_ms = int(self.clock() * 1000)
         for name in self._desired:
-            self.publisher.set_state(name, {"state": PENDING, "error": None, "since": now_ms, "conn": self.conn_id})
+            self._set_state(name, {"state": PENDING, "error": None, "since": now_ms, "conn": self.conn_id})
 
-    def _cut_session(self, reason: str) -> None:
-        """End the current session from another task (the reader sees its timeout expire)."""
+    def _cut_session(self, reason: str, kind: str = EXCHANGE_REQUEST) -> None:
+        """End the current session from another task (the reader sees its timeout expire). ``kind``: one of
+        ``REASONS`` (the private session's keepalive asks for a new socket: ``exchange_request``)."""
         if self._cut_reason is None:
-            self._cut_reason = reason
+            self._cut_reason, self._cut_kind = reason, kind
         cut = self._cut
         if cut is not None and not cut.expired():
             cut.reschedule(asyncio.get_running_loop().time())
 
     # -- reader (hot path) ------------------------------------------------------------------------
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> str:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> tuple[str, str]:
+        """Read until the socket ends; returns ``(kind, text)`` of why (``REASONS``, or ``stopped``)."""
         publisher = self.publisher
-        receive, parse, publish, on_book = ws.receive, parser.parse, publisher.publish, self.books.on_update
-        desired, clock, now = self._desired, self.clock, asyncio.get_running_loop().time
+        receive, parse, publish, on_book = ws.receive, parser.parse, self._publish, self.books.on_update
+        desired, last, emit = self._desired, self._last, self._emit
+        clock, now = self.clock, asyncio.get_running_loop().time
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         try:
             async with asyncio.timeout(None) as cut:
@@ -431,10 +783,13 @@ class ExchangeConnection:
                         data = _inflate(msg.data)
                     elif kind in _CLOSED_TYPES:
                         if self._stopping:
-                            return "stopped"
-                        return f"closed by peer: code {ws.close_code} {msg.extra or ''}".rstrip()
+                            return "stopped", "stopped"
+                        return CLOSED_BY_PEER, f"closed by peer: code {ws.close_code} {msg.extra or ''}".rstrip()
                     elif kind is WSMsgType.ERROR:
-                        return f"socket error: {ws.exception() or msg.data!r}"
+                        error = ws.exception() or msg.data
+                        # aiohttp's heartbeat: no PONG in time (stack-notes.md §9); anything else is the peer's doing
+                        dead = isinstance(error, aiohttp.ServerTimeoutError)
+                        return (DEAD_PEER if dead else CLOSED_BY_PEER), f"socket error: {error!r}"
                     else:
                         continue
                     self._last_frame = now()
@@ -450,10 +805,15 @@ class ExchangeConnection:
                     if events or book:
                         self._last_data = self._last_frame
                         self._got_data = True
+                        direct = self._direct
                         for topic, event in events:
                             if topic in desired:
-                                publish(topic, event)
-                                self.events += 1
+                                if direct:
+                                    publish(topic, event)
+                                    last[topic] = event
+                                    self.events += 1
+                                elif emit(topic, event, True):
+                                    self.events += 1
                                 if self._counts[PENDING] and self._live.get(topic) == PENDING:
                                     self._mark(topic, ACTIVE)  # data proves the subscription (Gate acks w/o id)
                         for update in book:  # the keeper ignores topics it does not keep
@@ -467,14 +827,14 @@ class ExchangeConnection:
                         self.reconnect_requests += 1
                         if self.private is not None:
                             self.private.on_reconnect(parsed.reconnect)
-                        return f"exchange asked to reconnect: {parsed.reconnect}"
+                        return EXCHANGE_REQUEST, f"exchange asked to reconnect: {parsed.reconnect}"
                     if parsed.error is not None:
                         self.last_error = parsed.error
                         self._log_limited("exchange error: %s", parsed.error)
                     elif parsed.unknown:
                         self.unknown_frames += 1
         except TimeoutError:
-            return self._cut_reason or "watchdog"
+            return self._cut_kind, self._cut_reason or "watchdog"
         finally:
             self._cut = None
 
@@ -513,10 +873,22 @@ class ExchangeConnection:
         if name in self._desired:
             if self.private is not None:
                 error = self.private.scrub(error)
-            record = {"state": state, "error": error, "since": int(self.clock() * 1000), "conn": self.conn_id}
-            self.publisher.set_state(name, record)
-            if state == ACTIVE and self.private is not None:
-                self.private.want_snapshot(name)
+            now_ms = int(self.clock() * 1000)
+            record = {"state": state, "error": error, "since": now_ms, "conn": self.conn_id}
+            self._set_state(name, record)
+            if state == FAILED and name in self._gaps:  # not flowing again: its state says so, no gap to close
+                self._drop_gap(name)
+            if state == ACTIVE:
+                self._active_ms[name] = now_ms
+                if self.private is not None:
+                    self.private.want_snapshot(name)
+                gap = self._gaps.get(name)
+                if gap is not None and gap.active_ms is None:
+                    gap.active_ms = now_ms
+                    if not (self._standby or self._frozen):
+                        self._arm_gap(name, gap)
+        if old == PENDING or state == PENDING:
+            self._check_ready()
 
     # -- syncer and ticker ------------------------------------------------------------------------
 
@@ -529,10 +901,10 @@ class ExchangeConnection:
                     self._state = "open"
                 await self._changed.wait()
         except (aiohttp.ClientError, ConnectionError) as exc:
-            self._cut_session(f"send failed: {exc!r}")
+            self._cut_session(f"send failed: {exc!r}", SEND_FAILED)
         except Exception as exc:  # an adapter or logic error: a fresh socket is the safe retry
             log.exception("%s: subscription sync failed", self.conn_id)
-            self._cut_session(f"subscription sync failed: {exc!r}")
+            self._cut_session(f"subscription sync failed: {exc!r}", ERROR)
 
     async def _sync(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         desired, live = self._desired, self._live
@@ -627,7 +999,7 @@ class ExchangeConnection:
                     next_ping = next_ping + interval if next_ping + interval > now else now + interval
                 silence = now - self._last_frame
                 if silence >= self._dead_s:
-                    self._cut_session(f"dead peer: no frame for {silence:.1f} s")
+                    self._cut_session(f"dead peer: no frame for {silence:.1f} s", DEAD_PEER)
                     return
                 wake = min(self._last_frame + self._dead_s, now + self._tick_s)
                 if app_ping:
@@ -635,15 +1007,20 @@ class ExchangeConnection:
                 if self._counts[ACTIVE] and self.private is None:  # an account may be quiet for hours
                     quiet_since = max(self._last_data, self._active_since)
                     if now - quiet_since >= stall_s:
-                        self._cut_session(f"silent feed: no data for {now - quiet_since:.1f} s")
+                        self._cut_session(f"silent feed: no data for {now - quiet_since:.1f} s", SILENT_FEED)
                         return
                     wake = min(wake, quiet_since + stall_s)
                 await asyncio.sleep(max(wake - loop.time(), 0.001))
         except (aiohttp.ClientError, ConnectionError) as exc:
-            self._cut_session(f"ping failed: {exc!r}")
+            self._cut_session(f"ping failed: {exc!r}", SEND_FAILED)
         except Exception as exc:
             log.exception("%s: ticker failed", self.conn_id)
-            self._cut_session(f"ticker failed: {exc!r}")
+            self._cut_session(f"ticker failed: {exc!r}", ERROR)
+
+
+def _is_depth(topic: str) -> bool:
+    """``exchange:depth:SYMBOL`` (cheap: no parsing)."""
+    return topic.split(":", 2)[1:2] == ["depth"]
 
 
 def _inflate(data: bytes) -> bytes:

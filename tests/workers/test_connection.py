@@ -22,7 +22,7 @@ from control import keys
 from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator, SimConnection
-from workers.connection import ExchangeConnection, _inflate
+from workers.connection import CLOSED_BY_PEER, CONNECT_FAILED, DEAD_PEER, SILENT_FEED, ExchangeConnection, _inflate
 from workers.exchanges import get_adapter
 from workers.exchanges.base import ExchangeAdapter, Parsed
 from workers.publisher import Publisher
@@ -252,7 +252,7 @@ async def test_reconnect_resubscribes_everything(sim: ExchangeSimulator, make_co
                        and sim.connections[0].subscribed == natives)
     await pub.wait_for(all_active(pub, topics))
     status = conn.status()
-    assert status["reconnects"] == 1
+    assert status["reconnects"] == 1 and status["reasons"] == {CLOSED_BY_PEER: 1}
     assert status["last_error"].startswith("closed by peer") or "error" in status["last_error"]
     before = pub.counts[str(BM_TRADE)]
     await pub.wait_for(lambda: pub.counts[str(BM_TRADE)] > before)  # data flows again
@@ -264,6 +264,7 @@ async def test_dead_peer_is_detected_and_reconnected(sim: ExchangeSimulator, mak
     sim.set_dead(True)
     await sim.wait_for(lambda: conn.reconnects >= 1, timeout=5.0)
     assert conn.status()["last_error"].startswith("dead peer: no frame for")
+    assert conn.reasons[DEAD_PEER] >= 1
     sim.set_dead(False)
     await pub.wait_for(all_active(pub, [BM_TRADE]))
 
@@ -274,6 +275,7 @@ async def test_binance_dead_peer_via_heartbeat(sim: ExchangeSimulator, make_conn
     sim.set_dead(True)
     await sim.wait_for(lambda: conn.reconnects >= 1, timeout=5.0)
     assert "PONG" in conn.status()["last_error"] or "dead peer" in conn.status()["last_error"]
+    assert conn.reasons[DEAD_PEER] >= 1
     sim.set_dead(False)
     await pub.wait_for(all_active(pub, [BN_TRADE]))
 
@@ -284,6 +286,7 @@ async def test_silent_feed_is_detected_and_reconnected(sim: ExchangeSimulator, m
     sim.set_silent(True)  # pongs and acks still flow: only our own watchdog can notice
     await sim.wait_for(lambda: conn.reconnects >= 1, timeout=5.0)
     assert conn.status()["last_error"].startswith("silent feed: no data for")
+    assert conn.reasons[SILENT_FEED] >= 1
     sim.set_silent(False)
     before = pub.counts[str(BM_TRADE)]
     await pub.wait_for(lambda: pub.counts[str(BM_TRADE)] > before)
@@ -302,6 +305,7 @@ async def test_refused_connections_back_off_without_a_storm(make_conn: Any) -> N
     status = conn.status()
     assert status["state"] in ("backoff", "connecting")  # "connecting" if the window ends mid-attempt
     assert "connect failed" in status["last_error"]
+    assert status["reasons"] == {CONNECT_FAILED: status["reconnects"]}  # no socket, no gap: nothing was flowing
     await asyncio.wait_for(conn.stop(), 1.0)  # stop during backoff is immediate
     assert conn.status()["state"] == "stopped"
 
