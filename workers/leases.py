@@ -9,6 +9,11 @@ and other workers pick the connections up.
 
 Renewal happens at ``HEARTBEAT_INTERVAL_S`` and ``Settings`` enforces
 ``LEASE_TTL_S >= 2 * HEARTBEAT_INTERVAL_S``, so one slow heartbeat does not lose a lease.
+
+Fencing of writes: the event publisher (``workers.publisher``) reads each connection's lease inside
+its write script and skips the events of connections whose lease is not its worker's at that
+instant, so a worker that lost a lease cannot write after the new owner started. ``held`` answers
+the same question outside a script (one MGET), e.g. before a side effect that is not a Redis write.
 """
 
 from __future__ import annotations
@@ -76,6 +81,34 @@ class Leases:
             return set()
         released = await self._release(keys=[keys.lease(c) for c in ids], args=[worker_id])
         return {ids[int(i) - 1] for i in released}
+
+    async def held(self, conn_ids: Iterable[str], worker_id: str) -> set[str]:
+        """The ids among ``conn_ids`` whose lease ``worker_id`` holds right now (one MGET)."""
+        ids = list(conn_ids)
+        owners = await self.owners(ids)
+        return {c for c, owner in owners.items() if owner == worker_id}
+
+    async def owner_ttl_ms(self, conn_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+        """``conn id -> (owner, remaining ms)`` in one round trip (GET + PTTL per id in one MULTI), for /status.
+
+        A free lease is ``(None, None)``; a lease without expiry (never set by Feedplane) has ``None`` ms.
+        """
+        if not conn_ids:
+            return {}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for conn_id in conn_ids:
+                key = keys.lease(conn_id)
+                pipe.get(key)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        out: dict[str, tuple[str | None, int | None]] = {}
+        for i, conn_id in enumerate(conn_ids):
+            owner, ttl = replies[2 * i], int(replies[2 * i + 1])
+            if owner is None:
+                out[conn_id] = (None, None)
+            else:
+                out[conn_id] = (owner.decode() if isinstance(owner, bytes) else owner, ttl if ttl >= 0 else None)
+        return out
 
     async def owners(self, conn_ids: Sequence[str]) -> dict[str, str | None]:
         """``conn id -> owning worker id`` (None when the lease is free), in one MGET."""

@@ -16,8 +16,21 @@ e. held connections gone from the plan (or whose URL changed) are stopped gracef
 f. take unowned planned connections up to a fair share ``ceil(connections / live workers)``; free
    ids are tried in sorted order rotated by a hash of the worker id, so workers do not all race for
    the same first key. A lease still carrying this worker's own id (left by this worker id's previous
-   process) is adopted. Worker ids must therefore be unique among live processes.
-g. write status records for held connections to ``fp:conn:status``; drop records of connections no
+   process) is adopted. Worker ids must therefore be unique among live processes. A connection started
+   this way announces a ``takeover`` gap on each public topic that has events in Redis already
+   (``fp:topic:last_event``: served before, by a process that died or stopped, or before a pause). When a
+   foreign lease is about to expire and this worker is under its share, the next tick runs at that instant, so
+   a killed worker's connections are served again about ``LEASE_TTL_S`` after its last renewal.
+g. rebalance, make-before-break (``workers.handover``): a worker above its share offers ONE public connection
+   at a time; a worker below it claims an offer, opens its own socket for the connection in standby, and once
+   every topic is acknowledged moves the lease to itself with one compare-and-set and switches publishing on,
+   continuing each topic right after the last event in its stream (``workers.stitch``). The old owner's next
+   renewal fails and it closes its socket without unsubscribing; between the switch and that close the
+   publisher fences its events.
+h. roll public connections whose socket is older than ``CONNECTION_MAX_AGE_S`` the same way inside this
+   worker: a standby twin subscribes, and once acknowledged the old socket is frozen and the twin continues
+   after the old one's last events (no gap event; counted as ``lifetime``).
+i. write status records for held connections to ``fp:conn:status``; drop records of connections no
    longer planned.
 
 Private connections (route ``private:<account>``, one per account and exchange) get a ``workers.private``
@@ -29,7 +42,14 @@ restarted; one whose account is unknown runs as ``workers.private.UnservedConnec
 private topic was unsubscribed) it is stopped with ``forget`` (Binance: the listenKey is closed).
 
 Guarantee: each topic is in exactly one planned connection (planner), and a connection id runs on
-at most one live worker at a time (its lease), so no topic is streamed twice in steady state.
+at most one live worker at a time (its lease), so no topic is streamed twice in steady state. Only the lease
+holder's events reach Redis: the publisher is built with this worker's id and checks the lease of every
+connection inside its write script (fencing); a connection whose lease was lost, or could not be renewed before
+the local deadline, is frozen (no more output) and stopped at once.
+
+Graceful stop (``stop``: SIGTERM through arq's ``on_shutdown``): control tasks end, handovers and rolls in
+flight are abandoned, every connection unsubscribes and closes, the publisher is flushed before each lease is
+released (so nothing queued is fenced), then the worker record is removed and the others are woken.
 
 Failure handling: a tick that hits a Redis error is logged and retried on the next tick; the worker
 never crashes for it. A connection task that dies is logged and restarted with backoff. If the
@@ -64,15 +84,22 @@ from control.settings import Settings
 from control.store import ControlStore
 from control.topics import Topic, TopicError
 from workers.backoff import Backoff
-from workers.connection import ExchangeConnection
+from workers.connection import TAKEOVER, ExchangeConnection
 from workers.exchanges import REGISTRY
 from workers.exchanges.base import ExchangeAdapter
+from workers.handover import Handovers
 from workers.leases import Leases
 from workers.planner import PlanResult, plan, read_plan
 from workers.private import PrivateSession, UnservedConnection, account_of_route
 from workers.publisher import Publisher
 
 log = logging.getLogger(__name__)
+
+#: Margin after a foreign lease's expiry before the tick that takes it (Redis expiry is not to the millisecond).
+_EXPIRY_MARGIN_S = 0.02
+#: Publisher counters copied into the worker record (``/status``: backlog per worker).
+_PUBLISHER_STATS = ("queue_depth", "inflight", "oldest_queued_age_ms", "dropped", "fenced", "gaps_published",
+                    "redis_errors", "events_published")  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -91,6 +118,20 @@ class _Held:
     restarts: Backoff
     restart_at: float | None = None
     account: Account | None = None  # the credentials a private connection was started with
+    roll: asyncio.Task[None] | None = None  # a lifetime roll in progress
+    twin: Any = None  # the standby connection of that roll
+    roll_after: float = 0.0  # loop time before which no new roll starts (after a failed one)
+
+
+@dataclass(slots=True)
+class _Take:
+    """A connection being taken over from ``origin`` (make-before-break): its standby connection."""
+
+    conn_id: str
+    origin: str
+    conn: Any = None
+    task: asyncio.Task[None] | None = None
+    job: asyncio.Task[None] | None = None
 
 
 class WorkerRuntime:
@@ -123,7 +164,8 @@ class WorkerRuntime:
         self.adapters, self.connection_factory, self.clock = adapters, connection_factory, clock
         self.store = ControlStore(redis)
         self.leases = Leases(redis)
-        self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen)
+        self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen, worker_id=worker_id)
+        self.handovers = Handovers(redis)
         #: Completed ticks (observability, tests).
         self.ticks = 0
         self._held: dict[str, _Held] = {}
@@ -137,7 +179,13 @@ class WorkerRuntime:
         #: (exchange, account) -> credentials; loaded on the first tick and on every ``accounts`` nudge.
         self._accounts: dict[tuple[str, str], Account] = {}
         self._accounts_due = True
-        self._background: set[asyncio.Task[None]] = set()  # old connections stopping after a credentials change
+        self._background: set[asyncio.Task[None]] = set()  # old connections stopping (credentials change, roll)
+        self._taking: dict[str, _Take] = {}  # handovers this worker is taking (at most one at a time)
+        self._offered: str | None = None  # the connection this worker offered for rebalancing
+        self._wake_at: float | None = None  # loop time of an earlier tick (a foreign lease about to expire)
+        self._plan: PlanResult | None = None  # the plan of the last tick
+        #: Handovers completed by this worker as the taker, and their durations (claim to switch, seconds).
+        self.handovers_done: list[float] = []
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -175,6 +223,7 @@ class WorkerRuntime:
             return
         self._stop_future = asyncio.get_running_loop().create_future()
         await self._cancel_control_tasks()
+        await self._cancel_makes(withdraw=False)
         held, self._held = list(self._held.values()), {}
         await asyncio.gather(*(self._halt(h, unsubscribe=False, timeout_s=1.0) for h in held))
         await self.publisher.close(timeout_s=1.0)
@@ -191,14 +240,20 @@ class WorkerRuntime:
         reported = sorted(self._held)
         live = await self._heartbeat(now)
         current = await self._current_plan(now)
+        self._plan = current
         await self._renew(now)
         if current.paused:
+            for take in list(self._taking.values()):
+                if take.job is not None:
+                    take.job.cancel()
             for conn_id in list(self._held):
                 self._retire(conn_id, unsubscribe=True, release=True, reason="paused")
         else:
             by_conn = current.by_conn()
             self._apply(current, by_conn)
             await self._acquire(current, by_conn, live, now)
+            await self._rebalance(current, by_conn, live)
+            self._roll_due()
             await self._push_options()
         if sorted(self._held) != reported:  # keep /status exact without waiting for the next heartbeat
             await self.store.put_worker(self.worker_id, self._worker_record(now))
@@ -208,8 +263,10 @@ class WorkerRuntime:
     # -- tick steps -------------------------------------------------------------------------------
 
     def _worker_record(self, now: int) -> dict[str, Any]:
+        stats = self.publisher.stats
         return {"host": self._host, "pid": os.getpid(), "started_at": self._started_at, "heartbeat_at": now,
-                "connections": sorted(self._held)}
+                "connections": sorted(self._held), "taking": sorted(self._taking), "offered": self._offered,
+                "publisher": {k: stats[k] for k in _PUBLISHER_STATS}}  # fmt: skip
 
     async def _heartbeat(self, now: int) -> int:
         """Write our record, prune dead ones; returns the number of live workers (us included)."""
@@ -242,14 +299,16 @@ class WorkerRuntime:
             if conn_id in kept:
                 held.lease_expires_at, held.lease_deadline = now + self._ttl_ms, deadline
             else:
-                self._retire(conn_id, unsubscribe=False, release=False, reason="lease lost")
+                reason = "handed over" if conn_id == self._offered else "lease lost"
+                self._retire(conn_id, unsubscribe=False, release=False, reason=reason, freeze=True)
 
     def _fence_expired(self) -> None:
         """Stop (without unsubscribing) connections whose lease could not be renewed in time."""
         loop_time = asyncio.get_running_loop().time()
         for conn_id, held in list(self._held.items()):
             if held.lease_deadline <= loop_time:
-                self._retire(conn_id, unsubscribe=False, release=False, reason="lease expired unrenewed")
+                self._retire(conn_id, unsubscribe=False, release=False, reason="lease expired unrenewed",
+                             freeze=True)  # fmt: skip
 
     def _apply(self, current: PlanResult, by_conn: Mapping[str, list[str]]) -> None:
         for conn_id, held in list(self._held.items()):
@@ -265,23 +324,196 @@ class WorkerRuntime:
                 self._retire(conn_id, unsubscribe=True, release=True, reason="url changed")
             elif (topics := frozenset(by_conn.get(conn_id, ()))) != held.topics:
                 held.conn.set_topics(_parse(topics))
+                if held.twin is not None:  # a roll in progress: its twin must carry the same topics
+                    held.twin.set_topics(_parse(topics))
                 held.topics = topics
 
     async def _acquire(self, current: PlanResult, by_conn: Mapping[str, list[str]], live: int, now: int) -> None:
         target = math.ceil(len(current.conns) / max(1, live))
-        candidates = [c for c in sorted(current.conns) if c not in self._held and c not in self._retiring]
-        if len(self._held) >= target or not candidates:
+        candidates = [c for c in sorted(current.conns)
+                      if c not in self._held and c not in self._retiring and c not in self._taking]  # fmt: skip
+        if not candidates:
             return
-        owners = await self.leases.owners(candidates)
+        leases = await self.leases.owner_ttl_ms(candidates)
+        owners = {c: owner for c, (owner, _) in leases.items()}
+        # A live owner renews every heartbeat, so its leases never get this close to expiring: these belong to a
+        # worker that stopped. Tick the moment they run out (its share is then free), not up to a heartbeat later.
+        expiring = [ttl for owner, ttl in leases.values() if owner not in (None, self.worker_id)
+                    and ttl is not None and ttl < self.settings.heartbeat_interval_s * 1000]  # fmt: skip
+        if expiring:
+            self._wake_at = asyncio.get_running_loop().time() + min(expiring) / 1000 + _EXPIRY_MARGIN_S
+        if len(self._held) + len(self._taking) >= target:
+            return
         mine = [c for c in candidates if owners[c] == self.worker_id]  # left by this id's previous process
         adopted = await self.leases.renew_many(mine, self.worker_id, self._ttl_ms) if mine else set()
         free = [c for c in candidates if owners[c] is None]
         offset = zlib.crc32(self.worker_id.encode()) % len(free) if free else 0
         for conn_id in [*sorted(adopted), *free[offset:], *free[:offset]]:
-            if len(self._held) >= target:
+            if len(self._held) + len(self._taking) >= target:
                 break
             if conn_id in adopted or await self.leases.acquire(conn_id, self.worker_id, self._ttl_ms):
-                self._start(conn_id, current.conns[conn_id], by_conn.get(conn_id, []), now)
+                topics = by_conn.get(conn_id, [])
+                since = await self._last_events(topics)
+                self._start(conn_id, current.conns[conn_id], topics, now, takeover=since)
+
+    async def _last_events(self, topics: Iterable[str]) -> dict[str, int | None]:
+        """``topic -> ms`` of the last event stored for each of ``topics`` that has one (``fp:topic:last_event``)."""
+        names = sorted(topics)
+        if not names:
+            return {}
+        values = await cast(Awaitable[list[str | None]], self.redis.hmget(keys.TOPIC_LAST_EVENT, names))
+        return {t: int(v) for t, v in zip(names, values, strict=True) if v is not None and v.isdigit()}
+
+    # -- rebalancing and lifetime rolls (make-before-break) ---------------------------------------
+
+    async def _rebalance(self, current: PlanResult, by_conn: Mapping[str, list[str]], live: int) -> None:
+        """Offer one connection when above the fair share; claim one offer when below it (module docstring g)."""
+        target = math.ceil(len(current.conns) / max(1, live))
+        ttl_ms = int(self.settings.handover_timeout_s * 1000)
+        if self._offered is not None:
+            offer = (await self.handovers.offers([self._offered])).get(self._offered)
+            if self._offered not in self._held or offer is None or offer[0] != self.worker_id:
+                self._offered = None  # taken, withdrawn or expired
+        if self._offered is None and live > 1 and len(self._held) > target:
+            movable = [c for c, h in self._held.items()
+                       if account_of_route(h.route) is None and h.roll is None and h.restart_at is None]  # fmt: skip
+            for conn_id in sorted(movable, reverse=True):  # the newest first
+                if await self.handovers.offer(conn_id, self.worker_id, ttl_ms):
+                    self._offered = conn_id
+                    log.info("worker %s: offering connection %s (%d held, fair share %d)", self.worker_id, conn_id,
+                             len(self._held), target)  # fmt: skip
+                    await self.store.notify("handover")
+                    break
+        if self._taking or len(self._held) >= target:
+            return
+        ids = [c for c in sorted(current.conns) if c not in self._held and c not in self._retiring]
+        for conn_id, (origin, taker) in (await self.handovers.offers(ids)).items():
+            data = current.conns[conn_id]
+            if taker is not None or origin == self.worker_id or account_of_route(data["route"]) is not None:
+                continue
+            if data["exchange"] not in self.adapters:
+                continue
+            if await self.handovers.claim(conn_id, origin, self.worker_id, ttl_ms):
+                take = self._taking[conn_id] = _Take(conn_id, origin)
+                topics = by_conn.get(conn_id, [])
+                take.job = asyncio.create_task(self._take(take, dict(data), topics), name=f"take:{conn_id}")
+                break
+
+    async def _take(self, take: _Take, data: dict[str, str], topics: list[str]) -> None:
+        """Standby socket -> all acked -> lease compare-and-set -> markers -> publish (see ``workers.handover``)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conn_id, switched, added = take.conn_id, False, False
+        log.info("worker %s: taking connection %s over from %s", self.worker_id, conn_id, take.origin)
+        try:
+            take.conn, take.task = self._launch(conn_id, data["exchange"], data["url"], topics, data["route"],
+                                                standby=True)  # fmt: skip
+            if not await take.conn.wait_ready(self.settings.handover_timeout_s):
+                log.warning("worker %s: standby socket of %s not ready in time; handover abandoned", self.worker_id,
+                            conn_id)  # fmt: skip
+                return
+            current = self._plan
+            if current is None or conn_id not in current.conns or self._stop_future is not None:
+                return
+            deadline = loop.time() + self.settings.lease_ttl_s
+            if not await self.handovers.transfer(conn_id, take.origin, self.worker_id, self._ttl_ms):
+                log.info("worker %s: connection %s moved elsewhere meanwhile; handover abandoned", self.worker_id,
+                         conn_id)  # fmt: skip
+                return
+            switched = True
+            markers: dict[str, dict[str, Any] | None] = {}
+            for attempt in range(3):
+                try:
+                    markers = await self.handovers.markers(sorted(topics))
+                    break
+                except RedisError as exc:
+                    log.warning("worker %s: cannot read the markers of %s (%s)", self.worker_id, conn_id, exc)
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            take.conn.promote(markers)
+            now = self._now_ms()
+            s = self.settings
+            self._held[conn_id] = _Held(
+                conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task, frozenset(topics),
+                now + self._ttl_ms, deadline, Backoff(s.reconnect_delay_s, s.reconnect_max_delay_s),
+            )  # fmt: skip
+            added = True
+            self.handovers_done.append(loop.time() - started)
+            log.info("worker %s: took connection %s over from %s in %.3f s (make-before-break)", self.worker_id,
+                     conn_id, take.origin, loop.time() - started)  # fmt: skip
+            self.wake()
+            with contextlib.suppress(RedisError):
+                await self.store.notify("plan")  # the old owner stops now rather than at its next heartbeat
+        except RedisError as exc:
+            log.warning("worker %s: handover of %s failed: %s", self.worker_id, conn_id, exc)
+        finally:
+            self._taking.pop(conn_id, None)
+            if not added:
+                if take.conn is not None and take.task is not None:
+                    stale = _Held(conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task,
+                                  frozenset(topics), 0, 0.0, Backoff(1.0, 1.0))  # fmt: skip
+                    await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
+                with contextlib.suppress(RedisError):
+                    if switched:  # interrupted between the lease transfer and the switch: give it back to the pool
+                        await self.leases.release([conn_id], self.worker_id)
+                    else:
+                        await self.handovers.withdraw(conn_id, take.origin, self.worker_id)
+
+    def _roll_due(self) -> None:
+        """Start a lifetime roll for each public connection whose socket is older than CONNECTION_MAX_AGE_S."""
+        loop_time = asyncio.get_running_loop().time()
+        for held in self._held.values():
+            if held.roll is not None or loop_time < held.roll_after or account_of_route(held.route) is not None:
+                continue
+            if getattr(held.conn, "socket_age_s", 0.0) >= self.settings.connection_max_age_s:
+                held.roll = asyncio.create_task(self._roll(held), name=f"roll:{held.conn_id}")
+
+    async def _roll(self, held: _Held) -> None:
+        """Make-before-break inside this worker: a standby twin, then freeze the old socket and promote the twin."""
+        old, conn_id = held.conn, held.conn_id
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log.info("worker %s: rolling connection %s (socket %.0f s old)", self.worker_id, conn_id, old.socket_age_s)
+        twin, twin_task = self._launch(conn_id, held.exchange, held.url, held.topics, held.route, standby=True)
+        held.twin = twin
+        promoted = False
+        try:
+            ready = await twin.wait_ready(self.settings.handover_timeout_s)
+            if not ready or self._held.get(conn_id) is not held or held.conn is not old or held.task.done():
+                log.warning("worker %s: roll of %s abandoned (ready: %s)", self.worker_id, conn_id, ready)
+                held.roll_after = loop.time() + min(60.0, self.settings.handover_timeout_s)
+                return
+            markers, gaps = old.freeze()
+            twin.promote(markers, gaps, successor_of=old)
+            previous = _Held(conn_id, held.exchange, held.route, held.url, old, held.task, held.topics, 0, 0.0,
+                             held.restarts)  # fmt: skip
+            held.conn, held.task = twin, twin_task
+            promoted = True
+            log.info("worker %s: connection %s rolled to a new socket in %.2f s", self.worker_id, conn_id,
+                     loop.time() - started)  # fmt: skip
+            stop = asyncio.create_task(self._halt(previous, unsubscribe=False, timeout_s=self.settings.drain_timeout_s),
+                                       name=f"rolled:{conn_id}")  # fmt: skip
+            self._background.add(stop)
+            stop.add_done_callback(self._background.discard)
+        finally:
+            held.twin = None
+            held.roll = None
+            if not promoted:
+                stale = _Held(conn_id, held.exchange, held.route, held.url, twin, twin_task, held.topics, 0, 0.0,
+                              held.restarts)  # fmt: skip
+                await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
+
+    async def _cancel_makes(self, *, withdraw: bool) -> None:
+        """End handovers being taken and rolls in progress (their standby sockets close); ``withdraw`` our offer."""
+        jobs = [t.job for t in self._taking.values() if t.job is not None]
+        jobs += [h.roll for h in self._held.values() if h.roll is not None]
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.gather(*jobs, return_exceptions=True)
+        if withdraw and self._offered is not None:
+            with contextlib.suppress(RedisError):
+                await self.handovers.withdraw(self._offered, self.worker_id)
+        self._offered = None
 
     async def _push_options(self) -> None:
         """Hand each held connection with depth topics its per-topic options (``{"levels": N}``)."""
@@ -311,9 +543,9 @@ class WorkerRuntime:
     # -- connection lifecycle ---------------------------------------------------------------------
 
     def _launch(
-        self, conn_id: str, exchange: str, url: str, topics: Iterable[str], route: str = ""
+        self, conn_id: str, exchange: str, url: str, topics: Iterable[str], route: str = "", *, standby: bool = False
     ) -> tuple[Any, asyncio.Task[None]]:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"standby": True} if standby else {}
         name = account_of_route(route)
         if name is not None:
             account = self._accounts.get((exchange, name))
@@ -335,13 +567,19 @@ class WorkerRuntime:
         task.add_done_callback(self._on_conn_done)
         return conn, task
 
-    def _start(self, conn_id: str, data: Mapping[str, str], topics: list[str], now: int) -> None:
+    def _start(
+        self, conn_id: str, data: Mapping[str, str], topics: list[str], now: int,
+        takeover: Mapping[str, int | None] | None = None,
+    ) -> None:
+        """Run ``conn_id`` here; ``takeover``: topic -> ms of its last stored event, announced as a gap."""
         exchange, url = data["exchange"], data["url"]
         if exchange not in self.adapters:  # the planner never plans one; defensive
             log.error("worker %s: no adapter for %s of connection %s", self.worker_id, exchange, conn_id)
             return
         route = data["route"]
         conn, task = self._launch(conn_id, exchange, url, topics, route)
+        if takeover and hasattr(conn, "announce_gaps"):
+            conn.announce_gaps(TAKEOVER, dict(takeover))
         s = self.settings
         self._held[conn_id] = _Held(
             conn_id, exchange, route, url, conn, task, frozenset(topics), now + self._ttl_ms,
@@ -371,19 +609,40 @@ class WorkerRuntime:
                 held.restart_at = None
                 log.info("worker %s: connection %s restarted", self.worker_id, conn_id)
 
-    def _retire(self, conn_id: str, *, unsubscribe: bool, release: bool, reason: str, forget: bool = False) -> None:
+    def _retire(
+        self, conn_id: str, *, unsubscribe: bool, release: bool, reason: str, forget: bool = False,
+        freeze: bool = False,
+    ) -> None:
         """Forget ``conn_id`` now; stop it (and release its lease) in the background. ``forget``: a private
-        connection whose account has no private topic left (its listenKey is closed)."""
+        connection whose account has no private topic left (its listenKey is closed). ``freeze``: the lease is
+        lost, so its output stops this instant (``ExchangeConnection.freeze``), before the socket closes."""
         held = self._held.pop(conn_id)
+        if freeze and hasattr(held.conn, "freeze"):
+            held.conn.freeze()
+        if held.roll is not None:
+            held.roll.cancel()
+        if conn_id == self._offered:
+            self._offered = None
+            if release:  # still ours: withdraw the offer so nobody prepares a handover that cannot happen
+                task = asyncio.create_task(self._withdraw_offer(conn_id), name=f"withdraw:{conn_id}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         log.info("worker %s: stopping connection %s (%s)", self.worker_id, conn_id, reason)
         task = asyncio.create_task(self._retire_task(held, unsubscribe, release, forget), name=f"retire:{conn_id}")
         self._retiring[conn_id] = task
         task.add_done_callback(lambda t: self._retiring.pop(conn_id) if self._retiring.get(conn_id) is t else None)
 
+    async def _withdraw_offer(self, conn_id: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.handovers.withdraw(conn_id, self.worker_id)
+
     async def _retire_task(self, held: _Held, unsubscribe: bool, release: bool, forget: bool = False) -> None:
         await self._halt(held, unsubscribe=unsubscribe, timeout_s=self.settings.drain_timeout_s, forget=forget)
         if not release:
             return
+        # Flush first: events still queued for the connection would be fenced once the lease is gone.
+        if not await self.publisher.flush(self.settings.drain_timeout_s):
+            log.warning("worker %s: events of %s not flushed before releasing it", self.worker_id, held.conn_id)
         try:
             # Final record while we still hold the lease, so it cannot overwrite a new owner's.
             record = {**self._status_record(held), "worker": None, "lease_expires_at": None}
@@ -454,7 +713,8 @@ class WorkerRuntime:
 
     def _status_record(self, held: _Held) -> dict[str, Any]:
         return {**held.conn.status(), "worker": self.worker_id, "route": held.route,
-                "lease_expires_at": held.lease_expires_at}
+                "lease_expires_at": held.lease_expires_at, "rolling": held.roll is not None,
+                "offered": held.conn_id == self._offered}  # fmt: skip
 
     # -- loops ------------------------------------------------------------------------------------
 
@@ -479,8 +739,12 @@ class WorkerRuntime:
                 self._fence_expired()
             except Exception:
                 log.exception("worker %s: tick failed; retrying next tick", self.worker_id)
+            wait_s = self.settings.heartbeat_interval_s
+            if self._wake_at is not None:
+                wait_s = min(wait_s, max(0.0, self._wake_at - asyncio.get_running_loop().time()))
+                self._wake_at = None
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.heartbeat_interval_s):
+                async with asyncio.timeout(wait_s):
                     await self._wake.wait()
 
     async def _watch_control(self) -> None:
@@ -515,6 +779,7 @@ class WorkerRuntime:
 
     async def _stop(self, drain: bool) -> None:
         await self._cancel_control_tasks()
+        await self._cancel_makes(withdraw=True)
         held, self._held = list(self._held.values()), {}
         timeout_s = self.settings.drain_timeout_s
         pending = [*(asyncio.create_task(self._retire_task(h, drain, True)) for h in held), *self._retiring.values(),

@@ -68,3 +68,17 @@ async def test_bytes_client_works_too(redis_url: str, redis: Redis) -> None:
         assert await leases.release(["c.1"], "a") == {"c.1"}
     finally:
         await raw.aclose()
+
+
+async def test_owner_ttl_and_held_in_one_round_trip(redis: Redis) -> None:
+    leases = Leases(redis)
+    assert await leases.acquire("c.1", "a", 5000)
+    assert await leases.acquire("c.2", "b", 5000)
+
+    found = await leases.owner_ttl_ms(["c.1", "c.2", "c.3"])
+
+    assert found["c.1"][0] == "a" and 0 < (found["c.1"][1] or 0) <= 5000
+    assert found["c.2"][0] == "b"
+    assert found["c.3"] == (None, None)
+    assert await leases.owner_ttl_ms([]) == {}
+    assert await leases.held(["c.1", "c.2", "c.3"], "a") == {"c.1"}

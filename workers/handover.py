@@ -1,0 +1,136 @@
+"""Handing a connection from one live worker to another without a gap (rebalancing when a worker joins).
+
+Redis protocol, one key per connection, ``fp:handover:{conn}`` (``control.keys.handover``), PX =
+``HANDOVER_TIMEOUT_S``:
+
+1. **offer** (the over-loaded owner): ``SET <from>`` only while its lease still names it and no offer exists.
+2. **claim** (an under-loaded worker): ``<from>`` -> ``<from>><to>`` (compare-and-set), so one taker works on it.
+3. The taker opens its own socket for the connection's topics in *standby* (subscribed, events buffered, nothing
+   written: its lease is not its own, so the publisher would fence it anyway).
+4. **transfer**, once every topic is acknowledged: one script sets the lease to the taker *only if it still names
+   the offerer* (or is free: the offerer released it on a graceful stop), and deletes the offer. From that instant
+   the publisher writes the taker's events and fences the offerer's.
+5. The taker reads each topic's last stored event (``markers``) and switches its socket to publishing, continuing
+   right after it (``workers.stitch``). The offerer's next lease renewal fails (it is woken by ``fp:ctl``): it
+   closes its socket without unsubscribing.
+
+A claim that fails (timeout, lost race, connection gone from the plan) is ``withdraw``-n; an offer nobody takes
+expires. Worker ids never contain ``>`` (``Settings``: letters, digits, ``-_.``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from control import keys
+
+_OFFER_LUA = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] or redis.call('exists', KEYS[2]) == 1 then
+    return 0
+end
+redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_CLAIM_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('set', KEYS[1], ARGV[1] .. '>' .. ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
+_TRANSFER_LUA = """
+local owner = redis.call('get', KEYS[1])
+if owner == ARGV[1] or owner == false then
+    redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    redis.call('del', KEYS[2])
+    return 1
+end
+return 0
+"""
+
+_WITHDRAW_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+#: Stream entries read per topic to find its last non-gap event.
+MARKER_SCAN = 20
+
+
+class Handovers:
+    """Offers, claims and lease transfers (see the module docstring); ``redis`` decodes responses.
+
+    Every call raises ``redis.exceptions.RedisError`` on connection trouble. Times are milliseconds.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._offer = redis.register_script(_OFFER_LUA)
+        self._claim = redis.register_script(_CLAIM_LUA)
+        self._transfer = redis.register_script(_TRANSFER_LUA)
+        self._withdraw = redis.register_script(_WITHDRAW_LUA)
+
+    async def offer(self, conn_id: str, owner: str, ttl_ms: int) -> bool:
+        """Offer ``conn_id`` (leased by ``owner``) to an under-loaded worker; False if not leased to it or offered."""
+        return bool(await self._offer(keys=[keys.lease(conn_id), keys.handover(conn_id)], args=[owner, ttl_ms]))
+
+    async def offers(self, conn_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``conn id -> (from, to or None)`` for the connections among ``conn_ids`` with an offer (one MGET)."""
+        if not conn_ids:
+            return {}
+        values = await self.redis.mget([keys.handover(c) for c in conn_ids])
+        out: dict[str, tuple[str, str | None]] = {}
+        for conn_id, value in zip(conn_ids, values, strict=True):
+            if value:
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                origin, _, taker = text.partition(">")
+                out[conn_id] = (origin, taker or None)
+        return out
+
+    async def claim(self, conn_id: str, origin: str, taker: str, ttl_ms: int) -> bool:
+        """Mark ``origin``'s offer of ``conn_id`` as being taken by ``taker``; False when it is gone or claimed."""
+        return bool(await self._claim(keys=[keys.handover(conn_id)], args=[origin, taker, ttl_ms]))
+
+    async def transfer(self, conn_id: str, origin: str, taker: str, lease_ttl_ms: int) -> bool:
+        """Atomically move the lease of ``conn_id`` from ``origin`` (or from nobody) to ``taker``, dropping the offer."""
+        return bool(
+            await self._transfer(keys=[keys.lease(conn_id), keys.handover(conn_id)], args=[origin, taker, lease_ttl_ms])
+        )
+
+    async def withdraw(self, conn_id: str, origin: str, taker: str | None = None) -> bool:
+        """Delete the offer of ``conn_id`` if it is still ``origin``'s (claimed by ``taker`` when given)."""
+        value = origin if taker is None else f"{origin}>{taker}"
+        return bool(await self._withdraw(keys=[keys.handover(conn_id)], args=[value]))
+
+    async def markers(self, topics: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Each topic's last stored event that is not a ``gap`` (None when the stream has none), one pipeline."""
+        names = list(topics)
+        if not names:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for topic in names:
+                pipe.xrevrange(keys.event_stream(topic), count=MARKER_SCAN)
+            replies = await pipe.execute()
+        out: dict[str, dict[str, Any] | None] = {}
+        for topic, entries in zip(names, replies, strict=True):
+            out[topic] = None
+            for _, fields in entries:
+                raw = fields.get(keys.STREAM_FIELD) if isinstance(fields, dict) else None
+                if raw is None:
+                    raw = fields.get(keys.STREAM_FIELD.encode())
+                try:
+                    event = orjson.loads(raw)
+                except (TypeError, orjson.JSONDecodeError):
+                    continue
+                if isinstance(event, dict) and event.get("type") != "gap":
+                    out[topic] = event
+                    break
+        return out
