@@ -18,6 +18,11 @@ Design:
   to ``+``, then drain the queue skipping ids <= the last one sent (ids compared as ``(ms, seq)`` tuples).
 * A subscriber whose queue would exceed ``queue_max`` entries has its queue cleared and ``overflowed`` set;
   it then catches up again from its own cursor (the stream holds everything). Queues are never unbounded.
+* Redis outages: a failed XREAD (connection refused or lost, Redis loading its data after a restart) is
+  retried with capped, jittered backoff (``RECONNECT_BASE_S`` doubling to ``RECONNECT_CAP_S``) on a fresh
+  connection, from the same per-topic positions, so entries added meanwhile are read once Redis answers:
+  nothing is lost and subscribers simply wait (their SSE streams keep sending keep-alive comments).
+  ``stats()`` shows ``reader_up`` and counts ``read_errors`` and ``reconnects``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
 from control import keys
@@ -41,6 +47,9 @@ StreamId = tuple[int, int]
 ZERO_ID: StreamId = (0, 0)
 _FIELD = keys.STREAM_FIELD.encode()
 _TYPE_PREFIX = b'{"type":"'
+#: Reader reconnect delays while Redis is unreachable: from RECONNECT_BASE_S doubling, capped, half jittered.
+RECONNECT_BASE_S = 0.05
+RECONNECT_CAP_S = 1.0
 
 
 def parse_stream_id(text: str | bytes) -> StreamId:
@@ -176,7 +185,12 @@ class SSEHub:
         self.block_ms = block_ms
         self.count = count
         self.queue_max = queue_max
-        self.counters = {"reads": 0, "entries_read": 0, "delivered": 0, "overflows": 0, "unblocks": 0}
+        self.counters = {
+            "reads": 0, "entries_read": 0, "delivered": 0, "overflows": 0, "unblocks": 0, "read_errors": 0,
+            "reconnects": 0,
+        }  # fmt: skip
+        #: False from a failed XREAD until the next one succeeds (Redis away).
+        self.reader_up = True
         self._subs: dict[str, set[Subscription]] = {}
         self._positions: dict[str, StreamId] = {}
         self._generation = 0
@@ -213,14 +227,16 @@ class SSEHub:
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``reads`` (XREAD calls), ``entries_read`` (entries read by the hub, once each),
-        ``delivered`` (entries queued to subscribers), ``overflows``, ``unblocks``, ``subscribers``, ``topics``,
-        ``readers`` (always 1 while running)."""
+        ``delivered`` (entries queued to subscribers), ``overflows``, ``unblocks``, ``read_errors`` (failed XREADs),
+        ``reconnects`` (recoveries after failures), ``subscribers``, ``topics``, ``readers`` (always 1 while
+        running), ``reader_up`` (False while Redis is away)."""
         running = self._task is not None and not self._task.done()
         return {
             **self.counters,
             "subscribers": self.subscriber_count,
             "topics": len(self._subs),
             "readers": 1 if running else 0,
+            "reader_up": self.reader_up,
         }
 
     async def subscribe(self, topics: Sequence[str]) -> Subscription:
@@ -276,6 +292,7 @@ class SSEHub:
 
     async def _run(self) -> None:
         failures = 0
+        backoff = EqualJitterBackoff(cap=RECONNECT_CAP_S, base=RECONNECT_BASE_S)
         while True:
             self._topics_changed.clear()
             if not self._positions:
@@ -291,17 +308,23 @@ class SSEHub:
                 self.counters["reads"] += 1
                 reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)
             except (RedisError, OSError) as exc:
+                # The failed connection is dropped by redis-py; the next XREAD opens a fresh one, whose
+                # CLIENT ID differs, and reads from the same positions: nothing added meanwhile is skipped.
                 self._client_id = None
+                self.reader_up = False
+                self.counters["read_errors"] += 1
                 failures += 1
                 log = logger.warning if failures == 1 else logger.debug
                 log("sse hub: XREAD failed (%d in a row): %s: %s", failures, type(exc).__name__, exc)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))  # backoff while Redis is away
+                await asyncio.sleep(backoff.compute(failures - 1))
                 continue
             finally:
                 self._reading_generation = None
                 self._read_returned.set()
             if failures:
                 logger.info("sse hub: XREAD recovered after %d failures", failures)
+                self.counters["reconnects"] += 1
+                self.reader_up = True
                 failures = 0
             if reply:
                 self._dispatch(reply)

@@ -16,6 +16,12 @@ entries (resume, or ``?backlog=N``), then one ``ready`` event (``{"type":"ready"
 up, live from here, and a cursor to resume from even when no data came yet), then live entries. On
 server shutdown a final ``bye`` event. Resume with the ``Last-Event-ID`` header (or ``?last_event_id=``):
 nothing lost, nothing repeated, within stream retention.
+
+Redis outages: a request that cannot read its start position answers 503 ``redis_unavailable`` (the error
+envelope) with ``Retry-After: 2``. A stream already open stays open while Redis is away: keep-alive comments
+continue, the hub's reader reconnects by itself (``app.sse_hub``), and a catch-up or registration that fails is
+retried with backoff from the client's cursor, so the stream resumes without loss or repetition once Redis is
+back. A client that reconnects with ``Last-Event-ID`` after the outage gets everything it missed.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ import anyio
 import orjson
 from marshmallow import ValidationError
 from redis.asyncio import Redis
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,6 +47,7 @@ from starlette.routing import Route
 
 from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
+from app.errors import error_response
 from app.sse_hub import SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
 from control import keys
 from control.topics import TopicError, is_private, private_topic
@@ -45,6 +55,11 @@ from control.topics import TopicError, is_private, private_topic
 logger = logging.getLogger(__name__)
 
 RETRY_MS = 2000
+#: ``Retry-After`` (seconds) of a 503 while Redis is unreachable: the same pace as the stream's ``retry:`` hint.
+RETRY_AFTER_S = str(-(-RETRY_MS // 1000))
+#: Backoff of an open stream's Redis calls (registration, catch-up) while Redis is away: seconds, capped.
+_OUTAGE_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Seconds the generator gets to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
 #: which app.serve uses as hypercorn's graceful_timeout).
 SHUTDOWN_GRACE_S = 2.0
@@ -149,20 +164,45 @@ async def _events(
                 out.append(frame(entry.event, entry.data))
 
     async def catching_up() -> AsyncIterator[bytes]:
-        out: list[bytes] = []
-        async for entry in catch_up(redis, dict(zip(topics, last))):
-            accept((entry,), out)
-            if len(out) >= 500:
+        """Entries after the cursor up to the stream's end; while Redis is away, retried from the cursor."""
+        failures = 0
+        while True:
+            out: list[bytes] = []
+            try:
+                async for entry in catch_up(redis, dict(zip(topics, last))):
+                    accept((entry,), out)
+                    if len(out) >= 500:
+                        yield b"".join(out)
+                        out.clear()
+            except _UNREACHABLE as exc:
+                failures += 1
+                if out:
+                    yield b"".join(out)
+                if await outage_wait(failures, "catch-up", exc):
+                    return
+                continue
+            if out:
                 yield b"".join(out)
-                out.clear()
-        if out:
-            yield b"".join(out)
+            return
 
-    try:
-        sub = await hub.subscribe(topics)
-    except (RedisError, OSError) as exc:
-        logger.warning("sse stream for %d topics not started: redis %s: %s", len(topics), type(exc).__name__, exc)
-        return
+    async def outage_wait(failures: int, what: str, exc: BaseException) -> bool:
+        """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
+        if failures == 1:
+            logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(topics), what,
+                           type(exc).__name__, exc)  # fmt: skip
+        with anyio.move_on_after(_OUTAGE_BACKOFF.compute(failures - 1)):
+            await shutdown.wait()
+        return shutdown.is_set()
+
+    failures = 0
+    while True:  # the response has started: wait for Redis rather than end the stream
+        try:
+            sub = await hub.subscribe(topics)
+            break
+        except _UNREACHABLE as exc:
+            failures += 1
+            if await outage_wait(failures, "registration", exc):
+                return
     relay = asyncio.create_task(_relay_shutdown(shutdown, sub.wake))
     try:
         for gap in gaps:
@@ -195,16 +235,21 @@ async def _events(
 
 
 async def _respond(request: Request, topics: list[str]) -> Response:
-    """Validate the cursor/backlog, read start positions (Redis errors -> 503 before streaming), then stream."""
+    """Validate the cursor/backlog, read start positions (Redis unreachable -> 503 with Retry-After), then stream."""
     state = request.app.state
     backlog = schemas.backlog_count(request.query_params.get("backlog"))  # validated even when a cursor is given
     raw_cursor = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    if raw_cursor:
-        cursor = parse_cursor(raw_cursor, len(topics))
-        gaps = await _resume_gaps(state.sse_redis, topics, cursor)
-    else:
-        cursor = await _start_cursor(state.sse_redis, topics, backlog)
-        gaps = []
+    cursor = parse_cursor(raw_cursor, len(topics)) if raw_cursor else None
+    try:
+        if cursor is not None:
+            gaps = await _resume_gaps(state.sse_redis, topics, cursor)
+        else:
+            cursor = await _start_cursor(state.sse_redis, topics, backlog)
+            gaps = []
+    except _UNREACHABLE as exc:
+        logger.warning("sse request refused: redis unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(503, "redis_unavailable", "Redis is unreachable; retry shortly (Last-Event-ID resumes)",
+                              headers={"Retry-After": RETRY_AFTER_S})  # fmt: skip
     shutdown = anyio.Event()
     return EventSourceResponse(
         _events(state.hub, state.sse_redis, topics, cursor, gaps, shutdown),

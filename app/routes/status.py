@@ -1,21 +1,36 @@
-"""``GET /status``: pause flag, desired-state version, workers, connections and subscriptions.
+"""``GET /status``: pause flag, desired-state version, workers, connections, subscriptions and gaps.
 
-All records come from ``control.store.ControlStore``; times are epoch milliseconds.
+All records come from ``control.store.ControlStore``; times are epoch milliseconds. Each connection also shows
+its lease as Redis has it now (``lease``: owner and milliseconds left, read with one GET + PTTL per connection in
+one MULTI, like ``workers.leases.Leases.owner_ttl_ms``: the control server never imports the workers), its
+reconnects by kind (``reasons``) and the gaps it announced (``gaps``). Each worker shows its publisher backlog
+(``publisher``: ``queue_depth``, ``oldest_queued_age_ms``, ``dropped``, ``fenced``, ...), written with its heartbeat.
+The top-level ``gaps`` adds up, per reason, the gaps announced by the connections running now, the books' sequence
+gaps (``book_sequence``) and the publishers' backlog overflows (``redis_backlog_overflow``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import now_ms
+from control import keys
 from control.settings import Settings
 from control.store import ACTIVE
 from control.topics import is_private
+
+#: ``reason`` of the gap events a publisher writes after dropping events on backlog overflow (workers.publisher).
+GAP_BACKLOG_OVERFLOW = "redis_backlog_overflow"
+#: Summary key of the order books' own sequence gaps (``books.gaps`` in a connection record).
+GAP_BOOK_SEQUENCE = "book_sequence"
 
 
 def decorate_subscriptions(records: list[dict[str, Any]], settings: Settings, now: int) -> list[dict[str, Any]]:
@@ -38,26 +53,79 @@ def decorate_workers(records: list[dict[str, Any]], settings: Settings, now: int
     for record in records:
         beat = record.get("heartbeat_at")
         alive = isinstance(beat, (int, float)) and now - beat <= lease_ms
-        out.append({**record, "connections": record.get("connections") or [], "alive": alive})
+        out.append({**record, "connections": record.get("connections") or [], "alive": alive,
+                    "publisher": record.get("publisher") or {}})  # fmt: skip
     return out
 
 
+async def lease_owners(redis: Redis, conn_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+    """``conn id -> (owner, ms left)`` in one MULTI; a free lease is ``(None, None)``."""
+    if not conn_ids:
+        return {}
+    async with redis.pipeline(transaction=True) as pipe:
+        for conn_id in conn_ids:
+            pipe.get(keys.lease(conn_id))
+            pipe.pttl(keys.lease(conn_id))
+        replies = await pipe.execute()
+    out: dict[str, tuple[str | None, int | None]] = {}
+    for i, conn_id in enumerate(conn_ids):
+        owner, ttl = replies[2 * i], int(replies[2 * i + 1])
+        if isinstance(owner, bytes):
+            owner = owner.decode()
+        out[conn_id] = (owner, ttl if owner is not None and ttl >= 0 else None)
+    return out
+
+
+def decorate_connections(
+    records: list[dict[str, Any]], leases: dict[str, tuple[str | None, int | None]], now: int
+) -> list[dict[str, Any]]:
+    """Add ``lease``: ``{"owner", "expires_in_ms", "expires_at"}`` as Redis has it now, plus ``reasons`` and ``gaps``
+    (``{}`` for records written before they existed)."""
+    out = []
+    for record in records:
+        owner, ttl = leases.get(record["id"], (None, None))
+        lease = {"owner": owner, "expires_in_ms": ttl, "expires_at": None if ttl is None else now + ttl}
+        out.append({**record, "lease": lease, "reasons": record.get("reasons") or {}, "gaps": record.get("gaps") or {}})
+    return out
+
+
+def gap_summary(connections: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, int]:
+    """Gaps per reason: announced by the connections, the books' sequence gaps and the publishers' overflows."""
+    total: Counter[str] = Counter()
+    for record in connections:
+        for reason, count in (record.get("gaps") or {}).items():
+            if isinstance(count, int):
+                total[reason] += count
+        books = record.get("books") or {}
+        if isinstance(books.get("gaps"), int) and books["gaps"]:
+            total[GAP_BOOK_SEQUENCE] += books["gaps"]
+    for worker in workers:
+        published = (worker.get("publisher") or {}).get("gaps_published")
+        if isinstance(published, int) and published:
+            total[GAP_BACKLOG_OVERFLOW] += published
+    return dict(sorted(total.items()))
+
+
 async def status(request: Request) -> Response:
-    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions"}``."""
+    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``."""
     store = request.app.state.store
     settings = request.app.state.settings
     paused, version, workers, connections, subscriptions = await asyncio.gather(
         store.is_paused(), store.version(), store.workers(), store.connections(), store.subscriptions()
     )
+    leases = await lease_owners(store.redis, [c["id"] for c in connections])
     now = now_ms()
+    workers = decorate_workers(workers, settings, now)
+    connections = decorate_connections(connections, leases, now)
     return JSONResponse(
         {
             "server_time": now,
             "paused": paused,
             "desired_version": version,
-            "workers": decorate_workers(workers, settings, now),
+            "workers": workers,
             "connections": connections,
             "subscriptions": decorate_subscriptions(subscriptions, settings, now),
+            "gaps": gap_summary(connections, workers),
         }
     )
 

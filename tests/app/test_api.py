@@ -299,14 +299,22 @@ async def test_status_shape(client: TestClient, redis: Redis, settings: Settings
     })  # fmt: skip
     await redis.hset(keys.TOPIC_LAST_EVENT, K5M, str(now - 1000))
 
+    await redis.set(keys.lease("bitmart.public.1"), "w1", px=4000)
+
     body = client.get("/status").json()
-    assert set(body) == {"server_time", "paused", "desired_version", "workers", "connections", "subscriptions"}
+    assert set(body) == {"server_time", "paused", "desired_version", "workers", "connections", "subscriptions",
+                         "gaps"}  # fmt: skip
     assert abs(body["server_time"] - now) < 60_000 and body["paused"] is False and body["desired_version"] == 1
     workers = {w["id"]: w for w in body["workers"]}
     assert workers["w1"]["alive"] is True and workers["w1"]["connections"] == ["bitmart.public.1"]
     assert workers["w2"]["alive"] is False
-    assert set(workers["w1"]) >= {"id", "host", "pid", "started_at", "heartbeat_at", "connections", "alive"}
-    assert body["connections"] == [{"id": "bitmart.public.1", **conn}]
+    assert set(workers["w1"]) >= {"id", "host", "pid", "started_at", "heartbeat_at", "connections", "alive",
+                                  "publisher"}  # fmt: skip
+    [record] = body["connections"]
+    lease = record.pop("lease")
+    assert lease["owner"] == "w1" and 0 < lease["expires_in_ms"] <= 4000
+    assert record == {"id": "bitmart.public.1", **conn, "reasons": {}, "gaps": {}}
+    assert body["gaps"] == {}
     subs = {s["topic"]: s for s in body["subscriptions"]}
     assert set(subs[K1M]) == {"topic", "state", "error", "since", "conn", "last_event_at", "stale"}
     assert subs[K1M]["state"] == "active" and subs[K1M]["stale"] is True  # no event for > STALL_TIMEOUT_S
