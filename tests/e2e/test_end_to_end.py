@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,92 +19,14 @@ import orjson
 import pytest
 
 from scripts.simulator import ExchangeSimulator
+from tests.e2e.harness import Feedplane, get_json, poll, post_json, sse_events, workers_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-ROOT = Path(__file__).resolve().parents[2]
 E2E_REDIS_URL = os.environ.get("FEEDPLANE_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
 TRADE_TOPIC = "binanceusdm:trade:BTCUSDT"
 KLINE_TOPIC = "binanceusdm:kline:SUSHIUSDT:1m"
 BITMART_TOPICS = ["bitmart:kline:ETHUSDT:1h", "bitmart:kline:ETHUSDT:1d", "bitmart:trade:BTCUSDT"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def sse_events(session: aiohttp.ClientSession, url: str, out: list[dict[str, Any]], headers=None) -> None:
-    """Append every SSE event (event, id, data) from ``url`` to ``out`` until cancelled."""
-    async with session.get(url, headers=headers or {}) as resp:
-        assert resp.status == 200, await resp.text()
-        event: dict[str, Any] = {}
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if "data" in event:
-                    out.append(event)
-                event = {}
-            elif line.startswith(":"):
-                continue
-            else:
-                name, _, value = line.partition(":")
-                event[name] = value[1:] if value.startswith(" ") else value
-
-
-class Feedplane:
-    """The system under test, started under supervisord with the README's settings."""
-
-    def __init__(self, tmp: Path, sim: ExchangeSimulator) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "REDIS_URL": E2E_REDIS_URL,
-            "CTRL_ADDR": f"127.0.0.1:{self.port}",
-            "WORKERS": "2",
-            "FEEDPLANE_PYTHON": sys.executable,
-            "FEEDPLANE_RUN_DIR": str(tmp),
-            "BITMART_PUBLIC_WS_URI": sim.bitmart_public_url,
-            "BINANCE_USDM_WS_URI": sim.binance_base_url,
-            "BINANCE_USDM_REST_URI": sim.binance_rest_url,
-            "GATEIO_WS_URI": sim.gate_ws_url,
-            "GATEIO_REST_URI": sim.gate_rest_url,
-            "DEPTH_INTERVAL_MS": "50",
-            "SUBSCRIBE_DELAY_MS": "20",
-            "RECONNECT_DELAY_S": "0.2",
-            "RECONNECT_MAX_DELAY_S": "1",
-            "HEARTBEAT_INTERVAL_S": "0.5",
-            "LEASE_TTL_S": "3",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp / "supervisord.out"
-
-    def start(self) -> None:
-        with self.log.open("wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor.supervisord", "-c", str(ROOT / "supervisord.conf")],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )
-
-    async def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.to_thread(self.proc.wait, 60)
-
-
-async def poll(check, timeout: float, what: str, interval: float = 0.1):
-    """Re-check an external system's state (separate processes: nothing to await) until truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +40,7 @@ async def running_system(
     await flush.flushdb()
     sim = ExchangeSimulator(**sim_kwargs)
     await sim.start()
-    fp = Feedplane(tmp_path, sim)
+    fp = Feedplane(tmp_path, sim, redis_url=E2E_REDIS_URL, workers=2)
     fp.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
     try:
@@ -144,21 +62,7 @@ async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimul
 
 
 async def two_workers_alive(http: aiohttp.ClientSession, fp: Feedplane) -> bool:
-    try:
-        status, body = await get_json(http, f"{fp.base}/status")
-    except aiohttp.ClientError:
-        return False
-    return status == 200 and len([w for w in body["workers"] if w.get("alive", True)]) == 2
-
-
-async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url) as resp:
-        return resp.status, await resp.json()
-
-
-async def post_json(session: aiohttp.ClientSession, url: str, body: Any = None) -> tuple[int, Any]:
-    async with session.post(url, json=body) as resp:
-        return resp.status, await resp.json()
+    return await workers_alive(http, fp, 2)
 
 
 async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
