@@ -23,7 +23,7 @@ from arq.worker import func
 
 from control import keys
 from control.jobs import RECONCILE
-from control.redis_client import make_redis
+from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
 from workers.logging_setup import configure_logging
@@ -46,12 +46,19 @@ if os.environ.get("FEEDPLANE_REDIS_EMBEDDED") == "1":
 
 def _redis_settings_from_env() -> RedisSettings:
     """arq's connection settings from ``REDIS_URL``; a malformed URL falls back to the default here and
-    is reported by ``on_startup`` (``Settings.from_env``) with the variable's name."""
+    is reported by ``on_startup`` (``Settings.from_env``) with the variable's name.
+
+    The pool retries through a Redis outage (``outage_retry``): arq's poll loop would otherwise end the
+    worker process on the first Redis error, and with it the publisher's buffer and every exchange socket.
+    """
     url = os.environ.get("REDIS_URL", "").strip() or _DEFAULT_REDIS_URL
     try:
-        return RedisSettings.from_dsn(url)
+        settings = RedisSettings.from_dsn(url)
     except (ValueError, TypeError):
-        return RedisSettings.from_dsn(_DEFAULT_REDIS_URL)
+        settings = RedisSettings.from_dsn(_DEFAULT_REDIS_URL)
+    settings.retry = outage_retry()
+    settings.retry_on_error = list(RETRY_ON_ERROR)
+    return settings
 
 
 async def startup(ctx: dict[str, Any]) -> None:
