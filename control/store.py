@@ -21,6 +21,31 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+async def lease_owners(redis: Redis, conn_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+    """``conn id -> (owning worker id, ms left)`` for ``fp:lease:{conn}``, in one round trip (GET + PTTL per id in
+    one MULTI). Shared by ``/status`` and the workers' takeover scan.
+
+    A free lease is ``(None, None)``; a lease without expiry (never set by Feedplane) has ``None`` ms.
+    Works with and without ``decode_responses``.
+    """
+    if not conn_ids:
+        return {}
+    async with redis.pipeline(transaction=True) as pipe:
+        for conn_id in conn_ids:
+            key = keys.lease(conn_id)
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = await pipe.execute()
+    out: dict[str, tuple[str | None, int | None]] = {}
+    for i, conn_id in enumerate(conn_ids):
+        owner, ttl = replies[2 * i], int(replies[2 * i + 1])
+        if owner is None:
+            out[conn_id] = (None, None)
+        else:
+            out[conn_id] = (owner.decode() if isinstance(owner, bytes) else owner, ttl if ttl >= 0 else None)
+    return out
+
+
 class ControlStore:
     """Desired state, subscription state, workers and connection records.
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from redis.asyncio import Redis
 
 from control import keys
+from control.store import lease_owners
 
 _RENEW_LUA = """
 local held = {}
@@ -89,26 +90,8 @@ class Leases:
         return {c for c, owner in owners.items() if owner == worker_id}
 
     async def owner_ttl_ms(self, conn_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-        """``conn id -> (owner, remaining ms)`` in one round trip (GET + PTTL per id in one MULTI), for /status.
-
-        A free lease is ``(None, None)``; a lease without expiry (never set by Feedplane) has ``None`` ms.
-        """
-        if not conn_ids:
-            return {}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for conn_id in conn_ids:
-                key = keys.lease(conn_id)
-                pipe.get(key)
-                pipe.pttl(key)
-            replies = await pipe.execute()
-        out: dict[str, tuple[str | None, int | None]] = {}
-        for i, conn_id in enumerate(conn_ids):
-            owner, ttl = replies[2 * i], int(replies[2 * i + 1])
-            if owner is None:
-                out[conn_id] = (None, None)
-            else:
-                out[conn_id] = (owner.decode() if isinstance(owner, bytes) else owner, ttl if ttl >= 0 else None)
-        return out
+        """``conn id -> (owner, remaining ms)`` in one round trip; see ``control.store.lease_owners``."""
+        return await lease_owners(self.redis, conn_ids)
 
     async def owners(self, conn_ids: Sequence[str]) -> dict[str, str | None]:
         """``conn id -> owning worker id`` (None when the lease is free), in one MGET."""

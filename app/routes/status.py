@@ -1,8 +1,7 @@
 """``GET /status``: pause flag, desired-state version, workers, connections, subscriptions and gaps.
 
 All records come from ``control.store.ControlStore``; times are epoch milliseconds. Each connection also shows
-its lease as Redis has it now (``lease``: owner and milliseconds left, read with one GET + PTTL per connection in
-one MULTI, like ``workers.leases.Leases.owner_ttl_ms``: the control server never imports the workers), its
+its lease as Redis has it now (``lease``: owner and milliseconds left, from ``control.store.lease_owners``), its
 reconnects by kind (``reasons``) and the gaps it announced (``gaps``). Each worker shows its publisher backlog
 (``publisher``: ``queue_depth``, ``oldest_queued_age_ms``, ``dropped``, ``fenced``, ...), written with its heartbeat.
 The top-level ``gaps`` adds up, per reason, the gaps announced by the connections running now, the books' sequence
@@ -13,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import now_ms
-from control import keys
 from control.settings import Settings
-from control.store import ACTIVE
+from control.store import ACTIVE, lease_owners
 from control.topics import is_private
 
 #: ``reason`` of the gap events a publisher writes after dropping events on backlog overflow (workers.publisher).
@@ -55,24 +51,6 @@ def decorate_workers(records: list[dict[str, Any]], settings: Settings, now: int
         alive = isinstance(beat, (int, float)) and now - beat <= lease_ms
         out.append({**record, "connections": record.get("connections") or [], "alive": alive,
                     "publisher": record.get("publisher") or {}})  # fmt: skip
-    return out
-
-
-async def lease_owners(redis: Redis, conn_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-    """``conn id -> (owner, ms left)`` in one MULTI; a free lease is ``(None, None)``."""
-    if not conn_ids:
-        return {}
-    async with redis.pipeline(transaction=True) as pipe:
-        for conn_id in conn_ids:
-            pipe.get(keys.lease(conn_id))
-            pipe.pttl(keys.lease(conn_id))
-        replies = await pipe.execute()
-    out: dict[str, tuple[str | None, int | None]] = {}
-    for i, conn_id in enumerate(conn_ids):
-        owner, ttl = replies[2 * i], int(replies[2 * i + 1])
-        if isinstance(owner, bytes):
-            owner = owner.decode()
-        out[conn_id] = (owner, ttl if owner is not None and ttl >= 0 else None)
     return out
 
 
