@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from control import keys
 from control.jobs import RECONCILE, reconcile_job_id
+from control.redis_client import parse_sentinel_url, sentinel_master
 from control.store import ControlStore
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,22 @@ logger = logging.getLogger(__name__)
 async def open_arq_pool(redis_url: str) -> ArqRedis:
     """An ``ArqRedis`` for ``redis_url`` that fails at once (no arq connect retries) when Redis is down.
 
-    Raises redis ``ConnectionError``/``TimeoutError`` or ``OSError`` when Redis is unreachable.
+    Raises redis ``ConnectionError``/``TimeoutError`` or ``OSError`` when Redis is unreachable. A
+    ``redis+sentinel://`` URL gives a client of the sentinels' current master (built here: arq's sentinel mode
+    sets no connect timeout).
     """
-    settings = dataclasses.replace(RedisSettings.from_dsn(redis_url), conn_retries=0, conn_timeout=2)
-    return await create_pool(settings, default_queue_name=keys.ARQ_QUEUE)
+    target = parse_sentinel_url(redis_url)
+    if target is None:
+        settings = dataclasses.replace(RedisSettings.from_dsn(redis_url), conn_retries=0, conn_timeout=2)
+        return await create_pool(settings, default_queue_name=keys.ARQ_QUEUE)
+    pool = sentinel_master(target, redis_class=ArqRedis, socket_connect_timeout=2)
+    pool.default_queue_name = keys.ARQ_QUEUE
+    try:
+        await pool.ping()
+    except BaseException:
+        await pool.aclose()
+        raise
+    return pool
 
 
 class Dispatcher:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from control.redis_client import SENTINEL_SCHEME, display_url, parse_sentinel_url
 from control.topics import EXCHANGES
 
 if TYPE_CHECKING:
@@ -161,7 +163,7 @@ class Settings:
             stall_timeout_s=r.get("STALL_TIMEOUT_S", 90.0, _positive_float),
             bitmart_rest_uri=r.get("BITMART_REST_URI", _BITMART_REST, _http_url),
             listen_key_keepalive_s=r.get("LISTEN_KEY_KEEPALIVE_S", 1800.0, _keepalive_s),
-            redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url),
+            redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url, show=display_url),  # no password in errors
             binance_usdm_ws_uri=r.get("BINANCE_USDM_WS_URI", _BINANCE_USDM, _ws_url),
             binance_usdm_rest_uri=r.get("BINANCE_USDM_REST_URI", _BINANCE_USDM_REST, _http_url),
             gateio_ws_uri=r.get("GATEIO_WS_URI", _GATEIO_WS, _ws_url),
@@ -215,14 +217,15 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def get(self, name: str, default: Any, parse: Callable[[str], T]) -> T:
+    def get(self, name: str, default: Any, parse: Callable[[str], T], show: Callable[[str], str] = str) -> T:
+        """``parse(value)``, or ``default`` when unset; an error quotes the value as ``show`` renders it."""
         raw = self.env.get(name)
         if raw is None or raw.strip() == "":
             return default  # type: ignore[no-any-return]
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
-            raise SettingsError(name, f"{exc} (got {raw!r})") from None
+            raise SettingsError(name, f"{exc} (got {show(raw)!r})") from None
 
     def secret(self, name: str, parse: Callable[[str], str] | None = None) -> str:
         """Like ``get`` with default "", but an error never shows the value."""
@@ -247,7 +250,7 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0 or value != value or value == float("inf"):
+    if not (math.isfinite(value) and value > 0):  # also refuses nan and inf
         raise ValueError("must be a positive number")
     return value
 
@@ -284,8 +287,10 @@ def _http_url(raw: str) -> str:
 
 def _redis_url(raw: str) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if parts.scheme == SENTINEL_SCHEME:
+        parse_sentinel_url(raw)  # ValueError names what is wrong
+    elif parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
     return raw
 
 

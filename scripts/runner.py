@@ -21,7 +21,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
+from control.redis_client import display_url, parse_sentinel_url
 from control.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,9 +35,16 @@ def log(message: str) -> None:
 
 
 def redis_answers(url: str) -> bool:
-    """True when a Redis server answers PING at ``url`` within 1 s."""
+    """True when a Redis server answers PING at ``url`` within 1 s (for a sentinel URL: the current master)."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        target = parse_sentinel_url(url)
+        if target is None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        else:
+            timeouts = {"socket_connect_timeout": 1, "socket_timeout": 1}
+            client = Sentinel(list(target.sentinels), sentinel_kwargs=timeouts).master_for(
+                target.service_name, db=target.db, username=target.username, password=target.password, **timeouts
+            )
         try:
             return bool(client.ping())
         finally:
@@ -79,16 +88,19 @@ class Runner:
     def ensure_redis(self) -> None:
         """Use the Redis at REDIS_URL, or start redis-server / the embedded fallback there."""
         url = self.settings.redis_url
+        shown = display_url(url)
         if redis_answers(url):
-            log(f"using Redis at {url}")
+            log(f"using Redis at {shown}")
             return
+        if parse_sentinel_url(url) is not None:
+            raise SystemExit(f"[feedplane] no sentinel at {shown} names a master that answers; fix REDIS_URL")
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 6379
         if host not in ("127.0.0.1", "localhost", "::1"):
-            raise SystemExit(f"[feedplane] no Redis answers at {url} and it is not local; start it or fix REDIS_URL")
+            raise SystemExit(f"[feedplane] no Redis answers at {shown} and it is not local; start it or fix REDIS_URL")
         server = shutil.which("redis-server")
         if server:
-            log(f"no Redis at {url}: starting redis-server on {host}:{port} (in memory, nothing on disk)")
+            log(f"no Redis at {shown}: starting redis-server on {host}:{port} (in memory, nothing on disk)")
             self.spawn("redis", [server, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"])
         else:
             log("WARNING: no Redis and no redis-server installed: starting the EMBEDDED fakeredis server. "

@@ -1,7 +1,8 @@
 """arq worker settings: ``arq workers.settings.WorkerSettings`` (run by supervisord, one per process).
 
 Importing this module connects to nothing: ``redis_settings`` is computed from ``REDIS_URL`` (or
-the default) and arq connects when the worker starts. ``on_startup`` then reads every setting with
+the default) and arq connects when the worker starts. With a ``redis+sentinel://`` URL, ``redis_pool`` is
+a not-yet-connected client of the sentinels' current master instead. ``on_startup`` then reads every setting with
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
 every line), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
@@ -18,12 +19,12 @@ import os
 from typing import Any, ClassVar
 
 import aiohttp
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
 from control import keys
 from control.jobs import RECONCILE
-from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry
+from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
 from workers.logging_setup import configure_logging
@@ -54,11 +55,36 @@ def _redis_settings_from_env() -> RedisSettings:
     url = os.environ.get("REDIS_URL", "").strip() or _DEFAULT_REDIS_URL
     try:
         settings = RedisSettings.from_dsn(url)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RuntimeError):  # RuntimeError: a scheme arq does not parse (sentinel)
         settings = RedisSettings.from_dsn(_DEFAULT_REDIS_URL)
     settings.retry = outage_retry()
     settings.retry_on_error = list(RETRY_ON_ERROR)
     return settings
+
+
+def _sentinel_pool_from_env() -> ArqRedis | None:
+    """For a ``redis+sentinel://`` ``REDIS_URL``: arq's pool as a client of the current master, else None.
+
+    arq's own sentinel mode passes neither timeouts nor a retry policy to the master connections, so a failover
+    would end the worker's poll loop (and the process). This pool carries ``outage_retry`` like the plain one,
+    and asks the sentinels for the master again on every reconnect. Connects to nothing until the worker runs.
+    """
+    url = os.environ.get("REDIS_URL", "").strip()
+    try:
+        target = parse_sentinel_url(url)
+    except ValueError:
+        return None  # reported by on_startup with the variable's name
+    if target is None:
+        return None
+    pool = sentinel_master(
+        target,
+        redis_class=ArqRedis,
+        socket_connect_timeout=5,
+        retry=outage_retry(),
+        retry_on_error=list(RETRY_ON_ERROR),
+    )
+    pool.default_queue_name = keys.ARQ_QUEUE
+    return pool
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -107,6 +133,7 @@ class WorkerSettings:
     functions: ClassVar[list[Any]] = [func(reconcile, name=RECONCILE, keep_result=0, max_tries=3)]
     queue_name = keys.ARQ_QUEUE
     redis_settings = _redis_settings_from_env()
+    redis_pool = _sentinel_pool_from_env()  # None unless REDIS_URL names sentinels
     on_startup = startup
     on_shutdown = shutdown
     job_completion_wait = 2

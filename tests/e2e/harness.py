@@ -2,6 +2,7 @@
 
 - ``RedisServer``: a private ``redis-server`` on a free loopback port that a test may stop, kill and start
   again on the same port (the machine's shared Redis must never be restarted).
+- ``SentinelServer``: a private Redis Sentinel monitoring such a server, which a test can make fail over.
 - ``Feedplane``: the system under test, started under supervisord from the repository's ``supervisord.conf``.
 - ``poll``: bounded re-checking of another process's state. The processes under test (supervisord, workers,
   the control server, redis-server) run outside this event loop, so there is nothing to await: a bounded
@@ -21,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,13 +77,16 @@ class RedisServer:
     normal restart); otherwise nothing is written to disk and a restart comes back empty.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None, persistent: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, port: int | None = None, persistent: bool = False, args: Sequence[str] = ()
+    ) -> None:
         if not Path(REDIS_SERVER).exists():
             raise FileNotFoundError(f"redis-server not found ({REDIS_SERVER}); install it (CI does)")
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.persistent = persistent
+        self.args = list(args)  # e.g. ["--replicaof", "127.0.0.1", "6379"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -105,7 +109,7 @@ class RedisServer:
             raise RuntimeError("redis-server already running")
         aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         cmd = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *aof,
-               "--dir", str(self.directory), "--logfile", str(self.log), "--protected-mode", "no"]  # fmt: skip
+               "--dir", str(self.directory), "--logfile", str(self.log), "--protected-mode", "no", *self.args]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(lambda: self.ping() or self.proc is None or self.proc.poll() is not None, timeout_s, "redis-server")
         if self.proc.poll() is not None:
@@ -135,6 +139,70 @@ class RedisServer:
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
+
+
+class SentinelServer:
+    """A private Redis Sentinel on ``127.0.0.1:port`` monitoring ``service`` at ``master_port`` (quorum 1).
+
+    Short timers so a test's failover takes about a second: down after 1 s, failover timeout 5 s.
+    """
+
+    def __init__(self, directory: Path, *, service: str, master_port: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.service = service
+        self.config = directory / "sentinel.conf"
+        self.config.write_text(  # sentinel rewrites its config file, so it must be its own and writable
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {directory}\n"
+            f"logfile {directory / 'sentinel.log'}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel failover-timeout {service} 5000\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=2,
+                           decode_responses=True)  # fmt: skip
+
+    def master_port(self) -> int | None:
+        """The port the sentinel currently names as the master, or None when it does not answer."""
+        try:
+            with self.client() as client:
+                addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        except (redis.RedisError, OSError):
+            return None
+        return int(addr[1]) if addr else None
+
+    def replicas_ready(self) -> bool:
+        """True when the sentinel knows a replica it could promote (linked, not down)."""
+        try:
+            with self.client() as client:
+                replicas = client.execute_command("SENTINEL", "REPLICAS", self.service)
+        except (redis.RedisError, OSError):
+            return False
+        for raw in replicas:
+            info = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+            if "down" not in info.get("flags", "") and info.get("master-link-status") == "ok":
+                return True
+        return False
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self.proc = subprocess.Popen([REDIS_SERVER, str(self.config), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_until(lambda: self.master_port() is not None, timeout_s, "redis sentinel")
+
+    def failover(self) -> None:
+        """Force a failover now (``SENTINEL FAILOVER``); the promotion itself is asynchronous."""
+        with self.client() as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager
