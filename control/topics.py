@@ -134,6 +134,7 @@ class Topic:
         return cls(exchange, channel, normalize_symbol(symbol))
 
 
+# fmt: off
 #: What each exchange serves, for request validation in the control server (which cannot import
 #: the adapters). Adapters declare the same facts; tests/exchanges/test_registry.py keeps them equal.
 #: BitMart: futures/klineBin{1m,5m,15m,30m,1H,2H,4H,1D,1W} (exchanges.md §1.6); Binance USD-M: kline
@@ -141,9 +142,9 @@ class Topic:
 #: ``private_channels``) take an account name where public ones take a symbol.
 CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
     "bitmart": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
-                "order": None, "position": None, "balance": None},  # fmt: skip
+                "order": None, "position": None, "balance": None},
     "binanceusdm": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
-                    "order": None, "position": None, "balance": None},  # fmt: skip
+                    "order": None, "position": None, "balance": None},
     # Gate futures.candlesticks intervals: 10s 1m 5m 15m 30m 1h 4h 8h 1d 7d (exchanges.md §2.5); 7d is our 1w.
     # 2h is not in the WS doc, so a 2h subscription is refused rather than guessed.
     "gateio": {
@@ -157,6 +158,7 @@ CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
         "balance": None,
     },
 }
+# fmt: on
 
 
 def make_topic(exchange: str, channel: str, symbol: str, timeframe: str | None = None) -> Topic:

@@ -20,7 +20,7 @@ class Backoff:
     :raises ValueError: on a non-positive ``initial_s``, ``max_s < initial_s`` or ``factor < 1``.
     """
 
-    __slots__ = ("initial_s", "max_s", "factor", "_rng", "_attempts")
+    __slots__ = ("_attempts", "_rng", "factor", "initial_s", "max_s")
 
     def __init__(self, initial_s: float, max_s: float, factor: float = 2.0, rng: random.Random | None = None) -> None:
         if not initial_s > 0:

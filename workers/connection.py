@@ -518,7 +518,7 @@ class ExchangeConnection:
                     await asyncio.wait({main})
         except TimeoutError:
             log.warning("%s: stop did not finish within %.1f s; cancelling", self.conn_id, timeout_s)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing stop must still cancel the task and close the books
             log.warning("%s: error while stopping: %r", self.conn_id, exc)
         if main is not None and not main.done():
             main.cancel()
@@ -797,7 +797,7 @@ class ExchangeConnection:
                     self.last_message_at = ts_ms = int(clock() * 1000)
                     try:
                         parsed = parse(data, ts_ms)
-                    except Exception as exc:  # malformed frames are counted, never fatal
+                    except Exception as exc:  # noqa: BLE001 - malformed frames are counted, never fatal
                         self.malformed_frames += 1
                         self._log_limited("malformed frame (%r): %.200r", exc, data)
                         continue

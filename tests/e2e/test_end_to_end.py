@@ -179,7 +179,7 @@ EVERY_CHANNEL = [
 
 async def test_three_exchanges_every_public_channel(tmp_path: Path) -> None:
     """Klines, trades, ticker, best bid/ask and books of BitMart, Binance USD-M and Gate.io over SSE."""
-    async with running_system(tmp_path, rate=400.0) as (fp, sim, http):
+    async with running_system(tmp_path, rate=400.0) as (fp, _sim, http):
         await poll(lambda: two_workers_alive(http, fp), 60, "control server and 2 workers")
         topics: list[str] = []
         for path, body in EVERY_CHANNEL:

@@ -7,6 +7,7 @@ open/close) or ``RecordingPublisher.wait_for`` (re-checked on every publish/set_
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import zlib
 from collections import Counter
@@ -152,7 +153,7 @@ async def test_bitmart_batches_paces_and_tracks_acks(sim: ExchangeSimulator, mak
     await sim.wait_for(lambda: sim.connections and len(client_frames(sim.connections[0], "subscribe")) == 3)
     frames = client_frames(sim.connections[0], "subscribe")
     assert [len(f["args"]) for _, f in frames] == [20, 20, 5]
-    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames)]
     assert min(gaps) >= 0.045, gaps  # SUBSCRIBE_DELAY_MS=50 (5 ms allowance for loopback scheduling)
     good = [t for t in topics if t.symbol in ("BTCUSDT", "ETHUSDT")]
     bad = Topic("bitmart", "kline", "AAAUSDT", "1h")
@@ -178,7 +179,7 @@ async def test_binance_paces_at_its_rate_limit_and_acks_by_id(
     frames = client_frames(sim.connections[0], "subscribe")
     assert [len(f["params"]) for _, f in frames] == [20, 20, 5]
     assert len({f["id"] for _, f in frames}) == 3
-    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames)]
     assert min(gaps) >= 0.105, gaps  # adapter.min_send_interval_ms=110 beats SUBSCRIBE_DELAY_MS=50
 
 
@@ -237,7 +238,7 @@ async def test_bitmart_app_ping_at_the_interval(sim: ExchangeSimulator, make_con
     await sim.wait_for(lambda: bool(sim.connections) and len(client_frames(sim.connections[0], "ping")) >= 4)
     sim_conn = sim.connections[0]
     times = [sim_conn.opened_at] + [t for t, _ in client_frames(sim_conn, "ping")]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.18 <= g <= 0.4 for g in gaps), gaps  # PING_INTERVAL_S=0.2
 
 
