@@ -2,7 +2,7 @@
 
 - ``RedisServer``: a private ``redis-server`` on a free loopback port that a test may stop, kill and start
   again on the same port (the machine's shared Redis must never be restarted).
-- ``SentinelServer``: a private Redis Sentinel monitoring such a server, which a test can make fail over.
+- ``SentinelServer``: a private Redis Sentinel monitoring such a server; it fails over when that server dies.
 - ``Feedplane``: the system under test, started under supervisord from the repository's ``supervisord.conf``.
 - ``poll``: bounded re-checking of another process's state. The processes under test (supervisord, workers,
   the control server, redis-server) run outside this event loop, so there is nothing to await: a bounded
@@ -192,11 +192,6 @@ class SentinelServer:
         self.proc = subprocess.Popen([REDIS_SERVER, str(self.config), "--sentinel"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
         wait_until(lambda: self.master_port() is not None, timeout_s, "redis sentinel")
-
-    def failover(self) -> None:
-        """Force a failover now (``SENTINEL FAILOVER``); the promotion itself is asynchronous."""
-        with self.client() as client:
-            client.execute_command("SENTINEL", "FAILOVER", self.service)
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None
