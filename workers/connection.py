@@ -264,7 +264,9 @@ class ExchangeConnection:
         options = self._options.get(topic)
         levels = options.get("levels") if options else None
         if type(levels) is int and 1 <= levels <= DEPTH_LEVELS_MAX:
-            return levels
+            # an option stored before the exchange's cap (control.topics.DEPTH_LEVELS_CAP) must not publish levels
+            # outside the window the book is kept in
+            return min(levels, getattr(self.adapter, "max_depth_levels", DEPTH_LEVELS_MAX))
         return DEPTH_LEVELS_DEFAULT
 
     def status(self) -> dict[str, Any]:

@@ -137,6 +137,9 @@ class ExchangeAdapter(Protocol):
         min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
         app_ping: True when the client must send an application ping (BitMart);
             False when the server pings and aiohttp's autoping answers (Binance).
+        max_depth_levels: (optional) levels per side the exchange keeps the subscribed order book in (BitMart 50,
+            Gate 100); levels outside never get updates. ``control.topics.DEPTH_LEVELS_CAP`` restates it for the
+            control server. Absent: the book is not windowed (Binance's diff stream), ``DEPTH_LEVELS_MAX`` applies.
     """
 
     id: str

@@ -84,8 +84,10 @@ _TRADE_CHANNEL = "futures/trade"
 _TICKER_CHANNEL = "futures/ticker"
 _BOOKTICKER_CHANNEL = "futures/bookticker"
 #: Sequenced order book: snapshot then deltas, 50 levels (§1.6 depthIncrease). ``@100ms`` is asked for, but
-#: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence).
-_DEPTH_CHANNEL = "futures/depthIncrease50"
+#: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence). Levels outside the 50 never
+#: get updates (§1.6), so a depth topic publishes at most ``DEPTH_LEVELS`` (``control.topics.DEPTH_LEVELS_CAP``).
+DEPTH_LEVELS = 50
+_DEPTH_CHANNEL = f"futures/depthIncrease{DEPTH_LEVELS}"
 _DEPTH_SPEED = "@100ms"
 #: Native channel (the part of ``group`` before ``:``) -> (Feedplane channel, canonical timeframe).
 _KLINE_CHANNELS: dict[str, str] = {_KLINE_PREFIX + native: tf for tf, native in TIMEFRAMES.items()}
@@ -900,6 +902,7 @@ class BitmartAdapter:
     app_ping = True
     ws_headers = WS_HEADERS
     book_rule = "bitmart"
+    max_depth_levels = DEPTH_LEVELS
 
     def route(self, topic: Topic) -> str:
         """``"public"`` for market data: one public socket carries every contract (§1.1); ``"private:<account>"``

@@ -941,6 +941,8 @@ class GateioAdapter:
     app_ping = True
     ws_headers = WS_HEADERS
     book_rule = "gate"
+    #: The book is kept over the subscribed ``order_book_update`` level: only updates within it are notified (§2.5).
+    max_depth_levels = int(BOOK_LEVEL)
 
     def route(self, topic: Topic) -> str:
         """``"usdt"`` for market data: one socket type carries every USDT contract and channel (§2.1);
