@@ -61,7 +61,7 @@ from control.store import ACTIVE, FAILED, PENDING
 from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
 from workers.backoff import Backoff
 from workers.books import BookKeeper
-from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame
+from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame, parser_counters
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -219,6 +219,9 @@ class ExchangeConnection:
         self.malformed_frames = self.unknown_frames = 0
         #: Sockets ended because the exchange asked (``Parsed.reconnect``); connection attempts made (``ws_connect``).
         self.reconnect_requests = self.connect_attempts = 0
+        # Parser counters (``FrameParser``) of the sockets before the current one; status() adds the current parser's.
+        self._parser: FrameParser | None = None
+        self._parser_counts: Counter[str] = Counter()
         self._auth_failed = False  # the last session ended with the credentials refused
         self._options: dict[str, dict[str, Any]] = {}
         self.books = BookKeeper(
@@ -281,8 +284,15 @@ class ExchangeConnection:
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
             "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self._standby,
+            "parser": self._parser_status(),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
+
+    def _parser_status(self) -> dict[str, int]:
+        """Parser counters (e.g. BitMart ``trades_without_side``) summed over this connection's sockets."""
+        counts = Counter(self._parser_counts)
+        counts.update(parser_counters(self._parser))
+        return dict(counts)
 
     # -- make-before-break and gaps (see the module docstring) ------------------------------------
 
@@ -387,6 +397,7 @@ class ExchangeConnection:
         self.unknown_frames += old.unknown_frames
         self.reconnect_requests += old.reconnect_requests
         self.connect_attempts += old.connect_attempts
+        self._parser_counts.update(old._parser_status())
 
     def _announces(self, name: str) -> bool:
         """Whether this connection announces the gaps of ``name`` (books and private sessions do their own)."""
@@ -632,6 +643,8 @@ class ExchangeConnection:
         log.info("%s: connected to %s (%d topics%s)", self.conn_id, self.url, len(self._desired),
                  ", standby" if self._standby else "")  # fmt: skip
         parser = self.adapter.new_parser() if self.private is None else self.private.new_parser()
+        self._parser_counts.update(parser_counters(self._parser))  # the last socket's parser is done
+        self._parser = parser
         helpers: list[asyncio.Task[None]] = []
         try:
             if self.private is not None:

@@ -118,11 +118,22 @@ class OutFrame:
 
 
 class FrameParser(Protocol):
-    """Per-connection parser; may keep small state (e.g. BitMart's last bar per topic)."""
+    """Per-connection parser; may keep small state (e.g. BitMart's last bar per topic).
+
+    A parser may also offer ``counters() -> dict[str, int]``: cumulative counts of what it adjusted or dropped (BitMart
+    ``trades_without_side``, ``stale_klines``). The connection adds them up over its sockets and shows them in its
+    status record under ``parser`` (``parser_counters``).
+    """
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame. Raises ``ValueError`` (incl. orjson errors) on malformed input."""
         ...
+
+
+def parser_counters(parser: object) -> dict[str, int]:
+    """``parser.counters()`` when the parser offers it, else ``{}`` (see ``FrameParser``)."""
+    counters = getattr(parser, "counters", None)
+    return dict(counters()) if callable(counters) else {}
 
 
 class ExchangeAdapter(Protocol):

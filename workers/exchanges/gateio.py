@@ -305,6 +305,15 @@ class GateioParser:
             return Parsed(error=_error_text(error))
         return Parsed(unknown=True)
 
+    def counters(self) -> dict[str, int]:
+        """``stale_klines``, ``incomplete_klines``, ``internal_trades``: cumulative for this parser (one socket); the
+        connection shows them in its status record under ``parser``."""
+        return {
+            "stale_klines": self.stale_klines,
+            "incomplete_klines": self.incomplete_klines,
+            "internal_trades": self.internal_trades,
+        }
+
     def _topic(self, channel: str, contract: str) -> str:
         topic = self._topics.get((channel, contract))
         if topic is None:
