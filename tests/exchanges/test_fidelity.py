@@ -2,6 +2,7 @@
 simulator, or a scripted aiohttp server replaying recorded frames) publishing into the real Redis.
 
 - BitMart trades without ``m``: published with ``side: null``, counted in the connection's status (``parser``).
+- Gate ``event: "upgrade"``: the socket is replaced, every topic resubscribed, the gap announced with its reason.
 - Depth levels beyond the exchange's window: a stored option above the cap is clamped by the worker.
 """
 
@@ -23,7 +24,7 @@ from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
 from scripts.tapes import BITMART_FIXTURES, read_jkorf
-from workers.connection import ExchangeConnection
+from workers.connection import EXCHANGE_REQUEST, ExchangeConnection
 from workers.exchanges import get_adapter
 from workers.exchanges.base import ExchangeAdapter
 from workers.publisher import Publisher
@@ -182,6 +183,46 @@ async def test_bitmart_trade_without_m_is_published_with_null_side_and_counted(
 
     assert (event["trade_id"], event["side"]) == ("1409495322", None)
     assert status["parser"]["trades_without_side"] == 1
+
+
+# -- Gate: event "upgrade" -----------------------------------------------------------------------------------------
+
+
+async def test_gate_upgrade_reconnects_resubscribes_and_announces_the_gap(
+    make_conn: Callable[..., ExchangeConnection], pub: RecordingPublisher
+) -> None:
+    topic = "gateio:trade:BTC_USDT"
+    native = "futures.trades:BTC_USDT"
+    async with ExchangeSimulator(rate=50.0, loop=True) as sim:
+        await sim.preload()  # tapes load once per process (~2 s, more on a busy machine): not inside the waits
+        conn = make_conn(get_adapter("gateio"), sim.gate_ws_url, [Topic.parse(topic)])
+        await pub.wait_for(lambda: len(pub.of_type("trade", topic)) >= 5)
+        first = sim.connections[0]
+        # The shape gatews acts on (exchanges.md §2.4): any frame with a channel and event "upgrade".
+        await first.ws.send_str('{"time":1700000000,"channel":"futures.trades","event":"upgrade"}')
+        await sim.wait_for(
+            lambda: bool(sim.connections) and sim.connections[-1] is not first and native in sim.connections[-1].subscribed,
+            timeout=WAIT_S,
+        )
+        await pub.wait_for(lambda: bool(pub.of_type("gap", topic)))
+        before = len(pub.of_type("trade", topic))
+        await pub.wait_for(lambda: len(pub.of_type("trade", topic)) > before)  # flowing again
+        assert await pub.flush(5.0)
+        stored = await stream(pub.redis, topic)
+        status = conn.status()
+        opened = sim.stats["connections_opened"]
+        state = pub.states[topic]["state"]
+
+    gaps = [e for e in stored if e["type"] == "gap"]
+    kinds = [e["type"] for e in stored]
+    at = kinds.index("gap")
+    assert [g["reason"] for g in gaps] == [EXCHANGE_REQUEST]  # announced once, with why
+    assert set(kinds[:at]) == set(kinds[at + 1 :]) == {"trade"} and at >= 5  # between the two sockets' trades
+    assert gaps[0]["since"] == stored[at - 1]["ts_received"] and gaps[0]["until"] == stored[at + 1]["ts_received"]
+    assert opened == 2 and status["reconnect_requests"] == 1
+    assert status["reasons"] == {EXCHANGE_REQUEST: 1}
+    assert "upgrade" in status["last_error"]
+    assert state == "active"
 
 
 # -- depth: levels beyond the exchange's window ---------------------------------------------------------------------

@@ -562,8 +562,9 @@ def test_pong_upgrade_and_frame_level_errors() -> None:
     assert p.parse('{"time":1,"time_ms":1001,"channel":"futures.pong","event":"","result":null}', 0) == Parsed(
         pong=True
     )
+    # gatews closes and reconnects on any frame with event "upgrade" (§2.4): a reconnect request, not an error
     assert p.parse('{"time":1,"channel":"futures.tickers","event":"upgrade"}', 0) == Parsed(
-        error="server asked to reconnect (upgrade)"
+        reconnect="server asked to reconnect (event upgrade)"
     )
     assert p.parse('{"time":1,"channel":"futures.x","event":"","error":{"code":1,"message":"bad"}}', 0) == Parsed(
         error="1: bad"

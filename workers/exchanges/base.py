@@ -95,8 +95,10 @@ class Parsed:
     ``unknown``: the frame was valid JSON but not understood (counted, never fatal).
     ``book``: order-book messages for the book keeper (they become ``depth``/``depth_delta`` events
     only after sequence checks, so they are not in ``events``).
-    ``reconnect``: the exchange asked us to reconnect (Gate ``upgrade``, Binance ``listenKeyExpired``);
-    the text is the reason. Login answers arrive as ``Ack(action="login")`` in ``acks``.
+    ``reconnect``: the exchange asked us to reconnect (Gate ``event: "upgrade"``, Binance ``listenKeyExpired``);
+    the text is the reason. The connection then ends the socket at once (reason ``exchange_request``), opens a
+    new one, resubscribes every topic and announces the interruption with a ``gap`` event. Login answers arrive
+    as ``Ack(action="login")`` in ``acks``.
     """
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)

@@ -108,6 +108,9 @@ SNAPSHOT_PATH = "/api/v4/futures/usdt/order_book"
 #: ``enable_decimal``; set by ccxt and gocryptotrader, not in the scraped docs, §2.4).
 WS_HEADERS: dict[str, str] = {"X-Gate-Size-Decimal": "1"}
 _INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.2, UNVERIFIED)
+#: ``Parsed.reconnect`` of a frame with ``"event": "upgrade"``: the official SDK (gatews ``Connection._read``) closes
+#: the socket and reconnects on it, whatever the channel (§2.4; not in the futures doc).
+UPGRADE_REASON = "server asked to reconnect (event upgrade)"
 _KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
 
 # -- private channels (§2.3, §2.6, §2.7) ----------------------------------------------------------------------------
@@ -277,7 +280,8 @@ class GateioParser:
 
         Returns events (kline/trade/ticker/bookticker dicts of ``control.events``), ``book`` (one
         ``BookUpdate`` per ``order_book_update`` push), acks (see ``_on_reply``), ``pong``, ``error``
-        (frame-level errors; ``event:"upgrade"``) or ``unknown`` (valid JSON we do not handle: other private
+        (frame-level errors), ``reconnect`` (``event: "upgrade"``: the server wants a new socket, §2.4) or
+        ``unknown`` (valid JSON we do not handle: other private
         channels, private channels without an account, ``futures.obu``, contract stats ...). With an account,
         ``futures.orders``/``positions``/``balances`` pushes become order/position/balance events. Raises
         ValueError on invalid JSON or a known push with a malformed body.
@@ -298,8 +302,8 @@ class GateioParser:
             return _on_reply(msg, event, self._private_topics)
         elif channel == "futures.pong":
             return Parsed(pong=True)
-        elif event == "upgrade":  # gatews closes and reconnects on it (§2.4, UNVERIFIED beyond the SDK)
-            return Parsed(error="server asked to reconnect (upgrade)")
+        elif event == "upgrade":  # gatews closes the socket and reconnects on it (§2.4, UNVERIFIED beyond the SDK)
+            return Parsed(reconnect=UPGRADE_REASON)
         error = msg.get("error")
         if error is not None:
             return Parsed(error=_error_text(error))
