@@ -61,7 +61,15 @@ from control.store import ACTIVE, FAILED, PENDING
 from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
 from workers.backoff import Backoff
 from workers.books import BookKeeper
-from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame, parser_counters
+from workers.exchanges.base import (
+    Ack,
+    AdapterError,
+    ExchangeAdapter,
+    FrameParser,
+    OutFrame,
+    match_request,
+    parser_counters,
+)
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -866,6 +874,9 @@ class ExchangeConnection:
         for ack in acks:
             if ack.request_id is not None:  # Binance: the id says what was asked (binance_usdm.md §4)
                 action, names = self._requests.pop(ack.request_id, ("", ()))
+            elif ack.channel is not None and ack.topic is None:  # Gate without id or payload: by channel, in order
+                request_id = match_request(ack, self._requests)
+                action, names = self._requests.pop(request_id) if request_id is not None else (ack.action, ())
             else:  # BitMart: one ack per topic, echoing it (exchanges.md §1.4)
                 action, names = ack.action, ((ack.topic,) if ack.topic else ())
             if action == "subscribe":

@@ -3,6 +3,7 @@ simulator, or a scripted aiohttp server replaying recorded frames) publishing in
 
 - BitMart trades without ``m``: published with ``side: null``, counted in the connection's status (``parser``).
 - Gate ``event: "upgrade"``: the socket is replaced, every topic resubscribed, the gap announced with its reason.
+- Gate acks without ``id`` (the 2023 capture): tied to their request by channel, so a failed subscribe fails its topic.
 - Depth levels beyond the exchange's window: a stored option above the cap is clamped by the worker.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -23,7 +25,7 @@ from control import keys
 from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
-from scripts.tapes import BITMART_FIXTURES, read_jkorf
+from scripts.tapes import BITMART_FIXTURES, GATE_2023, read_cryptofeed_ws, read_jkorf
 from workers.connection import EXCHANGE_REQUEST, ExchangeConnection
 from workers.exchanges import get_adapter
 from workers.exchanges.base import ExchangeAdapter
@@ -223,6 +225,57 @@ async def test_gate_upgrade_reconnects_resubscribes_and_announces_the_gap(
     assert status["reasons"] == {EXCHANGE_REQUEST: 1}
     assert "upgrade" in status["last_error"]
     assert state == "active"
+
+
+# -- Gate: acks without id (2023 capture) -------------------------------------------------------------------------
+
+
+def recorded_gate_acks() -> dict[str, str]:
+    """Gate channel -> one subscribe ack from the 2023 capture, verbatim (no id, no payload, ``time_ms`` 0)."""
+    acks: dict[str, str] = {}
+    for _, raw in read_cryptofeed_ws(GATE_2023):
+        msg = orjson.loads(raw)
+        if msg.get("event") == "subscribe":
+            acks.setdefault(msg["channel"], raw)
+    return acks
+
+
+CAPTURED_CONTRACTS = ("DIA_USDT", "RDNT_USDT", "LIT_USDT", "ZRX_USDT", "WOO_USDT", "QUICK_USDT", "OMG_USDT",
+                      "FRONT_USDT", "PHB_USDT", "SFP_USDT")  # fmt: skip
+
+
+async def test_gate_acks_without_id_tie_a_failed_subscribe_to_its_topic(
+    make_conn: Callable[..., ExchangeConnection], pub: RecordingPublisher
+) -> None:
+    acks = recorded_gate_acks()
+    assert set(acks) == {"futures.candlesticks", "futures.trades", "futures.order_book_update", "futures.book_ticker"}
+
+    def reply(text: str) -> list[str]:
+        msg = orjson.loads(text)
+        if msg.get("channel") == "futures.ping":
+            return ['{"time":1,"time_ms":1000,"channel":"futures.pong","event":"","result":null}']
+        if msg.get("event") != "subscribe":
+            return []
+        if msg["channel"] == "futures.candlesticks" and msg["payload"][1] == "LIT_USDT":
+            # a refusal as the 2023 server would send it: no id, no payload (error shape: exchanges.md §2.4)
+            return ['{"time":1684930165,"time_ms":0,"channel":"futures.candlesticks","event":"subscribe",'
+                    '"error":{"code":2,"message":"unknown contract LIT_USDT"},"result":{"status":"fail"}}']
+        return [acks[msg["channel"]]]
+
+    topics = [Topic("gateio", "kline", c, "1m") for c in CAPTURED_CONTRACTS]
+    topics += [Topic("gateio", channel, c) for channel in ("trade", "bookticker") for c in CAPTURED_CONTRACTS]
+    failed = "gateio:kline:LIT_USDT:1m"
+    async with ScriptedExchange(reply) as server:
+        conn = make_conn(get_adapter("gateio"), server.url, topics)
+        await pub.wait_for(lambda: len(pub.states) == len(topics)
+                           and all(r["state"] != "pending" for r in pub.states.values()))  # fmt: skip
+        assert await pub.flush(5.0)
+        stored = {k.decode(): orjson.loads(v) for k, v in (await pub.redis.hgetall(keys.SUB_STATE)).items()}
+        status = conn.status()
+
+    assert Counter(r["state"] for r in stored.values()) == {"active": 29, "failed": 1}
+    assert stored[failed]["state"] == "failed" and stored[failed]["error"] == "2: unknown contract LIT_USDT"
+    assert status["reconnects"] == 0 and status["state"] == "open"
 
 
 # -- depth: levels beyond the exchange's window ---------------------------------------------------------------------

@@ -46,6 +46,7 @@ they are passed on as strings and never go through floats. Private pushes carry 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
@@ -111,6 +112,8 @@ _INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.
 #: ``Parsed.reconnect`` of a frame with ``"event": "upgrade"``: the official SDK (gatews ``Connection._read``) closes
 #: the socket and reconnects on it, whatever the channel (§2.4; not in the futures doc).
 UPGRADE_REASON = "server asked to reconnect (event upgrade)"
+#: The contract named by an error text, e.g. ``unknown contract BTC_USDT_20220318`` (§2.4).
+_ERROR_CONTRACT = re.compile(r"\bcontract ([A-Za-z0-9_]+)")
 _KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
 
 # -- private channels (§2.3, §2.6, §2.7) ----------------------------------------------------------------------------
@@ -575,10 +578,12 @@ def _on_reply(msg: dict[str, Any], action: str, private_topics: dict[str, str]) 
 
     ``request_id`` is the echoed ``id`` (newer servers); the connection maps it to the topics it sent.
     ``topic`` is set when the echoed ``payload`` names exactly one Feedplane topic. The 2023 server
-    echoes neither, so such acks carry ``request_id=None, topic=None`` and stay unmatched (the topic
-    turns active with its first push instead). A private channel's reply names the account's topic
-    (``private_topics``: Gate channel -> topic) whatever its payload: one topic per channel and account.
-    ``error`` is ``"<code>: <message>"`` verbatim (bad auth: code 4, §2.4).
+    echoes neither (``shared/exchange-ws-samples/cryptofeed/GATEIO_FUTURES.ws.1.0``): such acks carry
+    ``channel`` (the Feedplane channel of the Gate channel) and ``symbols`` (the contracts of an echoed payload
+    that names several, and the one an error text names, ``"unknown contract X"``), and the connection ties them
+    to a request with ``base.match_request``, so a refused subscribe fails its own topic. A private channel's reply names the account's topic (``private_topics``: Gate
+    channel -> topic) whatever its payload: one topic per channel and account. ``error`` is ``"<code>: <message>"``
+    verbatim (bad auth: code 4, §2.4).
     """
     request_id = msg.get("id")
     if type(request_id) is not int:
@@ -596,7 +601,15 @@ def _on_reply(msg: dict[str, Any], action: str, private_topics: dict[str, str]) 
     topic = private_topics.get(channel) if type(channel) is str else None
     if topic is None:
         topic = _reply_topic(channel, payload) if type(channel) is str and type(payload) is list else None
-    return Parsed(acks=[Ack(ok=error is None, action=action, topic=topic, request_id=request_id, error=error)])
+    if request_id is not None or topic is not None:
+        return Parsed(acks=[Ack(ok=error is None, action=action, topic=topic, request_id=request_id, error=error)])
+    feed_channel = _FEED_CHANNELS.get(channel) if type(channel) is str else None
+    named = _ERROR_CONTRACT.search(error) if error is not None else None
+    symbols = tuple(p for p in payload if _is_contract(p)) if type(payload) is list else ()
+    if named is not None and named.group(1) not in symbols:
+        symbols += (named.group(1),)
+    ack = Ack(ok=error is None, action=action, error=error, channel=feed_channel, symbols=symbols)
+    return Parsed(acks=[ack])
 
 
 def _reply_topic(channel: str, payload: list[Any]) -> str | None:
