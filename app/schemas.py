@@ -13,12 +13,14 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from control.topics import (
+    DEPTH_LEVELS_CAP,
     DEPTH_LEVELS_DEFAULT,
     DEPTH_LEVELS_MAX,
     EXCHANGES,
     TIMEFRAME_MS,
     Topic,
     TopicError,
+    depth_levels_max,
     make_topic,
     private_topic,
 )
@@ -58,14 +60,18 @@ class SymbolsRequestSchema(_SymbolsSchema):
     """Trades, ticker, best bid/ask: ``{"symbol": "BTCUSDT"}`` or ``{"symbols": [...]}``, optional ``exchange``."""
 
 
+_DEPTH_CAPS = ", ".join(f"{exchange} {cap}" for exchange, cap in DEPTH_LEVELS_CAP.items())
+
+
 class DepthRequestSchema(_SymbolsSchema):
-    """``{"symbol": "BTCUSDT", "levels": 20}``: order book, top ``levels`` (1..100) in published snapshots."""
+    """``{"symbol": "BTCUSDT", "levels": 20}``: order book, top ``levels`` (1..100, at most the exchange's cap: see
+    ``control.topics.DEPTH_LEVELS_CAP``) in published snapshots."""
 
     levels = fields.Integer(
         strict=True,
         load_default=DEPTH_LEVELS_DEFAULT,
         validate=validate.Range(min=1, max=DEPTH_LEVELS_MAX),
-        metadata={"description": f"levels per side in depth snapshots, 1..{DEPTH_LEVELS_MAX}"},
+        metadata={"description": f"levels per side in depth snapshots, 1..{DEPTH_LEVELS_MAX}; at most {_DEPTH_CAPS}"},
     )
 
 
@@ -186,15 +192,23 @@ def bookticker_topics(payload: Any, default_exchange: str) -> list[str]:
 def depth_request(payload: Any, default_exchange: str) -> tuple[list[str], dict[str, Any]]:
     """Validate a ``/depth/subscribe`` body; returns (topics ``bitmart:depth:BTCUSDT``, ``{"levels": N}``).
 
-    Raises ValidationError (levels outside 1..100 included).
+    Raises ValidationError for levels outside 1..100, and ``{"levels": [...]}`` naming the cap for more levels than
+    the exchange keeps its book in (``control.topics.DEPTH_LEVELS_CAP``; BitMart 50): the levels beyond it would
+    never be updated.
     """
     data = _load("depth", payload)
-    return _build_with("depth", data, default_exchange), {"levels": data["levels"]}
+    topics = _build_with("depth", data, default_exchange)
+    exchange = topics[0].partition(":")[0]  # canonical id (aliases resolved); one exchange per request
+    cap = depth_levels_max(exchange)
+    if data["levels"] > cap:
+        message = f"{exchange} keeps at most {cap} order-book levels per side; ask for 1..{cap}"
+        raise ValidationError({"levels": [message]})
+    return topics, {"levels": data["levels"]}
 
 
 def depth_topics(payload: Any, default_exchange: str) -> list[str]:
-    """Validate a ``/depth/unsubscribe`` body (``levels`` accepted and ignored); returns topics."""
-    return depth_request(payload, default_exchange)[0]
+    """Validate a ``/depth/unsubscribe`` body (``levels`` accepted, 1..100, and ignored); returns topics."""
+    return _build_with("depth", _load("depth", payload), default_exchange)
 
 
 def private_request(channel: str, payload: Any, default_exchange: str) -> tuple[str, str, str]:

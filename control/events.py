@@ -34,7 +34,8 @@ class KlineEvent(TypedDict):
 
 
 class TradeEvent(TypedDict):
-    """One public trade. ``side`` is the taker side (``buy``|``sell``); ``trade_id`` a string."""
+    """One public trade. ``side`` is the taker side (``buy``|``sell``), or None when the exchange did not say (a
+    BitMart trade without ``m``: exchanges.md §1.6); ``trade_id`` a string."""
 
     type: Literal["trade"]
     exchange: str
@@ -42,7 +43,7 @@ class TradeEvent(TypedDict):
     trade_id: str
     price: str
     size: str
-    side: Literal["buy", "sell"]
+    side: Literal["buy", "sell"] | None
     ts_exchange: int | None
     ts_received: int
 

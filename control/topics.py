@@ -159,6 +159,19 @@ CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
     },
 }
 # fmt: on
+#: Most levels per side a ``depth`` subscription may ask for, per exchange: the window in which the worker's book is
+#: kept up to date. Levels outside an exchange's window never receive updates, so a larger ``levels`` would publish
+#: stale levels. BitMart ``futures/depthIncrease50`` keeps 50 (exchanges.md §1.6). Gate ``futures.order_book_update``
+#: with level ``"100"`` notifies updates within the top 100 and the REST snapshot takes ``limit=100`` (§2.5).
+#: Binance's ``@depth`` diff stream is not windowed and the REST snapshot has 1000 levels (binance_usdm.md §6), so the
+#: API-wide ``DEPTH_LEVELS_MAX`` applies. Adapters state their window (``max_depth_levels``); tests keep both equal.
+DEPTH_LEVELS_CAP: dict[str, int] = {"bitmart": 50, "binanceusdm": DEPTH_LEVELS_MAX, "gateio": 100}
+
+
+def depth_levels_max(exchange: str) -> int:
+    """The most levels per side a ``depth`` topic of ``exchange`` (id or alias) may publish: ``DEPTH_LEVELS_CAP``,
+    ``DEPTH_LEVELS_MAX`` for an exchange without an entry."""
+    return DEPTH_LEVELS_CAP.get(EXCHANGE_ALIASES.get(exchange, exchange), DEPTH_LEVELS_MAX)
 
 
 def make_topic(exchange: str, channel: str, symbol: str, timeframe: str | None = None) -> Topic:

@@ -61,7 +61,15 @@ from control.store import ACTIVE, FAILED, PENDING
 from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
 from workers.backoff import Backoff
 from workers.books import BookKeeper
-from workers.exchanges.base import Ack, AdapterError, ExchangeAdapter, FrameParser, OutFrame
+from workers.exchanges.base import (
+    Ack,
+    AdapterError,
+    ExchangeAdapter,
+    FrameParser,
+    OutFrame,
+    match_request,
+    parser_counters,
+)
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -219,6 +227,9 @@ class ExchangeConnection:
         self.malformed_frames = self.unknown_frames = 0
         #: Sockets ended because the exchange asked (``Parsed.reconnect``); connection attempts made (``ws_connect``).
         self.reconnect_requests = self.connect_attempts = 0
+        # Parser counters (``FrameParser``) of the sockets before the current one; status() adds the current parser's.
+        self._parser: FrameParser | None = None
+        self._parser_counts: Counter[str] = Counter()
         self._auth_failed = False  # the last session ended with the credentials refused
         self._options: dict[str, dict[str, Any]] = {}
         self.books = BookKeeper(
@@ -264,7 +275,9 @@ class ExchangeConnection:
         options = self._options.get(topic)
         levels = options.get("levels") if options else None
         if type(levels) is int and 1 <= levels <= DEPTH_LEVELS_MAX:
-            return levels
+            # an option stored before the exchange's cap (control.topics.DEPTH_LEVELS_CAP) must not publish levels
+            # outside the window the book is kept in
+            return min(levels, getattr(self.adapter, "max_depth_levels", DEPTH_LEVELS_MAX))
         return DEPTH_LEVELS_DEFAULT
 
     def status(self) -> dict[str, Any]:
@@ -279,8 +292,15 @@ class ExchangeConnection:
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
             "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self._standby,
+            "parser": self._parser_status(),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
+
+    def _parser_status(self) -> dict[str, int]:
+        """Parser counters (e.g. BitMart ``trades_without_side``) summed over this connection's sockets."""
+        counts = Counter(self._parser_counts)
+        counts.update(parser_counters(self._parser))
+        return dict(counts)
 
     # -- make-before-break and gaps (see the module docstring) ------------------------------------
 
@@ -385,6 +405,7 @@ class ExchangeConnection:
         self.unknown_frames += old.unknown_frames
         self.reconnect_requests += old.reconnect_requests
         self.connect_attempts += old.connect_attempts
+        self._parser_counts.update(old._parser_status())
 
     def _announces(self, name: str) -> bool:
         """Whether this connection announces the gaps of ``name`` (books and private sessions do their own)."""
@@ -630,6 +651,8 @@ class ExchangeConnection:
         log.info("%s: connected to %s (%d topics%s)", self.conn_id, self.url, len(self._desired),
                  ", standby" if self._standby else "")  # fmt: skip
         parser = self.adapter.new_parser() if self.private is None else self.private.new_parser()
+        self._parser_counts.update(parser_counters(self._parser))  # the last socket's parser is done
+        self._parser = parser
         helpers: list[asyncio.Task[None]] = []
         try:
             if self.private is not None:
@@ -851,6 +874,9 @@ class ExchangeConnection:
         for ack in acks:
             if ack.request_id is not None:  # Binance: the id says what was asked (binance_usdm.md §4)
                 action, names = self._requests.pop(ack.request_id, ("", ()))
+            elif ack.channel is not None and ack.topic is None:  # Gate without id or payload: by channel, in order
+                request_id = match_request(ack, self._requests)
+                action, names = self._requests.pop(request_id) if request_id is not None else (ack.action, ())
             else:  # BitMart: one ack per topic, echoing it (exchanges.md §1.4)
                 action, names = ack.action, ((ack.topic,) if ack.topic else ())
             if action == "subscribe":

@@ -429,6 +429,10 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
      "validation_error", "levels"),
     ("depth levels 101", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": 101}}, 400,
      "validation_error", "levels"),
+    ("bitmart depth levels 51", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": 51}}, 400,
+     "validation_error", "levels"),
+    ("gate depth levels 101", "POST", "/depth/subscribe",
+     {"json": {"symbol": "BTC_USDT", "exchange": "gateio", "levels": 101}}, 400, "validation_error", "levels"),
     ("depth levels string", "POST", "/depth/subscribe", {"json": {"symbol": "BTCUSDT", "levels": "20"}}, 400,
      "validation_error", "levels"),
     ("gate has no 2h klines", "POST", "/klines/subscribe",
@@ -477,6 +481,21 @@ async def test_bad_input_answers_envelope_and_changes_nothing(
     if field is not None:
         assert field in err["details"], err
     assert await snapshot(redis_bytes) == before
+
+
+async def test_depth_levels_are_capped_per_exchange(client: TestClient, redis_bytes: Redis) -> None:
+    # BitMart's depthIncrease keeps 50 levels (exchanges.md §1.6): more would publish levels that never update.
+    before = await snapshot(redis_bytes)
+    resp = client.post("/depth/subscribe", json={"symbols": ["BTCUSDT", "ETHUSDT"], "levels": 51})
+    details = assert_envelope(resp, 400, "validation_error")["details"]
+    assert details == {"levels": ["bitmart keeps at most 50 order-book levels per side; ask for 1..50"]}
+    assert await snapshot(redis_bytes) == before
+    for body in ({"symbol": "BTCUSDT", "levels": 50}, {"symbol": "BTC_USDT", "exchange": "gateio", "levels": 100},
+                 {"symbol": "BTCUSDT", "exchange": "binanceusdm", "levels": 100}):  # fmt: skip
+        assert client.post("/depth/subscribe", json=body).status_code == 202, body
+    # levels are ignored on unsubscribe: a client holding an older, larger value can still leave
+    resp = client.post("/depth/unsubscribe", json={"symbol": "BTCUSDT", "levels": 100})
+    assert resp.status_code == 200 and resp.json()["removed"] == ["bitmart:depth:BTCUSDT"]
 
 
 def test_tf_error_details_are_per_item(client: TestClient) -> None:

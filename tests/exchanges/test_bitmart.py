@@ -135,7 +135,7 @@ def test_trades_fixture_uses_the_group_symbol() -> None:
                         "trade_id": "1409495322",
                         "price": "117387.58",
                         "size": "1445",
-                        "side": "buy",
+                        "side": None,  # no "m": the taker side is unknown, not guessed
                         "ts_exchange": 1677225251124,
                         "ts_received": 5,
                     },
@@ -144,7 +144,8 @@ def test_trades_fixture_uses_the_group_symbol() -> None:
         )
     ]
     assert list(pushes[0].events[0][1]) == TRADE_KEYS
-    assert p.side_defaulted == 1
+    assert p.trades_without_side == 1
+    assert p.counters() == {"stale_klines": 0, "trades_without_side": 1}
 
 
 def test_ticker_alternate_identifier_fixture() -> None:
@@ -646,7 +647,31 @@ def test_trades_side_from_m_and_chronological_order() -> None:
             },
         ),
     ]
-    assert p.side_defaulted == 0
+    assert p.trades_without_side == 0
+
+
+def test_trades_without_m_have_a_null_side_and_are_counted() -> None:
+    # "m" missing or null: the doc's "way" (1-8) does not say which order was the taker (§1.6), so no side is guessed.
+    data = [
+        {"trade_id": 3, "deal_price": "1", "deal_vol": "1", "m": None},
+        {"trade_id": 2, "deal_price": "1", "deal_vol": "1", "way": 2},
+        {"trade_id": 1, "deal_price": "1", "deal_vol": "1", "m": False},
+    ]
+    p = parser()
+
+    events = p.parse(json.dumps({"group": "futures/trade:BTCUSDT", "data": data}), 0).events
+
+    assert [(e["trade_id"], e["side"]) for _, e in events] == [("1", "buy"), ("2", None), ("3", None)]
+    assert p.trades_without_side == 2
+    p.parse(json.dumps({"group": "futures/trade:BTCUSDT", "data": data[:1]}), 0)
+    assert p.counters()["trades_without_side"] == 3  # cumulative for the parser's socket
+
+
+def test_depth_window_is_the_subscribed_channel() -> None:
+    # depthIncrease50 keeps 50 levels; levels outside it never get updates (§1.6), so a depth topic's levels are
+    # capped at max_depth_levels (control.topics.DEPTH_LEVELS_CAP).
+    assert ADAPTER.max_depth_levels == 50
+    assert native_topic(Topic("bitmart", "depth", "BTCUSDT")) == "futures/depthIncrease50:BTCUSDT@100ms"
 
 
 def test_trade_without_created_at_has_no_exchange_time() -> None:

@@ -13,7 +13,7 @@ import pytest
 from control.accounts import Account
 from control.topics import TIMEFRAME_MS, Topic
 from scripts.tapes import GATE_2023, GATE_2023_HTTP, read_cryptofeed_http, read_cryptofeed_ws, read_jkorf, sample_path
-from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest
+from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest, match_request
 from workers.exchanges.gateio import (
     GateioAdapter,
     GateioParser,
@@ -78,8 +78,9 @@ def test_every_captured_frame_parses() -> None:
 
     assert len(results) == 450
     assert not any(r.unknown or r.error or r.pong for r in results)
-    # the 2023 server echoes neither id nor payload: acks cannot be matched to topics
-    assert len(acks) == 22 and set(acks) == {Ack(ok=True, action="subscribe")}
+    # the 2023 server echoes neither id nor payload: the acks name their channel, for match_request
+    assert len(acks) == 22 and {a.request_id for a in acks} == {None} and {a.topic for a in acks} == {None}
+    assert Counter(a.channel for a in acks) == {"kline": 10, "depth": 10, "trade": 1, "bookticker": 1}
     assert len(books) == 352
     assert all(type(b.first_id) is int and type(b.last_id) is int and b.first_id <= b.last_id for b in books)
     assert all(not b.snapshot and b.topic == f"gateio:depth:{b.symbol}" for b in books)
@@ -507,6 +508,76 @@ def test_adapter_data() -> None:
     )
 
 
+def test_depth_window_is_the_subscribed_level() -> None:
+    # order_book_update "level": only updates within it are notified (§2.5; levels 100/50/20); the REST snapshot
+    # limit must equal it. So the book is kept over max_depth_levels, the cap of a depth topic's levels.
+    _, payload = native_payload(Topic("gateio", "depth", "BTC_USDT"))
+    snapshot = ADAPTER.snapshot_request("BTC_USDT", 20)
+    assert payload == ["BTC_USDT", "100ms", "100"]
+    assert ADAPTER.max_depth_levels == int(payload[2]) == int(snapshot.params["limit"]) == 100  # type: ignore[union-attr]
+
+
+# --- acks without id (the 2023 capture) ---------------------------------------------------------
+
+
+def captured_requests() -> tuple[list[OutFrame], dict[int, tuple[str, tuple[str, ...]]]]:
+    """Our frames for the capture's 42 subscriptions in its order, and the connection's request table for them."""
+    contracts = [json.loads(raw)["payload"][1] for _, raw in sent_capture() if '"futures.candlesticks"' in raw]
+    topics = [Topic("gateio", "kline", c, "1m") for c in contracts]
+    topics += [Topic("gateio", "trade", c) for c in contracts]
+    topics += [Topic("gateio", "depth", c) for c in contracts]
+    topics += [Topic("gateio", "bookticker", c) for c in contracts]
+    frames = ADAPTER.subscribe_frames(topics, 20, 1)
+    return frames, {f.request_id: ("subscribe", f.topics) for f in frames if f.request_id is not None}
+
+
+def sent_capture() -> list[tuple[float, str]]:
+    """The frames the 2023 client sent (``<url> <- <ts>: <json>`` lines)."""
+    out = []
+    for line in sample_path(GATE_2023).read_text(encoding="utf-8").splitlines():
+        head, sep, raw = line.partition(": ")
+        if sep and " <- " in head:
+            out.append((float(head.rpartition(" ")[2]), raw))
+    return out
+
+
+def test_captured_acks_without_id_match_their_requests_in_order() -> None:
+    frames, requests = captured_requests()
+    # our frames go out in the capture's order: one per candle/book contract, one list frame per list channel
+    assert [json.loads(f.text)["channel"] for f in frames] == [json.loads(raw)["channel"] for _, raw in sent_capture()]
+    p = parser()
+    matched = []
+    for ts, raw in read_cryptofeed_ws(GATE_2023):
+        for ack in p.parse(raw, int(ts * 1000)).acks:
+            request_id = match_request(ack, requests)
+            assert request_id is not None, raw
+            matched.append(requests.pop(request_id)[1])
+
+    assert matched == [f.topics for f in frames]  # each of the 22 acks answers the request it followed
+    assert requests == {}
+
+
+def test_idless_refusal_is_tied_to_the_contract_it_names() -> None:
+    frames, requests = captured_requests()
+    # The refusal of the third candle request overtakes the two acks before it; the contract it names decides.
+    refusal = (
+        '{"time":1684930165,"time_ms":0,"channel":"futures.candlesticks","event":"subscribe",'
+        '"error":{"code":2,"message":"unknown contract LIT_USDT"},"result":{"status":"fail"}}'
+    )
+    recorded_ack = next(raw for _, raw in read_cryptofeed_ws(GATE_2023) if '"futures.candlesticks"' in raw)
+    p = parser()
+    [refused] = p.parse(refusal, 0).acks
+    assert (refused.ok, refused.channel, refused.symbols) == (False, "kline", ("LIT_USDT",))
+    assert requests.pop(match_request(refused, requests))[1] == ("gateio:kline:LIT_USDT:1m",)  # type: ignore[arg-type]
+    first, second = (requests.pop(match_request(a, requests))[1] for a in 2 * p.parse(recorded_ack, 0).acks)  # type: ignore[arg-type]
+    assert (first, second) == (("gateio:kline:DIA_USDT:1m",), ("gateio:kline:RDNT_USDT:1m",))
+    # an unsubscribe ack never answers a subscribe request, and an ack of a channel with nothing pending matches none
+    unsub = recorded_ack.replace('"subscribe"', '"unsubscribe"')
+    assert match_request(p.parse(unsub, 0).acks[0], requests) is None
+    assert match_request(Ack(ok=True, channel="ticker"), requests) is None
+    assert match_request(Ack(ok=True, request_id=1, channel="kline"), requests) is None  # ids are matched by id
+
+
 # --- replies, keep-alive, errors -------------------------------------------------------------
 
 
@@ -537,7 +608,9 @@ def test_error_reply_keeps_the_exchange_text() -> None:
 def test_error_reply_without_id_and_payload() -> None:
     raw = '{"time":1,"channel":"futures.trades","event":"subscribe","error":{"code":2,"message":"unknown contract X"}}'
 
-    assert parser().parse(raw, 0).acks == [Ack(ok=False, error="2: unknown contract X")]
+    assert parser().parse(raw, 0).acks == [
+        Ack(ok=False, error="2: unknown contract X", channel="trade", symbols=("X",))
+    ]
 
 
 def test_failed_status_without_error_object() -> None:
@@ -554,6 +627,14 @@ def test_unsubscribe_ack_with_several_contracts_has_no_topic() -> None:
     )  # fmt: skip
 
     assert parser().parse(raw, 0).acks == [Ack(ok=True, action="unsubscribe", request_id=9)]
+    # without the id, the echoed contracts are what ties it to its request (match_request)
+    no_id = raw.replace('"id": 9, ', "")
+    assert parser().parse(no_id, 0).acks == [
+        Ack(ok=True, action="unsubscribe", channel="bookticker", symbols=("BTC_USDT", "ETH_USDT"))
+    ]
+    requests = {1: ("unsubscribe", ("gateio:bookticker:SOL_USDT",)), 2: ("unsubscribe", ("gateio:bookticker:BTC_USDT",
+                "gateio:bookticker:ETH_USDT"))}  # fmt: skip
+    assert match_request(parser().parse(no_id, 0).acks[0], requests) == 2
 
 
 def test_pong_upgrade_and_frame_level_errors() -> None:
@@ -562,8 +643,9 @@ def test_pong_upgrade_and_frame_level_errors() -> None:
     assert p.parse('{"time":1,"time_ms":1001,"channel":"futures.pong","event":"","result":null}', 0) == Parsed(
         pong=True
     )
+    # gatews closes and reconnects on any frame with event "upgrade" (§2.4): a reconnect request, not an error
     assert p.parse('{"time":1,"channel":"futures.tickers","event":"upgrade"}', 0) == Parsed(
-        error="server asked to reconnect (upgrade)"
+        reconnect="server asked to reconnect (event upgrade)"
     )
     assert p.parse('{"time":1,"channel":"futures.x","event":"","error":{"code":1,"message":"bad"}}', 0) == Parsed(
         error="1: bad"

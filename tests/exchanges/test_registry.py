@@ -5,7 +5,17 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from control.topics import CAPABILITIES, CHANNELS, EXCHANGES, PRIVATE_CHANNELS, TIMEFRAME_MS, Topic, private_topic
+from control.topics import (
+    CAPABILITIES,
+    CHANNELS,
+    DEPTH_LEVELS_CAP,
+    DEPTH_LEVELS_MAX,
+    EXCHANGES,
+    PRIVATE_CHANNELS,
+    TIMEFRAME_MS,
+    Topic,
+    private_topic,
+)
 from workers.exchanges import REGISTRY, UnknownExchangeError, get_adapter
 from workers.exchanges.base import AdapterError, BookUpdate, ExchangeAdapter, OutFrame, Parsed, SnapshotRequest
 
@@ -57,6 +67,19 @@ def test_control_capabilities_match_adapters(exchange_id: str) -> None:
     assert set(capabilities) == adapter.channels | adapter.private_channels  # type: ignore[attr-defined]
     assert capabilities["kline"] == frozenset(adapter.timeframes)
     assert all(capabilities[channel] is None for channel in NON_KLINE_CHANNELS if channel in capabilities)
+
+
+@pytest.mark.parametrize("exchange_id", sorted(REGISTRY))
+def test_depth_cap_stays_inside_the_book_the_exchange_maintains(exchange_id: str) -> None:
+    # A depth topic publishes its top ``levels``; levels outside the exchange's window never get updates.
+    adapter = REGISTRY[exchange_id]
+    cap = DEPTH_LEVELS_CAP[exchange_id]
+    window = getattr(adapter, "max_depth_levels", None)
+    if window is None:  # Binance: the @depth diff stream is not windowed; the book spans the REST snapshot
+        window = int(adapter.snapshot_request("BTCUSDT", cap).params["limit"])  # type: ignore[union-attr]
+    assert set(DEPTH_LEVELS_CAP) == set(EXCHANGES)
+    assert 1 <= cap <= DEPTH_LEVELS_MAX
+    assert cap == min(window, DEPTH_LEVELS_MAX)
 
 
 @pytest.mark.parametrize("exchange_id", sorted(REGISTRY))

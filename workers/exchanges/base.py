@@ -7,6 +7,7 @@ frames and a per-connection ``FrameParser``; it feeds every received text frame 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +25,10 @@ class Ack:
     ``topic`` is the Feedplane topic string when the adapter can tell it (BitMart echoes the
     channel per topic); ``request_id`` is set instead when acks are per request (Binance ``id``).
     ``error`` carries the exchange's own text when ``ok`` is false.
+
+    When the reply names neither (Gate servers that echo no ``id`` and no ``payload``, as in the 2023 capture),
+    ``channel`` is the Feedplane channel it answers (``kline``, ``trade`` ...) and ``symbols`` the contracts its
+    text names (``"unknown contract X"`` -> ``("X",)``): ``match_request`` ties it to a request by those.
     """
 
     ok: bool
@@ -31,6 +36,36 @@ class Ack:
     topic: str | None = None
     request_id: int | None = None
     error: str | None = None
+    channel: str | None = None
+    symbols: tuple[str, ...] = ()
+
+
+def match_request(ack: Ack, requests: Mapping[int, tuple[str, tuple[str, ...]]]) -> int | None:
+    """The request an ack without ``request_id`` and ``topic`` answers, by its ``channel`` (and ``symbols``).
+
+    ``requests``: request id -> ``(action, Feedplane topic strings)`` of the frames sent and not yet answered, in
+    sending order (ids increase). Candidates are requests of the ack's ``action`` whose topics are all of its
+    ``channel``. Among them the first (oldest) one holding a topic of a symbol the ack names wins; otherwise the
+    oldest: Gate answers one socket's requests in the order sent (the 2023 capture: 22 subscribes, 22 acks in
+    order, ``shared/exchange-ws-samples/cryptofeed/GATEIO_FUTURES.ws.1.0``). None when no candidate is left, or the
+    ack carries an id or a topic (those are matched directly).
+    """
+    if ack.request_id is not None or ack.topic is not None or ack.channel is None:
+        return None
+    oldest: int | None = None
+    for request_id, (action, topics) in requests.items():
+        if action != ack.action or not topics:
+            continue
+        parts = [topic.split(":", 3) for topic in topics]
+        if any(len(p) < 3 or p[1] != ack.channel for p in parts):
+            continue
+        if not ack.symbols:
+            return request_id
+        if any(p[2] in ack.symbols for p in parts):
+            return request_id
+        if oldest is None:
+            oldest = request_id
+    return oldest
 
 
 @dataclass(slots=True)
@@ -95,8 +130,10 @@ class Parsed:
     ``unknown``: the frame was valid JSON but not understood (counted, never fatal).
     ``book``: order-book messages for the book keeper (they become ``depth``/``depth_delta`` events
     only after sequence checks, so they are not in ``events``).
-    ``reconnect``: the exchange asked us to reconnect (Gate ``upgrade``, Binance ``listenKeyExpired``);
-    the text is the reason. Login answers arrive as ``Ack(action="login")`` in ``acks``.
+    ``reconnect``: the exchange asked us to reconnect (Gate ``event: "upgrade"``, Binance ``listenKeyExpired``);
+    the text is the reason. The connection then ends the socket at once (reason ``exchange_request``), opens a
+    new one, resubscribes every topic and announces the interruption with a ``gap`` event. Login answers arrive
+    as ``Ack(action="login")`` in ``acks``.
     """
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -118,11 +155,22 @@ class OutFrame:
 
 
 class FrameParser(Protocol):
-    """Per-connection parser; may keep small state (e.g. BitMart's last bar per topic)."""
+    """Per-connection parser; may keep small state (e.g. BitMart's last bar per topic).
+
+    A parser may also offer ``counters() -> dict[str, int]``: cumulative counts of what it adjusted or dropped (BitMart
+    ``trades_without_side``, ``stale_klines``). The connection adds them up over its sockets and shows them in its
+    status record under ``parser`` (``parser_counters``).
+    """
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame. Raises ``ValueError`` (incl. orjson errors) on malformed input."""
         ...
+
+
+def parser_counters(parser: object) -> dict[str, int]:
+    """``parser.counters()`` when the parser offers it, else ``{}`` (see ``FrameParser``)."""
+    counters = getattr(parser, "counters", None)
+    return dict(counters()) if callable(counters) else {}
 
 
 class ExchangeAdapter(Protocol):
@@ -137,6 +185,9 @@ class ExchangeAdapter(Protocol):
         min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
         app_ping: True when the client must send an application ping (BitMart);
             False when the server pings and aiohttp's autoping answers (Binance).
+        max_depth_levels: (optional) levels per side the exchange keeps the subscribed order book in (BitMart 50,
+            Gate 100); levels outside never get updates. ``control.topics.DEPTH_LEVELS_CAP`` restates it for the
+            control server. Absent: the book is not windowed (Binance's diff stream), ``DEPTH_LEVELS_MAX`` applies.
     """
 
     id: str

@@ -84,8 +84,10 @@ _TRADE_CHANNEL = "futures/trade"
 _TICKER_CHANNEL = "futures/ticker"
 _BOOKTICKER_CHANNEL = "futures/bookticker"
 #: Sequenced order book: snapshot then deltas, 50 levels (§1.6 depthIncrease). ``@100ms`` is asked for, but
-#: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence).
-_DEPTH_CHANNEL = "futures/depthIncrease50"
+#: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence). Levels outside the 50 never
+#: get updates (§1.6), so a depth topic publishes at most ``DEPTH_LEVELS`` (``control.topics.DEPTH_LEVELS_CAP``).
+DEPTH_LEVELS = 50
+_DEPTH_CHANNEL = f"futures/depthIncrease{DEPTH_LEVELS}"
 _DEPTH_SPEED = "@100ms"
 #: Native channel (the part of ``group`` before ``:``) -> (Feedplane channel, canonical timeframe).
 _KLINE_CHANNELS: dict[str, str] = {_KLINE_PREFIX + native: tf for tf, native in TIMEFRAMES.items()}
@@ -316,12 +318,12 @@ class BitmartParser:
     flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6). Order-book pushes are
     not sequence-checked here: they go out as ``Parsed.book`` for the book keeper (``book_rule``).
 
-    Counters (read by the connection for metrics): ``stale_klines`` counts kline items older than
-    the last bar seen for their topic (dropped); ``side_defaulted`` counts trades without ``m``
-    whose side was set to ``"buy"`` (see ``_on_trade``).
+    Counters (``counters()``; the connection shows them in its status record under ``parser``): ``stale_klines``
+    counts kline items older than the last bar seen for their topic (dropped); ``trades_without_side`` counts trades
+    without ``m``, published with ``side: None`` (see ``_on_trade``).
     """
 
-    __slots__ = ("_handlers", "_last_bar", "_private_topics", "account", "side_defaulted", "stale_klines")
+    __slots__ = ("_handlers", "_last_bar", "_private_topics", "account", "stale_klines", "trades_without_side")
 
     def __init__(self, account: str | None = None) -> None:
         self.account = None if account is None else validate_account(account)
@@ -331,7 +333,7 @@ class BitmartParser:
         )
         self._last_bar: dict[str, dict[str, Any]] = {}
         self.stale_klines = 0
-        self.side_defaulted = 0
+        self.trades_without_side = 0
         on_kline = self._on_kline
         # Dispatch on the native channel (the group before ':'), built once (style.md habit 3).
         self._handlers: dict[str, Callable[[str, str, Any, int], Parsed]] = {
@@ -372,6 +374,10 @@ class BitmartParser:
         elif msg.get("action") == "pong":  # one third-party report of this reply shape (§1.5)
             return Parsed(pong=True)
         return Parsed(unknown=True)
+
+    def counters(self) -> dict[str, int]:
+        """``{"stale_klines": n, "trades_without_side": n}``, cumulative for this parser (one socket)."""
+        return {"stale_klines": self.stale_klines, "trades_without_side": self.trades_without_side}
 
     # -- private pushes (§1.7) ---------------------------------------------------------------------------------------
 
@@ -514,19 +520,21 @@ class BitmartParser:
         """Trade push (§1.6): ``data`` is an array, newest first; events come out oldest first.
 
         The event symbol is the **group's** symbol (the subscribed topic), not ``data[].symbol``.
-        ``side`` is the taker side from ``m`` (true = buyer is maker, so the taker sold). Without ``m``
-        the side cannot be derived from a documented fact: the doc's ``way`` table (1-8) names both
-        orders of a match but not which one was the taker, and the one wire sample (way 2, m true)
-        contradicts ccxt's ``way < 5 -> buy`` reading. Such trades get ``side="buy"`` and are counted
-        in ``side_defaulted``. ``created_at`` (RFC 3339, ns) -> ``ts_exchange`` in ms.
+        ``side`` is the taker side from ``m`` (true = buyer is maker, so the taker sold). Without ``m`` (missing or
+        null, as in the doc's own example) the side cannot be derived from a documented fact: the doc's ``way``
+        table (1-8) names both orders of a match but not which one was the taker, and the one wire sample (way 2,
+        m true) contradicts ccxt's ``way < 5 -> buy`` reading. Such trades are published with ``side: None`` rather
+        than a guess that would be wrong about half the time, and counted in ``trades_without_side``.
+        ``created_at`` (RFC 3339, ns) -> ``ts_exchange`` in ms.
         """
         events: list[tuple[str, dict[str, Any]]] = []
         for trade in reversed(data):
             sym = symbol or trade["symbol"]
             m = trade.get("m")
+            side: str | None
             if m is None:
-                self.side_defaulted += 1
-                side = "buy"
+                self.trades_without_side += 1
+                side = None
             else:
                 side = "sell" if m else "buy"
             created_at = trade.get("created_at")
@@ -900,6 +908,7 @@ class BitmartAdapter:
     app_ping = True
     ws_headers = WS_HEADERS
     book_rule = "bitmart"
+    max_depth_levels = DEPTH_LEVELS
 
     def route(self, topic: Topic) -> str:
         """``"public"`` for market data: one public socket carries every contract (§1.1); ``"private:<account>"``

@@ -46,6 +46,7 @@ they are passed on as strings and never go through floats. Private pushes carry 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
@@ -108,6 +109,11 @@ SNAPSHOT_PATH = "/api/v4/futures/usdt/order_book"
 #: ``enable_decimal``; set by ccxt and gocryptotrader, not in the scraped docs, §2.4).
 WS_HEADERS: dict[str, str] = {"X-Gate-Size-Decimal": "1"}
 _INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.2, UNVERIFIED)
+#: ``Parsed.reconnect`` of a frame with ``"event": "upgrade"``: the official SDK (gatews ``Connection._read``) closes
+#: the socket and reconnects on it, whatever the channel (§2.4; not in the futures doc).
+UPGRADE_REASON = "server asked to reconnect (event upgrade)"
+#: The contract named by an error text, e.g. ``unknown contract BTC_USDT_20220318`` (§2.4).
+_ERROR_CONTRACT = re.compile(r"\bcontract ([A-Za-z0-9_]+)")
 _KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
 
 # -- private channels (§2.3, §2.6, §2.7) ----------------------------------------------------------------------------
@@ -277,7 +283,8 @@ class GateioParser:
 
         Returns events (kline/trade/ticker/bookticker dicts of ``control.events``), ``book`` (one
         ``BookUpdate`` per ``order_book_update`` push), acks (see ``_on_reply``), ``pong``, ``error``
-        (frame-level errors; ``event:"upgrade"``) or ``unknown`` (valid JSON we do not handle: other private
+        (frame-level errors), ``reconnect`` (``event: "upgrade"``: the server wants a new socket, §2.4) or
+        ``unknown`` (valid JSON we do not handle: other private
         channels, private channels without an account, ``futures.obu``, contract stats ...). With an account,
         ``futures.orders``/``positions``/``balances`` pushes become order/position/balance events. Raises
         ValueError on invalid JSON or a known push with a malformed body.
@@ -298,12 +305,21 @@ class GateioParser:
             return _on_reply(msg, event, self._private_topics)
         elif channel == "futures.pong":
             return Parsed(pong=True)
-        elif event == "upgrade":  # gatews closes and reconnects on it (§2.4, UNVERIFIED beyond the SDK)
-            return Parsed(error="server asked to reconnect (upgrade)")
+        elif event == "upgrade":  # gatews closes the socket and reconnects on it (§2.4, UNVERIFIED beyond the SDK)
+            return Parsed(reconnect=UPGRADE_REASON)
         error = msg.get("error")
         if error is not None:
             return Parsed(error=_error_text(error))
         return Parsed(unknown=True)
+
+    def counters(self) -> dict[str, int]:
+        """``stale_klines``, ``incomplete_klines``, ``internal_trades``: cumulative for this parser (one socket); the
+        connection shows them in its status record under ``parser``."""
+        return {
+            "stale_klines": self.stale_klines,
+            "incomplete_klines": self.incomplete_klines,
+            "internal_trades": self.internal_trades,
+        }
 
     def _topic(self, channel: str, contract: str) -> str:
         topic = self._topics.get((channel, contract))
@@ -562,10 +578,12 @@ def _on_reply(msg: dict[str, Any], action: str, private_topics: dict[str, str]) 
 
     ``request_id`` is the echoed ``id`` (newer servers); the connection maps it to the topics it sent.
     ``topic`` is set when the echoed ``payload`` names exactly one Feedplane topic. The 2023 server
-    echoes neither, so such acks carry ``request_id=None, topic=None`` and stay unmatched (the topic
-    turns active with its first push instead). A private channel's reply names the account's topic
-    (``private_topics``: Gate channel -> topic) whatever its payload: one topic per channel and account.
-    ``error`` is ``"<code>: <message>"`` verbatim (bad auth: code 4, §2.4).
+    echoes neither (``shared/exchange-ws-samples/cryptofeed/GATEIO_FUTURES.ws.1.0``): such acks carry
+    ``channel`` (the Feedplane channel of the Gate channel) and ``symbols`` (the contracts of an echoed payload
+    that names several, and the one an error text names, ``"unknown contract X"``), and the connection ties them
+    to a request with ``base.match_request``, so a refused subscribe fails its own topic. A private channel's reply names the account's topic (``private_topics``: Gate
+    channel -> topic) whatever its payload: one topic per channel and account. ``error`` is ``"<code>: <message>"``
+    verbatim (bad auth: code 4, §2.4).
     """
     request_id = msg.get("id")
     if type(request_id) is not int:
@@ -583,7 +601,15 @@ def _on_reply(msg: dict[str, Any], action: str, private_topics: dict[str, str]) 
     topic = private_topics.get(channel) if type(channel) is str else None
     if topic is None:
         topic = _reply_topic(channel, payload) if type(channel) is str and type(payload) is list else None
-    return Parsed(acks=[Ack(ok=error is None, action=action, topic=topic, request_id=request_id, error=error)])
+    if request_id is not None or topic is not None:
+        return Parsed(acks=[Ack(ok=error is None, action=action, topic=topic, request_id=request_id, error=error)])
+    feed_channel = _FEED_CHANNELS.get(channel) if type(channel) is str else None
+    named = _ERROR_CONTRACT.search(error) if error is not None else None
+    symbols = tuple(p for p in payload if _is_contract(p)) if type(payload) is list else ()
+    if named is not None and named.group(1) not in symbols:
+        symbols += (named.group(1),)
+    ack = Ack(ok=error is None, action=action, error=error, channel=feed_channel, symbols=symbols)
+    return Parsed(acks=[ack])
 
 
 def _reply_topic(channel: str, payload: list[Any]) -> str | None:
@@ -941,6 +967,8 @@ class GateioAdapter:
     app_ping = True
     ws_headers = WS_HEADERS
     book_rule = "gate"
+    #: The book is kept over the subscribed ``order_book_update`` level: only updates within it are notified (§2.5).
+    max_depth_levels = int(BOOK_LEVEL)
 
     def route(self, topic: Topic) -> str:
         """``"usdt"`` for market data: one socket type carries every USDT contract and channel (§2.1);
