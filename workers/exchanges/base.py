@@ -137,6 +137,9 @@ class ExchangeAdapter(Protocol):
         min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
         app_ping: True when the client must send an application ping (BitMart);
             False when the server pings and aiohttp's autoping answers (Binance).
+        kline_closed_flag: True when kline pushes say themselves that a bar is final (Binance ``k.x``); False when
+            they never do (BitMart, Gate: exchanges.md §1.6, §2.5), so the connection closes bars on time
+            (``workers.kline_close``).
     """
 
     id: str
@@ -146,6 +149,7 @@ class ExchangeAdapter(Protocol):
     max_subscribe_frame_bytes: int
     min_send_interval_ms: int
     app_ping: bool
+    kline_closed_flag: bool
     #: Extra HTTP headers for the WebSocket handshake (Gate: ``X-Gate-Size-Decimal: 1``).
     ws_headers: dict[str, str]
 
