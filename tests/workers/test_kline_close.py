@@ -119,7 +119,7 @@ async def test_recorded_gate_quiet_bar_is_closed_at_its_deadline_with_the_last_v
     [(name, closed)] = emitted.events
     assert name == topic
     assert closed == {**forming, "closed": True, "ts_received": closed["ts_received"]}  # the last values, closed
-    assert deadline_ms <= closed["ts_received"] <= deadline_ms + TOLERANCE_MS
+    assert deadline_ms - 1 <= closed["ts_received"] <= deadline_ms + TOLERANCE_MS  # a timer may fire <1 ms early
     assert "correction" not in closed
     assert parser.parse(raw, int(clock() * 1000)).events == []  # the same bar again: not closed a second time
     assert (closer.timer_closes, closer.repeats, closer.corrections) == (1, 1, 0)
@@ -440,7 +440,7 @@ async def one_quiet_bar(
     seen_at = int(time.time() * 1000)
     [closed] = closed_of(events, open_s * 1000)
     assert closed["close"] == "101"
-    assert close_time + GRACE_MS <= closed["ts_received"] <= close_time + GRACE_MS + TOLERANCE_MS, (
+    assert close_time + GRACE_MS - 1 <= closed["ts_received"] <= close_time + GRACE_MS + TOLERANCE_MS, (
         f"closed at {closed['ts_received'] - close_time} ms after close_time (grace {GRACE_MS})"
     )
     print(
