@@ -7,7 +7,7 @@ directly (no intermediate objects on the hot path); the TypedDicts document the 
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class KlineEvent(TypedDict):
@@ -15,6 +15,9 @@ class KlineEvent(TypedDict):
 
     ``open_time``/``close_time``: ms, ``close_time = open_time + timeframe_ms - 1``.
     ``ts_exchange``: exchange event time in ms, or None when the exchange sends none (BitMart).
+    Exchanges without a closed flag (BitMart, Gate): the bar goes out closed by ``close_time +
+    KLINE_CLOSE_GRACE_MS`` with the last values seen, once; ``correction`` (only then present, true) marks a
+    closed bar sent again because an update changed it afterwards: its new final values (``workers.kline_close``).
     """
 
     type: Literal["kline"]
@@ -31,6 +34,7 @@ class KlineEvent(TypedDict):
     closed: bool
     ts_exchange: int | None
     ts_received: int
+    correction: NotRequired[bool]
 
 
 class TradeEvent(TypedDict):

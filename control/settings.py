@@ -78,6 +78,8 @@ class Settings:
     gateio_ws_uri: str = _GATEIO_WS
     gateio_rest_uri: str = _GATEIO_REST
     depth_interval_ms: int = 100
+    #: Klines of exchanges without a closed flag (BitMart, Gate) are closed by close_time + this (workers.kline_close).
+    kline_close_grace_ms: int = 1500
     default_exchange: str = "bitmart"
     workers: int = 2
     stream_maxlen: int = 100_000
@@ -169,6 +171,7 @@ class Settings:
             gateio_ws_uri=r.get("GATEIO_WS_URI", _GATEIO_WS, _ws_url),
             gateio_rest_uri=r.get("GATEIO_REST_URI", _GATEIO_REST, _http_url),
             depth_interval_ms=r.get("DEPTH_INTERVAL_MS", 100, _int_range(10, 60_000)),
+            kline_close_grace_ms=r.get("KLINE_CLOSE_GRACE_MS", 1500, _int_range(0, 600_000)),
             default_exchange=r.get("DEFAULT_EXCHANGE", "bitmart", _one_of(EXCHANGES)),
             workers=r.get("WORKERS", 2, _int_range(1, 256)),
             stream_maxlen=r.get("STREAM_MAXLEN", 100_000, _int_range(100, 100_000_000)),

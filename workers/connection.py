@@ -70,6 +70,7 @@ from workers.exchanges.base import (
     match_request,
     parser_counters,
 )
+from workers.kline_close import KlineCloser
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -238,6 +239,10 @@ class ExchangeConnection:
             interval_ms=settings.depth_interval_ms, send_frame=self._send_on_socket, levels_for=self._levels_for,
             clock=clock, rng=rng,
         )
+        # No closed flag on this exchange: bars go out closed by close_time + KLINE_CLOSE_GRACE_MS (workers.kline_close)
+        self._klines = KlineCloser(active=private is None and not getattr(adapter, "kline_closed_flag", True),
+                                   grace_ms=settings.kline_close_grace_ms, emit=self.output.publish,
+                                   wanted=self._desired.__contains__, clock=clock)  # fmt: skip
         if private is not None:
             private.bind(conn_id, self._desired.__contains__)
             private.publisher = self.output  # type: ignore[assignment]  # its gaps and snapshots are fenced too
@@ -259,6 +264,7 @@ class ExchangeConnection:
                     self.books.start(name)  # idempotent
             self._desired.clear()  # in place: the reader holds a reference
             self._desired.update(new)
+            self._klines.retain(new)
             for name in [n for n in self._gaps if n not in new]:
                 self._drop_gap(name)
             for name in [n for n in self._catchup if n not in new]:
@@ -560,7 +566,8 @@ class ExchangeConnection:
     async def _loop(self) -> None:
         try:
             await self._sessions()
-        finally:  # also when cancelled: no snapshot fetch may outlive the connection
+        finally:  # also when cancelled: no snapshot fetch (or kline close timer) may outlive the connection
+            self._klines.reset()
             await self.books.close()
             if self.private is not None:
                 self.private.ended()
@@ -653,6 +660,7 @@ class ExchangeConnection:
         parser = self.adapter.new_parser() if self.private is None else self.private.new_parser()
         self._parser_counts.update(parser_counters(self._parser))  # the last socket's parser is done
         self._parser = parser
+        parser = self._klines.wrap(parser)
         helpers: list[asyncio.Task[None]] = []
         try:
             if self.private is not None:
@@ -743,6 +751,7 @@ class ExchangeConnection:
         self.connected_since = None
         self._socket_opened = None
         self._ready.clear()
+        self._klines.reset()  # the forming bars may miss updates now; the gap event covers them
         was_live = {name for name, state in self._live.items() if state == ACTIVE}
         for table in (self._live, self._live_topics, self._requests):
             table.clear()

@@ -42,7 +42,9 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
 
     Trades: the numeric trade id (unique). Order books: the last update id applied, a ``depth`` snapshot just
     after the ``depth_delta`` it follows (unique). Best bid/ask: the update id (unique). Klines: the bar's open
-    time, then the exchange time (several updates per bar: not unique). Otherwise the exchange time (not unique).
+    time, then the exchange time (several updates per bar: not unique); a closed bar comes after every update of
+    its bar and is unique (two sockets close a quiet bar each on its own, ``workers.kline_close``, with the same
+    values but possibly another exchange time). Otherwise the exchange time (not unique).
     """
     kind = event.get("type")
     if kind == "trade":
@@ -64,8 +66,10 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
     elif kind == "kline":
         open_time = _int(event.get("open_time"))
         if open_time is not None:
+            if event.get("closed") is True:  # the bar's final state: after its updates, one per bar
+                return ("kline", (open_time, 1), True)
             ts = _int(event.get("ts_exchange"))
-            return ("kline", (open_time,) if ts is None else (open_time, ts), False)
+            return ("kline", (open_time, 0) if ts is None else (open_time, 0, ts), False)
     elif kind == "gap" or kind is None:
         return None
     ts = _int(event.get("ts_exchange"))

@@ -188,6 +188,9 @@ class ExchangeAdapter(Protocol):
         max_depth_levels: (optional) levels per side the exchange keeps the subscribed order book in (BitMart 50,
             Gate 100); levels outside never get updates. ``control.topics.DEPTH_LEVELS_CAP`` restates it for the
             control server. Absent: the book is not windowed (Binance's diff stream), ``DEPTH_LEVELS_MAX`` applies.
+        kline_closed_flag: True when kline pushes say themselves that a bar is final (Binance ``k.x``); False when
+            they never do (BitMart, Gate: exchanges.md §1.6, §2.5), so the connection closes bars on time
+            (``workers.kline_close``).
     """
 
     id: str
@@ -197,6 +200,7 @@ class ExchangeAdapter(Protocol):
     max_subscribe_frame_bytes: int
     min_send_interval_ms: int
     app_ping: bool
+    kline_closed_flag: bool
     #: Extra HTTP headers for the WebSocket handshake (Gate: ``X-Gate-Size-Decimal: 1``).
     ws_headers: dict[str, str]
 

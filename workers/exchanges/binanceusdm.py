@@ -746,6 +746,7 @@ class BinanceUsdmAdapter:
     # 10 incoming messages per second per connection (binance_usdm.md §3); 10 % margin for timer jitter.
     min_send_interval_ms = 110
     app_ping = False
+    kline_closed_flag = True  # ``k.x`` marks the final kline (binance_usdm.md §5)
     ws_headers = WS_HEADERS
     book_rule = "binance"
 

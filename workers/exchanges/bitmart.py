@@ -315,7 +315,8 @@ class BitmartParser:
     them). Login replies are ``Ack(action="login")`` either way.
 
     State: the last kline seen per topic, used to infer bar closes — BitMart has **no closed
-    flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6). Order-book pushes are
+    flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6), or at its deadline: the connection's
+    ``workers.kline_close.KlineCloser`` closes it on time and drops this parser's repeat. Order-book pushes are
     not sequence-checked here: they go out as ``Parsed.book`` for the book keeper (``book_rule``).
 
     Counters (``counters()``; the connection shows them in its status record under ``parser``): ``stale_klines``
@@ -906,6 +907,7 @@ class BitmartAdapter:
     max_subscribe_frame_bytes = 2000
     min_send_interval_ms = 0
     app_ping = True
+    kline_closed_flag = False  # no closed flag in kline pushes (§1.6): bars are closed on time by the connection
     ws_headers = WS_HEADERS
     book_rule = "bitmart"
     max_depth_levels = DEPTH_LEVELS

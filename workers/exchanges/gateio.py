@@ -228,7 +228,8 @@ class GateioParser:
     """Parses frames of one Gate futures connection into ``Parsed`` results.
 
     State: the last kline per topic, to infer bar closes — Gate futures candles carry **no closed
-    flag** (§2.5, UNVERIFIED that none exists); a bar is final when a push with a later ``t`` arrives.
+    flag** (§2.5, UNVERIFIED that none exists); a bar is final when a push with a later ``t`` arrives, or at its
+    deadline (``workers.kline_close.KlineCloser``, run by the connection, which drops this parser's repeat).
 
     ``account`` names the private topics this parser emits (``gateio:order:<account>`` ...): give it for the
     account's private socket. Without it, ``futures.orders``/``positions``/``balances`` pushes are ``unknown`` and
@@ -965,6 +966,7 @@ class GateioAdapter:
     max_subscribe_frame_bytes = 8192
     min_send_interval_ms = 50
     app_ping = True
+    kline_closed_flag = False  # no closed flag in candlestick pushes (§2.5): bars are closed on time by the connection
     ws_headers = WS_HEADERS
     book_rule = "gate"
     #: The book is kept over the subscribed ``order_book_update`` level: only updates within it are notified (§2.5).

@@ -1,0 +1,189 @@
+"""Closing klines on time for exchanges without a closed flag (BitMart, Gate.io futures).
+
+BitMart's ``futures/klineBin*`` and Gate's ``futures.candlesticks`` pushes carry no "bar is final" flag, and they
+are sent only when something changed (exchanges.md §1.6, §2.5). The parsers infer a close when a later bar
+arrives, which in a quiet market can be minutes late. ``KlineCloser`` (one per ``ExchangeConnection``) bounds
+that: the last values seen of each topic's forming bar go out again with ``closed: true`` no later than
+``close_time + KLINE_CLOSE_GRACE_MS`` (epoch ms, the host clock), and from then on that bar is final:
+
+- the parser's own close when the next bar arrives, or a repeat of the bar (e.g. after a reconnect), with the
+  same values is dropped: one closed bar per bar;
+- an update of a final bar with other values (a late trade, or a host clock ahead of the exchange's by more
+  than the grace) goes out as ``closed: true, correction: true``; it is the bar's new final state;
+- an update for an older bar than the last final one is dropped (``stale``).
+
+A bar first seen after its deadline (a subscribe in a quiet market gets the last bar, long over) goes out as
+closed at once. Exchanges with a flag (Binance ``k.x``) declare ``kline_closed_flag = True`` on their adapter and
+the closer stays out of the way: ``wrap`` returns their parser unchanged.
+
+Cost: the closer sees a frame only through ``wrap``'s parser, and only kline frames reach ``admit`` (every
+frame carries one channel: BitMart's ``group``, Gate's ``channel``). Per kline update it does a dict update;
+per new bar it arms one timer on the event loop's clock (``loop.call_later``; no thread, no polling). Timers are
+cancelled when a topic is no longer wanted (``retain``), when the socket drops (``reset``: the forming bars'
+last values may be missing updates, and the reconnect's gap event covers them) and when the connection ends.
+Closes made by the timer go out through ``emit``, the connection's own publish path (fenced, buffered in
+standby, dropped once frozen), like every other event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from workers.exchanges.base import FrameParser, Parsed
+
+Event = dict[str, Any]
+#: A bar's values as compared for "the same bar again": open, high, low, close, volume (decimal strings).
+Values = tuple[Any, ...]
+
+
+def _values(bar: Event) -> Values:
+    return bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]
+
+
+class KlineCloser:
+    """Publishes each forming bar as closed by ``close_time + grace_ms``; see the module docstring.
+
+    :param active: False for exchanges that flag closed bars themselves (``adapter.kline_closed_flag``): then
+        every method is a no-op and ``wrap`` returns the parser as it is.
+    :param grace_ms: ``KLINE_CLOSE_GRACE_MS``, how long after ``close_time`` (ms) the bar is published as closed.
+    :param emit: ``emit(topic, event)`` publishes one event the way the connection publishes socket events.
+    :param wanted: whether a topic is still desired on this connection (others are neither tracked nor closed).
+    :param clock: epoch seconds (the connection's clock); deadlines are ``close_time`` ms on that clock, waited
+        for with the event loop's timers.
+
+    Counters: ``timer_closes`` (bars closed by the deadline, incl. those first seen after it), ``corrections``
+    (final bars re-published with other values), ``repeats`` (closed bars or updates dropped as the same final
+    bar again), ``stale`` (updates of bars older than the last final one, dropped).
+    """
+
+    __slots__ = ("_clock", "_emit", "_final", "_open", "_timers", "_wanted", "active", "corrections", "grace_ms",
+                 "repeats", "stale", "timer_closes")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        active: bool,
+        grace_ms: int,
+        emit: Callable[[str, Event], Any],
+        wanted: Callable[[str], bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.active, self.grace_ms = active, grace_ms
+        self._emit, self._wanted, self._clock = emit, wanted, clock
+        self._open: dict[str, Event] = {}  # topic -> last update of its forming (not yet final) bar
+        self._final: dict[str, tuple[int, Values]] = {}  # topic -> (open_time, values) of its last final bar
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.timer_closes = self.corrections = self.repeats = self.stale = 0
+
+    def wrap(self, parser: FrameParser) -> FrameParser:
+        """``parser`` with its kline events passed through ``admit`` (unchanged when the closer is not active)."""
+        return _ClosingParser(parser, self) if self.active else parser
+
+    def admit(self, events: list[tuple[str, Event]]) -> list[tuple[str, Event]]:
+        """The events of one parsed frame as they should be published: repeats of final bars removed, late
+        updates of final bars turned into corrections, bars already past their deadline closed; timers armed for
+        new forming bars. Non-kline events and topics not wanted pass unchanged."""
+        out: list[tuple[str, Event]] = []
+        for topic, event in events:
+            if event.get("type") != "kline" or not self._wanted(topic):
+                out.append((topic, event))
+                continue
+            admitted = self._admit(topic, event, out)
+            if admitted is not None:
+                out.append((topic, admitted))
+        return out
+
+    def _admit(self, topic: str, event: Event, out: list[tuple[str, Event]]) -> Event | None:
+        """What to publish for one kline update (None: nothing); a forming bar it supersedes is closed into
+        ``out`` first."""
+        open_time = event["open_time"]
+        final = self._final.get(topic)
+        if final is not None and open_time <= final[0]:
+            if open_time < final[0]:
+                self.stale += 1
+                return None
+            values = _values(event)
+            if values == final[1]:  # the parser's close on the next bar, or the same bar re-sent
+                self.repeats += 1
+                return None
+            self._final[topic] = (open_time, values)
+            self.corrections += 1
+            return {**event, "closed": True, "correction": True}
+        current = self._open.get(topic)
+        if current is not None and current["open_time"] != open_time:
+            if open_time < current["open_time"]:
+                self.stale += 1
+                return None
+            # A later bar, and the parser did not close the forming one (it always does first on one socket):
+            # close it now, as the parser would, rather than leave it open.
+            self._forget(topic)
+            self._final[topic] = (current["open_time"], _values(current))
+            out.append((topic, {**current, "closed": True, "ts_received": event["ts_received"]}))
+            current = None
+        if event["closed"]:  # the parser's close, before the deadline: final now
+            self._forget(topic)
+            self._final[topic] = (open_time, _values(event))
+            return event
+        if current is None:  # a new forming bar: one timer per bar
+            delay_ms = event["close_time"] + self.grace_ms - self._clock() * 1000.0
+            if delay_ms <= 0:  # already past its deadline: it is final as it is
+                self._final[topic] = (open_time, _values(event))
+                self.timer_closes += 1
+                return {**event, "closed": True}
+            self._timers[topic] = asyncio.get_running_loop().call_later(delay_ms / 1000.0, self._fire, topic)
+        self._open[topic] = event
+        return event
+
+    def _fire(self, topic: str) -> None:
+        """The deadline of ``topic``'s forming bar: publish its last values as the closed bar."""
+        self._timers.pop(topic, None)
+        bar = self._open.pop(topic, None)
+        if bar is None or not self._wanted(topic):
+            return
+        self._final[topic] = (bar["open_time"], _values(bar))
+        self.timer_closes += 1
+        self._emit(topic, {**bar, "closed": True, "ts_received": int(self._clock() * 1000)})
+
+    def _forget(self, topic: str) -> None:
+        self._open.pop(topic, None)
+        timer = self._timers.pop(topic, None)
+        if timer is not None:
+            timer.cancel()
+
+    def retain(self, topics: Any) -> None:
+        """Forget every topic not in ``topics`` (a container of topic strings), cancelling its timer."""
+        for topic in [t for t in self._open if t not in topics]:
+            self._forget(topic)
+        for topic in [t for t in self._final if t not in topics]:
+            del self._final[topic]
+
+    def reset(self) -> None:
+        """The socket dropped (or the connection ended): cancel every timer and forget the forming bars. The last
+        final bar of each topic is kept, so a bar re-sent by the next socket is not closed a second time."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._open.clear()
+
+    def status(self) -> dict[str, int]:
+        """Counters for the connection's status record."""
+        return {"timer_closes": self.timer_closes, "corrections": self.corrections, "repeats": self.repeats,
+                "stale": self.stale, "forming": len(self._open)}  # fmt: skip
+
+
+class _ClosingParser:
+    """A connection's parser with its kline events passed through ``KlineCloser.admit``."""
+
+    __slots__ = ("_closer", "_parse")
+
+    def __init__(self, parser: FrameParser, closer: KlineCloser) -> None:
+        self._parse, self._closer = parser.parse, closer
+
+    def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
+        parsed = self._parse(raw, ts_received_ms)
+        events = parsed.events
+        if events and events[0][1].get("type") == "kline":  # one channel per frame: no kline, no work
+            parsed.events = self._closer.admit(events)
+        return parsed
