@@ -87,7 +87,7 @@ from workers.backoff import Backoff
 from workers.connection import TAKEOVER, ExchangeConnection
 from workers.exchanges import REGISTRY
 from workers.exchanges.base import ExchangeAdapter
-from workers.handover import Handovers
+from workers.handover import Handovers, read_markers
 from workers.leases import Leases
 from workers.planner import PlanResult, plan, read_plan
 from workers.private import PrivateSession, UnservedConnection, account_of_route
@@ -403,7 +403,7 @@ class WorkerRuntime:
         """Standby socket -> all acked -> lease compare-and-set -> markers -> publish (see ``workers.handover``)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        conn_id, switched, added = take.conn_id, False, False
+        conn_id, switched, added, give_back = take.conn_id, False, False, True
         log.info("worker %s: taking connection %s over from %s", self.worker_id, conn_id, take.origin)
         try:
             take.conn, take.task = self._launch(conn_id, data["exchange"], data["url"], topics, data["route"],
@@ -421,15 +421,17 @@ class WorkerRuntime:
                          conn_id)  # fmt: skip
                 return
             switched = True
-            markers: dict[str, dict[str, Any] | None] = {}
-            for attempt in range(3):
-                try:
-                    markers = await self.handovers.markers(sorted(topics))
-                    break
-                except RedisError as exc:
-                    log.warning("worker %s: cannot read the markers of %s (%s)", self.worker_id, conn_id, exc)
-                    await asyncio.sleep(0.1 * (attempt + 1))
-            take.conn.promote(markers)
+            read = await read_markers(
+                self.handovers, sorted(topics), renew=lambda: self._renew_taken(conn_id),
+                lease_ttl_s=self.settings.lease_ttl_s, lease_deadline=deadline,
+                give_up_s=self.settings.handover_timeout_s, label=f"worker {self.worker_id}: handover of {conn_id}",
+                intact=lambda: not getattr(take.conn, "_buffer_overflow", 0),  # no public counter (connection.py)
+            )  # fmt: skip
+            deadline = read.lease_deadline
+            if read.markers is None:  # never publish the buffer blind: give it up, a takeover gap follows
+                give_back = read.lease_held
+                return
+            take.conn.promote(read.markers)
             now = self._now_ms()
             s = self.settings
             self._held[conn_id] = _Held(
@@ -446,17 +448,25 @@ class WorkerRuntime:
         except RedisError as exc:
             log.warning("worker %s: handover of %s failed: %s", self.worker_id, conn_id, exc)
         finally:
-            self._taking.pop(conn_id, None)
-            if not added:
-                if take.conn is not None and take.task is not None:
-                    stale = _Held(conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task,
-                                  frozenset(topics), 0, 0.0, Backoff(1.0, 1.0))  # fmt: skip
-                    await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
-                with contextlib.suppress(RedisError):
-                    if switched:  # interrupted between the lease transfer and the switch: give it back to the pool
-                        await self.leases.release([conn_id], self.worker_id)
-                    else:
-                        await self.handovers.withdraw(conn_id, take.origin, self.worker_id)
+            try:
+                if not added:
+                    if take.conn is not None and take.task is not None:
+                        stale = _Held(conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task,
+                                      frozenset(topics), 0, 0.0, Backoff(1.0, 1.0))  # fmt: skip
+                        await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
+                    with contextlib.suppress(RedisError):
+                        if not switched:
+                            await self.handovers.withdraw(conn_id, take.origin, self.worker_id)
+                        elif give_back:  # transferred but not switched: back to the pool (served with a gap)
+                            await self.leases.release([conn_id], self.worker_id)
+                            self.wake()
+            finally:
+                # Only now: until the lease is released a tick must not adopt it as "left by this worker id".
+                self._taking.pop(conn_id, None)
+
+    async def _renew_taken(self, conn_id: str) -> bool:
+        """Renew the lease of a connection being taken over (not held yet); True while it is still ours."""
+        return conn_id in await self.leases.renew_many([conn_id], self.worker_id, self._ttl_ms)
 
     def _roll_due(self) -> None:
         """Start a lifetime roll for each public connection whose socket is older than CONNECTION_MAX_AGE_S."""

@@ -23,10 +23,11 @@ skips; it only pauses meanwhile.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 #: (kind tag, comparable values, unique): events compare only within one tag; ``unique`` keys name one event.
-OrderKey = tuple[str, tuple[int, ...], bool]
+OrderKey = tuple[str, tuple[int | Decimal, ...], bool]
 
 
 def _int(value: Any) -> int | None:
@@ -37,12 +38,26 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _volume(value: Any) -> Decimal | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        volume = Decimal(value)
+    except InvalidOperation:
+        return None
+    return volume if volume.is_finite() else None
+
+
 def order_key(event: dict[str, Any]) -> OrderKey | None:
     """Where ``event`` sits in its topic's sequence, or None when it cannot be told (private events, gaps).
 
     Trades: the numeric trade id (unique). Order books: the last update id applied, a ``depth`` snapshot just
     after the ``depth_delta`` it follows (unique). Best bid/ask: the update id (unique). Klines: the bar's open
-    time, then the exchange time (several updates per bar: not unique). Otherwise the exchange time (not unique).
+    time, then its volume, then the exchange time (several updates per bar: not unique). The volume of an open bar
+    only grows (it is the bar's traded volume so far: binance_usdm.md §5 ``k.v``, exchanges.md §1.6 ``items[].v``),
+    and it is what orders the updates of one bar where the exchange sends no event time (BitMart: without it, every
+    buffered update of the current bar looked "not before the marker" and was published again). Otherwise the
+    exchange time (not unique).
     """
     kind = event.get("type")
     if kind == "trade":
@@ -64,8 +79,11 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
     elif kind == "kline":
         open_time = _int(event.get("open_time"))
         if open_time is not None:
-            ts = _int(event.get("ts_exchange"))
-            return ("kline", (open_time,) if ts is None else (open_time, ts), False)
+            values: tuple[int | Decimal, ...] = (open_time,)
+            volume, ts = _volume(event.get("volume")), _int(event.get("ts_exchange"))
+            values += () if volume is None else (volume,)
+            values += () if ts is None else (ts,)
+            return ("kline", values, False)
     elif kind == "gap" or kind is None:
         return None
     ts = _int(event.get("ts_exchange"))
