@@ -14,19 +14,33 @@ Redis protocol, one key per connection, ``fp:handover:{conn}`` (``control.keys.h
    right after it (``workers.stitch``). The offerer's next lease renewal fails (it is woken by ``fp:ctl``): it
    closes its socket without unsubscribing.
 
+A marker read that fails is never answered by publishing the standby buffer as it is (that repeats every event
+the offerer already stored): ``read_markers`` retries with backoff, the standby socket buffering and the taker
+renewing the lease it now holds, until the read succeeds or ``HANDOVER_TIMEOUT_S`` has passed since the transfer.
+Then the taker gives the connection up unpublished (lease released, standby socket closed) and it is served again
+like any free connection, from a fresh socket whose topics announce a ``takeover`` gap: a loss, announced, never
+a duplicate. A lease that cannot be renewed meanwhile is left to expire (the same takeover follows).
+
 A claim that fails (timeout, lost race, connection gone from the plan) is ``withdraw``-n; an offer nobody takes
 expires. Worker ids never contain ``>`` (``Settings``: letters, digits, ``-_.``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from control import keys
+from workers.backoff import Backoff
+
+log = logging.getLogger(__name__)
 
 _OFFER_LUA = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] or redis.call('exists', KEYS[2]) == 1 then
@@ -63,6 +77,19 @@ return 0
 
 #: Stream entries read per topic to find its last non-gap event.
 MARKER_SCAN = 20
+#: Delays between marker reads that failed (seconds: first, cap).
+MARKER_RETRY_S = (0.05, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerRead:
+    """What ``read_markers`` got. ``markers``: topic -> last stored event (None: the stream has none), or None
+    when the read never succeeded. ``lease_held``: the lease was still the taker's at the last renewal (so it
+    must release it when giving up). ``lease_deadline``: loop time by which it must be renewed again."""
+
+    markers: dict[str, dict[str, Any] | None] | None
+    lease_held: bool
+    lease_deadline: float
 
 
 class Handovers:
@@ -134,3 +161,52 @@ class Handovers:
                     out[topic] = event
                     break
         return out
+
+
+async def read_markers(
+    handovers: Handovers,
+    topics: Sequence[str],
+    *,
+    renew: Callable[[], Awaitable[bool]],
+    lease_ttl_s: float,
+    lease_deadline: float,
+    give_up_s: float,
+    intact: Callable[[], bool] = lambda: True,
+    label: str = "",
+) -> MarkerRead:
+    """Read the markers of ``topics`` right after a lease transfer, retrying until it succeeds (see the module
+    docstring). ``renew()``: renews the lease just taken; True while it is still ours, raises RedisError when
+    that cannot be told. ``lease_deadline``: loop time at which the lease runs out unless renewed (the transfer
+    set ``lease_ttl_s``). ``give_up_s``: how long to keep trying (``HANDOVER_TIMEOUT_S``). ``intact()``: False once
+    the standby socket's buffer overflowed (its oldest events are gone: the stitch could no longer be exact, so
+    it gives up at once). Never raises RedisError.
+    """
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + give_up_s
+    backoff = Backoff(*MARKER_RETRY_S)
+    while True:
+        try:
+            return MarkerRead(await handovers.markers(topics), True, lease_deadline)
+        except RedisError as exc:
+            failure = exc
+        delay = min(backoff.next_delay(), lease_ttl_s / 4)  # several renewals per lease lifetime
+        log.warning("%s: cannot read the markers (attempt %d, %s); the standby socket keeps buffering", label,
+                    backoff.attempts, failure)  # fmt: skip
+        renewed_at = loop.time()
+        try:
+            if not await renew():
+                log.warning("%s: lease lost while reading the markers; handover abandoned", label)
+                return MarkerRead(None, False, lease_deadline)
+            lease_deadline = renewed_at + lease_ttl_s
+        except RedisError as exc:
+            log.warning("%s: cannot renew the lease while reading the markers: %s", label, exc)
+        now = loop.time()
+        if now + delay >= lease_deadline:  # not renewed: it may be gone before the next attempt; let it expire
+            log.warning("%s: lease not renewable while the markers are unreadable; left to expire", label)
+            return MarkerRead(None, False, lease_deadline)
+        if now + delay >= give_up_at or not intact():
+            log.warning("%s: markers unreadable for %.1f s%s; giving the connection up unpublished (a takeover gap "
+                        "announces the loss)", label, now - (give_up_at - give_up_s),
+                        "" if intact() else " and the standby buffer full")  # fmt: skip
+            return MarkerRead(None, True, lease_deadline)
+        await asyncio.sleep(delay)

@@ -26,6 +26,11 @@ one socket per account and exchange. Its URL comes from ``Settings.exchange_ws_u
 (BitMart's ``/user`` URL); Binance USD-M's is ``<base>/private/ws``, the listenKey being added only when the
 worker connects (``workers.private``), so no key is ever stored in the plan.
 
+URLs follow the settings in force: every plan recomputes each connection's URL from the planning worker's
+settings, and a stored plan whose URLs differ from a worker's settings (``stale_urls``: Redis kept the plan of an
+earlier run, and the workers came back with another ``*_WS_URI``) is re-planned by the most recently started live
+worker (``workers.runtime``), so in a rolling restart the newest settings win and older workers follow the plan.
+
 Topics that fail ``Topic.parse`` or ``adapter.validate`` are skipped, logged and marked ``failed``
 in ``fp:subs`` (the control server validates first, so this is defensive).
 """
@@ -232,6 +237,27 @@ def base_urls(settings: Settings, adapters: Mapping[str, ExchangeAdapter]) -> di
         except KeyError:
             log.warning("planner: no WebSocket URL setting for exchange %s", exchange)
     return urls
+
+
+def stale_urls(
+    current: PlanResult, settings: Settings, adapters: Mapping[str, ExchangeAdapter]
+) -> dict[str, tuple[str, str]]:
+    """``conn id -> (planned URL, URL from settings)`` for each planned connection whose stored URL is not the one
+    ``settings`` give (pure; exchanges without an adapter or a URL setting are left out)."""
+    urls = base_urls(settings, adapters)
+    out: dict[str, tuple[str, str]] = {}
+    for conn_id, data in current.conns.items():
+        exchange, route = data["exchange"], data["route"]
+        adapter = adapters.get(exchange)
+        if adapter is None or exchange not in urls:
+            continue
+        try:
+            wanted = connection_url(adapter, urls, exchange, route)
+        except AdapterError:
+            continue
+        if data["url"] != wanted:
+            out[conn_id] = (data["url"], wanted)
+    return out
 
 
 async def plan(

@@ -5,13 +5,17 @@ Redis (``workers.planner``). Every ``HEARTBEAT_INTERVAL_S``, or at once when any
 ``fp:ctl``, it runs ``tick()``:
 
 a. heartbeat: write this worker's record to ``fp:workers``; prune records older than 3 x lease TTL.
-b. re-plan when ``fp:desired:version`` differs from ``fp:plan:version`` (cheap, idempotent, locked).
+b. re-plan when ``fp:desired:version`` differs from ``fp:plan:version`` (cheap, idempotent, locked), or when a
+   planned URL is not the one this worker's settings give and this worker is the most recently started live one
+   (Redis kept an earlier run's plan: the settings in force decide where to connect; in a rolling restart the
+   newest settings win). Until that re-plan is written, such connections are not started on the old URL.
 c. renew the leases of held connections; a connection whose lease was lost is stopped at once
    *without* unsubscribing (another worker may own it now) and forgotten. A connection whose lease
    could not be renewed before it expired (Redis unreachable) is fenced the same way.
 d. paused: stop every held connection gracefully (unsubscribe), release its lease, and stop there.
-e. held connections gone from the plan (or whose URL changed) are stopped gracefully and released;
-   the others get ``set_topics()`` with their planned topics (a live diff on the open socket).
+e. held connections gone from the plan are stopped gracefully and released; a public one whose planned URL
+   changed rolls there make-before-break (as in h; a private one is stopped and released); the others get
+   ``set_topics()`` with their planned topics (a live diff on the open socket).
    Connections holding depth topics also get ``set_options()`` from ``fp:topic:options`` (one HGETALL).
 f. take unowned planned connections up to a fair share ``ceil(connections / live workers)``; free
    ids are tried in sorted order rotated by a hash of the worker id, so workers do not all race for
@@ -26,7 +30,9 @@ g. rebalance, make-before-break (``workers.handover``): a worker above its share
    every topic is acknowledged moves the lease to itself with one compare-and-set and switches publishing on,
    continuing each topic right after the last event in its stream (``workers.stitch``). The old owner's next
    renewal fails and it closes its socket without unsubscribing; between the switch and that close the
-   publisher fences its events.
+   publisher fences its events. If the last events cannot be read, the taker retries while renewing its lease,
+   and never publishes its buffer blind: past ``HANDOVER_TIMEOUT_S`` it releases the connection, which is then
+   served like a free one, with a ``takeover`` gap (``workers.handover.read_markers``).
 h. roll public connections whose socket is older than ``CONNECTION_MAX_AGE_S`` the same way inside this
    worker: a standby twin subscribes, and once acknowledged the old socket is frozen and the twin continues
    after the old one's last events (no gap event; counted as ``lifetime``).
@@ -87,9 +93,9 @@ from workers.backoff import Backoff
 from workers.connection import TAKEOVER, ExchangeConnection
 from workers.exchanges import REGISTRY
 from workers.exchanges.base import ExchangeAdapter
-from workers.handover import Handovers
+from workers.handover import Handovers, read_markers
 from workers.leases import Leases
-from workers.planner import PlanResult, plan, read_plan
+from workers.planner import PlanResult, plan, read_plan, stale_urls
 from workers.private import PrivateSession, UnservedConnection, account_of_route
 from workers.publisher import Publisher
 
@@ -184,6 +190,10 @@ class WorkerRuntime:
         self._offered: str | None = None  # the connection this worker offered for rebalancing
         self._wake_at: float | None = None  # loop time of an earlier tick (a foreign lease about to expire)
         self._plan: PlanResult | None = None  # the plan of the last tick
+        #: This process started last among the live workers: its settings' URLs win (``_current_plan``).
+        self._newest = True
+        #: Planned connections whose URL this worker is about to re-plan: not started on the old URL meanwhile.
+        self._stale: frozenset[str] = frozenset()
         #: Handovers completed by this worker as the taker, and their durations (claim to switch, seconds).
         self.handovers_done: list[float] = []
 
@@ -271,7 +281,7 @@ class WorkerRuntime:
     async def _heartbeat(self, now: int) -> int:
         """Write our record, prune dead ones; returns the number of live workers (us included)."""
         await self.store.put_worker(self.worker_id, self._worker_record(now))
-        ttl, live = self._ttl_ms, 0
+        ttl, live, newest = self._ttl_ms, 0, True
         for worker in await self.store.workers():
             age = now - int(worker.get("heartbeat_at") or 0)
             if worker["id"] != self.worker_id and age > 3 * ttl:
@@ -279,15 +289,29 @@ class WorkerRuntime:
                 await self.store.remove_worker(worker["id"])
             elif age <= ttl or worker["id"] == self.worker_id:
                 live += 1
+                started = (int(worker.get("started_at") or 0), str(worker["id"]))
+                newest = newest and started <= (self._started_at, self.worker_id)
+        self._newest = newest
         return live
 
     async def _current_plan(self, now: int) -> PlanResult:
+        """The plan, re-planned first when the desired state changed, or when its URLs are not this worker's
+        settings and this worker started last (Redis kept an earlier run's plan; in a rolling restart the newest
+        settings win, older workers follow the plan). Until such a re-plan lands, ``_stale`` keeps those
+        connections from being started on the old URL."""
         desired_version = int(await self.redis.get(keys.DESIRED_VERSION) or 0)
         current = await read_plan(self.redis)
-        if desired_version != current.version:
+        stale = stale_urls(current, self.settings, self.adapters) if self._newest else {}
+        self._stale = frozenset()
+        if desired_version != current.version or stale:
+            if stale:
+                log.info("worker %s: re-planning: planned URLs differ from the settings: %s", self.worker_id,
+                         ", ".join(f"{c} {old} -> {new}" for c, (old, new) in sorted(stale.items())))  # fmt: skip
             planned = await plan(self.redis, self.settings, self.adapters, now_ms=now)
             if planned is not None:
                 return planned
+            self._stale = frozenset(stale)
+            self.wake()  # another process held the planner lock: look again at once
         return current
 
     async def _renew(self, now: int) -> None:
@@ -320,18 +344,31 @@ class WorkerRuntime:
                     d["exchange"] == held.exchange and d["route"] == held.route for d in current.conns.values()
                 )
                 self._retire(conn_id, unsubscribe=True, release=True, reason="removed from plan", forget=forget)
-            elif data["url"] != held.url:
+            elif data["url"] != held.url and account_of_route(held.route) is not None:
                 self._retire(conn_id, unsubscribe=True, release=True, reason="url changed")
-            elif (topics := frozenset(by_conn.get(conn_id, ()))) != held.topics:
+            else:
+                if data["url"] != held.url:
+                    self._move(held, data["url"])
+                if (topics := frozenset(by_conn.get(conn_id, ()))) == held.topics:
+                    continue
                 held.conn.set_topics(_parse(topics))
                 if held.twin is not None:  # a roll in progress: its twin must carry the same topics
                     held.twin.set_topics(_parse(topics))
                 held.topics = topics
 
+    def _move(self, held: _Held, url: str) -> None:
+        """The plan gives a public connection a new URL: roll it there make-before-break (``_roll``). A crashed
+        one waiting for its restart just restarts there; a roll already under way finishes first."""
+        if held.task.done():
+            held.url = url
+        elif held.roll is None and asyncio.get_running_loop().time() >= held.roll_after:
+            log.info("worker %s: connection %s moves to %s (planned URL changed)", self.worker_id, held.conn_id, url)
+            held.roll = asyncio.create_task(self._roll(held, url), name=f"roll:{held.conn_id}")
+
     async def _acquire(self, current: PlanResult, by_conn: Mapping[str, list[str]], live: int, now: int) -> None:
         target = math.ceil(len(current.conns) / max(1, live))
-        candidates = [c for c in sorted(current.conns)
-                      if c not in self._held and c not in self._retiring and c not in self._taking]  # fmt: skip
+        candidates = [c for c in sorted(current.conns) if c not in self._held and c not in self._retiring
+                      and c not in self._taking and c not in self._stale]  # fmt: skip
         if not candidates:
             return
         leases = await self.leases.owner_ttl_ms(candidates)
@@ -403,7 +440,7 @@ class WorkerRuntime:
         """Standby socket -> all acked -> lease compare-and-set -> markers -> publish (see ``workers.handover``)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        conn_id, switched, added = take.conn_id, False, False
+        conn_id, switched, added, give_back = take.conn_id, False, False, True
         log.info("worker %s: taking connection %s over from %s", self.worker_id, conn_id, take.origin)
         try:
             take.conn, take.task = self._launch(conn_id, data["exchange"], data["url"], topics, data["route"],
@@ -421,15 +458,17 @@ class WorkerRuntime:
                          conn_id)  # fmt: skip
                 return
             switched = True
-            markers: dict[str, dict[str, Any] | None] = {}
-            for attempt in range(3):
-                try:
-                    markers = await self.handovers.markers(sorted(topics))
-                    break
-                except RedisError as exc:
-                    log.warning("worker %s: cannot read the markers of %s (%s)", self.worker_id, conn_id, exc)
-                    await asyncio.sleep(0.1 * (attempt + 1))
-            take.conn.promote(markers)
+            read = await read_markers(
+                self.handovers, sorted(topics), renew=lambda: self._renew_taken(conn_id),
+                lease_ttl_s=self.settings.lease_ttl_s, lease_deadline=deadline,
+                give_up_s=self.settings.handover_timeout_s, label=f"worker {self.worker_id}: handover of {conn_id}",
+                intact=lambda: not getattr(take.conn, "_buffer_overflow", 0),  # no public counter (connection.py)
+            )  # fmt: skip
+            deadline = read.lease_deadline
+            if read.markers is None:  # never publish the buffer blind: give it up, a takeover gap follows
+                give_back = read.lease_held
+                return
+            take.conn.promote(read.markers)
             now = self._now_ms()
             s = self.settings
             self._held[conn_id] = _Held(
@@ -446,17 +485,25 @@ class WorkerRuntime:
         except RedisError as exc:
             log.warning("worker %s: handover of %s failed: %s", self.worker_id, conn_id, exc)
         finally:
-            self._taking.pop(conn_id, None)
-            if not added:
-                if take.conn is not None and take.task is not None:
-                    stale = _Held(conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task,
-                                  frozenset(topics), 0, 0.0, Backoff(1.0, 1.0))  # fmt: skip
-                    await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
-                with contextlib.suppress(RedisError):
-                    if switched:  # interrupted between the lease transfer and the switch: give it back to the pool
-                        await self.leases.release([conn_id], self.worker_id)
-                    else:
-                        await self.handovers.withdraw(conn_id, take.origin, self.worker_id)
+            try:
+                if not added:
+                    if take.conn is not None and take.task is not None:
+                        stale = _Held(conn_id, data["exchange"], data["route"], data["url"], take.conn, take.task,
+                                      frozenset(topics), 0, 0.0, Backoff(1.0, 1.0))  # fmt: skip
+                        await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
+                    with contextlib.suppress(RedisError):
+                        if not switched:
+                            await self.handovers.withdraw(conn_id, take.origin, self.worker_id)
+                        elif give_back:  # transferred but not switched: back to the pool (served with a gap)
+                            await self.leases.release([conn_id], self.worker_id)
+                            self.wake()
+            finally:
+                # Only now: until the lease is released a tick must not adopt it as "left by this worker id".
+                self._taking.pop(conn_id, None)
+
+    async def _renew_taken(self, conn_id: str) -> bool:
+        """Renew the lease of a connection being taken over (not held yet); True while it is still ours."""
+        return conn_id in await self.leases.renew_many([conn_id], self.worker_id, self._ttl_ms)
 
     def _roll_due(self) -> None:
         """Start a lifetime roll for each public connection whose socket is older than CONNECTION_MAX_AGE_S."""
@@ -467,13 +514,14 @@ class WorkerRuntime:
             if getattr(held.conn, "socket_age_s", 0.0) >= self.settings.connection_max_age_s:
                 held.roll = asyncio.create_task(self._roll(held), name=f"roll:{held.conn_id}")
 
-    async def _roll(self, held: _Held) -> None:
-        """Make-before-break inside this worker: a standby twin, then freeze the old socket and promote the twin."""
-        old, conn_id = held.conn, held.conn_id
+    async def _roll(self, held: _Held, url: str | None = None) -> None:
+        """Make-before-break inside this worker: a standby twin, then freeze the old socket and promote the twin.
+        ``url``: the twin connects there (the planned URL changed) and the connection keeps it."""
+        old, conn_id, url = held.conn, held.conn_id, url or held.url
         loop = asyncio.get_running_loop()
         started = loop.time()
         log.info("worker %s: rolling connection %s (socket %.0f s old)", self.worker_id, conn_id, old.socket_age_s)
-        twin, twin_task = self._launch(conn_id, held.exchange, held.url, held.topics, held.route, standby=True)
+        twin, twin_task = self._launch(conn_id, held.exchange, url, held.topics, held.route, standby=True)
         held.twin = twin
         promoted = False
         try:
@@ -486,7 +534,7 @@ class WorkerRuntime:
             twin.promote(markers, gaps, successor_of=old)
             previous = _Held(conn_id, held.exchange, held.route, held.url, old, held.task, held.topics, 0, 0.0,
                              held.restarts)  # fmt: skip
-            held.conn, held.task = twin, twin_task
+            held.conn, held.task, held.url = twin, twin_task, url
             promoted = True
             log.info("worker %s: connection %s rolled to a new socket in %.2f s", self.worker_id, conn_id,
                      loop.time() - started)  # fmt: skip
@@ -498,7 +546,7 @@ class WorkerRuntime:
             held.twin = None
             held.roll = None
             if not promoted:
-                stale = _Held(conn_id, held.exchange, held.route, held.url, twin, twin_task, held.topics, 0, 0.0,
+                stale = _Held(conn_id, held.exchange, held.route, url, twin, twin_task, held.topics, 0, 0.0,
                               held.restarts)  # fmt: skip
                 await asyncio.shield(self._halt(stale, unsubscribe=False, timeout_s=1.0))
 

@@ -23,10 +23,11 @@ skips; it only pauses meanwhile.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 #: (kind tag, comparable values, unique): events compare only within one tag; ``unique`` keys name one event.
-OrderKey = tuple[str, tuple[int, ...], bool]
+OrderKey = tuple[str, tuple[int | Decimal, ...], bool]
 
 
 def _int(value: Any) -> int | None:
@@ -37,14 +38,28 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _volume(value: Any) -> Decimal | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        volume = Decimal(value)
+    except InvalidOperation:
+        return None
+    return volume if volume.is_finite() else None
+
+
 def order_key(event: dict[str, Any]) -> OrderKey | None:
     """Where ``event`` sits in its topic's sequence, or None when it cannot be told (private events, gaps).
 
     Trades: the numeric trade id (unique). Order books: the last update id applied, a ``depth`` snapshot just
     after the ``depth_delta`` it follows (unique). Best bid/ask: the update id (unique). Klines: the bar's open
-    time, then the exchange time (several updates per bar: not unique); a closed bar comes after every update of
-    its bar and is unique (two sockets close a quiet bar each on its own, ``workers.kline_close``, with the same
-    values but possibly another exchange time). Otherwise the exchange time (not unique).
+    time, then its volume, then the exchange time (several updates per bar: not unique). The volume of an open bar
+    only grows (it is the bar's traded volume so far: binance_usdm.md §5 ``k.v``, exchanges.md §1.6 ``items[].v``),
+    and it is what orders the updates of one bar where the exchange sends no event time (BitMart: without it, every
+    buffered update of the current bar looked "not before the marker" and was published again). A closed bar comes
+    after every update of its bar and is unique (two sockets close a quiet bar each on its own,
+    ``workers.kline_close``, with the same values but possibly another exchange time). Otherwise the exchange time
+    (not unique).
     """
     kind = event.get("type")
     if kind == "trade":
@@ -68,8 +83,11 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
         if open_time is not None:
             if event.get("closed") is True:  # the bar's final state: after its updates, one per bar
                 return ("kline", (open_time, 1), True)
-            ts = _int(event.get("ts_exchange"))
-            return ("kline", (open_time, 0) if ts is None else (open_time, 0, ts), False)
+            values: tuple[int | Decimal, ...] = (open_time, 0)
+            volume, ts = _volume(event.get("volume")), _int(event.get("ts_exchange"))
+            values += () if volume is None else (volume,)
+            values += () if ts is None else (ts,)
+            return ("kline", values, False)
     elif kind == "gap" or kind is None:
         return None
     ts = _int(event.get("ts_exchange"))
