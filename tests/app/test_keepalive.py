@@ -9,6 +9,7 @@ are transport failures and the local ports used (one port = the connection was k
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -21,7 +22,9 @@ from pathlib import Path
 import httpx2
 import pytest
 from redis import Redis
+from starlette.types import Message, Receive, Scope, Send
 
+from app.keepalive import DrainUnreadBody
 from app.ratelimit import CONTROL
 from control import keys
 from tests.conftest import TEST_REDIS_URL
@@ -172,3 +175,88 @@ def test_keep_alive_connection_survives_early_rejection(servers: dict[str, str],
         assert kept_alive_but_closed == 0  # every such answer said Connection: close before the server closed
     else:
         assert len(ports) == 1, f"the server dropped the keep-alive connection: {len(ports)} connections used"
+
+
+# DrainUnreadBody alone, with a scripted ASGI receive: the bounds and the edge cases, fast.
+
+
+class _Client:
+    """Scripted ASGI receive: ``chunks`` as http.request messages, then ``end`` (None = block, like a stalled
+    client); records what was sent."""
+
+    def __init__(self, chunks: list[bytes], end: str | None = "more_body=False") -> None:
+        self.messages: list[Message] = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+        if end == "more_body=False":
+            self.messages.append({"type": "http.request", "body": b"", "more_body": False})
+        elif end == "disconnect":
+            self.messages.append({"type": "http.disconnect"})
+        self.received = 0
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        if self.received == len(self.messages):
+            await asyncio.Event().wait()  # nothing more comes (a stalled client; after the body: no disconnect yet)
+        self.received += 1
+        return self.messages[self.received - 1]
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+async def _early_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that answers without reading the body (like a 400 for a bad query)."""
+    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"no", "more_body": False})
+
+
+async def _run(app: DrainUnreadBody, client: _Client, headers: dict[str, str]) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    await app({"type": "http", "method": "POST", "path": "/", "headers": raw}, client.receive, client.send)
+
+
+def _closes(client: _Client) -> bool:
+    return (b"connection", b"close") in client.sent[0]["headers"]
+
+
+async def test_drain_reads_the_rest_of_the_body_before_the_answer_starts() -> None:
+    client = _Client([b"a" * 100, b"b" * 100])
+    await _run(DrainUnreadBody(_early_answer, max_bytes=1000), client, {"content-length": "200"})
+    assert client.received == 3  # both chunks and the end of the body, before the answer
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert not _closes(client)
+
+
+async def test_drain_declared_body_over_the_bound_closes_without_reading() -> None:
+    client = _Client([b"a" * 100])
+    await _run(DrainUnreadBody(_early_answer, max_bytes=50), client, {"content-length": "100"})
+    assert client.received == 0
+    assert _closes(client)
+
+
+async def test_drain_chunked_body_longer_than_the_bound_closes() -> None:
+    client = _Client([b"a" * 40, b"b" * 40, b"c" * 40])
+    await _run(DrainUnreadBody(_early_answer, max_bytes=50), client, {"transfer-encoding": "chunked"})
+    assert client.received == 2  # stopped as soon as the bound was passed
+    assert _closes(client)
+
+
+async def test_drain_stalled_body_answers_with_close_after_the_timeout() -> None:
+    client = _Client([b"a" * 10], end=None)
+    async with asyncio.timeout(5):
+        await _run(DrainUnreadBody(_early_answer, max_bytes=1000, timeout_s=0.2), client, {"content-length": "100"})
+    assert _closes(client)
+
+
+async def test_drain_keeps_a_disconnect_for_the_app_and_skips_bodiless_requests() -> None:
+    seen: list[str] = []
+
+    async def answer_then_listen(scope: Scope, receive: Receive, send: Send) -> None:
+        await _early_answer(scope, receive, send)
+        seen.append((await receive())["type"])  # the drain swallowed the disconnect: the app still gets one
+
+    client = _Client([b"a" * 10], end="disconnect")
+    await _run(DrainUnreadBody(answer_then_listen, max_bytes=1000), client, {"content-length": "100"})
+    assert seen == ["http.disconnect"] and not _closes(client)
+    client = _Client([])  # GET without a body: passed through, the drain never reads
+    await _run(DrainUnreadBody(_early_answer, max_bytes=1000), client, {})
+    assert client.received == 0 and not _closes(client)
