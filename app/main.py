@@ -4,9 +4,10 @@ Routes with their auth rules (``app.routes.access_policy``), exception handlers 
 (``app.lifespan``), the request body limit (``settings.max_body_bytes`` via Starlette's ``max_body_size``; over
 it -> 413 envelope), CORS when CORS_ORIGINS is set, and ``app.auth.AuthMiddleware`` (tokens, scopes, rate limits).
 
-Middleware order, outermost first: 413 envelope, Starlette's error and body-limit layers, CORS (a browser's
-preflight is answered without a token, and error answers carry the CORS headers too), auth, exception handlers,
-routes.
+Middleware order, outermost first: unread-body drain (``app.keepalive``: an answer given before the body was
+read leaves the keep-alive connection usable), 413 envelope, Starlette's error and body-limit layers, CORS (a
+browser's preflight is answered without a token, and error answers carry the CORS headers too), auth, exception
+handlers, routes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp
 
 from app.auth import Authenticator, AuthMiddleware, check_exposure
 from app.errors import EXCEPTION_HANDLERS, PayloadTooLargeEnvelope
+from app.keepalive import DRAIN_MIN_BYTES, DrainUnreadBody
 from app.lifespan import lifespan
 from app.ratelimit import RateLimiter
 from app.routes import access_policy
@@ -29,11 +31,14 @@ CORS_EXPOSE_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
 class FeedplaneApp(Starlette):
-    """Starlette with the 413 envelope wrapper outermost (Starlette's body limit answers 413 on its own)."""
+    """Starlette with two pure-ASGI wrappers outside it: the 413 envelope (Starlette's body limit answers 413 on
+    its own) and, outermost, the unread-body drain."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack wrapped in ``PayloadTooLargeEnvelope``."""
-        return PayloadTooLargeEnvelope(super().build_middleware_stack(), self.max_body_size or 0)
+        """Starlette's stack wrapped in ``PayloadTooLargeEnvelope``, that in ``DrainUnreadBody`` (which drains up
+        to max(1 MiB, MAX_BODY_BYTES), so an over-limit body that is not huge still keeps the connection)."""
+        app = PayloadTooLargeEnvelope(super().build_middleware_stack(), self.max_body_size or 0)
+        return DrainUnreadBody(app, max(DRAIN_MIN_BYTES, self.max_body_size or 0))
 
 
 def create_app(settings: Settings) -> Starlette:
