@@ -16,19 +16,16 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from app import sse_cursor
 from control import keys
 from control.redis_client import make_redis
-from tests.app.test_sse import (  # noqa: F401  (start_server, session: fixtures)
-    BASE_MS,
-    KLINE,
-    TRADE,
-    connect,
-    payload,
-    session,
-    start_server,
-    xadd_many,
-)
+from tests.app import test_sse
+from tests.app.test_sse import BASE_MS, KLINE, TRADE, connect, payload, xadd_many
 from tests.e2e.harness import RedisServer, poll, redis_server
+
+# The real-server fixtures of test_sse, shared (assigned, so this module's tests find them by name).
+start_server = test_sse.start_server
+session = test_sse.session
 
 OTHER_TRADE = "bitmart:trade:SSEOTHERUSDT"
 
@@ -157,7 +154,7 @@ async def test_malformed_cursor_starts_live_with_invalid_cursor_gap(
     topics = [KLINE, TRADE] if KLINE in query else [TRADE]
     await xadd_many(redis, [(TRADE, 0)])
     sse = await connect(session, f"{server.url}/sse?{query}", last_event_id=header)
-    ready, before = await sse.until("ready")
+    _, before = await sse.until("ready")
     assert gaps(before) == [{"type": "gap", "topic": t, "reason": "invalid_cursor", "since": None, "until": None}
                             for t in topics]  # fmt: skip
     assert len(before) == len(topics)
@@ -216,3 +213,99 @@ async def test_cursor_of_another_topic_set_is_refused_with_a_gap(
                             for t in (KLINE, OTHER_TRADE)]  # fmt: skip
     assert len(before) == 2  # started live: OTHER_TRADE's entry is not replayed from a foreign cursor
     await other.close()
+
+
+async def test_cursor_ahead_of_restored_stream_resets_to_its_end(
+    start_server: Any, session: aiohttp.ClientSession, redis: Redis
+) -> None:
+    """Redis came back with older data (a snapshot): the stream ends before the cursor. Announce it, and send
+    every entry added from now on, even one whose id is below the cursor."""
+    server = await start_server()
+    sse = await connect(session, f"{server.url}/sse?topic={TRADE}")
+    await sse.until("ready")
+    await xadd_many(redis, [(TRADE, i) for i in range(10)])
+    seen = await sse.take(10)
+    await sse.close()
+    await server.hub.wait_for_subscribers(0, timeout_s=5)
+    await redis.delete(keys.event_stream(TRADE))
+    await xadd_many(redis, [(TRADE, i) for i in range(5)])  # the restored data: entries 0..4
+
+    again = await connect(session, f"{server.url}/sse?topic={TRADE}", last_event_id=seen[-1]["id"])
+    _, before = await again.until("ready")
+    assert gaps(before) == [{"type": "gap", "topic": TRADE, "reason": "stream_reset", "since": BASE_MS + 9,
+                             "until": None}]  # fmt: skip
+    assert len(before) == 1  # 0..4 were seen before the loss: not repeated
+    await xadd_many(redis, [(TRADE, 6)])
+    event = await again.next()
+    assert event is not None and event["data"] == payload(TRADE, 6).decode()
+    await again.close()
+
+
+async def test_only_the_topic_with_a_future_id_starts_live(
+    start_server: Any, session: aiohttp.ClientSession, redis: Redis
+) -> None:
+    server = await start_server()
+    await xadd_many(redis, [(KLINE, 0), (TRADE, 1), (KLINE, 2), (TRADE, 3)])
+    cursor = sse_cursor.fingerprint([KLINE, TRADE]) + f":{BASE_MS}-0,9999999999999-0"  # sorted: kline, trade
+    sse = await connect(session, f"{server.url}/sse?topic={TRADE}&topic={KLINE}", last_event_id=cursor)
+    _, before = await sse.until("ready")
+    assert gaps(before) == [{"type": "gap", "topic": TRADE, "reason": "invalid_cursor", "since": None, "until": None}]
+    assert datas(before[1:]) == [payload(KLINE, 2).decode()]  # the kline topic resumed exactly
+    await sse.close()
+
+
+async def test_unusable_cursor_with_backlog_starts_like_a_new_client(
+    start_server: Any, session: aiohttp.ClientSession, redis: Redis
+) -> None:
+    server = await start_server()
+    await xadd_many(redis, [(TRADE, i) for i in range(5)])
+    sse = await connect(session, f"{server.url}/sse?topic={TRADE}&backlog=2", last_event_id="not-a-cursor")
+    _, before = await sse.until("ready")
+    assert [e["event"] for e in before] == ["gap", "trade", "trade"]
+    assert datas(before[1:]) == [payload(TRADE, i).decode() for i in (3, 4)]
+    await sse.close()
+
+
+# -- judge: the decision table, on XINFO STREAM replies as Redis 7 gives them ---------------------------------
+
+
+def _info(first: int | None, last_gen: int, added: int | None, length: int, max_deleted: int = 0) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "length": length,
+        "first-entry": (f"{first}-0".encode(), {}) if first is not None else None,
+        "last-generated-id": f"{last_gen}-0".encode(),
+        "max-deleted-entry-id": f"{max_deleted}-0".encode(),
+    }
+    if added is not None:
+        info["entries-added"] = added
+    return info
+
+
+def _at(ms: int | None) -> list[Any]:
+    return [(f"{ms}-0".encode(), {})] if ms is not None else []
+
+
+NOW = 2_000_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("cursor", "info", "at", "expected"),
+    [
+        ((15, 0), _info(10, 20, 11, 11), _at(15), ((15, 0), None, None)),  # still there
+        ((20, 0), _info(10, 20, 11, 11), _at(20), ((20, 0), None, None)),  # the last entry: live
+        ((5, 0), _info(10, 20, 30, 11), _at(10), ((5, 0), "retention", 10)),  # trimmed past it
+        ((5, 0), _info(10, 20, None, 11), _at(10), ((5, 0), "retention", 10)),  # Redis < 7: as before
+        ((5, 0), _info(10, 20, 11, 11), _at(10), ((5, 0), "stream_reset", 10)),  # nothing ever deleted here
+        ((15, 0), _info(10, 20, 11, 11), _at(16), ((15, 0), "stream_reset", 16)),  # between entries, no XDEL
+        ((15, 0), _info(10, 20, 12, 11, max_deleted=16), _at(17), ((15, 0), "retention", 17)),  # XDEL after it
+        ((30, 0), _info(10, 20, 11, 11), [], ((20, 0), "stream_reset", None)),  # ahead: restored older data
+        ((NOW + 1, 0), _info(10, 20, 11, 11), [], ((20, 0), "invalid_cursor", None)),  # in the future
+        ((5, 0), None, [], ((0, 0), "stream_reset", None)),  # the stream is gone
+        ((NOW + 1, 0), None, [], ((0, 0), "invalid_cursor", None)),
+        ((0, 0), None, [], ((0, 0), None, None)),  # empty then, nothing now
+        ((0, 0), _info(10, 20, 11, 11), _at(10), ((0, 0), None, None)),  # empty then, all kept
+        ((0, 0), _info(10, 20, 30, 11), _at(10), ((0, 0), "retention", 10)),  # empty then, some trimmed since
+    ],
+)
+def test_judge(cursor: tuple[int, int], info: Any, at: list[Any], expected: Any) -> None:
+    assert sse_cursor.judge(cursor, info, at, NOW) == expected
