@@ -9,8 +9,8 @@ refuses private topics: they are served only by the per-account routes, where th
 
 Each event: ``event:`` the stored event's ``type``; ``data:`` the JSON exactly as the worker stored it;
 ``id:`` the cursor (``app.sse_cursor``): ``<fp>:<id>,<id>..``, e.g. ``"5d41402a:1732300000000-0,1732300000123-4"``,
-where ``fp`` (8 hex digits) fingerprints the topic set and the ids are each topic's last delivered stream id in
-the topics' sorted order. Treat it as opaque. The first event carries ``retry: 2000``.
+where ``fp`` (8 hex digits) fingerprints the topic set and the ids are each topic's position (the last
+delivered stream id) in the topics' sorted order. Treat it as opaque. The first event carries ``retry: 2000``.
 
 Order of a stream: ``gap`` events (see below), catch-up entries (resume, or ``?backlog=N``), then one ``ready``
 event (``{"type":"ready","topics":[..]}``: caught up, live from here, and a cursor to resume from even when no

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from redis.asyncio import Redis
+from sse_starlette.sse import AppStatus
 
 from app import sse_cursor
 from control import keys
@@ -309,3 +310,22 @@ NOW = 2_000_000_000_000
 )
 def test_judge(cursor: tuple[int, int], info: Any, at: list[Any], expected: Any) -> None:
     assert sse_cursor.judge(cursor, info, at, NOW) == expected
+
+
+async def test_cursor_survives_a_control_server_restart(
+    start_server: Any, session: aiohttp.ClientSession, redis: Redis
+) -> None:
+    first = await start_server()
+    url = "/sse?topic={}&topic={}"
+    sse = await connect(session, first.url + url.format(KLINE, TRADE))
+    await sse.until("ready")
+    await xadd_many(redis, [(KLINE, 0), (TRADE, 1)])
+    seen = await sse.take(2)
+    await first.stop()
+    AppStatus.should_exit = False  # process-global: the next server in this process is not shutting down
+    await xadd_many(redis, [(TRADE, 2), (KLINE, 3)])
+    second = await start_server()
+    again = await connect(session, second.url + url.format(TRADE, KLINE), last_event_id=seen[-1]["id"])
+    _, events = await again.until("ready")
+    assert datas(events) == [payload(t, i).decode() for t, i in [(TRADE, 2), (KLINE, 3)]]
+    await again.close()
