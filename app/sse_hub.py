@@ -50,15 +50,19 @@ _TYPE_PREFIX = b'{"type":"'
 #: Reader reconnect delays while Redis is unreachable: from RECONNECT_BASE_S doubling, capped, half jittered.
 RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 1.0
+_MAX_PART = 2**64 - 1
 
 
 def parse_stream_id(text: str | bytes) -> StreamId:
-    """``"1732300000000-4"`` -> ``(1732300000000, 4)``; raises ValueError for anything else."""
+    """``"1732300000000-4"`` -> ``(1732300000000, 4)``; raises ValueError for anything else (each part 0..2**64-1)."""
     raw = text.decode() if isinstance(text, bytes) else text
     ms, sep, seq = raw.partition("-")
-    if not (sep and ms.isdigit() and seq.isdigit()):
-        raise ValueError(f"invalid stream id {raw!r}")
-    return int(ms), int(seq)
+    if not (sep and raw.isascii() and ms.isdigit() and seq.isdigit() and len(ms) <= 20 and len(seq) <= 20):
+        raise ValueError(f"invalid stream id {raw[:50]!r}")
+    sid = int(ms), int(seq)
+    if sid[0] > _MAX_PART or sid[1] > _MAX_PART:  # Redis stream ids are two unsigned 64-bit numbers
+        raise ValueError(f"stream id out of range {raw!r}")
+    return sid
 
 
 def format_stream_id(sid: StreamId) -> str:

@@ -8,14 +8,28 @@ token as ``?access_token=`` (cut from the query string before the route sees it;
 refuses private topics: they are served only by the per-account routes, where the account is checked.
 
 Each event: ``event:`` the stored event's ``type``; ``data:`` the JSON exactly as the worker stored it;
-``id:`` the cursor, i.e. the last delivered stream id of every requested topic joined by ``,`` in request
-order (``"1732300000000-0,1732300000123-4"``). The first event carries ``retry: 2000``.
+``id:`` the cursor (``app.sse_cursor``): ``<fp>:<id>,<id>..``, e.g. ``"5d41402a:1732300000000-0,1732300000123-4"``,
+where ``fp`` (8 hex digits) fingerprints the topic set and the ids are each topic's position (the last
+delivered stream id) in the topics' sorted order. Treat it as opaque. The first event carries ``retry: 2000``.
 
-Order of a stream: ``gap`` events (resume only, when the cursor predates the trimmed stream), catch-up
-entries (resume, or ``?backlog=N``), then one ``ready`` event (``{"type":"ready","topics":[..]}``: caught
-up, live from here, and a cursor to resume from even when no data came yet), then live entries. On
-server shutdown a final ``bye`` event. Resume with the ``Last-Event-ID`` header (or ``?last_event_id=``):
-nothing lost, nothing repeated, within stream retention.
+Order of a stream: ``gap`` events (see below), catch-up entries (resume, or ``?backlog=N``), then one ``ready``
+event (``{"type":"ready","topics":[..]}``: caught up, live from here, and a cursor to resume from even when no
+data came yet), then live entries. On server shutdown a final ``bye`` event. Resume with the ``Last-Event-ID``
+header (or ``?last_event_id=``; the header wins): nothing lost, nothing repeated, within stream retention; the
+same topics in another order resume exactly. A bare stream id (``1732300000000-0``) is accepted for a
+one-topic stream.
+
+Gap events of a resume, one per affected topic, ``{"type":"gap","topic","reason","since","until"}`` (ms or null):
+
+* ``retention``: entries after the cursor were trimmed (``STREAM_MAXLEN``) before the client came back;
+  ``since`` = the cursor's ms, ``until`` = the first entry still kept. The catch-up continues from there.
+* ``stream_reset``: the stream is not the one the cursor came from (key deleted, in-memory Redis restarted,
+  older data restored), so entries after the cursor may be lost; ``until`` = the first entry after the cursor
+  when there is one. The catch-up sends everything the stream has that is new to the client.
+* ``invalid_cursor``: the cursor is malformed, belongs to another topic set, or lies in the future (after
+  Redis ``TIME`` and the stream's last id). The topic starts live (or with ``?backlog=N`` when the whole cursor
+  was unusable), as for a new client; ``since``/``until`` are null. Never a 400: a browser's EventSource
+  would stop for good, while the events' ids now carry a good cursor for its next reconnect.
 
 Redis outages: a request that cannot read its start position answers 503 ``redis_unavailable`` (the error
 envelope) with ``Retry-After: 2``. A stream already open stays open while Redis is away: keep-alive comments
@@ -38,7 +52,7 @@ from marshmallow import ValidationError
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -48,8 +62,10 @@ from starlette.routing import Route
 from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
-from app.sse_hub import SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
+from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
+from app.sse_hub import ZERO_ID, SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
 from control import keys
+from control.events import GapEvent
 from control.topics import TopicError, is_private, private_topic
 
 logger = logging.getLogger(__name__)
@@ -82,52 +98,18 @@ def sse_frame(event: str, data: bytes, event_id: str | None, retry_ms: int | Non
     return b"".join(parts)
 
 
-def parse_cursor(text: str, topic_count: int) -> list[StreamId]:
-    """``"ms-seq,ms-seq"`` -> one StreamId per topic; raises ValidationError (wrong count or bad id)."""
-    parts = text.split(",")
-    if len(parts) != topic_count:
-        raise ValidationError(
-            {"last_event_id": [f"expected {topic_count} comma-separated stream ids (one per topic), got {len(parts)}"]}
-        )
-    try:
-        return [parse_stream_id(p.strip()) for p in parts]
-    except ValueError as exc:
-        raise ValidationError({"last_event_id": [str(exc)]}) from None
-
-
-async def _resume_gaps(redis: Redis, topics: Sequence[str], cursor: Sequence[StreamId]) -> list[bytes]:
-    """Gap event payloads for topics whose stream was trimmed past the cursor (XINFO STREAM)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for topic in topics:
-            pipe.xinfo_stream(keys.event_stream(topic))
-        infos = await pipe.execute(raise_on_error=False)
-    gaps = []
-    for topic, sid, info in zip(topics, cursor, infos):
-        if isinstance(info, ResponseError):  # no such stream: nothing was ever kept, nothing trimmed
-            continue
-        if isinstance(info, Exception):
-            raise info
-        first = info.get("first-entry")
-        added = info.get("entries-added")
-        trimmed = added is None or int(added) > int(info.get("length", 0))
-        if first and trimmed and sid < (first_sid := parse_stream_id(first[0])):
-            gap = {"type": "gap", "topic": topic, "reason": "retention", "since": sid[0], "until": first_sid[0]}
-            gaps.append(orjson.dumps(gap))
-    return gaps
-
-
-async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> list[StreamId]:
-    """Cursor for a fresh client: each stream's last id ("now"), or the id before its last ``backlog`` entries."""
+async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> dict[str, StreamId]:
+    """Positions for a fresh client: each stream's last id ("now"), or the id before its last ``backlog`` entries."""
     async with redis.pipeline(transaction=False) as pipe:
         for topic in topics:
             pipe.xrevrange(keys.event_stream(topic), max="+", min="-", count=backlog + 1)
         results = await pipe.execute()
-    cursor = []
-    for raw in results:
+    cursor = {}
+    for topic, raw in zip(topics, results):
         if backlog == 0:
-            cursor.append(parse_stream_id(raw[0][0]) if raw else (0, 0))
+            cursor[topic] = parse_stream_id(raw[0][0]) if raw else ZERO_ID
         else:  # exclusive start: the (backlog+1)-th newest entry, or the beginning
-            cursor.append(parse_stream_id(raw[-1][0]) if len(raw) > backlog else (0, 0))
+            cursor[topic] = parse_stream_id(raw[-1][0]) if len(raw) > backlog else ZERO_ID
     return cursor
 
 
@@ -140,21 +122,25 @@ async def _events(
     hub: SSEHub,
     redis: Redis,
     topics: list[str],
-    cursor: list[StreamId],
-    gaps: list[bytes],
+    cursor: dict[str, StreamId],
+    gaps: list[GapEvent],
     shutdown: anyio.Event,
 ) -> AsyncIterator[bytes]:
-    """The event stream of one client (see module docstring). Ends quietly on Redis errors."""
-    index = {t: i for i, t in enumerate(topics)}
-    last = list(cursor)
-    ids = [format_stream_id(s) for s in cursor]
+    """The event stream of one client (see module docstring). Ends quietly on Redis errors.
+
+    ``cursor``: the start position of every topic; ``gaps``: the gap events to send before anything else.
+    """
+    fmt = CursorFormat(topics)
+    index = fmt.slot  # per topic: its index in ``last``/``ids``, the cursor's (sorted) order
+    last = [cursor[t] for t in fmt.order]
+    ids = [format_stream_id(s) for s in last]
     first = True
 
     def frame(event: str, data: bytes, retry_ms: int | None = None) -> bytes:
         nonlocal first
         retry = RETRY_MS if first else retry_ms
         first = False
-        return sse_frame(event, data, ",".join(ids), retry)
+        return sse_frame(event, data, fmt.format(ids), retry)
 
     def accept(entries: Any, out: list[bytes]) -> None:
         for entry in entries:
@@ -169,7 +155,7 @@ async def _events(
         while True:
             out: list[bytes] = []
             try:
-                async for entry in catch_up(redis, dict(zip(topics, last))):
+                async for entry in catch_up(redis, dict(zip(fmt.order, last))):
                     accept((entry,), out)
                     if len(out) >= 500:
                         yield b"".join(out)
@@ -206,7 +192,7 @@ async def _events(
     relay = asyncio.create_task(_relay_shutdown(shutdown, sub.wake))
     try:
         for gap in gaps:
-            yield frame("gap", gap)
+            yield frame("gap", orjson.dumps(gap))
         async for chunk in catching_up():
             yield chunk
         yield frame("ready", orjson.dumps({"type": "ready", "topics": topics}))
@@ -239,13 +225,19 @@ async def _respond(request: Request, topics: list[str]) -> Response:
     state = request.app.state
     backlog = schemas.backlog_count(request.query_params.get("backlog"))  # validated even when a cursor is given
     raw_cursor = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    cursor = parse_cursor(raw_cursor, len(topics)) if raw_cursor else None
+    resume: dict[str, StreamId] | None = None
+    gaps: list[GapEvent] = []
+    if raw_cursor:
+        try:
+            resume = parse_cursor(raw_cursor, topics)
+        except CursorError as exc:  # not a 400: that would end a browser's EventSource for good
+            logger.info("sse cursor refused, starting live: %s", exc)
+            gaps = invalid_cursor_gaps(topics)
     try:
-        if cursor is not None:
-            gaps = await _resume_gaps(state.sse_redis, topics, cursor)
+        if resume is not None:
+            cursor, gaps = await resume_positions(state.sse_redis, topics, resume)
         else:
             cursor = await _start_cursor(state.sse_redis, topics, backlog)
-            gaps = []
     except _UNREACHABLE as exc:
         logger.warning("sse request refused: redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, "redis_unavailable", "Redis is unreachable; retry shortly (Last-Event-ID resumes)",
@@ -261,7 +253,11 @@ async def _respond(request: Request, topics: list[str]) -> Response:
 
 
 async def sse(request: Request) -> Response:
-    """``GET /sse?topic=T[&topic=U..][&backlog=N][&last_event_id=C]`` -> text/event-stream (400 on bad input)."""
+    """``GET /sse?topic=T[&topic=U..][&backlog=N][&last_event_id=C]`` -> text/event-stream.
+
+    400 for bad topics or ``backlog``; an unusable cursor (``Last-Event-ID``/``last_event_id``) is not an error:
+    the stream starts live after one ``gap`` per topic with ``reason: "invalid_cursor"`` (module docstring).
+    """
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
     private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
                for i, t in enumerate(topics) if is_private(t)}  # fmt: skip

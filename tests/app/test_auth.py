@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from app import auth
 from app.auth import Authenticator, scrub_access_token
 from app.main import create_app
+from app.sse_cursor import fingerprint
 from control import keys
 from control.accounts import make_grant
 from control.settings import Settings, SettingsError
@@ -235,7 +236,8 @@ async def test_private_sse_streams_its_topic(secured: TestClient, redis: Redis, 
     with secured.stream("GET", url, headers={"Authorization": f"Bearer {CONTROL}"}) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         first, ready = read_events(resp, "ready")
-    assert first == {"id": "1732300000000-0", "event": channel, "data": payload.decode(), "retry": "2000"}
+    assert first == {"id": f"{fingerprint([topic])}:1732300000000-0", "event": channel, "data": payload.decode(),
+                     "retry": "2000"}  # fmt: skip
     assert orjson.loads(ready["data"]) == {"type": "ready", "topics": [topic]}
 
 

@@ -20,7 +20,8 @@ from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 
 from app.main import create_app
-from app.routes.sse import parse_cursor, sse_frame
+from app.routes.sse import sse_frame
+from app.sse_cursor import CursorError, fingerprint, parse_cursor
 from app.sse_hub import SSEHub
 from control import keys
 from control.redis_client import make_redis
@@ -177,13 +178,18 @@ def alternating(start: int, count: int) -> list[tuple[str, int]]:
     return [(KLINE if i % 2 == 0 else TRADE, i) for i in range(start, start + count)]
 
 
-def expect_cursor(items: list[tuple[str, str]], topics: list[str], start: dict[str, str]) -> list[str]:
-    """The id field after each of ``items`` (per-topic last id joined in request order)."""
+def cursor_of(last: dict[str, str]) -> str:
+    """The id field for per-topic last ids ``last``: topic-set fingerprint, ids in sorted topic order."""
+    return fingerprint(list(last)) + ":" + ",".join(last[t] for t in sorted(last))
+
+
+def expect_cursor(items: list[tuple[str, str]], start: dict[str, str]) -> list[str]:
+    """The id field after each of ``items``."""
     last = dict(start)
     out = []
     for topic, sid in items:
         last[topic] = sid
-        out.append(",".join(last[t] for t in topics))
+        out.append(cursor_of(last))
     return out
 
 
@@ -194,7 +200,15 @@ def test_sse_frame_and_cursor_parsing() -> None:
     frame = sse_frame("kline", b'{"a":1}', "1-0,2-3", 2000)
     assert frame == b'id: 1-0,2-3\nevent: kline\ndata: {"a":1}\nretry: 2000\n\n'
     assert sse_frame("x\ny", b"a\nb", None) == b"event: xy\ndata: a\ndata: b\n\n"
-    assert parse_cursor("1-0, 2-5", 2) == [(1, 0), (2, 5)]
+    fp = fingerprint([TRADE, KLINE])
+    assert fp == fingerprint([KLINE, TRADE, KLINE]) != fingerprint([KLINE])
+    assert fp == "4eed81d4"  # SHA-256 based: the same in every process, so cursors survive a server restart
+    assert parse_cursor(f"{fp}:1-0, 2-5", [TRADE, KLINE]) == {KLINE: (1, 0), TRADE: (2, 5)}  # sorted order
+    assert parse_cursor("7-1", [TRADE]) == {TRADE: (7, 1)}  # a bare id: one topic only
+    for bad, topics in [("1-0,2-0", [KLINE, TRADE]), (f"{fp}:1-0", [KLINE, TRADE]), (f"{fp}:1-0,2-0", [KLINE]),
+                        ("x", [KLINE]), (f"{fp}:1-0,2-{2**64}", [KLINE, TRADE]), ("", [KLINE])]:  # fmt: skip
+        with pytest.raises(CursorError):
+            parse_cursor(bad, topics)
 
 
 # -- streaming ------------------------------------------------------------------------------------------
@@ -205,12 +219,13 @@ async def test_two_topics_interleaved_in_order(start_server: Any, session: aioht
     client = await connect(session, f"{server.url}/sse?topic={KLINE}&topic={TRADE}")
     ready = await client.next()
     assert ready is not None and ready["event"] == "ready" and ready["retry"] == "2000"
-    assert ready["id"] == "0-0,0-0" and orjson.loads(ready["data"]) == {"type": "ready", "topics": [KLINE, TRADE]}
+    assert ready["id"] == cursor_of({KLINE: "0-0", TRADE: "0-0"})
+    assert orjson.loads(ready["data"]) == {"type": "ready", "topics": [KLINE, TRADE]}
     items = await xadd_many(redis, alternating(0, 10))
     events = await client.take(10)
     assert [e["event"] for e in events] == ["kline", "trade"] * 5
     assert [e["data"] for e in events] == [payload(t, i).decode() for t, i in alternating(0, 10)]
-    assert [e["id"] for e in events] == expect_cursor(items, [KLINE, TRADE], {KLINE: "0-0", TRADE: "0-0"})
+    assert [e["id"] for e in events] == expect_cursor(items, {KLINE: "0-0", TRADE: "0-0"})
     assert all("retry" not in e for e in events)
     await client.close()
 
@@ -235,7 +250,7 @@ async def test_resume_with_last_event_id_loses_and_repeats_nothing(
     assert [e["data"] for e in events] == [payload(t, i).decode() for t, i in alternating(20, 60)]
     assert [e["event"] for e in events] == ["kline", "trade"] * 30
     assert events[0]["retry"] == "2000"
-    assert ready["id"] == events[-1]["id"] == f"{BASE_MS + 78}-0,{BASE_MS + 79}-0"
+    assert ready["id"] == events[-1]["id"] == cursor_of({KLINE: f"{BASE_MS + 78}-0", TRADE: f"{BASE_MS + 79}-0"})
     await again.close()
 
 
@@ -272,9 +287,6 @@ async def test_backlog_sends_last_n_first(start_server: Any, session: aiohttp.Cl
         ("/sse", None, "topic"),
         ("/sse?topic=bitmart:kline:BTCUSDT", None, "topic"),
         ("/sse?topic=bitmart:kline:BTCUSDT:3m", None, "topic"),
-        (f"/sse?topic={KLINE}&topic={TRADE}", "1-0", "last_event_id"),
-        (f"/sse?topic={KLINE}&topic={TRADE}", "abc,1-0", "last_event_id"),
-        (f"/sse?topic={KLINE}&last_event_id=1-x", None, "last_event_id"),
         (f"/sse?topic={KLINE}&backlog=abc", None, "backlog"),
         ("/sse/klines/BTCUSDT?tf=3m", None, "tf"),
         ("/sse/klines/BTCUSDT", None, "tf"),
@@ -304,7 +316,7 @@ async def test_shortcuts_map_to_the_same_streams(
     await xadd_many(redis, [(KLINE, 1), (TRADE, 2)])
     k, t = await klines.next(), await trades.next()
     assert k is not None and k["event"] == "kline" and k["data"] == payload(KLINE, 1).decode()
-    assert t is not None and t["event"] == "trade" and t["id"] == f"{BASE_MS + 2}-0"
+    assert t is not None and t["event"] == "trade" and t["id"] == cursor_of({TRADE: f"{BASE_MS + 2}-0"})
     await klines.close()
     await trades.close()
 

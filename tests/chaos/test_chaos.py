@@ -66,6 +66,7 @@ from tests.e2e.harness import (
     poll,
     post_json,
     status_or_none,
+    stream_ids,
     wait_until,
     workers_alive,
 )
@@ -259,7 +260,7 @@ async def _last_id(r: Redis, topic: str) -> str:
 
 async def sse_lost(system: System, reader: SSEReader, topic: str = SSE_TOPIC) -> int:
     """Stream ids between the first and the last event ``reader`` got that it did not get."""
-    got = [e["id"] for e in reader.events if e.get("event") not in ("ready", "bye") and "id" in e]
+    got = [stream_ids(e["id"])[0] for e in reader.events if e.get("event") not in ("ready", "bye") and "id" in e]
     if not got:
         raise AssertionError("the SSE client received no events")
     received = set(got)

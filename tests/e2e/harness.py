@@ -8,7 +8,8 @@
   the control server, redis-server) run outside this event loop, so there is nothing to await: a bounded
   poll with a short interval is the only way to observe them. In-process state (the simulator) is awaited
   with ``ExchangeSimulator.wait_for`` instead.
-- ``SSEReader``: an SSE client that keeps every event with its id and can resume with ``Last-Event-ID``.
+- ``SSEReader``: an SSE client that keeps every event with its id and can resume with ``Last-Event-ID``;
+  ``stream_ids`` reads the per-topic stream ids out of such an id (the cursor, ``app.sse_cursor``).
 """
 
 from __future__ import annotations
@@ -324,6 +325,11 @@ async def sse_events(
             else:
                 name, _, value = line.partition(":")
                 event[name] = value.removeprefix(" ")
+
+
+def stream_ids(event_id: str) -> list[str]:
+    """The stream ids (``ms-seq``) of an SSE cursor ``<fingerprint>:<id>,<id>..``, in sorted topic order."""
+    return event_id.rpartition(":")[2].split(",")
 
 
 class SSEReader:
