@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +65,17 @@ class Loss:
     in_flight: int = 0
     reasons: list[str] = field(default_factory=list)
 
+    def __add__(self, other: Loss) -> Loss:
+        return Loss(self.stored + other.stored, self.lost + other.lost, self.announced + other.announced,
+                    self.duplicates + other.duplicates, self.unknown + other.unknown, self.in_flight + other.in_flight,
+                    self.reasons + other.reasons)  # fmt: skip
+
     def line(self) -> str:
-        return (f"stored {self.stored}, lost {self.lost} (announced {self.announced}), duplicated "
-                f"{self.duplicates}, unknown {self.unknown}, in flight {self.in_flight}, gaps {self.reasons}")  # fmt: skip
+        return (f"stored {self.stored}, lost {self.lost} (announced {self.announced}), duplicated {self.duplicates}, "
+                f"unknown {self.unknown}, in flight {self.in_flight}, gaps {self.reasons}")  # fmt: skip
 
 
-def align(sent: list[int], stored: list[dict[str, Any]]) -> Loss:
+def align(sent: Sequence[int], stored: list[dict[str, Any]]) -> Loss:
     """Walk the stream against the trade ids sent, in order. A gap with ``dropped`` skips exactly that many sent
     trades (announced); a trade that does not match the next sent one is found further on, and the skipped ones
     are lost (announced only when a gap without a count precedes them). Trailing sent trades are in flight."""
