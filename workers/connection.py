@@ -849,7 +849,7 @@ class ExchangeConnection:
                         if publisher.congested and not (live.shedding or self._standby or self._frozen):
                             # Redis is behind: stop reading (TCP backpressure) for at most the hold budget
                             if not await live.hold(publisher, now()):
-                                self._start_shedding()
+                                live.start_shedding(self.conn_id)
                     if parsed.acks:
                         self._on_acks(parsed.acks)
                     if parsed.reconnect is not None:
@@ -876,15 +876,12 @@ class ExchangeConnection:
         suppressed, self._suppressed = self._suppressed, 0
         log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
 
-    def _start_shedding(self) -> None:
-        self.liveness.start_shedding()
-        log.warning("%s: publisher still congested after %.1f s: reading on, dropping events until it has room "
-                    "(announced as backpressure gaps)", self.conn_id, self.liveness.budget_s)  # fmt: skip
-
     def _shed(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Drop ``events`` while shedding: counted, and one pending ``backpressure`` gap per topic, announced by its
         next event after shedding (``_stop_shedding``). Topics this connection does not announce itself (private
         sessions) still go to the publisher, whose bounded queue announces its own overflow."""
+        if self._frozen:  # its output is stopped anyway; the successor announces what it lacks
+            return
         desired, live = self._desired, self.liveness
         for name, event in events:
             if name not in desired:
@@ -918,13 +915,12 @@ class ExchangeConnection:
     def _stop_shedding(self) -> None:
         """The publisher has room again: publish from this frame on; each shed topic's gap goes out with its next
         event, or ``GAP_GRACE_S`` from now (``until`` = now) if none comes."""
-        self.liveness.shedding = False
+        self.liveness.stop_shedding(self.conn_id)
         now_ms = int(self.clock() * 1000)
         for name, gap in self._gaps.items():
             if gap.timer is None and self._live.get(name) == ACTIVE and not (self._standby or self._frozen):
                 gap.active_ms = now_ms
                 self._arm_gap(name, gap)
-        log.warning("%s: publisher has room again; %d events shed so far", self.conn_id, self.liveness.shed)
 
     def _on_acks(self, acks: list[Ack]) -> None:
         for ack in acks:

@@ -23,12 +23,15 @@ Times are the event loop's monotonic clock (seconds).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Protocol
 
 #: Why events were dropped or a socket ended: the worker deliberately stopped reading or publishing because its
 #: publisher was congested (gap ``reason``; ``ExchangeConnection.reasons`` key).
 BACKPRESSURE = "backpressure"
+
+log = logging.getLogger(__name__)
 
 
 class Congestible(Protocol):
@@ -128,9 +131,17 @@ class Liveness:
             self._held_since = None
             self.after_hold = True
 
-    def start_shedding(self) -> None:
+    def start_shedding(self, conn_id: str) -> None:
+        """The hold budget ran out with the publisher still congested: read on, drop events (``shed`` counts them)."""
         self.shedding = True
         self.sheds += 1
+        log.warning("%s: publisher still congested after %.1f s: reading on, dropping events until it has room "
+                    "(announced as backpressure gaps)", conn_id, self.budget_s)  # fmt: skip
+
+    def stop_shedding(self, conn_id: str) -> None:
+        """The publisher has room again: events are published from now on."""
+        self.shedding = False
+        log.warning("%s: publisher has room again; %d events shed so far", conn_id, self.shed)
 
     def status(self) -> dict[str, float | int | bool]:
         """``{"holds", "held_s", "sheds", "shed", "shedding"}`` for the connection's status record."""
