@@ -250,3 +250,15 @@ async def test_dead_peer_is_still_detected_while_redis_stalls(rig: Any, exchange
     print(f"\n{exchange}: dead peer detected after {detected_s:.2f} s ({s.conn.status()['last_error']})")
     assert s.conn.reasons[DEAD_PEER] + s.conn.reasons[SILENT_FEED] >= 1, dict(s.conn.reasons)
     assert detected_s < 2.0  # dead window 0.5 s (BitMart) / 0.7 s (Binance) + pause budget 0.1 s, loop slack
+
+
+async def test_stop_while_the_reader_holds(rig: Any) -> None:
+    """``stop()`` while the reader holds for a stalled Redis ends the connection promptly and cleanly."""
+    s: Rig = await rig("bitmart", PING_INTERVAL_S="6", PONG_TIMEOUT_S="6", STALL_TIMEOUT_S="10")  # budget 3 s
+    await s.sim.wait_for(lambda: s.pub.stats["events_published"] >= 100, timeout=10)
+    await s.pause_redis(10.0)
+    await s.sim.wait_for(lambda: s.conn.liveness.holding, timeout=5)
+    await asyncio.wait_for(s.conn.stop(timeout_s=2.0), 4.0)
+    await asyncio.wait_for(s.task, 1.0)
+    assert s.conn.status()["state"] == "stopped" and s.conn.reconnects == 0
+    await s.sim.wait_for(lambda: not s.sim.connections, timeout=5)
