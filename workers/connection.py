@@ -7,6 +7,9 @@ Per session (one socket) three tasks cooperate; only the reader touches ``ws.rec
 - syncer: diffs desired topics against the live ones and sends paced subscribe/unsubscribe frames.
 - ticker: application ping (BitMart), dead-peer and silent-feed watchdogs. It ends a session by
   expiring the reader's ``asyncio.timeout`` (heartbeat PONGs defeat receive timeouts: stack-notes §0.12).
+  The peer is judged only by what it sends: while the reader holds back for a congested publisher, that time is
+  not silence; past ``hold_budget_s`` the reader reads on and sheds events instead (``workers.liveness``,
+  gap reason ``backpressure``).
 
 Sessions repeat with ``Backoff`` until ``stop()``; every new socket resubscribes everything desired.
 
@@ -71,6 +74,7 @@ from workers.exchanges.base import (
     parser_counters,
 )
 from workers.kline_close import KlineCloser
+from workers.liveness import BACKPRESSURE, Liveness, hold_budget_s
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -94,8 +98,10 @@ EXCHANGE_REQUEST = "exchange_request"  # the exchange asked for a new socket (Ga
 SEND_FAILED = "send_failed"  # a subscribe/ping frame could not be written
 LOGIN_FAILED = "login_failed"  # a private socket's login was refused or not answered
 ERROR = "error"  # anything else (a bug, logged with its traceback)
+# BACKPRESSURE (workers.liveness): events shed while the publisher was congested, or a socket that ended right
+# after the reader held back for it.
 REASONS = (DEAD_PEER, SILENT_FEED, CLOSED_BY_PEER, HANDSHAKE_ERROR, REFUSED, LIFETIME, CONNECT_FAILED,
-           EXCHANGE_REQUEST, SEND_FAILED, LOGIN_FAILED, ERROR)  # fmt: skip
+           EXCHANGE_REQUEST, SEND_FAILED, LOGIN_FAILED, ERROR, BACKPRESSURE)  # fmt: skip
 #: Gap reason of topics a worker starts serving again after another process (or a pause) left off.
 TAKEOVER = "takeover"
 #: HTTP statuses of a refused handshake: rate limited (429), IP banned (418, binance_usdm.md §3), forbidden (403).
@@ -126,6 +132,7 @@ class _PendingGap:
     since: int | None
     active_ms: int | None = None
     timer: asyncio.TimerHandle | None = None
+    dropped: int | None = None  # events shed (exact, ``backpressure`` only); None when unknown
 
 
 class _Output:
@@ -218,7 +225,9 @@ class ExchangeConnection:
         self._cut_kind = ERROR
         self._stopping = False
         self._state = "connecting"  # run() is expected to follow construction
-        self._last_frame = self._last_data = self._active_since = self._next_log = 0.0
+        self._next_log = 0.0
+        #: Peer liveness and publisher backpressure (``workers.liveness``); the watchdogs read it.
+        self.liveness = Liveness(hold_budget_s(s.ping_interval_s, s.pong_timeout_s))
         self._got_data, self._suppressed = False, 0
         self.connected_since: int | None = None  # epoch ms, like every *_at below
         self.next_retry_at: int | None = None
@@ -299,6 +308,7 @@ class ExchangeConnection:
             "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self._standby,
             "parser": self._parser_status(),
+            "backpressure": self.liveness.status(),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
 
@@ -412,6 +422,7 @@ class ExchangeConnection:
         self.reconnect_requests += old.reconnect_requests
         self.connect_attempts += old.connect_attempts
         self._parser_counts.update(old._parser_status())
+        self.liveness.inherit(old.liveness)
 
     def _announces(self, name: str) -> bool:
         """Whether this connection announces the gaps of ``name`` (books and private sessions do their own)."""
@@ -473,6 +484,8 @@ class ExchangeConnection:
             gap.timer.cancel()
         self._update_direct()
         event = {"type": "gap", "topic": name, "reason": gap.reason, "since": gap.since, "until": until}
+        if gap.dropped is not None:
+            event["dropped"] = gap.dropped
         self._publish(name, event)
         self.gaps[gap.reason] += 1
         self.events += 1
@@ -648,9 +661,9 @@ class ExchangeConnection:
             return self._connect_failed(exc)
         self._ws = ws
         loop = asyncio.get_running_loop()
-        self._last_frame = self._last_data = loop.time()
+        self.liveness.opened(loop.time())
         self._socket_opened = loop.time()
-        self._active_since, self._got_data, self._cut_reason, self._cut_kind = 0.0, False, None, ERROR
+        self._got_data, self._cut_reason, self._cut_kind = False, None, ERROR
         self.connected_since = int(self.clock() * 1000)
         if self._stopping:
             await ws.close()
@@ -713,7 +726,7 @@ class ExchangeConnection:
                     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                         continue
                     self.messages_received += 1
-                    self._last_frame = asyncio.get_running_loop().time()
+                    self.liveness.frame(asyncio.get_running_loop().time())
                     self.last_message_at = ts_ms = int(self.clock() * 1000)
                     data = msg.data if msg.type is WSMsgType.TEXT else _inflate(msg.data)
                     try:
@@ -761,7 +774,10 @@ class ExchangeConnection:
             return
         if not (self._standby or self._frozen):  # a standby socket's drop loses nothing: the old one still serves
             for name in self._desired:
-                if name in self._gaps or not self._announces(name):
+                if (gap := self._gaps.get(name)) is not None:
+                    gap.dropped = None  # its loss now runs on into this reconnect: no longer an exact count
+                    continue
+                if not self._announces(name):
                     continue
                 last = self._last.get(name)
                 catchup = self._catchup.get(name)
@@ -797,8 +813,11 @@ class ExchangeConnection:
     # -- reader (hot path) ------------------------------------------------------------------------
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, parser: FrameParser) -> tuple[str, str]:
-        """Read until the socket ends; returns ``(kind, text)`` of why (``REASONS``, or ``stopped``)."""
-        publisher = self.publisher
+        """Read until the socket ends; returns ``(kind, text)`` of why (``REASONS``, or ``stopped``).
+
+        A congested publisher makes the reader hold, then shed (``workers.liveness``); the time held is credited
+        to the peer, and a socket that ends before any frame was read after a hold ends as ``backpressure``."""
+        publisher, live = self.publisher, self.liveness
         receive, parse, publish, on_book = ws.receive, parser.parse, self._publish, self.books.on_update
         desired, last, emit = self._desired, self._last, self._emit
         clock, now = self.clock, asyncio.get_running_loop().time
@@ -816,15 +835,18 @@ class ExchangeConnection:
                     elif kind in _CLOSED_TYPES:
                         if self._stopping:
                             return "stopped", "stopped"
-                        return CLOSED_BY_PEER, f"closed by peer: code {ws.close_code} {msg.extra or ''}".rstrip()
+                        why = BACKPRESSURE if live.after_hold else CLOSED_BY_PEER
+                        return why, f"closed by peer: code {ws.close_code} {msg.extra or ''}".rstrip()
                     elif kind is WSMsgType.ERROR:
                         error = ws.exception() or msg.data
                         # aiohttp's heartbeat: no PONG in time (stack-notes.md §9); anything else is the peer's doing
                         dead = isinstance(error, aiohttp.ServerTimeoutError)
-                        return (DEAD_PEER if dead else CLOSED_BY_PEER), f"socket error: {error!r}"
+                        why = BACKPRESSURE if live.after_hold else DEAD_PEER if dead else CLOSED_BY_PEER
+                        return why, f"socket error: {error!r}"
                     else:
                         continue
-                    self._last_frame = now()
+                    live.frame_at = t = now()
+                    live.after_hold = False
                     self.messages_received += 1
                     self.last_message_at = ts_ms = int(clock() * 1000)
                     try:
@@ -835,8 +857,14 @@ class ExchangeConnection:
                         continue
                     events, book = parsed.events, parsed.book
                     if events or book:
-                        self._last_data = self._last_frame
+                        live.data_at = t
                         self._got_data = True
+                        if live.shedding:
+                            if publisher.congested:
+                                self._shed(events)
+                                events = []
+                            else:
+                                self._stop_shedding()
                         direct = self._direct
                         for topic, event in events:
                             if topic in desired:
@@ -850,9 +878,10 @@ class ExchangeConnection:
                                     self._mark(topic, ACTIVE)  # data proves the subscription (Gate acks w/o id)
                         for update in book:  # the keeper ignores topics it does not keep
                             on_book(update)
-                        if publisher.congested:  # Redis is behind: stop reading until it catches up
-                            await publisher.room()
-                            self._last_frame = self._last_data = now()
+                        if publisher.congested and not (live.shedding or self._standby or self._frozen):
+                            # Redis is behind: stop reading (TCP backpressure) for at most the hold budget
+                            if not await live.hold(publisher, now()):
+                                live.start_shedding(self.conn_id)
                     if parsed.acks:
                         self._on_acks(parsed.acks)
                     if parsed.reconnect is not None:
@@ -879,6 +908,52 @@ class ExchangeConnection:
         suppressed, self._suppressed = self._suppressed, 0
         log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
 
+    def _shed(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Drop ``events`` while shedding: counted, and one pending ``backpressure`` gap per topic, announced by its
+        next event after shedding (``_stop_shedding``). Topics this connection does not announce itself (private
+        sessions) still go to the publisher, whose bounded queue announces its own overflow."""
+        if self._frozen:  # its output is stopped anyway; the successor announces what it lacks
+            return
+        desired, live = self._desired, self.liveness
+        for name, event in events:
+            if name not in desired:
+                continue
+            if self._counts[PENDING] and self._live.get(name) == PENDING:
+                self._mark(name, ACTIVE)  # data proves the subscription (Gate acks w/o id)
+            if not self._announces(name):
+                if self._emit(name, event, True):
+                    self.events += 1
+                continue
+            catchup = self._catchup.get(name)
+            if catchup is not None:  # just promoted: events up to the marker are stored already, not a loss
+                publish, done = catchup.admit(event)
+                if done:
+                    del self._catchup[name]
+                if not publish:
+                    continue
+            gap = self._gaps.get(name)
+            if gap is None:
+                last = self._last.get(name) or (catchup.marker if catchup is not None else None)
+                gap = self._gaps[name] = _PendingGap(BACKPRESSURE, last.get("ts_received") if last else None,
+                                                     dropped=0)  # fmt: skip
+            elif gap.timer is not None:  # a reconnect gap: its ``until`` must now come after these drops
+                gap.timer.cancel()
+                gap.timer = gap.active_ms = None
+            if gap.dropped is not None:
+                gap.dropped += 1
+            live.shed += 1
+        self._update_direct()
+
+    def _stop_shedding(self) -> None:
+        """The publisher has room again: publish from this frame on; each shed topic's gap goes out with its next
+        event, or ``GAP_GRACE_S`` from now (``until`` = now) if none comes."""
+        self.liveness.stop_shedding(self.conn_id)
+        now_ms = int(self.clock() * 1000)
+        for name, gap in self._gaps.items():
+            if gap.timer is None and self._live.get(name) == ACTIVE and not (self._standby or self._frozen):
+                gap.active_ms = now_ms
+                self._arm_gap(name, gap)
+
     def _on_acks(self, acks: list[Ack]) -> None:
         for ack in acks:
             if ack.request_id is not None:  # Binance: the id says what was asked (binance_usdm.md §4)
@@ -904,7 +979,7 @@ class ExchangeConnection:
         self._live[name] = state
         self._counts[state] += 1
         if state == ACTIVE and self._counts[ACTIVE] == 1:
-            self._active_since = asyncio.get_running_loop().time()  # the silent-feed clock starts now
+            self.liveness.active_at = asyncio.get_running_loop().time()  # the silent-feed clock starts now
         if name in self._desired:
             if self.private is not None:
                 error = self.private.scrub(error)
@@ -1019,7 +1094,7 @@ class ExchangeConnection:
 
     async def _ticker(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """App pings and the two watchdogs; wakes at the earliest deadline (at most every tick)."""
-        loop = asyncio.get_running_loop()
+        loop, live = asyncio.get_running_loop(), self.liveness
         app_ping = self.adapter.app_ping
         interval, stall_s = self.settings.ping_interval_s, self.settings.stall_timeout_s
         next_ping = loop.time() + interval
@@ -1032,19 +1107,20 @@ class ExchangeConnection:
                     if ping is not None:
                         await self._send(ws, ping)
                     next_ping = next_ping + interval if next_ping + interval > now else now + interval
-                silence = now - self._last_frame
+                # Judged from the peer only: time our reader spends holding for the publisher is not silence.
+                silence = live.silence(now)
                 if silence >= self._dead_s:
                     self._cut_session(f"dead peer: no frame for {silence:.1f} s", DEAD_PEER)
                     return
-                wake = min(self._last_frame + self._dead_s, now + self._tick_s)
+                wake = min(live.dead_at(self._dead_s), now + self._tick_s)
                 if app_ping:
                     wake = min(wake, next_ping)
                 if self._counts[ACTIVE] and self.private is None:  # an account may be quiet for hours
-                    quiet_since = max(self._last_data, self._active_since)
-                    if now - quiet_since >= stall_s:
-                        self._cut_session(f"silent feed: no data for {now - quiet_since:.1f} s", SILENT_FEED)
+                    quiet = live.quiet(now)
+                    if quiet >= stall_s:
+                        self._cut_session(f"silent feed: no data for {quiet:.1f} s", SILENT_FEED)
                         return
-                    wake = min(wake, quiet_since + stall_s)
+                    wake = min(wake, live.quiet_at(stall_s))
                 await asyncio.sleep(max(wake - loop.time(), 0.001))
         except (aiohttp.ClientError, ConnectionError) as exc:
             self._cut_session(f"ping failed: {exc!r}", SEND_FAILED)
