@@ -359,13 +359,15 @@ class BinanceUsdmParser:
         return topic
 
     def _on_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
-        """``trade`` (§5, undocumented stream): ``t`` id, ``p``/``q`` strings, ``T`` trade time ms,
-        ``m`` buyer is maker (so the taker sold)."""
+        """``trade`` (§5, undocumented stream; ``BINANCE_USDM_TRADE_STREAM=trade``): ``t`` id, ``p``/``q`` strings,
+        ``T`` trade time ms, ``m`` buyer is maker (so the taker sold)."""
         return self._trade(d, d["t"], ts_received_ms)
 
     def _on_agg_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
-        """``aggTrade`` (§5) as a trade event on the same ``binanceusdm:trade:<s>`` topic; ``trade_id``
-        is the aggregate id ``a``. (The 2021 recording carries aggTrade only, §10.)"""
+        """``aggTrade`` (§5, the default trade stream) as a trade event on the same ``binanceusdm:trade:<s>`` topic:
+        ``trade_id`` is the aggregate id ``a`` (one event per aggregate of fills with one price and taker side;
+        ``q`` their summed size; the raw trade ids ``f``..``l`` and ``nq`` are not published). Aggregate ids are
+        their own id space, so trade ids change meaning when the stream setting changes."""
         return self._trade(d, d["a"], ts_received_ms)
 
     def _trade(self, d: dict[str, Any], trade_id: int, ts_received_ms: int) -> Parsed:
