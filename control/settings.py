@@ -75,6 +75,9 @@ class Settings:
     redis_url: str = _REDIS_URL
     binance_usdm_ws_uri: str = _BINANCE_USDM
     binance_usdm_rest_uri: str = _BINANCE_USDM_REST
+    #: Native stream of Binance USD-M ``trade`` topics: ``aggTrade`` (documented, on /market; trade_id = aggregate id)
+    #: or ``trade`` (raw trades; not in the official stream list, on /public). binance_usdm.md §2, §5.
+    binance_usdm_trade_stream: str = "aggTrade"
     gateio_ws_uri: str = _GATEIO_WS
     gateio_rest_uri: str = _GATEIO_REST
     depth_interval_ms: int = 100
@@ -168,6 +171,7 @@ class Settings:
             redis_url=r.get("REDIS_URL", _REDIS_URL, _redis_url, show=display_url),  # no password in errors
             binance_usdm_ws_uri=r.get("BINANCE_USDM_WS_URI", _BINANCE_USDM, _ws_url),
             binance_usdm_rest_uri=r.get("BINANCE_USDM_REST_URI", _BINANCE_USDM_REST, _http_url),
+            binance_usdm_trade_stream=r.get("BINANCE_USDM_TRADE_STREAM", "aggTrade", _one_of(("aggTrade", "trade"))),
             gateio_ws_uri=r.get("GATEIO_WS_URI", _GATEIO_WS, _ws_url),
             gateio_rest_uri=r.get("GATEIO_REST_URI", _GATEIO_REST, _http_url),
             depth_interval_ms=r.get("DEPTH_INTERVAL_MS", 100, _int_range(10, 60_000)),

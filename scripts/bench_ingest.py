@@ -1,8 +1,10 @@
 """Ingest benchmark: recorded Binance trades -> simulator -> one arq worker -> Redis -> SSE.
 
-Not a test. Replays the real 2024 Binance USD-M BTCUSDT trade frames (hftbacktest recording,
-21,313 trades, looped until ``--frames`` frames were sent; default 93,954 = the tape's line
-count) through ONE worker process, and measures:
+Not a test. Replays the 2024 Binance USD-M BTCUSDT trades (hftbacktest recording) through ONE worker
+process, looped until ``--frames`` frames were sent (default 93,954 = the recording's line count): with
+``--trade-stream aggTrade`` (the default, as ``BINANCE_USDM_TRADE_STREAM``) the simulator's
+``btcusdt@aggTrade`` tape (10,447 aggregates derived from the 21,313 recorded trades), with ``trade`` the
+recorded ``btcusdt@trade`` frames. One frame is one event either way. Measures:
 
 - events/s: events published / (last event seen on pub/sub - first frame sent);
 - latency simulator-send -> Redis (time the event reached a pub/sub subscriber) and
@@ -11,7 +13,7 @@ count) through ONE worker process, and measures:
 
 Runs three modes by default: as fast as possible, paced at 5,000 and at 20,000 frames/s.
 The simulator runs in its own process; the two measuring clients run in this one.
-Usage: ``.venv/bin/python -m scripts.bench_ingest [--mode max|5000|20000|all] [--frames N]``
+Usage: ``.venv/bin/python -m scripts.bench_ingest [--mode max|5000|20000|all] [--frames N] [--trade-stream S]``
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from control.redis_client import make_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "binanceusdm:trade:BTCUSDT"
-NATIVE = "btcusdt@trade"
+#: ``BINANCE_USDM_TRADE_STREAM`` -> the simulator stream the worker subscribes for ``TOPIC``.
+NATIVES = {"aggTrade": "btcusdt@aggTrade", "trade": "btcusdt@trade"}
 
 
 def free_port() -> int:
@@ -49,14 +52,15 @@ def free_port() -> int:
 # -- simulator child process -------------------------------------------------------------------
 
 
-async def _sim_child(port: int, rate: float | None, frames: int, send_log: Path) -> None:
-    """Run the simulator, stamping each sent trade frame; write the stamps when stopped."""
+async def _sim_child(port: int, rate: float | None, frames: int, send_log: Path, stream: str) -> None:
+    """Run the simulator, stamping each sent trade frame of ``NATIVES[stream]``; write the stamps when stopped."""
     from scripts.simulator import ExchangeSimulator
 
     stamps = array("q")
+    wanted = NATIVES[stream]
 
     def on_send(native: str, _raw: str, send_ns: int) -> None:
-        if native == NATIVE and len(stamps) < frames:
+        if native == wanted and len(stamps) < frames:
             stamps.append(send_ns)
             if len(stamps) == frames:  # this frame still goes out; the replay pauses after it
                 sim.set_silent(True)
@@ -134,7 +138,7 @@ async def _wait_http(url: str, timeout_s: float) -> None:
             await asyncio.sleep(0.2)
 
 
-async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path) -> dict[str, Any]:
+async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path, stream: str) -> dict[str, Any]:
     """One benchmark run; returns the figures."""
     flush = make_redis(redis_url)
     await flush.flushdb()
@@ -146,6 +150,7 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path) -
         "REDIS_URL": redis_url,
         "CTRL_ADDR": f"127.0.0.1:{ctrl_port}",
         "BINANCE_USDM_WS_URI": f"ws://127.0.0.1:{sim_port}",
+        "BINANCE_USDM_TRADE_STREAM": stream,
         "WORKER_ID": "bench-worker",
         "SUBSCRIBE_DELAY_MS": "0",
         "LOG_LEVEL": "WARNING",
@@ -153,7 +158,7 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path) -
     }
     py = sys.executable
     sim_cmd = [py, "-m", "scripts.bench_ingest", "--sim-child", "--port", str(sim_port), "--frames", str(frames),
-               "--send-log", str(send_log)] + (["--rate", str(rate)] if rate else [])
+               "--send-log", str(send_log), "--trade-stream", stream] + (["--rate", str(rate)] if rate else [])
     sim = subprocess.Popen(sim_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE)
     assert sim.stdout is not None and sim.stdout.readline().strip() == b"ready"
     api = subprocess.Popen([py, "-m", "app.serve"], cwd=ROOT, env=env)
@@ -203,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Feedplane ingest benchmark (recorded Binance trades).")
     parser.add_argument("--mode", default="all", choices=["max", "5000", "20000", "all"])
     parser.add_argument("--frames", type=int, default=93_954)
+    parser.add_argument("--trade-stream", default="aggTrade", choices=sorted(NATIVES))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
     parser.add_argument("--sim-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send-log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sim_child:
-        asyncio.run(_sim_child(args.port, args.rate, args.frames, args.send_log))
+        asyncio.run(_sim_child(args.port, args.rate, args.frames, args.send_log, args.trade_stream))
         return 0
     rates: list[float | None] = {"max": [None], "5000": [5000.0], "20000": [20000.0], "all": [None, 5000.0, 20000.0]}[
         args.mode
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'redis p50':>11}{'p99':>8}{'sse p50':>10}{'p99':>8}{'RSS MB':>8}")
     for rate in rates:
-        r = asyncio.run(run_mode(rate, args.frames, args.redis_url, tmp))
+        r = asyncio.run(run_mode(rate, args.frames, args.redis_url, tmp, args.trade_stream))
         print(f"{r['mode']:<16}{r['events']:>8}{r['events_per_s']:>11,.0f}{r['redis_p50_ms']:>10.1f}m"
               f"{r['redis_p99_ms']:>7.1f}m{r['sse_p50_ms']:>9.1f}m{r['sse_p99_ms']:>7.1f}m{r['worker_peak_rss_mb']:>8.0f}",
               flush=True)

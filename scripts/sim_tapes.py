@@ -13,6 +13,8 @@ Tapes and where each comes from (labels: the ``SRC_*`` constants; see ``../share
 native stream / topic                       source
 ==========================================  ===============================================================
 Binance ``btcusdt@trade``                   recorded 2024-08-08, hftbacktest (21,313 frames)
+Binance ``btcusdt@aggTrade``                DERIVED: the 2024 recorded trades aggregated (10,447 frames,
+                                            ``scripts.sim_aggtrade``: same ms, price and side; synthetic ``a``)
 Binance ``btcusdt@bookTicker``              recorded 2024-08-08, hftbacktest (66,089 frames)
 Binance ``btcusdt@depth@0ms``               recorded 2024-08-08, hftbacktest (6,551 frames)
 Binance ``btcusdt@kline_1m``, ``_5m``       DERIVED from the 2024 recorded trades (binance_usdm.md §5 shape)
@@ -74,7 +76,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from scripts import tapes
+from scripts import sim_aggtrade, tapes
 
 BITMART = "bitmart"
 BINANCE = "binanceusdm"
@@ -83,6 +85,10 @@ GATE = "gateio"
 SRC_BINANCE_2024 = "recorded: Binance USD-M BTCUSDT 2024-08-08 (hftbacktest capture)"
 SRC_BINANCE_2021 = "recorded: Binance USD-M 2021-07-22 (cryptofeed capture)"
 SRC_DERIVED = "derived from Binance 2024 recorded trades (hftbacktest btcusdt@trade); synthetic shape"
+SRC_DERIVED_AGG = (
+    "derived from Binance 2024 recorded trades (hftbacktest btcusdt@trade): consecutive trades with the same ms,"
+    " price and side aggregated (scripts.sim_aggtrade); synthetic aggregate ids"
+)
 SRC_DERIVED_BOOK = (
     "derived from Binance 2024 recorded book (hftbacktest btcusdt@bookTicker, REST snapshot + btcusdt@depth@0ms);"
     " synthetic shape"
@@ -220,6 +226,7 @@ def _catalog() -> dict[tuple[str, str], tuple[str, str]]:
         cat[(BINANCE, f"btcusdt@{kind}")] = (_HFT, SRC_BINANCE_2024)
     for tf in BINANCE_DERIVED_KLINES_MS:
         cat[(BINANCE, f"btcusdt@kline_{tf}")] = (_HFT, SRC_DERIVED)
+    cat[(BINANCE, "btcusdt@aggTrade")] = (_HFT, SRC_DERIVED_AGG)
     for sym in BINANCE_2021_SYMBOLS:
         for kind in _BINANCE_2021_KINDS:
             cat[(BINANCE, f"{sym}@{kind}")] = (_CF, SRC_BINANCE_2021)
@@ -445,6 +452,8 @@ def _build_hft(samples_dir: Path | None) -> _Group:
             depth.append((ts, orjson.loads(payload)))
     if b is None:
         return _Group()
+    for ts, frame in sim_aggtrade.aggregate_trades(trades):
+        b.add(BINANCE, "btcusdt@aggTrade", ts, frame)
     _derive_bitmart(b, trades)
     _derive_binance_klines(b, trades)
     _derive_tickers(b, trades, book_tickers)
@@ -1147,7 +1156,9 @@ _GATE_PRIVATE_FILES = (
     "SubscribeToPositionUpdates.txt",
     "SubscribeToBalanceUpdates.txt",
 )
-_BINANCE_USER_FILES = ("order_update_*.json", "account_update*.json")
+#: ``algo_update_new.json``: a resting TAKE_PROFIT in the Algo Service (ALGO_UPDATE, binance_usdm.md §7). Its
+#: ``algo_update_canceled.json`` twin is left out: both carry the same ``E``, so their order would be arbitrary.
+_BINANCE_USER_FILES = ("order_update_*.json", "account_update*.json", "algo_update_new.json")
 _private_cache: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
 
 
@@ -1160,9 +1171,10 @@ def private_frames(exchange: str, channel: str, samples_dir: Path | None = None)
     - Gate (``channel`` = ``futures.orders`` | ``futures.positions`` | ``futures.balances``): the JKorf
       ``SubscribeTo{Order,Position,Balance}Updates.txt`` pushes, verbatim values (contract ``BTC_USD``,
       ``user`` "110"/"211", sizes as decimal strings).
-    - Binance (``channel`` = ``BINANCE_USER_STREAM``): the nautilus ``order_update_*.json`` and
-      ``account_update*.json`` payloads (bare, ws mode), ordered by ``E`` then file name — so an order's
-      NEW precedes its TRADEs (binance_usdm.md §7: sort by ``E``).
+    - Binance (``channel`` = ``BINANCE_USER_STREAM``): the nautilus ``order_update_*.json``,
+      ``account_update*.json`` and ``algo_update_new.json`` (a resting conditional order) payloads (bare, ws
+      mode), ordered by ``E`` then file name — so an order's NEW precedes its TRADEs (binance_usdm.md §7: sort
+      by ``E``).
 
     Small files, read once per process (blocking, a few ms). Raises FileNotFoundError without the samples.
     """

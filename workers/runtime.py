@@ -91,7 +91,7 @@ from control.store import ControlStore
 from control.topics import Topic, TopicError
 from workers.backoff import Backoff
 from workers.connection import TAKEOVER, ExchangeConnection
-from workers.exchanges import REGISTRY
+from workers.exchanges import configured_adapters
 from workers.exchanges.base import ExchangeAdapter
 from workers.handover import Handovers, read_markers
 from workers.leases import Leases
@@ -148,7 +148,7 @@ class WorkerRuntime:
     :param redis: ``decode_responses=True`` client for control state.
     :param redis_bytes: ``decode_responses=False`` client for the event publisher.
     :param session: shared ``aiohttp.ClientSession`` for the WebSockets.
-    :param adapters: exchange id -> adapter (default ``workers.exchanges.REGISTRY``).
+    :param adapters: exchange id -> adapter (default ``workers.exchanges.configured_adapters(settings)``).
     :param connection_factory: builds a connection (default ``ExchangeConnection``) from keyword args
         ``conn_id, adapter, url, settings, session, publisher, worker_id``.
     :param clock: wall clock, epoch seconds (heartbeats and records).
@@ -162,12 +162,13 @@ class WorkerRuntime:
         redis: Redis,
         redis_bytes: Redis,
         session: aiohttp.ClientSession,
-        adapters: Mapping[str, ExchangeAdapter] = REGISTRY,
+        adapters: Mapping[str, ExchangeAdapter] | None = None,
         connection_factory: Any = ExchangeConnection,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.worker_id, self.redis, self.session = settings, worker_id, redis, session
-        self.adapters, self.connection_factory, self.clock = adapters, connection_factory, clock
+        self.adapters = configured_adapters(settings) if adapters is None else adapters
+        self.connection_factory, self.clock = connection_factory, clock
         self.store = ControlStore(redis)
         self.leases = Leases(redis)
         self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen, worker_id=worker_id)

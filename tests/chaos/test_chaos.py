@@ -5,7 +5,7 @@ like a production restart; for ``sentinel-failover`` also its replica and a Redi
 ``redis+sentinel://`` URL), the exchange simulator in this process replaying recorded and derived tapes at a
 fixed 200 frames/s per stream in a loop, and Feedplane under supervisord (``supervisord.conf``) with 3 workers and
 short timers (LEASE_TTL_S=3, HEARTBEAT_INTERVAL_S=0.5, RECONNECT_DELAY_S=0.2, RECONNECT_MAX_DELAY_S=1,
-STALL_TIMEOUT_S=3), subscribed to 6 topics on BitMart and Binance USD-M (trades and klines; 3 exchange
+STALL_TIMEOUT_S=3), subscribed to 7 topics on BitMart and Binance USD-M (trades, klines and one best bid/ask; 3 exchange
 connections). Each scenario prints one line::
 
     chaos <name>: recovered in X.XX s, duplicate connections D, events lost N (announced A), sse lost S
@@ -97,14 +97,17 @@ SUBSCRIBE = [
     ("/trades/subscribe", {"exchange": "binanceusdm", "symbol": "BTCUSDT"}),
     ("/klines/subscribe", {"exchange": "binanceusdm", "symbol": "BTCUSDT", "tfs": ["1m"]}),
     ("/klines/subscribe", {"exchange": "binanceusdm", "symbol": "SUSHIUSDT", "tfs": ["1m"]}),
+    # Binance trades (aggTrade) share /market with the klines: best bid/ask keeps a /public socket (3 connections)
+    ("/bookticker/subscribe", {"exchange": "binanceusdm", "symbol": "BTCUSDT"}),
     ("/trades/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT"}),
     ("/klines/subscribe", {"exchange": "bitmart", "symbol": "BTCUSDT", "tfs": ["1m", "5m"]}),
 ]
 #: topic -> the simulator's native stream for it.
 NATIVES = {
-    "binanceusdm:trade:BTCUSDT": "btcusdt@trade",
+    "binanceusdm:trade:BTCUSDT": "btcusdt@aggTrade",  # the default BINANCE_USDM_TRADE_STREAM
     "binanceusdm:kline:BTCUSDT:1m": "btcusdt@kline_1m",
     "binanceusdm:kline:SUSHIUSDT:1m": "sushiusdt@kline_1m",
+    "binanceusdm:bookticker:BTCUSDT": "btcusdt@bookTicker",
     "bitmart:trade:BTCUSDT": "futures/trade:BTCUSDT",
     "bitmart:kline:BTCUSDT:1m": "futures/klineBin1m:BTCUSDT",
     "bitmart:kline:BTCUSDT:5m": "futures/klineBin5m:BTCUSDT",
@@ -170,13 +173,14 @@ def each_native_once(sim: ExchangeSimulator) -> bool:
 
 
 def sent_trade_ids(sim: ExchangeSimulator, native: str) -> list[int]:
-    """Trade ids of every data frame the simulator sent for ``native``, in send order."""
+    """Trade ids of every data frame the simulator sent for ``native``, in send order: what the adapter publishes
+    as ``trade_id`` (Binance aggTrade: the aggregate id ``a``; a raw trade: ``t``)."""
     out = []
     for frame in sim.sent_data.get(native, []):
         obj = orjson.loads(frame)
         data = obj.get("data", obj)
         if isinstance(data, dict):  # Binance (bare, or a combined-stream envelope)
-            out.append(int(data["t"]))
+            out.append(int(data["a"] if data["e"] == "aggTrade" else data["t"]))
         else:  # BitMart: {"group": ..., "data": [{"trade_id": ...}, ...]}
             out.extend(int(item["trade_id"]) for item in data)
     return out
@@ -349,7 +353,7 @@ class System:
 
 @contextlib.asynccontextmanager
 async def chaos_system(tmp_path: Path, *, sentinel: bool = False) -> AsyncIterator[System]:
-    """Start everything, subscribe the 6 topics, wait until the data flows; tear everything down afterwards.
+    """Start everything, subscribe the 7 topics, wait until the data flows; tear everything down afterwards.
 
     ``sentinel=True``: Redis is a master with one replica behind a Redis Sentinel, and Feedplane (and the
     test's client) reach it through ``redis+sentinel://``.

@@ -95,14 +95,15 @@ async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
     failed = body["subscriptions"][0]
     assert failed["state"] == "failed" and "not found" in failed["error"], failed
 
-    # Every recorded trade frame arrives over SSE, in order, with the recorded values.
-    trade_frames = await poll(lambda: _done(sim, "btcusdt@trade", 21_313), 60, "simulator to replay the trade tape")
-    await poll(lambda: _count(sse, "trade", 21_313), 90, "all trades over SSE")
+    # Every trade frame arrives over SSE, in order, with the tape's values. The default trade stream is the
+    # documented btcusdt@aggTrade (on /market): 10,447 aggregates of the 21,313 recorded trades; trade_id = "a".
+    trade_frames = await poll(lambda: _done(sim, "btcusdt@aggTrade", 10_447), 60, "simulator to replay the trade tape")
+    await poll(lambda: _count(sse, "trade", 10_447), 90, "all trades over SSE")
     await poll(lambda: _count(sse, "kline", len(sim.sent_data["sushiusdt@kline_1m"])), 30, "klines over SSE")
     trades = [orjson.loads(e["data"]) for e in sse if e["event"] == "trade"]
     sent = [orjson.loads(f) for f in trade_frames]
     sent = [f.get("data", f) for f in sent]
-    assert [(t["trade_id"], t["price"], t["size"]) for t in trades] == [(str(f["t"]), f["p"], f["q"]) for f in sent]
+    assert [(t["trade_id"], t["price"], t["size"]) for t in trades] == [(str(f["a"]), f["p"], f["q"]) for f in sent]
     assert trades[0]["side"] == ("sell" if sent[0]["m"] else "buy")
     klines = [orjson.loads(e["data"]) for e in sse if e["event"] == "kline"]
     sent_k = [orjson.loads(f) for f in sim.sent_data["sushiusdt@kline_1m"]]

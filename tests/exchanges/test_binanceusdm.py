@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from control.accounts import Account
+from control.settings import Settings, SettingsError
 from control.topics import Topic
+from scripts.simulator import binance_stream_class
 from scripts.tapes import (
     BINANCE_2021,
     BINANCE_2021_HTTP,
@@ -22,6 +24,7 @@ from scripts.tapes import (
     read_hftbacktest,
     sample_path,
 )
+from workers.exchanges import REGISTRY, configured_adapters
 from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, RestRequest, SnapshotRequest
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser, order_status
 
@@ -612,7 +615,7 @@ def test_unsubscribe_frames() -> None:
 
     assert [(f.text, f.topics, f.request_id) for f in frames] == [
         (
-            '{"method":"UNSUBSCRIBE","params":["btcusdt@trade","btcusdt@kline_4h"],"id":1}',
+            '{"method":"UNSUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@kline_4h"],"id":1}',
             ("binanceusdm:trade:BTCUSDT", "binanceusdm:kline:BTCUSDT:4h"),
             1,
         )
@@ -658,7 +661,7 @@ def test_routes_and_urls() -> None:
     base = "wss://fstream.binance.com/"
 
     assert ADAPTER.route(kline("BTCUSDT", "1m")) == "market"
-    assert ADAPTER.route(trade("BTCUSDT")) == "public"
+    assert ADAPTER.route(trade("BTCUSDT")) == "market"  # aggTrade (see the trade-stream tests below)
     # §2: @ticker is a /market stream, @bookTicker and @depth are /public streams
     assert ADAPTER.route(topic("ticker")) == "market"
     assert ADAPTER.route(topic("bookticker")) == "public"
@@ -779,7 +782,7 @@ def test_private_topics_need_no_frames() -> None:
     assert ADAPTER.subscribe_frames(PRIVATE, batch_size=10, first_request_id=1, creds=CREDS) == []
     assert ADAPTER.unsubscribe_frames(PRIVATE, batch_size=10, first_request_id=1) == []
     [frame] = ADAPTER.subscribe_frames([*PRIVATE, public], batch_size=10, first_request_id=4)
-    assert (frame.text, frame.topics) == ('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":4}', (str(public),))
+    assert (frame.text, frame.topics) == ('{"method":"SUBSCRIBE","params":["btcusdt@aggTrade"],"id":4}', (str(public),))
 
 
 def test_order_trade_update_fixture() -> None:
@@ -902,9 +905,8 @@ def test_account_update_bnfcr_fixture() -> None:
     assert (event["asset"], event["balance"], event["ts_exchange"]) == ("BNFCR", "5001.28983031", 1781606859764)
 
 
-@pytest.mark.parametrize("name", ["algo_update_new", "algo_update_canceled", "trade_lite"])
-def test_algo_and_trade_lite_are_unknown(name: str) -> None:
-    assert user_parser().parse(fixture_bytes(name), 3) == Parsed(unknown=True)
+def test_trade_lite_is_unknown() -> None:
+    assert user_parser().parse(fixture_bytes("trade_lite"), 3) == Parsed(unknown=True)
 
 
 @pytest.mark.parametrize("name", ["order_update_trade", "account_update"])
@@ -937,7 +939,7 @@ def test_malformed_user_events_raise() -> None:
     with pytest.raises(ValueError, match="ORDER_TRADE_UPDATE"):
         user_parser().parse('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTCUSDT"}}', 0)
     with pytest.raises(ValueError, match="ACCOUNT_UPDATE"):
-        user_parser().parse('{"e":"ACCOUNT_UPDATE","E":1,"a":{"P":[{"s":"X","pa":"1","ps":"SIDEWAYS"}]}}', 0)
+        user_parser().parse('{"e":"ACCOUNT_UPDATE","E":1,"A":{}}', 0)  # no "a" object at all
 
 
 def test_signed_snapshot_requests() -> None:
@@ -1057,3 +1059,179 @@ def test_rest_snapshot_errors(body: bytes, text: str) -> None:
         ADAPTER.parse_open_orders(body, "main", 0)
     with pytest.raises(ValueError, match=text):
         ADAPTER.parse_positions(body, "main", 0)
+
+
+# --- issue 10: trade stream, conditional orders (ALGO_UPDATE), partial ACCOUNT_UPDATE ----------------------------
+
+
+def test_trade_channel_defaults_to_the_documented_agg_trade_stream_on_market() -> None:
+    """``<s>@trade`` is not in the official stream list (binance_usdm.md §2): if Binance stopped serving it, the
+    SUBSCRIBE would still be acked and the topic would go silent. The default is ``<s>@aggTrade`` on ``/market``."""
+    t = trade("BTCUSDT")
+
+    assert ADAPTER.trade_stream == "aggTrade"
+    assert ADAPTER.route(t) == "market"
+    [frame] = ADAPTER.subscribe_frames([t, kline("BTCUSDT", "1m")], batch_size=10, first_request_id=1)
+    assert frame.text == '{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@kline_1m"],"id":1}'
+    assert binance_stream_class("btcusdt@aggTrade") == ADAPTER.route(t)  # the simulator's §2 table agrees
+
+
+def test_raw_trade_stream_stays_selectable() -> None:
+    raw = BinanceUsdmAdapter(trade_stream="trade")
+    t = trade("BTCUSDT")
+
+    assert raw.trade_stream == "trade" and raw.route(t) == "public"
+    [frame] = raw.subscribe_frames([t], batch_size=10, first_request_id=2)
+    assert frame.text == '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":2}'
+    assert binance_stream_class("btcusdt@trade") == raw.route(t)
+    # both trade shapes parse on either adapter: the payload's "e" decides
+    assert raw.new_parser().parse(fixture_bytes("agg_trade_stream"), 1).events[0][1]["trade_id"] == "5933014"
+    with pytest.raises(ValueError, match="aggTrade"):
+        BinanceUsdmAdapter(trade_stream="aggtrade")
+
+
+def test_trade_stream_setting_reaches_the_workers_adapters() -> None:
+    assert Settings.from_env({}).binance_usdm_trade_stream == "aggTrade"
+    settings = Settings.from_env({"BINANCE_USDM_TRADE_STREAM": "trade"})
+    adapters = configured_adapters(settings)
+
+    assert adapters["binanceusdm"].route(trade("BTCUSDT")) == "public"
+    assert adapters["bitmart"] is REGISTRY["bitmart"] and adapters["gateio"] is REGISTRY["gateio"]
+    assert configured_adapters(Settings.from_env({}))["binanceusdm"] is REGISTRY["binanceusdm"]
+    with pytest.raises(SettingsError, match="BINANCE_USDM_TRADE_STREAM"):
+        Settings.from_env({"BINANCE_USDM_TRADE_STREAM": "aggtrade"})
+
+
+#: The "Event: Algo Order Update" response example, https://developers.binance.com/docs/derivatives/
+#: usds-margined-futures/user-data-streams/Event-Algo-Order-Update (comments dropped; X varied by the tests).
+ALGO_UPDATE_DOC = {
+    "e": "ALGO_UPDATE", "T": 1750515742297, "E": 1750515742303,
+    "o": {
+        "caid": "Q5xaq5EGKgXXa0fD7fs0Ip", "aid": 2148719, "at": "CONDITIONAL", "o": "TAKE_PROFIT", "s": "BNBUSDT",
+        "S": "SELL", "ps": "BOTH", "f": "GTC", "q": "0.01", "X": "CANCELED", "ai": "", "ap": "0.00000",
+        "aq": "0.00000", "act": "0", "tp": "750", "p": "750", "V": "EXPIRE_MAKER", "wt": "CONTRACT_PRICE",
+        "pm": "NONE", "cp": False, "pP": False, "R": False, "tt": 0, "gtd": 0, "rm": "Reduce Only reject",
+    },
+}  # fmt: skip
+ALGO_ORDER_KEYS = [*ORDER_KEYS, "trigger_price", "trigger_price_type", "actual_order_id", "algo"]
+
+
+def algo_update(**order: Any) -> bytes:
+    return orjson.dumps({**ALGO_UPDATE_DOC, "o": {**ALGO_UPDATE_DOC["o"], **order}})
+
+
+def test_algo_update_doc_example_is_an_order_event_with_its_trigger() -> None:
+    [(topic, event)] = user_parser().parse(algo_update(), 3).events
+
+    assert topic == "binanceusdm:order:main"
+    assert event == {
+        "type": "order",
+        "exchange": "binanceusdm",
+        "account": "main",
+        "symbol": "BNBUSDT",
+        "order_id": "2148719",  # the algo id: its own id space
+        "client_order_id": "Q5xaq5EGKgXXa0fD7fs0Ip",
+        "side": "sell",
+        "order_type": "take_profit",
+        "status": "canceled",
+        "status_raw": "CANCELED",
+        "price": "750",
+        "size": "0.01",
+        "filled_size": "0.00000",
+        "avg_fill_price": "0.00000",
+        "reduce_only": False,
+        "ts_exchange": 1750515742303,
+        "ts_received": 3,
+        "snapshot": False,
+        "trigger_price": "750",
+        "trigger_price_type": "contract_price",
+        "actual_order_id": None,
+        "algo": True,
+    }
+    assert list(event) == ALGO_ORDER_KEYS
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "actual"),
+    [
+        ({"X": "NEW"}, "new", None),
+        ({"X": "TRIGGERING"}, "triggered", None),
+        ({"X": "TRIGGERED", "ai": "8886774"}, "triggered", "8886774"),
+        ({"X": "FINISHED", "ai": 8886774, "aq": "0.01", "ap": "751.2"}, "filled", "8886774"),
+        ({"X": "FINISHED", "ai": "8886774", "aq": "0.004", "ap": "751.2"}, "canceled", "8886774"),
+        ({"X": "FINISHED", "ai": "8886774", "aq": "0"}, "canceled", "8886774"),
+        ({"X": "FINISHED", "ai": "8886774", "q": "0", "cp": True, "aq": "0.3"}, "filled", "8886774"),  # close-all
+        ({"X": "FINISHED", "ai": "8886774", "aq": None, "ap": None}, "triggered", "8886774"),
+        ({"X": "REJECTED"}, "rejected", None),
+        ({"X": "EXPIRED"}, "expired", None),
+        ({"X": "SOMETHING_NEW"}, "new", None),
+    ],
+)
+def test_algo_update_statuses(changes: dict[str, Any], status: str, actual: str | None) -> None:
+    order = {k: v for k, v in changes.items() if v is not None}
+    frame = orjson.loads(algo_update(**order))
+    for k in (k for k, v in changes.items() if v is None):
+        del frame["o"][k]
+    [(_, event)] = user_parser().parse(orjson.dumps(frame), 3).events
+
+    assert (event["status"], event["status_raw"], event["actual_order_id"]) == (status, changes["X"], actual)
+
+
+def test_algo_update_trailing_stop_and_mark_price_trigger() -> None:
+    raw = algo_update(o="TRAILING_STOP_MARKET", X="NEW", wt="MARK_PRICE", tp="9020", p="0", R=True)
+
+    [(_, event)] = user_parser().parse(raw, 3).events
+
+    assert (event["order_type"], event["trigger_price"], event["trigger_price_type"], event["reduce_only"]) == (
+        "trailing_stop_market", "9020", "mark_price", True)  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "status"), [("algo_update_new", "new"), ("algo_update_canceled", "canceled")])
+def test_algo_update_fixtures(name: str, status: str) -> None:
+    [(topic, event)] = user_parser().parse(fixture_bytes(name), 3).events
+
+    assert topic == "binanceusdm:order:main"
+    assert (event["order_id"], event["status"], event["trigger_price"], event["algo"]) == ("2148719", status, "750", True)
+    assert parser().parse(fixture_bytes(name), 3) == Parsed(unknown=True)  # no account: not ours to publish
+
+
+def test_malformed_algo_update_raises() -> None:
+    with pytest.raises(ValueError, match="ALGO_UPDATE"):
+        user_parser().parse('{"e":"ALGO_UPDATE","E":1,"o":{"s":"BTCUSDT"}}', 0)
+
+
+def test_account_update_with_an_unknown_position_side_keeps_what_parses() -> None:
+    """One position with a side outside BOTH/LONG/SHORT (and one without ``pa``, one balance without ``a``) must not
+    cost the frame's other positions and balances: they are published, the rest counted and reported."""
+    doc = json.loads(fixture_bytes("account_update"))
+    good_position, good_balance = doc["a"]["P"][1], doc["a"]["B"][0]
+    doc["a"]["P"] = [good_position, {**good_position, "s": "ETHUSDT", "ps": "SIDEWAYS"}, {"s": "XRPUSDT", "ps": "BOTH"}]
+    doc["a"]["B"] = [{"wb": "1.0"}, good_balance]
+    p = user_parser()
+
+    parsed = p.parse(json.dumps(doc), 3)
+
+    assert parsed.events == [
+        ("binanceusdm:position:main", position("BTCUSDT", "long", "hedge", "20", "6563.6", "isolated", "2850.21200")),
+        ("binanceusdm:balance:main", {
+            "type": "balance", "exchange": "binanceusdm", "account": "main", "asset": "USDT",
+            "balance": "122624.12345678", "available": None, "frozen": None, "ts_exchange": 1564745798939,
+            "ts_received": 3, "snapshot": False,
+        }),
+    ]  # fmt: skip
+    assert parsed.error is not None and "ACCOUNT_UPDATE" in parsed.error and "'SIDEWAYS'" in parsed.error
+    assert "2 of 3 positions" in parsed.error and "1 of 2 balances" in parsed.error
+    assert (p.account_positions_skipped, p.account_balances_skipped) == (2, 1)
+    assert p.parse(fixture_bytes("account_update"), 4).error is None  # a clean frame reports nothing
+    assert (p.account_positions_skipped, p.account_balances_skipped) == (2, 1)
+
+
+def test_account_update_where_nothing_parses_is_reported_not_fatal() -> None:
+    p = user_parser()
+    raw = '{"e":"ACCOUNT_UPDATE","E":1,"a":{"m":"ORDER","P":[{"s":"X","pa":"1","ps":"SIDEWAYS"}],"B":[]}}'
+
+    parsed = p.parse(raw, 0)
+
+    assert parsed.events == [] and parsed.error == (
+        "binanceusdm ACCOUNT_UPDATE: skipped 1 of 1 positions (X: unknown position side 'SIDEWAYS')")
+    assert (p.account_positions_skipped, p.account_balances_skipped) == (1, 0)

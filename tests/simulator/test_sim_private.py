@@ -285,7 +285,8 @@ async def test_binance_user_socket_streams_fixtures_then_listen_key_expired(
     sim.add_account("binanceusdm", BN_KEY, BN_SECRET)
     key = (await listen_key(session, sim, "POST"))[1]["listenKey"]
     folder = tapes.samples_dir() / NAUTILUS
-    files = sorted(folder.glob("order_update_*.json")) + sorted(folder.glob("account_update*.json"))
+    files = [*sorted(folder.glob("order_update_*.json")), *sorted(folder.glob("account_update*.json")),
+             folder / "algo_update_new.json"]  # fmt: skip
     expected = sorted((orjson.loads(p.read_bytes()) for p in files), key=lambda e: e["E"])
     for url in (f"{sim.base_url}/private/ws?listenKey={key}", f"{sim.base_url}/private/ws/{key}"):
         ws = await session.ws_connect(url)
@@ -300,6 +301,9 @@ async def test_binance_user_socket_streams_fixtures_then_listen_key_expired(
         await recv(ws)
     assert await sim.push_private("binanceusdm", BN_KEY, "ORDER_TRADE_UPDATE", {"e": "ORDER_TRADE_UPDATE", "E": 1}) == 1
     assert (await recv(ws)) == {"e": "ORDER_TRADE_UPDATE", "E": 1}
+    algo = {"e": "ALGO_UPDATE", "E": 2, "o": {"aid": 7, "X": "TRIGGERED", "ai": "8886774"}}
+    assert await sim.push_private("binanceusdm", BN_KEY, "ALGO_UPDATE", algo) == 1
+    assert (await recv(ws)) == algo
     sim.set_clock(1_700_000_000_000)
     assert await sim.expire_listen_key(BN_KEY) == 1
     expired = await recv(ws)
@@ -555,7 +559,9 @@ async def test_accounts_http_and_secrets_never_shown(
 
 
 def test_private_fixture_frames_load(tmp_path: Path) -> None:
-    assert len(sim_tapes.private_frames("binanceusdm", sim_tapes.BINANCE_USER_STREAM)) == 11
+    frames = sim_tapes.private_frames("binanceusdm", sim_tapes.BINANCE_USER_STREAM)
+    assert len(frames) == 12
+    assert [orjson.loads(f)["o"]["X"] for f in frames if orjson.loads(f)["e"] == "ALGO_UPDATE"] == ["NEW"]
     assert sim_tapes.private_frames("bitmart", "futures/asset:USDT") == ()  # Balances.txt pushes BTC only
     with pytest.raises(FileNotFoundError):
         sim_tapes.private_frames("gateio", "futures.orders", tmp_path)

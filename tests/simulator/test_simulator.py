@@ -440,6 +440,45 @@ async def test_binance_speed0_replays_every_trade_in_order(
     )
 
 
+def test_binance_agg_trade_tape_aggregates_the_recorded_trades() -> None:
+    """``btcusdt@aggTrade`` is derived from the recorded raw trades (``scripts.sim_aggtrade``): every trade in exactly
+    one aggregate, in order; an aggregate is a maximal run of trades with the same ms, price and taker side."""
+    raw = sim_tapes.get_tape("binanceusdm", "btcusdt@trade")
+    agg = sim_tapes.get_tape("binanceusdm", "btcusdt@aggTrade")
+    assert raw is not None and agg is not None and agg.derived and "aggregated" in agg.source
+    trades = {t["t"]: t for t in map(orjson.loads, raw.frames)}
+    aggs = [orjson.loads(f) for f in agg.frames]
+
+    assert len(aggs) == 10_447
+    assert [a["a"] for a in aggs] == list(range(aggs[0]["a"], aggs[0]["a"] + len(aggs)))  # contiguous ids
+    assert [i for a in aggs for i in range(a["f"], a["l"] + 1)] == list(trades)  # each trade once, in order
+    for a in aggs:
+        members = [trades[i] for i in range(a["f"], a["l"] + 1)]
+        assert {(t["T"], t["p"], t["m"]) for t in members} == {(a["T"], a["p"], a["m"])}
+        assert Decimal(a["q"]) == sum(Decimal(t["q"]) for t in members) and DECIMAL.match(a["q"])
+        assert a["E"] == members[-1]["E"] and list(a) == ["e", "E", "a", "s", "p", "q", "f", "l", "T", "m"]
+    for prev, nxt in itertools.pairwise(aggs):  # maximal runs: neighbours differ
+        assert (prev["T"], prev["p"], prev["m"]) != (nxt["T"], nxt["p"], nxt["m"])
+    assert list(agg.times_s) == sorted(agg.times_s)
+    assert max(a["l"] - a["f"] + 1 for a in aggs) == 113
+
+
+async def test_binance_agg_trade_is_served_on_market_only(
+    sim: ExchangeSimulator, session: aiohttp.ClientSession
+) -> None:
+    await sim.preload()
+    market = await session.ws_connect(f"{sim.binance_base_url}/market/stream?streams=btcusdt@aggTrade")
+    frames = [await recv(market) for _ in range(10_447)]
+    assert {f["stream"] for f in frames} == {"btcusdt@aggTrade"}
+    assert [f["data"]["f"] for f in frames[:3]] == [5266583935, 5266583936, 5266583937]
+    assert frames[-1]["data"]["l"] == 5266605247
+    public = await session.ws_connect(f"{sim.binance_base_url}/public/ws")
+    await send(public, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1})
+    assert await recv(public) == {"result": None, "id": 1}
+    await nothing_arrives(public)  # acked on the wrong route, never delivered (binance_usdm.md §4)
+    assert sim.status()["tapes"]["btcusdt@aggTrade"]["derived"] is True
+
+
 async def test_replay_pacing_speed_and_rate_loop(session: aiohttp.ClientSession) -> None:
     tape = sim_tapes.get_tape("binanceusdm", "btcusdt@trade")
     assert tape is not None

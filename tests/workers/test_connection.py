@@ -186,8 +186,8 @@ async def test_binance_paces_at_its_rate_limit_and_acks_by_id(
 async def test_binance_rejected_subscribe_is_failed_with_exchange_text(
     sim: ExchangeSimulator, make_conn: Any, pub: Any
 ) -> None:
-    sim.reject("btcusdt@trade", "Invalid request: stream not allowed")
-    conn, _ = make_conn(get_adapter("binanceusdm"), binance_url(sim, "public"), [BN_TRADE])
+    sim.reject("btcusdt@aggTrade", "Invalid request: stream not allowed")
+    conn, _ = make_conn(get_adapter("binanceusdm"), binance_url(sim, "market"), [BN_TRADE])
     await pub.wait_for(lambda: pub.states.get(str(BN_TRADE), {}).get("state") == "failed")
     assert pub.states[str(BN_TRADE)]["error"] == "2: Invalid request: stream not allowed"
     assert conn.status()["reconnects"] == 0
@@ -219,13 +219,13 @@ async def test_bitmart_trades_reach_redis_with_decimal_strings_intact(
 async def test_binance_trades_reach_redis_with_decimal_strings_intact(
     sim: ExchangeSimulator, make_conn: Any, pub: Any
 ) -> None:
-    make_conn(get_adapter("binanceusdm"), binance_url(sim, "public"), [BN_TRADE])
+    make_conn(get_adapter("binanceusdm"), binance_url(sim, "market"), [BN_TRADE])  # aggTrade, the default
     await pub.wait_for(lambda: pub.counts[str(BN_TRADE)] >= 20)
     assert await pub.flush(5.0)
     got = await stream_events(pub.redis, BN_TRADE)
-    sent = [orjson.loads(frame)["data"] for frame in sim.sent_data["btcusdt@trade"]]
+    sent = [orjson.loads(frame)["data"] for frame in sim.sent_data["btcusdt@aggTrade"]]
     assert [(e["trade_id"], e["price"], e["size"], e["ts_exchange"]) for e in got] == [
-        (str(d["t"]), d["p"], d["q"], d["T"]) for d in sent[: len(got)]
+        (str(d["a"]), d["p"], d["q"], d["T"]) for d in sent[: len(got)]
     ]
     assert any(e["price"].endswith("0") for e in got) or all("." in e["price"] for e in got)
 

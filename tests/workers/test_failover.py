@@ -45,7 +45,7 @@ from workers.connection import (
     TAKEOVER,
     ExchangeConnection,
 )
-from workers.exchanges import get_adapter
+from workers.exchanges import configured_adapters, get_adapter
 from workers.leases import Leases
 from workers.planner import read_plan
 from workers.publisher import Publisher
@@ -64,6 +64,8 @@ FAST = {
     "RECONNECT_MAX_DELAY_S": "0.5",
     "DRAIN_TIMEOUT_S": "2",
 }
+#: ``LiveExchange`` serves the raw ``btcusdt@trade`` on ``/public``, not the default aggTrade on ``/market``.
+RAW_TRADES = {"BINANCE_USDM_TRADE_STREAM": "trade"}
 
 
 # -- a live exchange (shared stream) --------------------------------------------------------------------------
@@ -251,7 +253,10 @@ def tape_trade_ids(exchange: str, native_name: str) -> list[int]:
     for frame in sim_tapes.get_tape(exchange, native_name).frames:
         obj = orjson.loads(frame)
         data = obj.get("data", obj)
-        out.extend([int(d["trade_id"]) for d in data] if isinstance(data, list) else [int(data["t"])])
+        if isinstance(data, list):
+            out.extend(int(d["trade_id"]) for d in data)
+        else:  # Binance: the aggregate id of an aggTrade (the default stream), the trade id of a raw trade
+            out.append(int(data["a"] if data["e"] == "aggTrade" else data["t"]))
     return out
 
 
@@ -447,7 +452,7 @@ async def test_lifetime_roll_is_make_before_break_without_gap_or_duplicate(
     redis: Redis, redis_url: str, live: LiveExchange, make_settings: Callable[..., Settings], runtimes: Any
 ) -> None:
     settings = make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=live.base_url, HEARTBEAT_INTERVAL_S="0.2",
-                             LEASE_TTL_S="1", CONNECTION_MAX_AGE_S="1.0", **FAST)  # fmt: skip
+                             LEASE_TTL_S="1", CONNECTION_MAX_AGE_S="1.0", **FAST, **RAW_TRADES)  # fmt: skip
     await ControlStore(redis).add_desired([BN_TRADE], now_ms=1)
     runtime = await runtimes(settings, "w-roll")
 
@@ -494,7 +499,8 @@ async def connect(
     def factory(exchange: str, url: str, topic: str, **env: str) -> ExchangeConnection:
         settings = make_settings(**{"PING_INTERVAL_S": "0.2", "PONG_TIMEOUT_S": "0.3", "STALL_TIMEOUT_S": "0.5",
                                     **FAST, **env})
-        conn = ExchangeConnection(conn_id=f"c{len(started) + 1}", adapter=get_adapter(exchange), url=url,
+        adapter = configured_adapters(settings)[exchange]
+        conn = ExchangeConnection(conn_id=f"c{len(started) + 1}", adapter=adapter, url=url,
                                   settings=settings, session=session, publisher=pub, rng=random.Random(7))  # fmt: skip
         conn.set_topics([Topic.parse(topic)])
         started.append((conn, asyncio.create_task(conn.run())))
@@ -510,7 +516,7 @@ async def connect(
 async def test_exchange_fault_is_counted_and_announced(
     fault: str, redis: Redis, sim: ExchangeSimulator, connect: Any
 ) -> None:
-    url = get_adapter("binanceusdm").ws_url(sim.binance_base_url, "public")
+    url = get_adapter("binanceusdm").ws_url(sim.binance_base_url, "market")  # aggTrade, the default
     conn = connect("binanceusdm", url, BN_TRADE)
 
     async def trades(n: int) -> bool:
@@ -544,7 +550,7 @@ async def test_exchange_fault_is_counted_and_announced(
 async def test_refused_handshake_honours_retry_after_and_announces_the_gap(
     redis: Redis, live: LiveExchange, connect: Any
 ) -> None:
-    conn = connect("binanceusdm", f"{live.base_url}/public/stream", BN_TRADE, RECONNECT_MAX_DELAY_S="0.2")
+    conn = connect("binanceusdm", f"{live.base_url}/public/stream", BN_TRADE, RECONNECT_MAX_DELAY_S="0.2", **RAW_TRADES)
 
     async def trades(n: int) -> bool:
         return await redis.xlen(keys.event_stream(BN_TRADE)) >= n

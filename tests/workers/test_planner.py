@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from control import keys
 from control.settings import Settings
 from control.store import ControlStore
-from workers.exchanges import REGISTRY
+from workers.exchanges import REGISTRY, configured_adapters
 from workers.planner import assign, plan, read_plan
 
 BASE_URLS = {"bitmart": "wss://bm.example/api?protocol=1.1", "binanceusdm": "wss://bn.example"}
@@ -41,13 +41,28 @@ def test_adding_topics_never_moves_existing_ones() -> None:
 
 
 def test_binance_routes_get_separate_connections() -> None:
-    result, conns = _plan(["binanceusdm:kline:BTCUSDT:1m", "binanceusdm:trade:BTCUSDT", "bitmart:trade:BTCUSDT"])
+    result, conns = _plan(["binanceusdm:kline:BTCUSDT:1m", "binanceusdm:depth:BTCUSDT", "bitmart:trade:BTCUSDT"])
 
-    kline, trade = conns[result["binanceusdm:kline:BTCUSDT:1m"]], conns[result["binanceusdm:trade:BTCUSDT"]]
+    kline, depth = conns[result["binanceusdm:kline:BTCUSDT:1m"]], conns[result["binanceusdm:depth:BTCUSDT"]]
     assert kline == {"exchange": "binanceusdm", "route": "market", "url": "wss://bn.example/market/stream"}
-    assert trade == {"exchange": "binanceusdm", "route": "public", "url": "wss://bn.example/public/stream"}
+    assert depth == {"exchange": "binanceusdm", "route": "public", "url": "wss://bn.example/public/stream"}
     assert conns[result["bitmart:trade:BTCUSDT"]]["url"] == BASE_URLS["bitmart"]
     assert len(conns) == 3
+
+
+def test_a_changed_binance_trade_stream_moves_trade_topics_to_its_route() -> None:
+    """A plan made with BINANCE_USDM_TRADE_STREAM=trade (raw @trade on /public) is re-planned when the workers run
+    with the default aggTrade (on /market): the trade topic joins the /market connection, the /public one goes."""
+    kline, trade = "binanceusdm:kline:BTCUSDT:1m", "binanceusdm:trade:BTCUSDT"
+    raw = configured_adapters(Settings.from_env({"BINANCE_USDM_TRADE_STREAM": "trade"}))
+    new_id = _ids()
+    first, conns = assign([kline, trade], {}, {}, raw, new_id, base_urls=BASE_URLS)
+    assert conns[first[trade]]["route"] == "public" and conns[first[kline]]["route"] == "market"
+
+    second, conns2 = assign([kline, trade], first, conns, REGISTRY, new_id, base_urls=BASE_URLS)
+
+    assert second == {kline: first[kline], trade: first[kline]}
+    assert conns2 == {first[kline]: {"exchange": "binanceusdm", "route": "market", "url": "wss://bn.example/market/stream"}}
 
 
 def test_capacity_opens_a_second_connection() -> None:
@@ -64,10 +79,10 @@ def test_capacity_opens_a_second_connection() -> None:
 
 
 def test_removing_topics_deletes_empty_connections_only() -> None:
-    topics = ["bitmart:trade:BTCUSDT", "binanceusdm:kline:BTCUSDT:1m", "binanceusdm:trade:BTCUSDT"]
+    topics = ["bitmart:trade:BTCUSDT", "binanceusdm:kline:BTCUSDT:1m", "binanceusdm:depth:BTCUSDT"]
     first, conns = _plan(topics)
 
-    second, conns2 = _plan(["bitmart:trade:BTCUSDT", "binanceusdm:trade:BTCUSDT"], first, conns)
+    second, conns2 = _plan(["bitmart:trade:BTCUSDT", "binanceusdm:depth:BTCUSDT"], first, conns)
 
     assert first["binanceusdm:kline:BTCUSDT:1m"] not in conns2
     assert second == {t: first[t] for t in second}
@@ -117,7 +132,7 @@ async def test_plan_skips_while_another_holds_the_lock(redis: Redis, settings: S
 
 async def test_concurrent_plans_never_place_a_topic_twice(redis: Redis, settings: Settings) -> None:
     store = ControlStore(redis)
-    topics = [f"bitmart:trade:S{i}USDT" for i in range(10)] + ["binanceusdm:trade:BTCUSDT"]
+    topics = [f"bitmart:trade:S{i}USDT" for i in range(10)] + ["binanceusdm:depth:BTCUSDT"]
     await store.add_desired(topics, now_ms=1)
 
     for round_ in range(3):

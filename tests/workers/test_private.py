@@ -551,6 +551,8 @@ async def test_binance_listen_key_lifecycle(
                      what="order events")  # fmt: skip
     await wait_until(lambda: _has(kinds(topics[1]), {("position", False), ("position", True)}), what="positions")
     await wait_until(lambda: _has(kinds(topics[2]), {("balance", False)}), what="balance events")
+    await wait_until(lambda: _any_event(redis_bytes, topics[0], order_id="2148719", status="new", trigger_price="750"),
+                     what="the replayed resting conditional order (ALGO_UPDATE)")  # fmt: skip
     assert await sim.push_private("binanceusdm", carol.api_key, "ORDER_TRADE_UPDATE", binance_order_update(4242)) == 1
     await wait_until(lambda: _any_event(redis_bytes, topics[0], order_id="4242"), what="pushed order")
 

@@ -45,7 +45,8 @@ BITMART = [f"bitmart:kline:{s}:{tf}" for s in ("BTCUSDT", "ETHUSDT") for tf in (
     "bitmart:trade:BTCUSDT",
     "bitmart:trade:ETHUSDT",
 ]
-BINANCE = ["binanceusdm:kline:BTCUSDT:1m", "binanceusdm:trade:BTCUSDT"]
+#: Klines and trades (aggTrade by default) share the /market route; best bid/ask is a /public stream (§2).
+BINANCE = ["binanceusdm:kline:BTCUSDT:1m", "binanceusdm:trade:BTCUSDT", "binanceusdm:bookticker:BTCUSDT"]
 UNKNOWN = "bitmart:kline:NOPEUSDT:1m"
 LOGGERS = ("workers", "control")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -278,8 +279,8 @@ async def test_reconcile_job_runs_on_a_burst_arq_worker(
         await worker.close()
 
     current = await read_plan(redis)
-    assert current.version == version and current.topics == 3 and current.connections == 3
-    assert await reconcile({"runtime": runtime}, version) == {"version": version, "connections": 3, "topics": 3}
+    assert current.version == version and current.topics == 4 and current.connections == 3
+    assert await reconcile({"runtime": runtime}, version) == {"version": version, "connections": 3, "topics": 4}
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,17 @@ its adapter for a fresh ``new_parser()``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from workers.exchanges.base import AdapterError, ExchangeAdapter
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
 from workers.exchanges.bitmart import BitmartAdapter
 from workers.exchanges.gateio import GateioAdapter
 
-__all__ = ["REGISTRY", "UnknownExchangeError", "get_adapter"]
+if TYPE_CHECKING:
+    from control.settings import Settings
+
+__all__ = ["REGISTRY", "UnknownExchangeError", "configured_adapters", "get_adapter"]
 
 REGISTRY: dict[str, ExchangeAdapter] = {
     "bitmart": BitmartAdapter(),
@@ -33,3 +38,13 @@ def get_adapter(exchange_id: str) -> ExchangeAdapter:
         return REGISTRY[exchange_id]
     except KeyError:
         raise UnknownExchangeError(f"unknown exchange {exchange_id!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def configured_adapters(settings: Settings) -> dict[str, ExchangeAdapter]:
+    """The adapters as ``settings`` configure them (what a worker runs with): ``REGISTRY``, with Binance USD-M's
+    ``trade`` channel on ``settings.binance_usdm_trade_stream`` (the shared instance when that is the default)."""
+    adapters = dict(REGISTRY)
+    binance = adapters["binanceusdm"]
+    if getattr(binance, "trade_stream", None) != settings.binance_usdm_trade_stream:
+        adapters["binanceusdm"] = BinanceUsdmAdapter(trade_stream=settings.binance_usdm_trade_stream)
+    return adapters

@@ -6,14 +6,14 @@ Protocol facts are from ``shared/reference/binance_usdm.md``; each is tagged wit
 
 Wire shapes handled (§1, §4, §5, §6)::
 
-    envelope  {"stream":"btcusdt@trade","data":{...}}          (stream mode; ws mode sends the bare payload)
+    envelope  {"stream":"btcusdt@aggTrade","data":{...}}       (stream mode; ws mode sends the bare payload)
     ack       {"result":null,"id":1}
     error     {"code":2,"msg":"Invalid request: ...","id":1}  or  {"error":{"code":2,"msg":"..."},"id":2}
     kline     {"e":"kline","E":1626992741424,"s":"CTKUSDT","k":{"t","T","s","i","o","c","h","l","v","x",...}}
     trade     {"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT","t":5266583935,"p":"61800.30",
                "q":"0.006","X":"MARKET","m":false}
     aggTrade  {"e":"aggTrade","E":1626992741575,"a":16599292,"s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,
-               "l":23961322,"T":1626992741421,"m":false}
+               "l":23961322,"T":1626992741421,"m":false}                 (since 2025-11 also "nq", ignored)
     24hrTicker {"e":"24hrTicker","E":1672515782136,"s":"BTCUSDT","p":"-131.4","P":"-0.786","w":"16628.97","c":"16584.6",
                "Q":"0.002","o":"16716.0","h":"16764.89","l":"16456.51","v":"122474.816","q":"2036102085.69",...}
     bookTicker {"e":"bookTicker","u":400900217,"E":1568014460893,"T":1568014460891,"s":"BNBUSDT","b":"25.35",
@@ -31,6 +31,10 @@ User-data stream (§7; ``wss://fstream.binance.com/private/ws?listenKey=<key>``,
                "B":[{"a":"USDT","wb":"122624.12345678","cw":"100.12345678","bc":"50.12345678"}],
                "P":[{"s":"BTCUSDT","pa":"20","ep":"6563.6","bep":"6563.559","cr":"0","up":"2850.21200","mt":"isolated",
                "iw":"13200.70726908","ps":"LONG"}]}}
+    ALGO_UPDATE {"e":"ALGO_UPDATE","T":1750515742297,"E":1750515742303,"o":{"caid":"Q5xaq5EGKgXXa0fD7fs0Ip",
+               "aid":2148719,"at":"CONDITIONAL","o":"TAKE_PROFIT","s":"BNBUSDT","S":"SELL","ps":"BOTH","f":"GTC",
+               "q":"0.01","X":"CANCELED","ai":"","ap":"0.00000","aq":"0.00000","act":"0","tp":"750","p":"750",
+               "wt":"CONTRACT_PRICE","R":false,"tt":0,...}}   (conditional orders since 2025-12-02)
     listenKeyExpired {"e":"listenKeyExpired","E":1576653824250,"listenKey":"..."}   (E: int, formerly a string)
 
 REST (§7, §8, ``https://fapi.binance.com``): listenKey ``POST/PUT/DELETE /fapi/v1/listenKey`` with ``X-MBX-APIKEY`` only;
@@ -40,7 +44,6 @@ signed calls add ``recvWindow``, ``timestamp`` and ``signature`` = hex HMAC-SHA2
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -57,23 +60,23 @@ from workers.exchanges.base import (
     RestRequest,
     SnapshotRequest,
 )
+from workers.exchanges.binanceusdm_user import EXCHANGE_ID, account_update_events, algo_order_event
+from workers.exchanges.binanceusdm_user import POSITION_SIDES as _POSITION_SIDES
+from workers.exchanges.binanceusdm_user import decimal_value as _decimal
 from workers.exchanges.signing import check_credentials, hmac_sha256_hex
 
 _loads = orjson.loads
 _dumps = orjson.dumps
 
-EXCHANGE_ID = "binanceusdm"
 #: Extra HTTP headers for the WebSocket handshake: none (§1).
 WS_HEADERS: dict[str, str] = {}
 #: Canonical timeframe -> Binance interval; Binance has every canonical one under the same name (§5).
 TIMEFRAMES: dict[str, str] = {tf: tf for tf in TIMEFRAME_MS}
 #: Feedplane channel -> socket route (§1-2): klines and ``@ticker`` only flow on ``/market`` since 2026-04-23
 #: (an unrouted or wrong-route socket acks the SUBSCRIBE and then sends nothing, §0, §4); ``@bookTicker`` and
-#: ``@depth`` are ``/public`` streams (§2); ``@trade`` is undocumented and observed on ``/public`` (§2, UNVERIFIED
-#: officially).
+#: ``@depth`` are ``/public`` streams (§2). The ``trade`` channel's route depends on its stream: ``TRADE_STREAMS``.
 ROUTES: dict[str, str] = {
     "kline": "market",
-    "trade": "public",
     "ticker": "market",
     "bookticker": "public",
     "depth": "public",
@@ -81,11 +84,22 @@ ROUTES: dict[str, str] = {
 #: Feedplane channel -> stream suffix, for the channels without a timeframe (§5). Depth is the diff stream at
 #: 100 ms, the fastest documented speed (§5; the recordings' ``@0ms`` is undocumented).
 _STREAM_SUFFIXES: dict[str, str] = {
-    "trade": "@trade",
     "ticker": "@ticker",
     "bookticker": "@bookTicker",
     "depth": "@depth@100ms",
 }
+#: ``Settings.binance_usdm_trade_stream`` (``BINANCE_USDM_TRADE_STREAM``) -> (stream suffix, route) of the ``trade``
+#: channel. ``aggTrade`` (the default) is the documented ``<s>@aggTrade`` on ``/market`` (§2, §5; "Aggregate Trade
+#: Streams", https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/
+#: Aggregate-Trade-Streams): one event per aggregate of fills with the same price and taker side, ``trade_id`` =
+#: the aggregate id ``a`` (``f``..``l`` are the raw trade ids it covers). ``trade`` is the raw ``<s>@trade``, which
+#: the official stream list does not document (§2): observed on ``/public`` (UNVERIFIED officially); if Binance
+#: stopped serving it, the SUBSCRIBE would still be acked and the topic would go silent (§4).
+TRADE_STREAMS: dict[str, tuple[str, str]] = {
+    "aggTrade": ("@aggTrade", "market"),
+    "trade": ("@trade", "public"),
+}
+DEFAULT_TRADE_STREAM = "aggTrade"
 #: REST order-book snapshot (§6 step 2); the documented procedure asks for 1000 levels (weight 20).
 SNAPSHOT_PATH = "/fapi/v1/depth"
 SNAPSHOT_LIMIT = 1000
@@ -114,19 +128,15 @@ _ORDER_STATUSES: dict[str, str] = {
     "EXPIRED_IN_MATCH": "expired",
     "REJECTED": "rejected",
 }
-#: Position side ``ps`` -> (PositionEvent ``side``, ``mode``): BOTH is the one-way net position (§7).
-_POSITION_SIDES: dict[str, tuple[str, str]] = {
-    "BOTH": ("both", "one_way"),
-    "LONG": ("long", "hedge"),
-    "SHORT": ("short", "hedge"),
-}
 
 
-def stream_name(topic: Topic) -> str:
+def stream_name(topic: Topic, trade_stream: str = DEFAULT_TRADE_STREAM) -> str:
     """The Binance stream for ``topic`` (§1: lowercase the symbol only, keep the suffix's case): ``btcusdt@kline_1m``,
-    ``btcusdt@trade``, ``btcusdt@ticker``, ``btcusdt@bookTicker`` or ``btcusdt@depth@100ms``.
+    ``btcusdt@aggTrade`` (or ``btcusdt@trade`` with ``trade_stream="trade"``, see ``TRADE_STREAMS``),
+    ``btcusdt@ticker``, ``btcusdt@bookTicker`` or ``btcusdt@depth@100ms``.
 
-    Raises AdapterError for a channel or timeframe this adapter does not serve.
+    Raises AdapterError for a channel or timeframe this adapter does not serve, KeyError for an unknown
+    ``trade_stream``.
     """
     symbol = topic.symbol.lower()
     if topic.channel == "kline":
@@ -134,6 +144,8 @@ def stream_name(topic: Topic) -> str:
         if interval is None:
             raise AdapterError(f"binanceusdm: unsupported kline timeframe {topic.timeframe!r}")
         return f"{symbol}@kline_{interval}"
+    if topic.channel == "trade":
+        return symbol + TRADE_STREAMS[trade_stream][0]
     suffix = _STREAM_SUFFIXES.get(topic.channel)
     if suffix is None:
         raise AdapterError(f"binanceusdm does not support channel {topic.channel!r}")
@@ -150,13 +162,19 @@ class BinanceUsdmParser:
     ``bookTicker`` become events; ``depthUpdate`` becomes a ``BookUpdate`` in ``Parsed.book``; other event
     types (``markPriceUpdate`` ...) are ``unknown``.
 
-    User data (§7): with an ``account``, ``ORDER_TRADE_UPDATE`` becomes an OrderEvent on ``binanceusdm:order:<account>``
-    and ``ACCOUNT_UPDATE`` PositionEvents and BalanceEvents on the account's position and balance topics; without
-    one they are ``unknown``. ``listenKeyExpired`` is ``Parsed(reconnect="listenKeyExpired")`` either way (the socket
-    stays open but silent after it: get a new key, reconnect, re-sync from REST). ``TRADE_LITE`` (a low-latency
-    duplicate of the fills ``ORDER_TRADE_UPDATE`` also reports) and ``ALGO_UPDATE`` (conditional orders held by the
-    Algo Service; once triggered they arrive as ``ORDER_TRADE_UPDATE``) are ``unknown``, as are ``MARGIN_CALL``,
-    ``ACCOUNT_CONFIG_UPDATE`` and the other events.
+    User data (§7): with an ``account``, ``ORDER_TRADE_UPDATE`` becomes an OrderEvent on ``binanceusdm:order:<account>``,
+    ``ALGO_UPDATE`` (conditional orders held by the Algo Service until they trigger, since 2025-12-02) an OrderEvent
+    with its trigger on the same topic (``binanceusdm_user.algo_order_event``), and ``ACCOUNT_UPDATE`` PositionEvents
+    and BalanceEvents on the account's position and balance topics; without one they are ``unknown``.
+    ``listenKeyExpired`` is ``Parsed(reconnect="listenKeyExpired")`` either way (the socket stays open but silent
+    after it: get a new key, reconnect, re-sync from REST). ``TRADE_LITE`` (a low-latency duplicate of the fills
+    ``ORDER_TRADE_UPDATE`` also reports) is ``unknown``, as are ``MARGIN_CALL``, ``ACCOUNT_CONFIG_UPDATE`` and the
+    other events.
+
+    Counters (for metrics; never reset): ``account_positions_skipped`` and ``account_balances_skipped`` count
+    ``ACCOUNT_UPDATE`` items that did not parse (an unknown position side, a missing field). The frame's other items
+    are still published, and the result carries ``Parsed.error`` naming what was skipped, so the connection logs it
+    (rate-limited) and shows it as its ``last_error``.
     """
 
     __slots__ = (
@@ -168,6 +186,8 @@ class BinanceUsdmParser:
         "_ticker_topics",
         "_trade_topics",
         "account",
+        "account_balances_skipped",
+        "account_positions_skipped",
     )
 
     def __init__(self, account: str | None = None) -> None:
@@ -181,6 +201,7 @@ class BinanceUsdmParser:
         self._bookticker_topics: dict[str, str] = {}
         self._depth_topics: dict[str, str] = {}
         self._kline_topics: dict[str, dict[str, str]] = {}
+        self.account_positions_skipped = self.account_balances_skipped = 0
         # Dispatch on the event type, built once (style.md habit 3).
         self._handlers: dict[str, Callable[[dict[str, Any], int], Parsed]] = {
             "trade": self._on_trade,
@@ -191,6 +212,7 @@ class BinanceUsdmParser:
             "depthUpdate": self._on_depth_update,
             "ORDER_TRADE_UPDATE": self._on_order_update,
             "ACCOUNT_UPDATE": self._on_account_update,
+            "ALGO_UPDATE": self._on_algo_update,
             "listenKeyExpired": _on_listen_key_expired,
         }
 
@@ -207,68 +229,26 @@ class BinanceUsdmParser:
         return Parsed(events=[(topic, event)])
 
     def _on_account_update(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
-        """``ACCOUNT_UPDATE`` (only changed balances and positions, §7) -> one PositionEvent per ``a.P`` item, then one
-        BalanceEvent per ``a.B`` item, all with ``ts_exchange`` = ``E``.
-
-        Positions: ``pa`` (signed amount) -> ``size`` as sent; ``ps`` LONG/SHORT -> side long/short and mode hedge,
-        BOTH -> side both and mode one_way; ``ep`` -> ``entry_price``; ``up`` -> ``unrealized_pnl``; ``mt`` ->
-        ``margin_mode``; no mark price, liquidation price or leverage in this event (None).
-        Balances: ``a`` asset, ``wb`` wallet balance -> ``balance``. ``available`` and ``frozen`` are None: ``cw``
-        is the *cross wallet* balance (wallet minus isolated margin), not what is free to trade, and the event has
-        no available figure (REST ``/fapi/v2/balance`` ``availableBalance`` has).
-        """
+        """``ACCOUNT_UPDATE`` -> PositionEvents then BalanceEvents (``binanceusdm_user.account_update_events``). Items
+        that do not parse are skipped and counted (``account_positions_skipped``, ``account_balances_skipped``); the
+        others are published, with ``Parsed.error`` saying what was skipped."""
         position_topic = self._private_topics.get("position")
         if position_topic is None:
             return Parsed(unknown=True)
-        balance_topic = self._private_topics["balance"]
-        account = self.account or ""
-        a = d["a"]
-        ts_exchange = d.get("E")
-        events: list[tuple[str, dict[str, Any]]] = []
-        for p in a.get("P") or ():
-            side, mode = _POSITION_SIDES[p["ps"]]
-            events.append(
-                (
-                    position_topic,
-                    {
-                        "type": "position",
-                        "exchange": EXCHANGE_ID,
-                        "account": account,
-                        "symbol": p["s"],
-                        "side": side,
-                        "mode": mode,
-                        "size": p["pa"],
-                        "entry_price": p.get("ep"),
-                        "mark_price": None,
-                        "liquidation_price": None,
-                        "leverage": None,
-                        "margin_mode": p.get("mt"),
-                        "unrealized_pnl": p.get("up"),
-                        "ts_exchange": ts_exchange,
-                        "ts_received": ts_received_ms,
-                        "snapshot": False,
-                    },
-                )
-            )
-        for b in a.get("B") or ():
-            events.append(
-                (
-                    balance_topic,
-                    {
-                        "type": "balance",
-                        "exchange": EXCHANGE_ID,
-                        "account": account,
-                        "asset": b["a"],
-                        "balance": b.get("wb"),
-                        "available": None,
-                        "frozen": None,
-                        "ts_exchange": ts_exchange,
-                        "ts_received": ts_received_ms,
-                        "snapshot": False,
-                    },
-                )
-            )
-        return Parsed(events=events)
+        update = account_update_events(
+            d, position_topic, self._private_topics["balance"], self.account or "", ts_received_ms
+        )
+        self.account_positions_skipped += update.skipped_positions
+        self.account_balances_skipped += update.skipped_balances
+        return Parsed(events=update.events, error=update.report())
+
+    def _on_algo_update(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
+        """``ALGO_UPDATE`` (a conditional order in the Algo Service, §7) -> one OrderEvent with ``trigger_price``,
+        ``trigger_price_type``, ``actual_order_id`` and ``algo`` (``binanceusdm_user.algo_order_event``)."""
+        topic = self._private_topics.get("order")
+        if topic is None:
+            return Parsed(unknown=True)
+        return Parsed(events=[(topic, algo_order_event(d["o"], self.account or "", d.get("E"), ts_received_ms))])
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
         """Parse one text frame received at ``ts_received_ms`` (epoch ms).
@@ -379,13 +359,15 @@ class BinanceUsdmParser:
         return topic
 
     def _on_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
-        """``trade`` (§5, undocumented stream): ``t`` id, ``p``/``q`` strings, ``T`` trade time ms,
-        ``m`` buyer is maker (so the taker sold)."""
+        """``trade`` (§5, undocumented stream; ``BINANCE_USDM_TRADE_STREAM=trade``): ``t`` id, ``p``/``q`` strings,
+        ``T`` trade time ms, ``m`` buyer is maker (so the taker sold)."""
         return self._trade(d, d["t"], ts_received_ms)
 
     def _on_agg_trade(self, d: dict[str, Any], ts_received_ms: int) -> Parsed:
-        """``aggTrade`` (§5) as a trade event on the same ``binanceusdm:trade:<s>`` topic; ``trade_id``
-        is the aggregate id ``a``. (The 2021 recording carries aggTrade only, §10.)"""
+        """``aggTrade`` (§5, the default trade stream) as a trade event on the same ``binanceusdm:trade:<s>`` topic:
+        ``trade_id`` is the aggregate id ``a`` (one event per aggregate of fills with one price and taker side;
+        ``q`` their summed size; the raw trade ids ``f``..``l`` and ``nq`` are not published). Aggregate ids are
+        their own id space, so trade ids change meaning when the stream setting changes."""
         return self._trade(d, d["a"], ts_received_ms)
 
     def _trade(self, d: dict[str, Any], trade_id: int, ts_received_ms: int) -> Parsed:
@@ -446,18 +428,6 @@ def _on_listen_key_expired(d: dict[str, Any], ts_received_ms: int) -> Parsed:
     """``listenKeyExpired`` ``{e,E,listenKey}`` (``E`` an int since 2026-05, a string before, §0, §7): the socket stays
     open but silent, so the connection must get a new key and reconnect."""
     return Parsed(reconnect="listenKeyExpired")
-
-
-def _decimal(value: Any, name: str) -> Decimal:
-    if type(value) is not str:
-        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
-    return number
 
 
 def order_status(status: str, size: Any, filled: Any) -> str:
@@ -735,6 +705,11 @@ class BinanceUsdmAdapter:
     Private topics: no login frame and no subscription. The account's ``private:<account>`` socket opens
     ``private_ws_url(base, listen_key)`` with a key from ``listen_key_request(creds, "POST")`` (kept alive with PUT,
     ≤ 30 min apart, §7) and receives every event of the account; its three topics are served as soon as it is open.
+
+    :param trade_stream: the native stream of the ``trade`` channel, a key of ``TRADE_STREAMS``: ``"aggTrade"``
+        (default; documented, on ``/market``; ``trade_id`` is the aggregate id) or ``"trade"`` (raw trades,
+        undocumented, on ``/public``). Raises ValueError for anything else. Workers build it from
+        ``Settings.binance_usdm_trade_stream`` (``workers.exchanges.configured_adapters``).
     """
 
     id = EXCHANGE_ID
@@ -750,12 +725,24 @@ class BinanceUsdmAdapter:
     ws_headers = WS_HEADERS
     book_rule = "binance"
 
+    def __init__(self, trade_stream: str = DEFAULT_TRADE_STREAM) -> None:
+        if trade_stream not in TRADE_STREAMS:
+            raise ValueError(f"binanceusdm trade stream must be one of {', '.join(TRADE_STREAMS)}, not {trade_stream!r}")
+        self.trade_stream = trade_stream
+        self._trade_route = TRADE_STREAMS[trade_stream][1]
+
+    def __repr__(self) -> str:
+        return f"BinanceUsdmAdapter(trade_stream={self.trade_stream!r})"
+
     def route(self, topic: Topic) -> str:
-        """``"market"`` for klines and tickers, ``"public"`` for trades, best bid/ask and depth (§2), and
+        """``"market"`` for klines and tickers, ``"public"`` for best bid/ask and depth (§2), the trade stream's route
+        for trades (``"market"`` for ``aggTrade``, ``"public"`` for raw ``trade``: ``TRADE_STREAMS``), and
         ``"private:<account>"`` for an account's order/position/balance topics (one listenKey socket per account).
         Raises AdapterError for other channels."""
         if topic.channel in PRIVATE_CHANNELS:
             return f"private:{topic.symbol}"
+        if topic.channel == "trade":
+            return self._trade_route
         route = ROUTES.get(topic.channel)
         if route is None:
             raise AdapterError(f"binanceusdm does not support channel {topic.channel!r}")
@@ -782,7 +769,7 @@ class BinanceUsdmAdapter:
             except ValueError as exc:
                 raise AdapterError(str(exc)) from None
             return
-        stream_name(topic)
+        stream_name(topic, self.trade_stream)
 
     def subscribe_frames(
         self,
@@ -887,7 +874,7 @@ class BinanceUsdmAdapter:
             self.validate(topic)
             if topic.channel in PRIVATE_CHANNELS:
                 continue  # served by the listenKey URL
-            stream = stream_name(topic)
+            stream = stream_name(topic, self.trade_stream)
             stream_bytes = len(_dumps(stream))
             if params and (len(params) >= batch_size or size + 1 + stream_bytes > limit):
                 batches.append((params, names))
