@@ -31,6 +31,8 @@ from scripts.simulator import ExchangeSimulator
 from tests.e2e.harness import RedisServer
 from workers.connection import DEAD_PEER, SILENT_FEED, ExchangeConnection
 from workers.exchanges import get_adapter
+from workers.exchanges.base import ExchangeAdapter
+from workers.exchanges.binanceusdm import BinanceUsdmAdapter
 from workers.publisher import Publisher
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,10 +129,18 @@ async def stored_events(r: Redis, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(f[keys.STREAM_FIELD.encode()]) for _, f in entries]
 
 
+#: Binance raw trades (``@trade`` on /public): one trade per frame, so the trade ids sent and stored align 1:1.
+RAW_BINANCE = BinanceUsdmAdapter(trade_stream="trade")
+
+
+def adapter_for(exchange: str) -> ExchangeAdapter:
+    return RAW_BINANCE if exchange == "binanceusdm" else get_adapter(exchange)
+
+
 def ws_url(sim: ExchangeSimulator, exchange: str) -> str:
     if exchange == "bitmart":
         return get_adapter("bitmart").ws_url(sim.bitmart_public_url, "public")
-    return get_adapter("binanceusdm").ws_url(sim.binance_base_url, "public")
+    return RAW_BINANCE.ws_url(sim.binance_base_url, "public")
 
 
 @dataclass
@@ -166,7 +176,7 @@ async def rig(
         await sim.preload()  # loading a tape on the first subscribe can take longer than STALL_TIMEOUT_S
         await sim.start()
         conn = ExchangeConnection(
-            conn_id="c1", adapter=get_adapter(exchange), url=ws_url(sim, exchange),
+            conn_id="c1", adapter=adapter_for(exchange), url=ws_url(sim, exchange),
             settings=make_settings(**{**FAST, **env}), session=session, publisher=pub, rng=random.Random(7),
         )
         conn.set_topics([Topic.parse(TOPICS[exchange])])

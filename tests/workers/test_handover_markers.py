@@ -32,7 +32,7 @@ from workers.planner import read_plan
 from workers.stitch import identity
 
 from . import test_failover
-from .test_failover import FAST, LiveExchange, gap_neighbours, sim_env, stream
+from .test_failover import FAST, RAW_TRADES, LiveExchange, gap_neighbours, sim_env, stream
 from .test_runtime import BINANCE, BITMART, WITH_TAPES, steady, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -120,7 +120,7 @@ async def test_marker_reads_failing_until_the_handover_timeout_announce_a_gap_an
 ) -> None:
     trade, quiet = "binanceusdm:trade:BTCUSDT", "binanceusdm:kline:BTCUSDT:1m"  # routes public and market
     settings = make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=live.base_url, HEARTBEAT_INTERVAL_S="0.2",
-                             LEASE_TTL_S="1", HANDOVER_TIMEOUT_S="2", STALL_TIMEOUT_S="120", **FAST)  # fmt: skip
+                             LEASE_TTL_S="1", HANDOVER_TIMEOUT_S="2", STALL_TIMEOUT_S="120", **FAST, **RAW_TRADES)  # fmt: skip
     await ControlStore(redis).add_desired([trade, quiet], now_ms=1)
     a = await runtimes(settings, "w-a")
 

@@ -22,7 +22,7 @@ from workers.connection import CONNECT_FAILED
 from workers.planner import read_plan
 
 from . import test_failover
-from .test_failover import FAST, LiveExchange, sim_env, stream
+from .test_failover import FAST, RAW_TRADES, LiveExchange, sim_env, stream
 from .test_runtime import BINANCE, BITMART, sim_counts, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -77,10 +77,10 @@ async def test_a_running_connection_moves_to_a_new_url_make_before_break(
     topic = "binanceusdm:trade:BTCUSDT"
     old_url, new_url = live.base_url, live.base_url.replace("127.0.0.1", "localhost")
     await ControlStore(redis).add_desired([topic], now_ms=1)
-    a = await runtimes(make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=old_url, **SHORT, **FAST), "w-a")
+    a = await runtimes(make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=old_url, **SHORT, **FAST, **RAW_TRADES), "w-a")
     await live.wait_for(lambda: live.subscribed() == 1 and len(live.sent) > 10)
     before_move = live.sent[-1]
-    b = await runtimes(make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=new_url, **SHORT, **FAST), "w-b")
+    b = await runtimes(make_settings(REDIS_URL=redis_url, BINANCE_USDM_WS_URI=new_url, **SHORT, **FAST, **RAW_TRADES), "w-b")
 
     async def moved() -> bool:
         held = [h for r in (a, b) for h in r._held.values()]
