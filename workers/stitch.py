@@ -58,7 +58,8 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
     and it is what orders the updates of one bar where the exchange sends no event time (BitMart: without it, every
     buffered update of the current bar looked "not before the marker" and was published again). A closed bar comes
     after every update of its bar and is unique (two sockets close a quiet bar each on its own,
-    ``workers.kline_close``, with the same values but possibly another exchange time). Otherwise the exchange time
+    ``workers.kline_close``, with the same values but possibly another exchange time); its corrections (a closed
+    bar again, with a larger volume) follow it in volume order. Otherwise the exchange time
     (not unique).
     """
     kind = event.get("type")
@@ -81,10 +82,11 @@ def order_key(event: dict[str, Any]) -> OrderKey | None:
     elif kind == "kline":
         open_time = _int(event.get("open_time"))
         if open_time is not None:
-            if event.get("closed") is True:  # the bar's final state: after its updates, one per bar
-                return ("kline", (open_time, 1), True)
+            volume = _volume(event.get("volume"))
+            if event.get("closed") is True:  # the bar's final state after its updates; corrections by volume
+                return ("kline", (open_time, 1) if volume is None else (open_time, 1, volume), True)
             values: tuple[int | Decimal, ...] = (open_time, 0)
-            volume, ts = _volume(event.get("volume")), _int(event.get("ts_exchange"))
+            ts = _int(event.get("ts_exchange"))
             values += () if volume is None else (volume,)
             values += () if ts is None else (ts,)
             return ("kline", values, False)
