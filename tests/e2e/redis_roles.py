@@ -1,0 +1,129 @@
+"""Redis role and loading faults for the publisher and chaos tests, on private ``redis-server`` processes.
+
+- ``ReplicaPair``: a master and its replica. ``demote()`` swaps their roles the way a Sentinel failover does,
+  without losing a write (the master's writes are paused until the replica has them all): the replica is
+  promoted and the old master becomes its replica, so a client still pointed at the old master gets ``READONLY``.
+  ``promote_back()`` swaps them again. Nothing writes to the other server meanwhile, so no data moves.
+- ``stale_replica()``: turn one server into the replica of an address where nothing listens, with
+  ``replica-serve-stale-data no``: every command (scripts included) is answered ``MASTERDOWN``.
+- ``fill()`` + ``slow_loading()``: a data set large enough, loaded slowly enough (Redis 7's debug config
+  ``key-load-delay``, microseconds per key), that a restarted server answers ``LOADING`` for seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.e2e.harness import RedisServer, free_port, wait_until
+
+
+def client(server: RedisServer) -> redis.Redis:
+    """A blocking client of ``server`` (str replies) for the test's own admin commands."""
+    return redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5, decode_responses=True)
+
+
+def info(server: RedisServer, section: str) -> dict[str, Any]:
+    with client(server) as c:
+        return c.info(section)
+
+
+class ReplicaPair:
+    """``master`` and ``replica`` (replicating it), both in ``directory``; see the module docstring."""
+
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+        self.master = RedisServer(directory / "a", persistent=persistent)
+        self.replica = RedisServer(directory / "b", persistent=persistent)
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replica.start()
+        wait_until(self.linked, 10, "the replica to sync")
+
+    def kill(self) -> None:
+        self.replica.kill()
+        self.master.kill()
+
+    def linked(self) -> bool:
+        """The replica (``self.replica``, whichever role it has now) is connected to ``self.master`` and in sync."""
+        try:
+            rep = info(self.replica, "replication")
+            master = info(self.master, "replication")
+        except (redis.RedisError, OSError):
+            return False
+        return rep.get("master_link_status") == "up" and rep.get("slave_repl_offset") == master.get(
+            "master_repl_offset"
+        )
+
+    def demote(self) -> None:
+        """The master becomes the replica of its promoted replica; writes sent to it now answer READONLY."""
+        with client(self.master) as m, client(self.replica) as r:
+            m.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # writes wait: the replica must have them all
+            try:
+                wait_until(self.linked, 10, "the replica to catch up")
+                r.execute_command("REPLICAOF", "NO", "ONE")
+                m.execute_command("REPLICAOF", "127.0.0.1", str(self.replica.port))
+            finally:
+                m.execute_command("CLIENT", "UNPAUSE")  # the paused writes now meet a replica
+        wait_until(lambda: info(self.master, "replication").get("master_link_status") == "up", 10, "the demoted master")
+
+    def promote_back(self) -> None:
+        """Undo ``demote``: the old master takes writes again and the other server replicates it."""
+        with client(self.master) as m, client(self.replica) as r:
+            m.execute_command("REPLICAOF", "NO", "ONE")
+            r.execute_command("REPLICAOF", "127.0.0.1", str(self.master.port))
+        wait_until(self.linked, 10, "the replica to follow the master again")
+
+    def role(self) -> str:
+        return str(info(self.master, "replication")["role"])
+
+
+@contextlib.contextmanager
+def replica_pair(directory: Path, *, persistent: bool = False) -> Iterator[ReplicaPair]:
+    pair = ReplicaPair(directory, persistent=persistent)
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.kill()
+
+
+def stale_replica(server: RedisServer) -> None:
+    """Make ``server`` a replica of a dead address that refuses stale reads: it answers MASTERDOWN to everything."""
+    with client(server) as c:
+        c.config_set("replica-serve-stale-data", "no")
+        c.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+
+
+def promote(server: RedisServer) -> None:
+    with client(server) as c:
+        c.execute_command("REPLICAOF", "NO", "ONE")
+
+
+def fill(server: RedisServer, keys: int, prefix: str = "filler") -> None:
+    """Add ``keys`` small string keys (``prefix:N``) so a restart has something to load."""
+    with client(server) as c:
+        for start in range(0, keys, 5000):
+            with c.pipeline(transaction=False) as pipe:
+                for i in range(start, min(keys, start + 5000)):
+                    pipe.set(f"{prefix}:{i}", "x" * 16)
+                pipe.execute()
+
+
+def slow_loading(server: RedisServer, delay_us: int) -> None:
+    """From the next start on, ``server`` loads its data set at ``delay_us`` microseconds per key (and serves
+    clients, answering LOADING, every kilobyte loaded). ``key-load-delay`` is a hidden debug config of Redis 7."""
+    server.args = [*server.args, "--key-load-delay", str(delay_us), "--loading-process-events-interval-bytes", "1024"]
+
+
+def loading(server: RedisServer) -> bool:
+    """True while ``server`` is loading its data set (INFO answers during loading)."""
+    try:
+        return info(server, "persistence").get("loading") == 1
+    except (redis.RedisError, OSError):
+        return False
