@@ -33,21 +33,23 @@ def info(server: RedisServer, section: str) -> dict[str, Any]:
 
 
 class ReplicaPair:
-    """``master`` and ``replica`` (replicating it), both in ``directory``; see the module docstring."""
+    """``master`` and ``replica`` (started already, the replica replicating the master); see the module docstring.
 
-    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
-        self.master = RedisServer(directory / "a", persistent=persistent)
-        self.replica = RedisServer(directory / "b", persistent=persistent)
+    The attributes keep naming the servers, whatever role ``demote`` gave them.
+    """
 
-    def start(self) -> None:
-        self.master.start()
-        self.replica.args = ["--replicaof", "127.0.0.1", str(self.master.port)]
-        self.replica.start()
-        wait_until(self.linked, 10, "the replica to sync")
+    def __init__(self, master: RedisServer, replica: RedisServer) -> None:
+        self.master = master
+        self.replica = replica
 
-    def kill(self) -> None:
-        self.replica.kill()
-        self.master.kill()
+    @classmethod
+    def start_replica_of(cls, master: RedisServer, directory: Path) -> ReplicaPair:
+        """Start a replica of the running ``master`` in ``directory`` and wait until it is in sync (blocking)."""
+        replica = RedisServer(directory, args=["--replicaof", "127.0.0.1", str(master.port)])
+        replica.start()
+        pair = cls(master, replica)
+        wait_until(pair.linked, 30, "the replica to sync")
+        return pair
 
     def linked(self) -> bool:
         """The replica (``self.replica``, whichever role it has now) is connected to ``self.master`` and in sync."""
@@ -84,13 +86,18 @@ class ReplicaPair:
 
 
 @contextlib.contextmanager
-def replica_pair(directory: Path, *, persistent: bool = False) -> Iterator[ReplicaPair]:
-    pair = ReplicaPair(directory, persistent=persistent)
+def replica_pair(directory: Path) -> Iterator[ReplicaPair]:
+    """A fresh master (non-persistent) and its replica, both killed afterwards."""
+    master = RedisServer(directory / "a")
+    pair = None
     try:
-        pair.start()
+        master.start()
+        pair = ReplicaPair.start_replica_of(master, directory / "b")
         yield pair
     finally:
-        pair.kill()
+        if pair is not None:
+            pair.replica.kill()
+        master.kill()
 
 
 def stale_replica(server: RedisServer) -> None:
@@ -127,3 +134,19 @@ def loading(server: RedisServer) -> bool:
         return info(server, "persistence").get("loading") == 1
     except (redis.RedisError, OSError):
         return False
+
+
+def rewrite_aof(server: RedisServer, timeout_s: float = 30.0) -> None:
+    """Compact ``server``'s append-only file (BGREWRITEAOF: an RDB preamble, so a restart loads it key by key,
+    at the ``key-load-delay`` pace) and wait until the rewrite is done."""
+    with client(server) as c:
+        c.bgrewriteaof()
+
+    def done() -> bool:
+        persistence = info(server, "persistence")
+        return not persistence["aof_rewrite_in_progress"] and not persistence["aof_rewrite_scheduled"]
+
+    wait_until(done, timeout_s, "the AOF rewrite", interval_s=0.05)
+    status = info(server, "persistence")["aof_last_bgrewrite_status"]
+    if status != "ok":
+        raise RuntimeError(f"BGREWRITEAOF failed: {status}")

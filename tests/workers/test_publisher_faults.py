@@ -10,6 +10,7 @@ gaps included. Each test counts, over the trade ids it sent: lost unannounced, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,17 @@ class Producer:
         await self._task
 
 
+@contextlib.asynccontextmanager
+async def running(client: Redis) -> AsyncIterator[Publisher]:
+    """A started publisher, closed afterwards whatever happened (its writer must not outlive the test's loop)."""
+    pub = Publisher(client, stream_maxlen=100_000, max_batch=50)
+    pub.start()
+    try:
+        yield pub
+    finally:
+        await pub.close(timeout_s=1.0)
+
+
 # -- Redis refusing writes for a while: retried like an outage ----------------------------------------------
 
 
@@ -91,26 +103,26 @@ def pair(tmp_path: Path) -> Iterator[redis_roles.ReplicaPair]:
 async def test_demoted_master_readonly_is_retried_not_dropped(pair: redis_roles.ReplicaPair) -> None:
     """The master is demoted (REPLICAOF) while trades flow, then promoted back: 0 lost, 0 duplicated."""
     client = make_redis(pair.master.url(), decode=False)
-    pub = Publisher(client, stream_maxlen=100_000, max_batch=50)
-    pub.start()
-    feed = Producer(pub, TOPICS[0])
     try:
-        await wait_stats(pub, lambda s: s["events_published"] >= 100)
-        await asyncio.to_thread(pair.demote)
-        await feed.more(500)  # about half a second of trades against a replica
-        demoted = pub.stats
-        await asyncio.to_thread(pair.promote_back)
-        await feed.more(200)
+        async with running(client) as pub:
+            feed = Producer(pub, TOPICS[0])
+            try:
+                await wait_stats(pub, lambda s: s["events_published"] >= 100)
+                await asyncio.to_thread(pair.demote)
+                await feed.more(500)  # about half a second of trades against a replica
+                demoted = pub.stats
+                await asyncio.to_thread(pair.promote_back)
+                await feed.more(200)
+            finally:
+                await feed.stop()
+            assert await pub.flush(15.0)
+            result = count(feed.sent, await stream_events(client, TOPICS[0]))
+            print(f"\nreadonly demotion: sent {len(feed.sent)}, {result}, while demoted {demoted}")
+            assert "read only replica" in (demoted["last_error"] or ""), demoted
+            assert result == Count(lost=0, announced=0, duplicated=0)
+            assert pub.stats["dropped"] == 0
     finally:
-        await feed.stop()
-    assert await pub.flush(15.0)
-    result = count(feed.sent, await stream_events(client, TOPICS[0]))
-    print(f"\nreadonly demotion: sent {len(feed.sent)}, {result}, while demoted {demoted}")
-    assert "read only replica" in (demoted["last_error"] or ""), demoted
-    assert result == Count(lost=0, announced=0, duplicated=0)
-    assert pub.stats["dropped"] == 0
-    await pub.close()
-    await client.aclose()
+        await client.aclose()
 
 
 @pytest.fixture
@@ -128,24 +140,22 @@ async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
 
 async def test_stale_replica_masterdown_is_retried_not_dropped(own_redis: RedisServer, own_client: Redis) -> None:
     """The server becomes a replica that lost its master and refuses stale data (MASTERDOWN), then a master again."""
-    pub = Publisher(own_client, stream_maxlen=100_000, max_batch=50)
-    pub.start()
-    feed = Producer(pub, TOPICS[0])
-    try:
-        await wait_stats(pub, lambda s: s["events_published"] >= 100)
-        await asyncio.to_thread(redis_roles.stale_replica, own_redis)
-        await feed.more(300)
-        stale = pub.stats
-        await asyncio.to_thread(redis_roles.promote, own_redis)
-        await feed.more(200)
-    finally:
-        await feed.stop()
-    assert await pub.flush(15.0)
-    result = count(feed.sent, await stream_events(own_client, TOPICS[0]))
-    print(f"\nmasterdown: sent {len(feed.sent)}, {result}, while stale {stale}")
-    assert "MASTERDOWN" in (stale["last_error"] or ""), stale
-    assert result == Count(lost=0, announced=0, duplicated=0)
-    await pub.close()
+    async with running(own_client) as pub:
+        feed = Producer(pub, TOPICS[0])
+        try:
+            await wait_stats(pub, lambda s: s["events_published"] >= 100)
+            await asyncio.to_thread(redis_roles.stale_replica, own_redis)
+            await feed.more(300)
+            stale = pub.stats
+            await asyncio.to_thread(redis_roles.promote, own_redis)
+            await feed.more(200)
+        finally:
+            await feed.stop()
+        assert await pub.flush(15.0)
+        result = count(feed.sent, await stream_events(own_client, TOPICS[0]))
+        print(f"\nmasterdown: sent {len(feed.sent)}, {result}, while stale {stale}")
+        assert "MASTERDOWN" in (stale["last_error"] or ""), stale
+        assert result == Count(lost=0, announced=0, duplicated=0)
 
 
 async def test_events_published_while_redis_is_loading_arrive_after(tmp_path: Path) -> None:
@@ -155,29 +165,27 @@ async def test_events_published_while_redis_is_loading_arrive_after(tmp_path: Pa
     client = make_redis(server.url(), decode=False)
     try:
         await asyncio.to_thread(redis_roles.fill, server, 20_000)
-        pub = Publisher(client, stream_maxlen=100_000, max_batch=50)
-        pub.start()
-        pub.publish(TOPICS[0], trade(0, TOPICS[0]))
-        assert await pub.flush(5.0)
-        await server.astop()
-        redis_roles.slow_loading(server, 100)  # about 2-4 s of LOADING
-        starting = asyncio.create_task(asyncio.to_thread(server.start, 120.0))  # returns once loaded
-        async with asyncio.timeout(30):
-            while not await asyncio.to_thread(redis_roles.loading, server):
-                await asyncio.sleep(0.02)
-        for i in range(1, 301):
-            pub.publish(TOPICS[0], trade(i, TOPICS[0]))
-            if i % 50 == 0:
-                await asyncio.sleep(0.01)
-        await wait_stats(pub, lambda s: "loading" in (s["last_error"] or "").lower(), 30)
-        assert await asyncio.to_thread(redis_roles.loading, server), "loading ended before the test published"
-        await starting
-        assert await pub.flush(30.0)
-        result = count(list(range(301)), await stream_events(client, TOPICS[0]))
-        print(f"\nloading: {result}, {pub.stats}")
-        assert [e["trade_id"] for e in await stream_events(client, TOPICS[0])] == [str(i) for i in range(301)]
-        assert result == Count(lost=0, announced=0, duplicated=0)
-        await pub.close()
+        async with running(client) as pub:
+            pub.publish(TOPICS[0], trade(0, TOPICS[0]))
+            assert await pub.flush(5.0)
+            await server.astop()
+            redis_roles.slow_loading(server, 100)  # about 2-4 s of LOADING
+            starting = asyncio.create_task(asyncio.to_thread(server.start, 120.0))  # returns once loaded
+            async with asyncio.timeout(30):
+                while not await asyncio.to_thread(redis_roles.loading, server):
+                    await asyncio.sleep(0.02)
+            for i in range(1, 301):
+                pub.publish(TOPICS[0], trade(i, TOPICS[0]))
+                if i % 50 == 0:
+                    await asyncio.sleep(0.01)
+            await wait_stats(pub, lambda s: "loading" in (s["last_error"] or "").lower(), 30)
+            assert await asyncio.to_thread(redis_roles.loading, server), "loading ended before the test published"
+            await starting
+            assert await pub.flush(30.0)
+            result = count(list(range(301)), await stream_events(client, TOPICS[0]))
+            print(f"\nloading: {result}, {pub.stats}")
+            assert [e["trade_id"] for e in await stream_events(client, TOPICS[0])] == [str(i) for i in range(301)]
+            assert result == Count(lost=0, announced=0, duplicated=0)
     finally:
         await client.aclose()
         server.kill()
