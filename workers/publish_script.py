@@ -77,7 +77,8 @@ local failed, first, wrote = 0, nil, false
 -- An error reply: counted; when Redis cannot take writes now and nothing is written yet, the script stops
 -- with it (the client resends the batch).
 local function failure(r)
-  if not wrote and transient[string.match(r.err, '^%u+')] then
+  -- (fakeredis, the embedded fallback, hands err over as userdata: never transient there)
+  if not wrote and type(r.err) == 'string' and transient[string.match(r.err, '^%u+')] then
     error(r)
   end
   failed = failed + 1

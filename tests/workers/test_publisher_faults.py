@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 from redis.asyncio import Redis
 
@@ -24,9 +25,7 @@ from control.redis_client import make_redis
 from tests.e2e import redis_roles
 from tests.e2e.harness import RedisServer, redis_server
 from tests.workers.test_publisher import TOPICS, stream_events, trade, wait_stats
-from workers.publisher import GAP_REASON_OVERFLOW, Publisher
-
-GAP_REASON_ERROR = "redis_error"
+from workers.publisher import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, Publisher
 
 
 @dataclass
@@ -261,3 +260,22 @@ async def test_failed_batch_is_announced_with_the_overflow_gap_it_carried(
     finally:
         admin.close()
         await client.aclose()
+
+
+async def test_script_runs_on_the_embedded_fakeredis_fallback() -> None:
+    """scripts/run's last resort is fakeredis (its Lua hands errors over differently): same writes, same gaps."""
+    fake = fakeredis.FakeAsyncRedis(version=(7, 4))
+    bad, good = TOPICS[1], TOPICS[0]
+    await fake.set(keys.event_stream(bad), b"not a stream")
+    pub = Publisher(fake, stream_maxlen=1000)
+    pub.start()
+    pub.publish(bad, trade(0, bad))
+    pub.publish(good, trade(1, good))
+    await wait_stats(pub, lambda s: s["redis_errors"] >= 1)
+    assert "WRONGTYPE" in pub.stats["last_error"]
+    await fake.delete(keys.event_stream(bad))
+    assert await pub.flush(10.0)
+    assert await stream_events(fake, good) == [trade(1, good)]
+    assert await stream_events(fake, bad) == [gap(bad, GAP_REASON_ERROR, 0, 0, 1)]
+    await pub.close()
+    await fake.aclose()
