@@ -15,7 +15,8 @@ Layout. A *slot* is one (topic, connection) pair of the batch; connection index 
 Per event, in order: ``XADD`` to its stream, then ``PUBLISH`` and (once per key) ``SET`` latest, both only when
 the XADD succeeded. An event whose XADD failed (a stream key of the wrong type, a stream whose last id is in
 the future) is *lost*: its number is returned so the publisher announces it in a ``gap`` event. A failed
-PUBLISH, SET or HSET is counted (``n_failed``) but loses nothing: the event is in its stream.
+PUBLISH, SET or HSET is counted (``n_failed``) but loses nothing: the event is in its stream. A topic's
+``fp:topic:last_event`` time is set only when one of its events of the batch was written.
 
 Redis unable to take writes right now (``TRANSIENT_CODES``: a replica, a data set still loading, a replica
 cut off from its master, out of memory, ...) rejects the first write of the script. The script then stops

@@ -10,7 +10,8 @@ Lua script that does, inside Redis::
     once per batch:                  HSET fp:topic:last_event {topic: ts_received ms ...}
                                      HSET fp:subs {topic: state json ...}   (queued by set_state)
 
-A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms).
+A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms). The script, its
+argument layout and reply, and which Redis errors are transient live in ``workers.publish_script``.
 
 Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it.
 For every connection present in a batch the script reads its lease once and writes that
