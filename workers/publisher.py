@@ -75,6 +75,9 @@ GAP_REASON_ERROR = "redis_error"
 #: ``reason`` of the gap event announcing an event that could not be serialized (an adapter bug).
 GAP_REASON_UNSERIALIZABLE = "unserializable"
 
+#: Seconds between two log lines for the same failing command (a broken key fails in every batch).
+_ERROR_LOG_EVERY_S = 10.0
+
 _Item = Item  # one queued event (see workers.publish_script.Item)
 
 
@@ -199,6 +202,8 @@ class Publisher:
         self._fenced = 0
         self._redis_errors = 0
         self._last_error: str | None = None
+        self._logged_error = ""  # the last command error logged, and when (monotonic)
+        self._logged_at = 0.0
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -429,7 +434,6 @@ class Publisher:
                 else:
                     topic, _, ts, conn, _ = batch[i - n_gaps]
                     self._lose(topic, ts, conn, GAP_REASON_ERROR, start + i - n_gaps)
-            log.error("%d events not written (XADD refused): announced by gap events", len(lost) - len(refused))
         for i, drops in enumerate(gaps.values()):
             if i not in refused:
                 self._gaps_published[drops.reason] += 1
@@ -497,7 +501,11 @@ class Publisher:
                 text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
                 self._redis_errors += int(failed)
                 self._last_error = f"ResponseError: {text}"
-                log.error("%d redis commands failed in a batch; first: %s", failed, text)
+                now = time.monotonic()
+                if text != self._logged_error or now - self._logged_at >= _ERROR_LOG_EVERY_S:  # a broken key fails
+                    self._logged_error, self._logged_at = text, now  # every batch: log it now and then
+                    log.error("%d redis commands failed in a batch, %d events not written (announced by gap events); "
+                              "first: %s", failed, len(lost), text)  # fmt: skip
             if fenced_conns:
                 self._fenced += int(fenced)
                 log.warning(
