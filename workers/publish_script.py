@@ -5,12 +5,18 @@ per event (44k events/s measured); the same work done by Redis inside a script r
 
 Layout. A *slot* is one (topic, connection) pair of the batch; connection index 0 means "not fenced".
 
-- KEYS: ``[fp:topic:last_event, fp:subs, lease key per connection (n_conns), then per slot: stream, pub/sub
-  channel, latest key]``
-- ARGV: ``[maxlen, n_events, n_ts, n_states, n_conns, n_slots, owner, connection index per slot,
+- KEYS: ``[fp:topic:last_event, fp:subs, fp:batch:{publisher}, lease key per connection (n_conns), then per
+  slot: stream, pub/sub channel, latest key]``
+- ARGV: ``[maxlen, n_events, n_ts, n_states, n_conns, n_slots, owner, batch number, connection index per slot,
   (slot 0-based, payload) * n_events, (topic, ts ms, slot) * n_ts, (topic, state json, conn index) * n_states]``
 - Reply: ``[n_failed, first_error or '', n_fenced, [fenced connection indexes], [lost event numbers]]``;
-  event numbers are 1-based positions among the batch's events.
+  event numbers are 1-based positions among the batch's events. A sixth element ``1`` marks a resend.
+
+Exactly once per batch. The script ends by recording the batch's number and outcome in ``fp:batch:{publisher}``
+(one key per publisher instance, 1-day TTL), in the same atomic run as the writes. A batch whose number is
+already there was written by an earlier run whose reply was lost with the connection: the script writes nothing
+and replies with the recorded outcome (and the resend mark), so a resend never duplicates an event, and a
+failover or restart that lost the batch loses the record with it (the batch is then written again).
 
 Per event, in order: ``XADD`` to its stream, then ``PUBLISH`` and (once per key) ``SET`` latest, both only when
 the XADD succeeded. An event whose XADD failed (a stream key of the wrong type, a stream whose last id is in
@@ -67,7 +73,7 @@ PUBLISH_SCRIPT = (
     """
 local maxlen, n_events = ARGV[1], tonumber(ARGV[2])
 local n_ts, n_states = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n_conns, n_slots, owner = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local n_conns, n_slots, owner, batch = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local field = '"""
     + keys.STREAM_FIELD
     + """'
@@ -94,9 +100,23 @@ local function write(...)
   wrote = true
   return true
 end
+local function ints(text)
+  local out = {}
+  for n in string.gmatch(text, '%d+') do out[#out + 1] = tonumber(n) end
+  return out
+end
+local done = redis.pcall('GET', KEYS[3])
+if type(done) == 'table' and done.err then
+  failure(done)
+elseif type(done) == 'string' then
+  local b, f, cs, ls = string.match(done, '^(%d+) (%d+) ([%d,]*) ([%d,]*)$')
+  if b == batch then
+    return {0, '', tonumber(f), ints(cs), ints(ls), 1}
+  end
+end
 local held, fenced_conns = {}, {}
 for c = 1, n_conns do
-  local v = redis.pcall('GET', KEYS[2 + c])
+  local v = redis.pcall('GET', KEYS[3 + c])
   if type(v) == 'table' and v.err then
     failure(v)
     held[c] = false
@@ -105,14 +125,14 @@ for c = 1, n_conns do
   end
   if not held[c] then fenced_conns[#fenced_conns + 1] = c end
 end
-local a = 8
+local a = 9
 local ok = {}
 for s = 0, n_slots - 1 do
   local c = tonumber(ARGV[a])
   ok[s] = c == 0 or held[c]
   a = a + 1
 end
-local key0 = 2 + n_conns
+local key0 = 3 + n_conns
 local last, written = {}, {}
 local fenced, lost = 0, {}
 for e = 1, n_events do
@@ -149,6 +169,8 @@ for _ = 1, n_states do
   end
   a = a + 3
 end
+local outcome = table.concat(fenced_conns, ',') .. ' ' .. table.concat(lost, ',')
+write('SET', KEYS[3], batch .. ' ' .. fenced .. ' ' .. outcome, 'EX', 86400)
 return {failed, first or '', fenced, fenced_conns, lost}
 """
 )
@@ -166,12 +188,14 @@ class ScriptArgs:
     """Builds the KEYS and ARGV of ``PUBLISH_SCRIPT`` (layout in the module docstring); keeps the encoded key
     names of recent topics and connections (up to 100,000 each) so a batch encodes nothing twice.
 
-    :param stream_maxlen: ``MAXLEN ~`` of every stream; :param owner: this worker's id (b"" turns fencing off).
+    :param stream_maxlen: ``MAXLEN ~`` of every stream; :param owner: this worker's id (b"" turns fencing off);
+    :param publisher: this publisher instance's id (``fp:batch:{publisher}``).
     """
 
-    def __init__(self, stream_maxlen: int, owner: bytes) -> None:
+    def __init__(self, stream_maxlen: int, owner: bytes, publisher: str) -> None:
         self.stream_maxlen = stream_maxlen
         self.owner = owner
+        self.batch_key = keys.publisher_batch(publisher).encode()
         self._keys: dict[str, tuple[bytes, bytes, bytes]] = {}
         self._lease_keys: dict[str, bytes] = {}
 
@@ -180,8 +204,10 @@ class ScriptArgs:
         gaps: list[tuple[str, str | None, bytes]],
         batch: list[Item],
         states: dict[str, tuple[bytes, str | None]],
+        number: int,
     ) -> tuple[list[bytes], list[Any], list[str]]:
-        """KEYS and ARGV for one batch, and the connection ids in index order (index i + 1).
+        """KEYS and ARGV for one batch (``number``: counts this publisher's batches from 1), and the connection
+        ids in index order (index i + 1).
 
         ``gaps``: gap events to write first, ``(topic, connection or None, payload)``; ``batch``: the queued
         events; ``states``: ``topic -> (state record json, connection or None)`` for ``HSET fp:subs``.
@@ -240,9 +266,9 @@ class ScriptArgs:
                     lease_cache.clear()
                 k2 = lease_cache[conn] = keys.lease(conn).encode()
             lease_keys.append(k2)
-        script_keys: list[bytes] = [_LAST_EVENT_KEY, _SUB_STATE_KEY, *lease_keys, *slot_keys]
+        script_keys: list[bytes] = [_LAST_EVENT_KEY, _SUB_STATE_KEY, self.batch_key, *lease_keys, *slot_keys]
         args: list[Any] = [self.stream_maxlen, len(events) // 2, len(last_ts), len(states), len(conn_index),
-                           len(slot_conn), self.owner, *slot_conn, *events]  # fmt: skip
+                           len(slot_conn), self.owner, number, *slot_conn, *events]  # fmt: skip
         for topic, (ts, index) in last_ts.items():
             args.append(topic)
             args.append(ts)

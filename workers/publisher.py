@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections import Counter, deque
 from itertools import chain
@@ -144,7 +145,8 @@ class Publisher:
     ``dropped_by_reason`` (losses per gap reason), ``gaps_published`` (gap events written for them),
     ``gaps_by_reason`` (the same per reason), ``gaps_pending`` (gap events waiting to be written),
     ``fenced`` (events skipped because their connection's lease was not ours), ``redis_errors`` (failed
-    batch writes plus failed commands), ``last_error`` (str or None).
+    batch writes plus failed commands), ``resends_skipped`` (batches found already written when resent after a
+    lost reply), ``last_error`` (str or None).
     """
 
     def __init__(
@@ -180,7 +182,11 @@ class Publisher:
         self._failures = Backoff(0.1, 5.0, rng=random.Random())  # delays after batches Redis refused for good
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._args = ScriptArgs(stream_maxlen, self._owner)
+        #: This instance's id in ``fp:batch:{publisher}`` (exactly-once resends, see ``workers.publish_script``).
+        self.publisher_id = f"{worker_id or 'anon'}:{secrets.token_hex(6)}"
+        self._args = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
+        self._batch_no = 0  # batches handed to the script (their numbers)
+        self._resends_skipped = 0
         self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
         # Progress counters for flush(): events are numbered in append order.
         self._appended = 0  # events ever appended
@@ -308,6 +314,7 @@ class Publisher:
             "gaps_pending": len(self._gaps) + len(self._inflight_gaps),
             "fenced": self._fenced,
             "redis_errors": self._redis_errors,
+            "resends_skipped": self._resends_skipped,
             "last_error": self._last_error,
         }
 
@@ -470,7 +477,8 @@ class Publisher:
         backoff: Backoff | None = None
         outage_since = 0.0
         announce = [(topic, drops.conn, _dumps(drops.event(topic))) for (topic, _), drops in gaps.items()]
-        script_keys, script_args, conns = self._args.build(announce, batch, states)
+        self._batch_no += 1
+        script_keys, script_args, conns = self._args.build(announce, batch, states, self._batch_no)
         while True:
             try:
                 reply = await self._script(keys=script_keys, args=script_args)
@@ -495,7 +503,10 @@ class Publisher:
                     backoff.attempts,
                     len(self._queue),
                 )
-            failed, first, fenced, fenced_conns, lost = reply
+            failed, first, fenced, fenced_conns, lost = reply[:5]
+            if len(reply) > 5:  # written by an earlier run whose reply was lost: nothing written twice
+                self._resends_skipped += 1
+                log.info("batch %d was already written (its reply was lost); not written again", self._batch_no)
             # Command-level errors (e.g. WRONGTYPE) are deterministic: count and log, never resend.
             if failed:
                 text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)

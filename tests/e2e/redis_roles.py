@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,60 @@ def rewrite_aof(server: RedisServer, timeout_s: float = 30.0) -> None:
     status = info(server, "persistence")["aof_last_bgrewrite_status"]
     if status != "ok":
         raise RuntimeError(f"BGREWRITEAOF failed: {status}")
+
+
+class ReplyCutter:
+    """A TCP proxy in front of a Redis server that can lose one reply: once ``arm(marker)`` is called, the next
+    request containing ``marker`` (e.g. ``b"EVALSHA"``) reaches Redis and is executed, but the connection is cut
+    before its reply gets back (a network failure at the worst moment). ``port``: where clients connect."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cuts = 0
+        self._marker: bytes | None = None
+        self._server: asyncio.Server | None = None
+
+    def arm(self, marker: bytes) -> None:
+        self._marker = marker
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        cut = asyncio.Event()  # set once this connection's marked request went through: drop the reply
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self._marker is not None and self._marker in data:
+                    self._marker = None
+                    cut.set()
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if cut.is_set():
+                    self.cuts += 1
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in (client_w, server_w):
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()

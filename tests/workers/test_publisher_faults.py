@@ -190,6 +190,36 @@ async def test_events_published_while_redis_is_loading_arrive_after(tmp_path: Pa
         server.kill()
 
 
+async def test_batch_resent_after_a_lost_reply_is_written_once(own_client: Redis, own_redis: RedisServer) -> None:
+    """Redis executed the batch but the connection broke before its reply came back: the resend must not write
+    the events a second time (and must report what the first run did: 2 events fenced)."""
+    cutter = redis_roles.ReplyCutter(own_redis.port)
+    await cutter.start()
+    client = make_redis(f"redis://127.0.0.1:{cutter.port}/0", decode=False)
+    try:
+        await own_client.set(keys.lease("c1"), b"w1")
+        pub = Publisher(client, stream_maxlen=1000, worker_id="w1")
+        pub.start()
+        pub.publish(TOPICS[2], trade(0, TOPICS[2]), "c1")
+        assert await pub.flush(5.0)  # the script is loaded: the cut reply will be a batch's
+        cutter.arm(b"EVALSHA")
+        for i in range(20):
+            pub.publish(TOPICS[0], trade(i, TOPICS[0]), "c1")
+        pub.publish(TOPICS[1], trade(20, TOPICS[1]), "c2")  # not our lease: fenced
+        pub.publish(TOPICS[1], trade(21, TOPICS[1]), "c2")
+        assert await pub.flush(10.0)
+        events = await stream_events(own_client, TOPICS[0])
+        print(f"\nlost reply: {count(list(range(20)), events)}, cuts {cutter.cuts}, {pub.stats}")
+        assert cutter.cuts == 1  # (redis-py's own retry resent it: the publisher saw no error)
+        assert count(list(range(20)), events) == Count(lost=0, announced=0, duplicated=0)
+        assert [e["trade_id"] for e in events] == [str(i) for i in range(20)]
+        assert (pub.stats["events_published"], pub.stats["fenced"]) == (21, 2)
+        await pub.close()
+    finally:
+        await client.aclose()
+        await cutter.stop()
+
+
 # -- deterministic errors: every lost event announced -------------------------------------------------------
 
 
