@@ -25,9 +25,10 @@ or the events still queued for that connection are fenced.
 Redis outages. Delivery is at least once: a batch whose script call failed on a connection error,
 or on an error reply of a Redis that cannot take writes *now* (``READONLY`` from a demoted master or a
 replica, ``LOADING``, ``MASTERDOWN``, ``TRYAGAIN``, ``OOM``, ...: ``workers.publish_script.is_transient``)
-is sent again whole (with backoff) until Redis takes it, so a consumer may see an entry twice after a
-lost connection, never out of order. (Redis refuses such a batch before writing any of it, so a
-READONLY or LOADING episode duplicates nothing.) Meanwhile new events queue up, in order, to
+is sent again whole (with backoff) until Redis takes it, in order. Nothing is written twice: Redis
+refuses such a batch before writing any of it, and a batch it executed but whose reply was lost
+with the connection is recognised by its number when resent (``fp:batch:{publisher}``, see
+``workers.publish_script``). Meanwhile new events queue up, in order, to
 ``max_queue`` (plus the one batch in flight); ``stats`` reports the backlog (``queue_depth``,
 ``inflight``, ``oldest_queued_age_ms``). Beyond the bound the OLDEST queued event is dropped.
 
