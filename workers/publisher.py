@@ -22,7 +22,7 @@ another worker took the connection over. Events without a ``conn_id`` (or a publ
 ``worker_id``) are not fenced. Callers must flush before releasing a lease on a graceful stop,
 or the events still queued for that connection are fenced.
 
-Redis outages. Delivery is at least once: a batch whose script call failed on a connection error,
+Redis outages. A batch whose script call failed on a connection error,
 or on an error reply of a Redis that cannot take writes *now* (``READONLY`` from a demoted master or a
 replica, ``LOADING``, ``MASTERDOWN``, ``TRYAGAIN``, ``OOM``, ...: ``workers.publish_script.is_transient``)
 is sent again whole (with backoff) until Redis takes it, in order. Nothing is written twice: Redis
