@@ -72,6 +72,12 @@ def handover(conn_id: str) -> str:
     return f"fp:handover:{conn_id}"
 
 
+def publisher_batch(publisher: str) -> str:
+    """Last batch written by one publisher instance (``<worker id>:<random hex>``), with what the script reported
+    for it (string, 1-day TTL): a batch resent after a lost reply is recognised and not written twice."""
+    return f"fp:batch:{publisher}"
+
+
 def event_stream(topic: str) -> str:
     """Redis Stream holding the events of ``topic``."""
     return f"fp:stream:{topic}"

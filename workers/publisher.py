@@ -10,7 +10,8 @@ Lua script that does, inside Redis::
     once per batch:                  HSET fp:topic:last_event {topic: ts_received ms ...}
                                      HSET fp:subs {topic: state json ...}   (queued by set_state)
 
-A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms).
+A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms). The script, its
+argument layout and reply, and which Redis errors are transient live in ``workers.publish_script``.
 
 Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it.
 For every connection present in a batch the script reads its lease once and writes that
@@ -21,135 +22,78 @@ another worker took the connection over. Events without a ``conn_id`` (or a publ
 ``worker_id``) are not fenced. Callers must flush before releasing a lease on a graceful stop,
 or the events still queued for that connection are fenced.
 
-Redis outages. Delivery is at least once: a batch whose script call failed on a connection error
-is sent again whole (with backoff) until Redis answers, so a consumer may see an entry twice after
-an outage, never out of order. Meanwhile new events queue up, in order, to ``max_queue`` (plus the
-one batch in flight); ``stats`` reports the backlog (``queue_depth``, ``inflight``,
-``oldest_queued_age_ms``). Beyond the bound the OLDEST queued event is dropped and counted per
-topic, and the next batch written starts with one gap event per affected topic, before any later
-event of that topic::
+Redis outages. A batch whose script call failed on a connection error,
+or on an error reply of a Redis that cannot take writes *now* (``READONLY`` from a demoted master or a
+replica, ``LOADING``, ``MASTERDOWN``, ``TRYAGAIN``, ``OOM``, ...: ``workers.publish_script.is_transient``)
+is sent again whole (with backoff) until Redis takes it, in order. Nothing is written twice: Redis
+refuses such a batch before writing any of it, and a batch it executed but whose reply was lost
+with the connection is recognised by its number when resent (``fp:batch:{publisher}``, see
+``workers.publish_script``). Meanwhile new events queue up, in order, to
+``max_queue`` (plus the one batch in flight); ``stats`` reports the backlog (``queue_depth``,
+``inflight``, ``oldest_queued_age_ms``). Beyond the bound the OLDEST queued event is dropped.
 
-    {"type": "gap", "topic": T, "reason": "redis_backlog_overflow",
-     "since": <ts_received of the first dropped event>, "until": <ts_received of the last dropped>,
-     "dropped": <number of events dropped>}
+Losses are always announced. Every event that does not reach its stream is counted per topic and
+reason, and a later batch starts with one gap event per (topic, reason), before any later event of
+that topic::
 
-so consumers know exactly what was lost. Memory stays bounded at ``max_queue + max_batch`` events
-plus one small record per topic with drops.
+    {"type": "gap", "topic": T, "reason": R,
+     "since": <ts_received of the first lost event>, "until": <ts_received of the last lost>,
+     "dropped": <number of events lost>}
+
+``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``redis_error`` (Redis refused the
+event for good: the whole batch failed with a non-transient error such as ``NOPERM``, or its XADD
+failed, e.g. ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter built an event orjson
+cannot encode). A gap event Redis refuses in turn is kept (merged with later losses of the same
+topic and reason) and tried again, with backoff, until it is written. Memory stays bounded at
+``max_queue + max_batch`` events plus one small record per (topic, reason) with losses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import secrets
 import time
 from collections import Counter, deque
+from itertools import chain
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from control import keys
 from workers.backoff import Backoff
+from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
 
 log = logging.getLogger(__name__)
 
 _dumps = orjson.dumps
-#: Errors after which the same batch is sent again (the server may not have seen it).
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 #: ``reason`` of the gap event announcing events dropped because the queue hit ``max_queue``.
 GAP_REASON_OVERFLOW = "redis_backlog_overflow"
-_STREAM_FIELD = keys.STREAM_FIELD.encode()
-_LAST_EVENT_KEY = keys.TOPIC_LAST_EVENT.encode()
-_SUB_STATE_KEY = keys.SUB_STATE.encode()
+#: ``reason`` of the gap event announcing events Redis refused for good (see the module docstring).
+GAP_REASON_ERROR = "redis_error"
+#: ``reason`` of the gap event announcing an event that could not be serialized (an adapter bug).
+GAP_REASON_UNSERIALIZABLE = "unserializable"
 
-#: One batch = one EVALSHA. Packing one command per event in redis-py costs ~20 us of Python per event
-#: (44k events/s measured); the same work done by Redis inside a script ran at ~220k events/s.
-#: A *slot* is one (topic, connection) pair of the batch; connection index 0 means "not fenced".
-#: KEYS: [fp:topic:last_event, fp:subs, lease key per connection (n_conns), then per slot: stream,
-#:        pub/sub channel, latest key]
-#: ARGV: [maxlen, n_events, n_ts, n_states, n_conns, n_slots, owner, connection index per slot,
-#:        (slot 0-based, payload) * n_events, (topic, ts ms, slot) * n_ts, (topic, state json, conn index) * n_states]
-#: Commands run with pcall so one failing key (WRONGTYPE) never aborts the rest of the batch.
-#: Returns {n_failed, first_error or '', n_fenced_events, fenced connection indexes...}.
-_PUBLISH_SCRIPT = """
-local maxlen, n_events = ARGV[1], tonumber(ARGV[2])
-local n_ts, n_states = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n_conns, n_slots, owner = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local field = '""" + keys.STREAM_FIELD + """'
-local failed, first = 0, nil
-local function call(...)
-  local ok = redis.pcall(...)
-  if type(ok) == 'table' and ok.err then
-    failed = failed + 1
-    first = first or ok.err
-  end
-end
-local held, lost = {}, {}
-for c = 1, n_conns do
-  held[c] = redis.pcall('GET', KEYS[2 + c]) == owner
-  if not held[c] then lost[#lost + 1] = c end
-end
-local a = 8
-local ok = {}
-for s = 0, n_slots - 1 do
-  local c = tonumber(ARGV[a])
-  ok[s] = c == 0 or held[c]
-  a = a + 1
-end
-local key0 = 2 + n_conns
-local last = {}
-local fenced = 0
-for _ = 1, n_events do
-  local s = tonumber(ARGV[a])
-  if ok[s] then
-    local base = key0 + s * 3
-    local payload = ARGV[a + 1]
-    call('XADD', KEYS[base + 1], 'MAXLEN', '~', maxlen, '*', field, payload)
-    call('PUBLISH', KEYS[base + 2], payload)
-    last[KEYS[base + 3]] = payload
-  else
-    fenced = fenced + 1
-  end
-  a = a + 2
-end
-for key, payload in pairs(last) do
-  call('SET', key, payload)
-end
-for _ = 1, n_ts do
-  if ok[tonumber(ARGV[a + 2])] then
-    call('HSET', KEYS[1], ARGV[a], ARGV[a + 1])
-  end
-  a = a + 3
-end
-for _ = 1, n_states do
-  local c = tonumber(ARGV[a + 2])
-  if c == 0 or held[c] then
-    call('HSET', KEYS[2], ARGV[a], ARGV[a + 1])
-  end
-  a = a + 3
-end
-local out = {failed, first or '', fenced}
-for _, c in ipairs(lost) do
-  out[#out + 1] = c
-end
-return out
-"""
+#: Seconds between two log lines for the same failing command (a broken key fails in every batch).
+_ERROR_LOG_EVERY_S = 10.0
 
-
-#: One queued event: (topic, payload serialized once, ts_received ms or None, connection id or None,
-#: time.monotonic() at publish). A plain tuple: it is built on the hot path.
-_Item = tuple[str, bytes, int | None, str | None, float]
+_Item = Item  # one queued event (see workers.publish_script.Item)
 
 
 class _Drops:
-    """Events of one topic dropped on overflow and not announced yet (its gap event is pending)."""
+    """Events of one topic lost for one reason and not announced yet (its gap event is pending).
 
-    __slots__ = ("conn", "count", "since", "until")
+    ``first``: the number (in publish order) of the earliest event it covers; ``flush`` waits for the
+    announcement of every loss numbered below its target."""
 
-    def __init__(self) -> None:
+    __slots__ = ("conn", "count", "first", "reason", "since", "until")
+
+    def __init__(self, reason: str, first: int) -> None:
+        self.reason = reason
+        self.first = first
         self.count = 0
         self.since: int | None = None
         self.until: int | None = None
@@ -163,10 +107,23 @@ class _Drops:
             self.until = ts
         self.conn = conn
 
+    def absorb_older(self, older: _Drops) -> None:
+        """Merge ``older`` (losses before every one of these: a gap event Redis refused) into this record."""
+        self.count += older.count
+        self.first = min(self.first, older.first)
+        if older.since is not None:
+            self.since = older.since
+            if self.until is None:
+                self.until = older.until
+
     def event(self, topic: str) -> dict[str, Any]:
-        """The gap event announcing these drops (``control.events.GapEvent`` plus ``dropped``)."""
-        return {"type": "gap", "topic": topic, "reason": GAP_REASON_OVERFLOW, "since": self.since,
+        """The gap event announcing these losses (``control.events.GapEvent`` plus ``dropped``)."""
+        return {"type": "gap", "topic": topic, "reason": self.reason, "since": self.since,
                 "until": self.until, "dropped": self.count}  # fmt: skip
+
+
+#: Pending losses, keyed by (topic, reason).
+_Gaps = dict[tuple[str, str], _Drops]
 
 
 class Publisher:
@@ -185,10 +142,12 @@ class Publisher:
     ``stats`` (a fresh dict on each read): ``events_published`` (written, gap events included), ``batches``,
     ``max_batch_seen``, ``queue_depth`` (queued, not yet in a batch), ``inflight`` (events of the batch being written),
     ``oldest_queued_age_ms`` (age of the oldest unwritten event, in flight included; 0 when none),
-    ``dropped`` (all events given up), ``dropped_by_topic`` (overflow drops per topic),
-    ``gaps_published`` (gap events written for overflow drops), ``fenced`` (events skipped because
-    their connection's lease was not ours), ``redis_errors`` (failed batch writes plus failed
-    commands), ``last_error`` (str or None).
+    ``dropped`` (all events lost, each announced by a gap event), ``dropped_by_topic`` (losses per topic),
+    ``dropped_by_reason`` (losses per gap reason), ``gaps_published`` (gap events written for them),
+    ``gaps_by_reason`` (the same per reason), ``gaps_pending`` (gap events waiting to be written),
+    ``fenced`` (events skipped because their connection's lease was not ours), ``redis_errors`` (failed
+    batch writes plus failed commands), ``resends_skipped`` (batches found already written when resent after a
+    lost reply), ``last_error`` (str or None).
     """
 
     def __init__(
@@ -216,13 +175,20 @@ class Publisher:
         self._owner = worker_id.encode()
         self._queue: deque[_Item] = deque()
         self._states: dict[str, tuple[bytes, str | None]] = {}
-        #: topic -> drops not yet announced; the next batch starts with their gap events.
-        self._gaps: dict[str, _Drops] = {}
+        #: (topic, reason) -> losses not yet announced; the next batch starts with their gap events.
+        self._gaps: _Gaps = {}
+        self._inflight_gaps: _Gaps = {}  # the gap events of the batch being written
+        #: Monotonic time before which gap events Redis refused are not tried again on their own.
+        self._gap_retry_at = 0.0
+        self._failures = Backoff(0.1, 5.0, rng=random.Random())  # delays after batches Redis refused for good
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._keys: dict[str, tuple[bytes, bytes, bytes]] = {}
-        self._lease_keys: dict[str, bytes] = {}
-        self._script = redis.register_script(_PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
+        #: This instance's id in ``fp:batch:{publisher}`` (exactly-once resends, see ``workers.publish_script``).
+        self.publisher_id = f"{worker_id or 'anon'}:{secrets.token_hex(6)}"
+        self._args = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
+        self._batch_no = 0  # batches handed to the script (their numbers)
+        self._resends_skipped = 0
+        self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
         # Progress counters for flush(): events are numbered in append order.
         self._appended = 0  # events ever appended
         self._popped = 0  # events taken off the queue (into a batch, or dropped)
@@ -231,19 +197,20 @@ class Publisher:
         self._inflight_n = 0
         self._state_gen = 0  # set_state() calls
         self._state_done = 0  # state generation known written
-        self._gap_gen = 0  # overflow drops ever (each one must end up announced)
-        self._gap_done = 0  # drops whose gap event was handed to a finished batch
-        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._drop_warned = False
         self._published = 0
         self._batches = 0
         self._max_batch_seen = 0
         self._dropped = 0
         self._dropped_by_topic: Counter[str] = Counter()
-        self._gaps_published = 0
+        self._dropped_by_reason: Counter[str] = Counter()
+        self._gaps_published: Counter[str] = Counter()
         self._fenced = 0
         self._redis_errors = 0
         self._last_error: str | None = None
+        self._logged_error = ""  # the last command error logged, and when (monotonic)
+        self._logged_at = 0.0
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -257,9 +224,16 @@ class Publisher:
         try:
             payload = _dumps(event)
         except TypeError as exc:  # orjson.JSONEncodeError: an adapter bug must not kill the reader
-            self._dropped += 1
             self._last_error = f"unserializable event for {topic}: {exc}"
             log.error("dropping an event of %s: %s", topic, exc)
+            ts = event.get("ts_received")
+            # Numbered like a queued event taken off at once, so flush() waits for its announcement.
+            self._appended += 1
+            self._popped += 1
+            self._lose(topic, ts if isinstance(ts, int) else None, conn_id if self._owner else None,
+                       GAP_REASON_UNSERIALIZABLE, self._appended - 1)  # fmt: skip
+            if not self._wake.is_set():
+                self._wake.set()
             return
         queue = self._queue
         if len(queue) >= self.max_queue:
@@ -273,17 +247,29 @@ class Publisher:
 
     def _drop_oldest(self) -> None:
         topic, _, ts, conn, _ = self._queue.popleft()
+        self._lose(topic, ts, conn, GAP_REASON_OVERFLOW, self._popped)
         self._popped += 1
-        self._dropped += 1
-        self._dropped_by_topic[topic] += 1
-        drops = self._gaps.get(topic)
-        if drops is None:
-            drops = self._gaps[topic] = _Drops()
-        drops.add(ts, conn)
-        self._gap_gen += 1
         if not self._drop_warned:
             self._drop_warned = True
             log.warning("publisher queue full (max_queue=%d): dropping the oldest events", self.max_queue)
+
+    def _lose(self, topic: str, ts: int | None, conn: str | None, reason: str, number: int) -> None:
+        """Count event ``number`` (publish order) of ``topic`` as lost; its gap event goes out with a later batch."""
+        self._dropped += 1
+        self._dropped_by_topic[topic] += 1
+        self._dropped_by_reason[reason] += 1
+        drops = self._gaps.get((topic, reason))
+        if drops is None:
+            drops = self._gaps[(topic, reason)] = _Drops(reason, number)
+        drops.add(ts, conn)
+
+    def _requeue(self, key: tuple[str, str], drops: _Drops) -> None:
+        """A gap event Redis did not take: keep its losses pending (before any newer loss of that key)."""
+        pending = self._gaps.get(key)
+        if pending is None:
+            self._gaps[key] = drops
+        else:
+            pending.absorb_older(drops)
 
     def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
         """Queue a subscription-state record (``{"state","error","since","conn"}``, see ``control.store``)
@@ -323,9 +309,13 @@ class Publisher:
             "oldest_queued_age_ms": age_ms,
             "dropped": self._dropped,
             "dropped_by_topic": dict(self._dropped_by_topic),
-            "gaps_published": self._gaps_published,
+            "dropped_by_reason": dict(self._dropped_by_reason),
+            "gaps_published": self._gaps_published.total(),
+            "gaps_by_reason": dict(self._gaps_published),
+            "gaps_pending": len(self._gaps) + len(self._inflight_gaps),
             "fenced": self._fenced,
             "redis_errors": self._redis_errors,
+            "resends_skipped": self._resends_skipped,
             "last_error": self._last_error,
         }
 
@@ -337,8 +327,8 @@ class Publisher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher-writer")
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until everything queued before this call is written (or dropped and announced); False on timeout."""
-        target = (self._appended, self._state_gen, self._gap_gen)
+        """Wait until everything queued before this call is written (or lost and announced); False on timeout."""
+        target = (self._appended, self._state_gen)
         if self._done(*target):
             return True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -368,55 +358,68 @@ class Publisher:
                 raise
         self._task = None
         if not flushed:
-            log.warning("publisher closed with %d events unwritten", len(self._queue) + inflight)
+            log.warning("publisher closed with %d events unwritten and %d gap events unannounced",
+                        len(self._queue) + inflight, len(self._gaps) + len(self._inflight_gaps))  # fmt: skip
 
     # -- writer -----------------------------------------------------------------------------------
 
-    def _done(self, events_target: int, state_target: int, gap_target: int) -> bool:
+    def _done(self, events_target: int, state_target: int) -> bool:
         start = self._inflight_start
-        return (
-            self._popped >= events_target
-            and (start is None or start >= events_target)
-            and self._state_done >= state_target
-            and self._gap_done >= gap_target
-        )
+        if (
+            self._popped < events_target
+            or (start is not None and start < events_target)
+            or self._state_done < state_target
+        ):
+            return False
+        # Every loss among those events is announced (its gap event written).
+        return all(d.first >= events_target for d in chain(self._gaps.values(), self._inflight_gaps.values()))
 
     def _notify(self) -> None:
         if self._waiters:
-            for events_target, state_target, gap_target, fut in self._waiters:
-                if not fut.done() and self._done(events_target, state_target, gap_target):
+            for events_target, state_target, fut in self._waiters:
+                if not fut.done() and self._done(events_target, state_target):
                     fut.set_result(None)
 
     async def _run(self) -> None:
         queue = self._queue
         wake = self._wake
         while True:
-            if not queue and not self._states and not self._gaps:
-                wake.clear()
-                self._notify()
-                await wake.wait()
-                continue
+            if not queue and not self._states:
+                if not self._gaps:
+                    wake.clear()
+                    self._notify()
+                    await wake.wait()
+                    continue
+                delay = self._gap_retry_at - time.monotonic()
+                if delay > 0:  # only gap events Redis refused last time: try them again later (or with new events)
+                    wake.clear()
+                    self._notify()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await wake.wait()
+                    continue
             # Gaps first: every event they announce is older than anything still queued.
             gaps, self._gaps = self._gaps, {}
-            gap_gen = self._gap_gen
+            self._inflight_gaps = gaps
             n = min(len(queue), self.max_batch)
-            self._inflight_start = self._popped
+            start = self._inflight_start = self._popped
             batch = [queue.popleft() for _ in range(n)]
             self._popped += n
             self._inflight_n = n
             self._inflight_oldest = batch[0][4] if batch else None
             states, self._states = self._states, {}
             state_gen = self._state_gen
-            fenced = await self._write(batch, states, gaps)
+            result = await self._write(batch, states, gaps)
             self._inflight_start = self._inflight_oldest = None
             self._inflight_n = 0
-            self._state_done = state_gen
-            self._gap_done = gap_gen
+            self._inflight_gaps = {}
             self._batches += 1
-            if fenced is not None:
-                self._published += n + len(gaps) - fenced
-                self._gaps_published += len(gaps)
             self._max_batch_seen = max(self._max_batch_seen, n)
+            if result is None:
+                await self._refused(batch, start, states, gaps)
+            else:
+                self._state_done = state_gen
+                self._written(batch, start, gaps, *result)
             if not self._room.is_set() and len(queue) <= self.high_water // 2:
                 self._room.set()
             if self._drop_warned and not queue:
@@ -424,123 +427,101 @@ class Publisher:
                 log.warning("publisher queue drained; %d events dropped so far", self._dropped)
             self._notify()
 
-    async def _write(
-        self, batch: list[_Item], states: dict[str, tuple[bytes, str | None]], gaps: dict[str, _Drops]
-    ) -> int | None:
-        """Send one batch; on connection errors retry the same batch with backoff until it succeeds.
+    def _written(self, batch: list[_Item], start: int, gaps: _Gaps, fenced: int, lost: list[int]) -> None:
+        """Account for a batch the script ran: ``lost`` are the 1-based numbers of the events (gap events first)
+        whose XADD failed. Lost events become pending losses; refused gap events stay pending."""
+        n_gaps = len(gaps)
+        refused: set[int] = set()
+        if lost:
+            pending = list(gaps.items())
+            for number in lost:
+                i = int(number) - 1
+                if i < n_gaps:
+                    refused.add(i)
+                    self._requeue(*pending[i])
+                else:
+                    topic, _, ts, conn, _ = batch[i - n_gaps]
+                    self._lose(topic, ts, conn, GAP_REASON_ERROR, start + i - n_gaps)
+        for i, drops in enumerate(gaps.values()):
+            if i not in refused:
+                self._gaps_published[drops.reason] += 1
+        self._published += len(batch) + n_gaps - fenced - len(lost)
+        if refused:
+            self._gap_retry_at = time.monotonic() + self._failures.next_delay()
+        elif not lost:
+            self._failures.reset()
 
-        Returns the number of fenced events, or None when the batch was given up after an unexpected
-        (non-connectivity) error.
+    async def _refused(
+        self, batch: list[_Item], start: int, states: dict[str, tuple[bytes, str | None]], gaps: _Gaps
+    ) -> None:
+        """Redis refused the whole batch for good: its events are lost (announced later), its gap events and
+        state records wait for a later batch; pause before the next attempt, which would likely fail too."""
+        for key, drops in gaps.items():
+            self._requeue(key, drops)
+        for i, (topic, _, ts, conn, _) in enumerate(batch):
+            self._lose(topic, ts, conn, GAP_REASON_ERROR, start + i)
+        for topic, state in states.items():
+            self._states.setdefault(topic, state)  # unless set_state() gave a newer one meanwhile
+        delay = self._failures.next_delay()
+        self._gap_retry_at = time.monotonic() + delay
+        await asyncio.sleep(delay)
+
+    async def _write(
+        self, batch: list[_Item], states: dict[str, tuple[bytes, str | None]], gaps: _Gaps
+    ) -> tuple[int, list[int]] | None:
+        """Send one batch; while Redis is unreachable or cannot take writes (``is_transient``) retry the same
+        batch with backoff until it succeeds.
+
+        Returns ``(fenced events, numbers of the events whose XADD failed)``, or None when Redis refused the
+        whole batch with an error resending would repeat (``NOPERM``, a script error).
         """
         backoff: Backoff | None = None
         outage_since = 0.0
-        script_keys, script_args, conns = self._build(batch, states, gaps)
+        announce = [(topic, drops.conn, _dumps(drops.event(topic))) for (topic, _), drops in gaps.items()]
+        self._batch_no += 1
+        script_keys, script_args, conns = self._args.build(announce, batch, states, self._batch_no)
         while True:
             try:
                 reply = await self._script(keys=script_keys, args=script_args)
-            except RETRYABLE as exc:
+            except Exception as exc:  # classified below: resent, or lost and announced; never raised
                 self._redis_errors += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
+                if not is_transient(exc):
+                    log.error("redis refused a batch of %d events: %s; announcing them as lost",
+                              len(batch), self._last_error, exc_info=not isinstance(exc, RedisError))  # fmt: skip
+                    return None
                 if backoff is None:
                     backoff = Backoff(0.1, 1.0, rng=random.Random())
                     outage_since = time.monotonic()
-                    log.warning("redis unavailable, holding %d events and retrying: %s", len(batch), self._last_error)
+                    log.warning("redis unavailable or not writable, holding %d events and retrying: %s",
+                                len(batch), self._last_error)  # fmt: skip
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            except Exception as exc:  # not a connectivity problem: resending would fail the same way
-                self._redis_errors += 1
-                self._dropped += len(batch)
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("dropping a batch of %d events after an unexpected error", len(batch))
-                return None
             if backoff is not None:
                 log.warning(
-                    "redis reachable again after %.1f s and %d retries; %d events queued",
+                    "redis writable again after %.1f s and %d retries; %d events queued",
                     time.monotonic() - outage_since,
                     backoff.attempts,
                     len(self._queue),
                 )
-            failed, first, fenced = int(reply[0]), reply[1], int(reply[2])
+            failed, first, fenced, fenced_conns, lost = reply[:5]
+            if len(reply) > 5:  # written by an earlier run whose reply was lost: nothing written twice
+                self._resends_skipped += 1
+                log.info("batch %d was already written (its reply was lost); not written again", self._batch_no)
             # Command-level errors (e.g. WRONGTYPE) are deterministic: count and log, never resend.
             if failed:
                 text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
-                self._redis_errors += failed
+                self._redis_errors += int(failed)
                 self._last_error = f"ResponseError: {text}"
-                log.error("%d redis commands failed in a batch; first: %s", failed, text)
-            if len(reply) > 3:
-                lost = [conns[int(i) - 1] for i in reply[3:]]
-                self._fenced += fenced
+                now = time.monotonic()
+                if text != self._logged_error or now - self._logged_at >= _ERROR_LOG_EVERY_S:  # a broken key fails
+                    self._logged_error, self._logged_at = text, now  # every batch: log it now and then
+                    log.error("%d redis commands failed in a batch, %d events not written (announced by gap events); "
+                              "first: %s", failed, len(lost), text)  # fmt: skip
+            if fenced_conns:
+                self._fenced += int(fenced)
                 log.warning(
                     "worker %s does not hold the lease of %s: %d events not written (fenced)",
-                    self.worker_id, ", ".join(lost), fenced,
+                    self.worker_id, ", ".join(conns[int(i) - 1] for i in fenced_conns), fenced,
                 )  # fmt: skip
-            return fenced
-
-    def _build(
-        self, batch: list[_Item], states: dict[str, tuple[bytes, str | None]], gaps: dict[str, _Drops]
-    ) -> tuple[list[bytes], list[bytes | int], list[str]]:
-        """KEYS and ARGV of ``_PUBLISH_SCRIPT`` for one batch (layout documented on the script), and the
-        connection ids in index order (index i + 1)."""
-        key_cache = self._keys
-        conn_index: dict[str, int] = {}
-        slot: dict[tuple[str, str | None], int] = {}
-        slot_keys: list[bytes] = []
-        slot_conn: list[int] = []
-        events: list[bytes | int] = []
-        last_ts: dict[str, tuple[int, int]] = {}
-
-        def new_slot(topic: str, conn: str | None) -> int:
-            k = key_cache.get(topic)
-            if k is None:
-                if len(key_cache) > 100_000:
-                    key_cache.clear()
-                k = key_cache[topic] = (
-                    keys.event_stream(topic).encode(),
-                    keys.event_channel(topic).encode(),
-                    keys.latest(topic).encode(),
-                )
-            slot_keys.extend(k)
-            if conn is None:
-                slot_conn.append(0)
-            else:
-                slot_conn.append(conn_index.setdefault(conn, len(conn_index) + 1))
-            index = slot[(topic, conn)] = len(slot_conn) - 1
-            return index
-
-        for topic, drops in gaps.items():
-            index = slot.get((topic, drops.conn))
-            if index is None:
-                index = new_slot(topic, drops.conn)
-            events.append(index)
-            events.append(_dumps(drops.event(topic)))
-        for topic, payload, ts, conn, _ in batch:
-            index = slot.get((topic, conn))
-            if index is None:
-                index = new_slot(topic, conn)
-            events.append(index)
-            events.append(payload)
-            if ts is not None:
-                last_ts[topic] = (ts, index)
-        state_args: list[bytes | int | str] = []
-        for topic, (record, conn) in states.items():
-            state_args.append(topic)
-            state_args.append(record)
-            state_args.append(0 if conn is None else conn_index.setdefault(conn, len(conn_index) + 1))
-        lease_cache = self._lease_keys
-        lease_keys = []
-        for conn in conn_index:  # insertion order == index order
-            k2 = lease_cache.get(conn)
-            if k2 is None:
-                if len(lease_cache) > 100_000:
-                    lease_cache.clear()
-                k2 = lease_cache[conn] = keys.lease(conn).encode()
-            lease_keys.append(k2)
-        script_keys: list[bytes] = [_LAST_EVENT_KEY, _SUB_STATE_KEY, *lease_keys, *slot_keys]
-        args: list[Any] = [self.stream_maxlen, len(events) // 2, len(last_ts), len(states), len(conn_index),
-                           len(slot_conn), self._owner, *slot_conn, *events]  # fmt: skip
-        for topic, (ts, index) in last_ts.items():
-            args.append(topic)
-            args.append(ts)
-            args.append(index)
-        args.extend(state_args)
-        return script_keys, args, list(conn_index)
+            return int(fenced), lost

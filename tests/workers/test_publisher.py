@@ -226,21 +226,28 @@ async def test_command_error_is_counted_not_retried(raw: Redis) -> None:
     pub.start()
     pub.publish(TOPICS[1], trade(1, TOPICS[1]))
     pub.publish(TOPICS[0], trade(2, TOPICS[0]))
-    assert await pub.flush(5.0)
-    assert pub.stats["redis_errors"] == 1
+    await wait_stats(pub, lambda s: s["redis_errors"] >= 1)
+    assert not await pub.flush(0.2)  # the loss is not announced yet: its gap event cannot be written either
     assert "WRONGTYPE" in pub.stats["last_error"]
+    assert (pub.stats["dropped_by_reason"], pub.stats["gaps_pending"]) == ({"redis_error": 1}, 1)
     assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == ["2"]
+    await raw.delete(keys.event_stream(TOPICS[1]))
+    assert await pub.flush(10.0)
+    assert await stream_events(raw, TOPICS[1]) == [{**gap(TOPICS[1], 1, 1, 1), "reason": "redis_error"}]
     await pub.close()
 
 
-async def test_unserializable_event_is_dropped_not_raised(raw: Redis) -> None:
+async def test_unserializable_event_is_dropped_and_announced(raw: Redis) -> None:
     pub = Publisher(raw, stream_maxlen=1000)
     pub.start()
-    pub.publish(TOPICS[0], {"bad": object(), "ts_received": 1})
+    pub.publish(TOPICS[0], {"bad": object(), "ts_received": 7})
     pub.publish(TOPICS[0], trade(1, TOPICS[0]))
     assert await pub.flush(5.0)
     assert pub.stats["dropped"] == 1 and "unserializable" in pub.stats["last_error"]
-    assert [e["trade_id"] for e in await stream_events(raw, TOPICS[0])] == ["1"]
+    assert await stream_events(raw, TOPICS[0]) == [
+        {"type": "gap", "topic": TOPICS[0], "reason": "unserializable", "since": 7, "until": 7, "dropped": 1},
+        trade(1, TOPICS[0]),
+    ]
     await pub.close()
 
 
