@@ -105,7 +105,7 @@ log = logging.getLogger(__name__)
 _EXPIRY_MARGIN_S = 0.02
 #: Publisher counters copied into the worker record (``/status``: backlog per worker).
 _PUBLISHER_STATS = ("queue_depth", "inflight", "oldest_queued_age_ms", "dropped", "fenced", "gaps_published",
-                    "redis_errors", "events_published")  # fmt: skip
+                    "gaps_by_reason", "dropped_by_reason", "redis_errors", "events_published")  # fmt: skip
 
 
 @dataclass(slots=True)

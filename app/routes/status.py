@@ -68,7 +68,7 @@ def decorate_connections(
 
 
 def gap_summary(connections: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, int]:
-    """Gaps per reason: announced by the connections, the books' sequence gaps and the publishers' overflows."""
+    """Gaps per reason: announced by the connections, the books' sequence gaps and the publishers' (per reason)."""
     total: Counter[str] = Counter()
     for record in connections:
         for reason, count in (record.get("gaps") or {}).items():
@@ -78,9 +78,14 @@ def gap_summary(connections: list[dict[str, Any]], workers: list[dict[str, Any]]
         if isinstance(books.get("gaps"), int) and books["gaps"]:
             total[GAP_BOOK_SEQUENCE] += books["gaps"]
     for worker in workers:
-        published = (worker.get("publisher") or {}).get("gaps_published")
-        if isinstance(published, int) and published:
-            total[GAP_BACKLOG_OVERFLOW] += published
+        publisher = worker.get("publisher") or {}
+        by_reason = publisher.get("gaps_by_reason")
+        if isinstance(by_reason, dict):  # per reason: backlog overflow, redis_error, unserializable
+            for reason, count in by_reason.items():
+                if isinstance(count, int):
+                    total[reason] += count
+        elif isinstance(publisher.get("gaps_published"), int) and publisher["gaps_published"]:
+            total[GAP_BACKLOG_OVERFLOW] += publisher["gaps_published"]  # a worker of an older version
     return dict(sorted(total.items()))
 
 

@@ -541,3 +541,14 @@ def test_unexpected_error_is_500_envelope(settings: Settings, redis: Redis, monk
         monkeypatch.setattr(app.state.dispatcher, "subscribe", boom)
         err = assert_envelope(c.post("/klines/subscribe", json=KLINE_BODY), 500, "internal_error")
     assert "boom" not in err["message"]  # no internals leak
+
+
+def test_gap_summary_counts_publisher_gaps_per_reason() -> None:
+    from app.routes.status import gap_summary
+
+    connections = [{"gaps": {"takeover": 2}, "books": {"gaps": 1}}]
+    workers = [{"publisher": {"gaps_published": 4, "gaps_by_reason": {"redis_backlog_overflow": 1, "redis_error": 3}}},
+               {"publisher": {"gaps_published": 2}}]  # fmt: skip
+    assert gap_summary(connections, workers) == {
+        "book_sequence": 1, "redis_backlog_overflow": 3, "redis_error": 3, "takeover": 2,
+    }
