@@ -49,7 +49,7 @@ from tests.chaos.test_chaos import NATIVES, OBSERVE_S, TRADE_TOPICS, System, cha
 from tests.e2e.harness import ROOT, RedisServer, SSEReader, free_port, poll
 from tests.workers.test_backpressure import Loss, align
 from workers.connection import ExchangeConnection
-from workers.exchanges import get_adapter
+from workers.exchanges import configured_adapters
 from workers.publisher import Publisher
 
 pytestmark = [pytest.mark.chaos]
@@ -191,7 +191,10 @@ async def _outage_run(server: RedisServer, child: subprocess.Popen[bytes], pub: 
     assert line.strip() == b"ready", line
     loop = asyncio.get_running_loop()
     t_ready = loop.time()
-    settings = Settings.from_env({"REDIS_URL": server.url(), "WORKER_ID": "outage"})  # defaults otherwise
+    # Defaults otherwise; Binance raw trades (one trade per frame: the ids sent and stored align 1:1).
+    settings = Settings.from_env(
+        {"REDIS_URL": server.url(), "WORKER_ID": "outage", "BINANCE_USDM_TRADE_STREAM": "trade"}
+    )
     pub.start()
     session = aiohttp.ClientSession()
     conns: list[ExchangeConnection] = []
@@ -200,7 +203,7 @@ async def _outage_run(server: RedisServer, child: subprocess.Popen[bytes], pub: 
     base = f"ws://127.0.0.1:{port}"
     try:
         for topic, (exchange, _, route) in OUTAGE_TOPICS.items():
-            adapter = get_adapter(exchange)
+            adapter = configured_adapters(settings)[exchange]
             url = adapter.ws_url(f"{base}/api?protocol=1.1" if exchange == "bitmart" else base, route)
             conn = ExchangeConnection(conn_id=exchange, adapter=adapter, url=url, settings=settings, session=session,
                                       publisher=pub, rng=random.Random(1))  # fmt: skip
