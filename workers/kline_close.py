@@ -14,7 +14,10 @@ is final:
 - an update for an older bar than the last final one is dropped (``stale``).
 
 A bar first seen after its deadline (a subscribe in a quiet market gets the last bar, long over) goes out as
-closed at once.
+closed at once, once the exchange's clock is known (below). Before a socket's first clock sample only the host
+clock says the bar is over, and a replay or a skewed host makes it say so of every bar: the bar goes out forming
+and is closed ``grace_ms`` later, unless a clock sample moves its deadline first, or the bar changes again (the
+exchange pushes only on change, so it is still inside the bar: its clock has reached ``open_time``, a sample).
 
 Deadlines are judged on the exchange's clock as this connection sees it, not the host's: the simulator
 (``scripts/run --replay``, the e2e and chaos suites) replays 2023/2024 recordings with their original exchange
@@ -27,7 +30,8 @@ now is ``host now - offset_ms`` and a bar's deadline in host time is ``close_tim
   books, Gate's candlesticks, which carry the frame's time): ``ts_received - ts_exchange``;
 - every close the parser makes (a later bar arrived, so the exchange's clock is past the closed bar's
   ``close_time``): host now - (``close_time`` + 1). BitMart klines carry no time at all; this keeps a
-  klines-only connection on the exchange's clock from its first change of bar.
+  klines-only connection on the exchange's clock from its first change of bar;
+- a change of a bar held forming for lack of a sample (above): host now - ``open_time``.
 
 Each sample is the true offset plus the delivery delay, which is never negative, so the estimate is the minimum
 sample over the last ``CLOCK_WINDOW_MS`` to twice that (two buckets): a delayed frame or a backlog does not move
@@ -35,8 +39,10 @@ it, a clock that really moved is followed within a window, and the exchange's cl
 bar is never closed early. Until the first sample, and again after each reconnect (``reset``: the next socket may
 reach another server, or after a re-plan another address), the offset is 0: the host clock. Timers are re-armed
 when the estimate moves by ``CLOCK_REARM_MS`` or more (a replay at another speed than real time moves it all the
-time), at most once per turn of the event loop. Exchanges with a flag (Binance ``k.x``) declare ``kline_closed_flag = True`` on their adapter and
-the closer stays out of the way: ``wrap`` returns their parser unchanged.
+time), at most once per turn of the event loop.
+
+Exchanges with a flag (Binance ``k.x``) declare ``kline_closed_flag = True`` on their adapter and the closer stays
+out of the way: ``wrap`` returns their parser unchanged.
 
 Cost: the closer sees a frame only through ``wrap``'s parser, and only kline frames reach ``admit`` (every
 frame carries one channel: BitMart's ``group``, Gate's ``channel``). Per frame it reads one ``ts_exchange`` and
@@ -90,8 +96,8 @@ class KlineCloser:
     """
 
     __slots__ = ("_armed_offset", "_bucket_end", "_bucket_min", "_clock", "_emit", "_final", "_open", "_prev_min",
-                 "_rearm_pending", "_timers", "_wanted", "active", "corrections", "grace_ms", "offset_ms", "rearms", "repeats", "stale",
-                 "timer_closes")  # fmt: skip
+                 "_provisional", "_rearm_pending", "_timers", "_wanted", "active", "corrections", "grace_ms",
+                 "offset_ms", "rearms", "repeats", "stale", "timer_closes")  # fmt: skip
 
     def __init__(
         self,
@@ -107,6 +113,7 @@ class KlineCloser:
         self._open: dict[str, Event] = {}  # topic -> last update of its forming (not yet final) bar
         self._final: dict[str, tuple[int, Values]] = {}  # topic -> (open_time, values) of its last final bar
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._provisional: set[str] = set()  # forming bars past their deadline on the host clock, no sample yet
         self.timer_closes = self.corrections = self.repeats = self.stale = self.rearms = 0
         self.offset_ms = self._armed_offset = 0  # ms; see _forget_clock
         self._rearm_pending = False  # a _rearm is scheduled (call_soon)
@@ -202,16 +209,24 @@ class KlineCloser:
             self._final[topic] = (current["open_time"], _values(current))
             out.append((topic, {**current, "closed": True, "ts_received": event["ts_received"]}))
             current = None
+        elif current is not None and topic in self._provisional and _values(event) != _values(current):
+            # Changed again: the exchange is still inside this bar, so the host clock that put it past its deadline
+            # is wrong; the exchange's clock has at least reached open_time.
+            self._provisional.discard(topic)
+            self.observe(int(self._clock() * 1000), open_time)
         if event["closed"]:  # the parser's close, before the deadline: final now
             self._forget(topic)
             self._final[topic] = (open_time, _values(event))
             return event
         if current is None:  # a new forming bar: one timer per bar, at its deadline on the exchange's clock
             delay_ms = event["close_time"] + self.grace_ms + self.offset_ms - self._clock() * 1000.0
-            if delay_ms <= 0:  # already past its deadline: it is final as it is
-                self._final[topic] = (open_time, _values(event))
-                self.timer_closes += 1
-                return {**event, "closed": True}
+            if delay_ms <= 0:
+                if self._bucket_end > -_NO_SAMPLE:  # already past its deadline: it is final as it is
+                    self._final[topic] = (open_time, _values(event))
+                    self.timer_closes += 1
+                    return {**event, "closed": True}
+                self._provisional.add(topic)  # no clock sample yet: wait grace_ms for one (module docstring)
+                delay_ms = self.grace_ms
             if not self._timers:
                 self._armed_offset = self.offset_ms
             self._timers[topic] = asyncio.get_running_loop().call_later(delay_ms / 1000.0, self._fire, topic)
@@ -221,6 +236,7 @@ class KlineCloser:
     def _fire(self, topic: str) -> None:
         """The deadline of ``topic``'s forming bar: publish its last values as the closed bar."""
         self._timers.pop(topic, None)
+        self._provisional.discard(topic)
         bar = self._open.pop(topic, None)
         if bar is None or not self._wanted(topic):
             return
@@ -230,6 +246,7 @@ class KlineCloser:
 
     def _forget(self, topic: str) -> None:
         self._open.pop(topic, None)
+        self._provisional.discard(topic)
         timer = self._timers.pop(topic, None)
         if timer is not None:
             timer.cancel()
@@ -249,6 +266,7 @@ class KlineCloser:
             timer.cancel()
         self._timers.clear()
         self._open.clear()
+        self._provisional.clear()
         self._forget_clock()
 
     def status(self) -> dict[str, int]:

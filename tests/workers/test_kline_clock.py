@@ -177,11 +177,12 @@ async def test_the_timer_follows_the_estimate_when_it_moves() -> None:
     assert (closer.timer_closes, closer.corrections) == (1, 0)
 
 
-async def test_bitmart_klines_alone_follow_the_exchange_clock_from_the_first_change_of_bar() -> None:
-    """BitMart klines carry no time. Replayed 2024 bars on a connection with nothing else: the first bar is judged
-    on the host clock (closed at once, the one bar this costs), but the parser's close at the next bar tells that
-    the exchange's clock has passed the closed bar: from then on bars form and close once."""
-    closer, parser, _ = closer_for("bitmart")
+async def test_bitmart_klines_alone_follow_the_exchange_clock_from_the_first_change() -> None:
+    """BitMart klines carry no time. Replayed 2024 bars on a connection with nothing else: before any clock sample
+    the first bar only looks over (host clock), so it goes out forming; its next change tells that the exchange is
+    inside it (its clock has reached the bar's open), and the parser's close at the next bar that it is past the
+    bar: bars form and close once, from the first."""
+    closer, parser, emitted = closer_for("bitmart")
     topic = TOPICS["bitmart"]
     a, b, c = BAR_OPEN_S, BAR_OPEN_S + 60, BAR_OPEN_S + 120
 
@@ -189,12 +190,32 @@ async def test_bitmart_klines_alone_follow_the_exchange_clock_from_the_first_cha
         out = parser.parse(frame, int(time.time() * 1000)).events
         return [(e["open_time"] // 1000, e["close"], e["closed"], "correction" in e) for t, e in out if t == topic]
 
-    assert sent(bitmart_bar(a, "100")) == [(a, "100", True, False)]  # no exchange time yet: the host clock
-    assert sent(bitmart_bar(a, "100", (b, "101"))) == [(b, "101", False, False)]  # A's close again: dropped
-    assert sent(bitmart_bar(b, "102")) == [(b, "102", False, False)]
-    assert sent(bitmart_bar(b, "102", (c, "103"))) == [
+    assert sent(bitmart_bar(a, "100")) == [(a, "100", False, False)]  # past its deadline on the host clock only
+    assert sent(bitmart_bar(a, "101")) == [(a, "101", False, False)]  # changed: the exchange is inside bar A
+    await asyncio.sleep(0)  # the re-arm runs at the next turn of the loop
+    [timer] = closer._timers.values()
+    assert timer.when() - asyncio.get_running_loop().time() > 50  # A's deadline: about a bar length away
+    assert sent(bitmart_bar(a, "101", (b, "102"))) == [
+        (a, "101", False, False),
+        (a, "101", True, False),
         (b, "102", False, False),
-        (b, "102", True, False),
-        (c, "103", False, False),
-    ]  # the parser's close of B, once
-    assert len(closer._timers) == 1 and closer.corrections == 0
+    ]  # the parser's close of A, once
+    assert sent(bitmart_bar(b, "103", (c, "104"))) == [(b, "103", False, False), (b, "103", True, False),
+                                                      (c, "104", False, False)]  # fmt: skip
+    assert len(closer._timers) == 1 and (closer.timer_closes, closer.corrections) == (0, 0) and not emitted
+
+
+async def test_a_quiet_bar_before_any_clock_sample_is_closed_after_the_grace() -> None:
+    """Live, a subscribe in a quiet market: BitMart sends the last bar, long over, and nothing else. With no clock
+    sample the host clock is all there is: the bar goes out forming and is closed ``grace_ms`` later."""
+    closer, parser, emitted = closer_for("bitmart")
+    seen_ms = int(time.time() * 1000)
+    [(_, event)] = parser.parse(bitmart_bar(BAR_OPEN_S, "100"), seen_ms).events
+    assert event["closed"] is False
+    async with asyncio.timeout(1.5 + TOLERANCE_MS / 1000):
+        while not emitted:
+            await asyncio.sleep(0.02)  # bounded poll on the closer's output (its timer)
+    [(_, closed)] = emitted
+    assert closed == {**event, "closed": True, "ts_received": closed["ts_received"]}
+    assert seen_ms + 1500 - 1 <= closed["ts_received"] <= seen_ms + 1500 + TOLERANCE_MS
+    assert (closer.timer_closes, closer.corrections) == (1, 0)

@@ -205,6 +205,8 @@ async def test_a_final_bar_is_not_closed_again_after_a_reconnect() -> None:
     [item] = push["data"]["items"]
     topic = "bitmart:kline:ETHUSDT:1d"
     closer, parser, _ = closing("bitmart", time.time, 1500, {topic})
+    now_ms = int(time.time() * 1000)
+    closer.observe(now_ms, now_ms)  # the exchange's clock is known (e.g. a trade just now): the 2024 bar is over
     assert [e["closed"] for _, e in parser.parse(orjson.dumps(push), 1).events] == [True]
     closer.reset()  # the socket dropped
     fresh = closer.wrap(get_adapter("bitmart").new_parser())  # the next socket re-sends the bar
