@@ -71,6 +71,12 @@ def recorded_gate_candle() -> tuple[float, str]:
     return ts, raw
 
 
+def retimed(raw: str, time_ms: int) -> str:
+    """The recorded Gate frame as sent at ``time_ms`` (its frame time, which the closer takes as the exchange's
+    clock); every other field as recorded."""
+    return orjson.dumps({**orjson.loads(raw), "time": time_ms // 1000, "time_ms": time_ms}).decode()
+
+
 def jkorf_push(name: str, tag: str = "") -> dict[str, Any]:
     [frame] = [f for f in read_jkorf(f"{BITMART_FIXTURES}/{name}") if f.direction == "=" and f.tag == tag]
     return orjson.loads(frame.raw)
@@ -87,9 +93,10 @@ def test_default_grace_is_1500_ms() -> None:
 
 
 async def test_recorded_gate_quiet_bar_is_closed_at_its_deadline_with_the_last_values() -> None:
-    _, raw = recorded_gate_candle()
+    _, recorded = recorded_gate_candle()
     grace = Settings().kline_close_grace_ms
     deadline_ms = 1684930199999 + grace
+    raw = retimed(recorded, deadline_ms - 150)  # deadlines are on the exchange's clock: the frame's time
     clock = ShiftedClock((deadline_ms - 150) / 1000)  # the frame arrives 150 ms before its bar's deadline
     topic = "gateio:kline:FRONT_USDT:1m"
     closer, parser, emitted = closing("gateio", clock, grace, {topic})
@@ -109,13 +116,15 @@ async def test_recorded_gate_quiet_bar_is_closed_at_its_deadline_with_the_last_v
 
 async def test_recorded_gate_bar_seen_after_its_deadline_goes_out_closed_once() -> None:
     """Subscribing in a quiet market gets the last bar, possibly long over (here: 2023): it is final as it is."""
-    _, raw = recorded_gate_candle()
+    _, recorded = recorded_gate_candle()
     topic = "gateio:kline:FRONT_USDT:1m"
     closer, parser, emitted = closing("gateio", time.time, 1500, {topic})
+    now_ms = int(time.time() * 1000)
+    raw = retimed(recorded, now_ms)  # the last bar, sent now
 
-    [(_, event)] = parser.parse(raw, 1).events
+    [(_, event)] = parser.parse(raw, now_ms).events
     assert event["closed"] is True and event["close"] == "0.1701" and "correction" not in event
-    assert parser.parse(raw, 2).events == []
+    assert parser.parse(raw, now_ms + 1).events == []
     assert emitted.events == [] and closer.status()["forming"] == 0
 
 
@@ -196,6 +205,8 @@ async def test_a_final_bar_is_not_closed_again_after_a_reconnect() -> None:
     [item] = push["data"]["items"]
     topic = "bitmart:kline:ETHUSDT:1d"
     closer, parser, _ = closing("bitmart", time.time, 1500, {topic})
+    now_ms = int(time.time() * 1000)
+    closer.observe(now_ms, now_ms)  # the exchange's clock is known (e.g. a trade just now): the 2024 bar is over
     assert [e["closed"] for _, e in parser.parse(orjson.dumps(push), 1).events] == [True]
     closer.reset()  # the socket dropped
     fresh = closer.wrap(get_adapter("bitmart").new_parser())  # the next socket re-sends the bar
