@@ -191,6 +191,8 @@ class WorkerRuntime:
         self._offered: str | None = None  # the connection this worker offered for rebalancing
         self._wake_at: float | None = None  # loop time of an earlier tick (a foreign lease about to expire)
         self._plan: PlanResult | None = None  # the plan of the last tick
+        #: depth topic -> {"levels"} from fp:topic:options, read each tick before any connection starts
+        self._topic_options: dict[str, dict[str, Any]] = {}
         #: This process started last among the live workers: its settings' URLs win (``_current_plan``).
         self._newest = True
         #: Planned connections whose URL this worker is about to re-plan: not started on the old URL meanwhile.
@@ -261,6 +263,7 @@ class WorkerRuntime:
                 self._retire(conn_id, unsubscribe=True, release=True, reason="paused")
         else:
             by_conn = current.by_conn()
+            await self._read_options(by_conn)
             self._apply(current, by_conn)
             await self._acquire(current, by_conn, live, now)
             await self._rebalance(current, by_conn, live)
@@ -352,9 +355,9 @@ class WorkerRuntime:
                     self._move(held, data["url"])
                 if (topics := frozenset(by_conn.get(conn_id, ()))) == held.topics:
                     continue
-                held.conn.set_topics(_parse(topics))
+                self._configure(held.conn, topics)
                 if held.twin is not None:  # a roll in progress: its twin must carry the same topics
-                    held.twin.set_topics(_parse(topics))
+                    self._configure(held.twin, topics)
                 held.topics = topics
 
     def _move(self, held: _Held, url: str) -> None:
@@ -564,10 +567,11 @@ class WorkerRuntime:
                 await self.handovers.withdraw(self._offered, self.worker_id)
         self._offered = None
 
-    async def _push_options(self) -> None:
-        """Hand each held connection with depth topics its per-topic options (``{"levels": N}``)."""
-        holders = [h for h in self._held.values() if any(_is_depth(t) for t in h.topics)]
-        if not holders:
+    async def _read_options(self, by_conn: Mapping[str, list[str]]) -> None:
+        """Refresh the per-topic options (``{"levels": N}``) when the plan has depth topics. Read before any
+        connection of this tick starts, so every new socket (a standby one too) builds its first ``depth`` event
+        with the levels asked for, not the default."""
+        if not any(_is_depth(t) for topics in by_conn.values() for t in topics):
             return
         raw = await cast(Awaitable[dict[str, str]], self.redis.hgetall(keys.TOPIC_OPTIONS))
         options: dict[str, dict[str, Any]] = {}
@@ -578,10 +582,25 @@ class WorkerRuntime:
                 continue
             if isinstance(value, dict):
                 options[topic] = value
-        for held in holders:
+        self._topic_options = options
+
+    def _options_for(self, topics: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return {t: self._topic_options[t] for t in topics if t in self._topic_options}
+
+    def _configure(self, conn: Any, topics: Iterable[str]) -> None:
+        """Give ``conn`` its topics, their options first: a book that syncs at once publishes the levels asked for."""
+        topics = list(topics)
+        set_options = getattr(conn, "set_options", None)
+        if set_options is not None:
+            set_options(self._options_for(topics))
+        conn.set_topics(_parse(topics))
+
+    async def _push_options(self) -> None:
+        """Hand each held connection with depth topics its per-topic options (a change since it started)."""
+        for held in self._held.values():
             set_options = getattr(held.conn, "set_options", None)
-            if set_options is not None:
-                set_options({t: options[t] for t in held.topics if t in options})
+            if set_options is not None and any(_is_depth(t) for t in held.topics):
+                set_options(self._options_for(held.topics))
 
     async def _write_status(self, current: PlanResult) -> None:
         await self.store.put_connections({c: self._status_record(h) for c, h in self._held.items()})
@@ -611,7 +630,7 @@ class WorkerRuntime:
                 conn_id=conn_id, adapter=self.adapters[exchange], url=url, settings=self.settings,
                 session=self.session, publisher=self.publisher, worker_id=self.worker_id, **kwargs,
             )
-        conn.set_topics(_parse(topics))
+        self._configure(conn, topics)
         task = asyncio.create_task(conn.run(), name=f"conn:{conn_id}")
         task.add_done_callback(self._on_conn_done)
         return conn, task

@@ -31,6 +31,7 @@ from control.settings import Settings, SettingsError
 from control.store import ControlStore
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
+from workers.connection import ExchangeConnection
 from workers.exchanges.binanceusdm import stream_name
 from workers.exchanges.bitmart import native_topic
 from workers.jobs import reconcile
@@ -120,11 +121,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def runtimes(
     settings: Settings, redis: Redis, redis_bytes: Redis, session: aiohttp.ClientSession
 ) -> AsyncIterator[Callable[..., Awaitable[WorkerRuntime]]]:
-    """Factory: ``await runtimes("w1")`` -> a started WorkerRuntime; all are stopped at teardown."""
+    """Factory: ``await runtimes("w1")`` -> a started WorkerRuntime (``own=``: other settings); all are stopped at
+    teardown."""
     made: list[WorkerRuntime] = []
 
-    async def factory(worker_id: str, *, start: bool = True) -> WorkerRuntime:
-        runtime = WorkerRuntime(settings, worker_id=worker_id, redis=redis, redis_bytes=redis_bytes, session=session)
+    async def factory(worker_id: str, *, start: bool = True, own: Settings | None = None) -> WorkerRuntime:
+        runtime = WorkerRuntime(own or settings, worker_id=worker_id, redis=redis, redis_bytes=redis_bytes,
+                                session=session)  # fmt: skip
         made.append(runtime)
         if start:
             await runtime.start()
@@ -343,3 +346,45 @@ def test_worker_settings_import_without_redis() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", keys.ARQ_QUEUE]
+
+
+
+async def test_a_depth_topic_added_to_a_running_connection_gets_its_options_first(
+    redis: Redis, redis_bytes: Redis, settings: Settings, session: aiohttp.ClientSession
+) -> None:
+    """The planned topics reach a running socket only after their options: its book may sync (and publish a
+    ``depth`` event) as soon as it subscribes, before the tick has finished."""
+    calls: list[tuple[str, frozenset[str]]] = []
+
+    class Recording(ExchangeConnection):
+        def set_options(self, options: dict[str, dict[str, Any]]) -> None:
+            calls.append(("options", frozenset(options)))
+            super().set_options(options)
+
+        def set_topics(self, topics: Any) -> None:
+            topics = list(topics)
+            calls.append(("topics", frozenset(str(t) for t in topics)))
+            super().set_topics(topics)
+
+    trade, depth = "bitmart:trade:BTCUSDT", "bitmart:depth:BTCUSDT"
+    store = ControlStore(redis)
+    await store.add_desired([trade], now_ms=1)
+    runtime = WorkerRuntime(settings, worker_id="w-opt", redis=redis, redis_bytes=redis_bytes, session=session,
+                            connection_factory=Recording)  # fmt: skip
+    await runtime.start()
+    try:
+        async def running() -> bool:
+            return bool(runtime.held)
+
+        async def depth_planned() -> bool:
+            return any(depth in t for k, t in calls if k == "topics")
+
+        await wait_until(running, what="the connection running")
+        await store.set_options({depth: {"levels": 5}})
+        await store.add_desired([depth], now_ms=2)
+        runtime.wake()
+        await wait_until(depth_planned, what="the depth topic planned on the running connection")
+    finally:
+        await runtime.stop()
+    first = next(i for i, (k, t) in enumerate(calls) if k == "topics" and depth in t)
+    assert any(k == "options" and depth in t for k, t in calls[:first]), calls
