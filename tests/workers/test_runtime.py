@@ -121,13 +121,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def runtimes(
     settings: Settings, redis: Redis, redis_bytes: Redis, session: aiohttp.ClientSession
 ) -> AsyncIterator[Callable[..., Awaitable[WorkerRuntime]]]:
-    """Factory: ``await runtimes("w1")`` -> a started WorkerRuntime (``own=``: other settings); all are stopped at
-    teardown."""
+    """Factory: ``await runtimes("w1")`` -> a started WorkerRuntime; all are stopped at teardown."""
     made: list[WorkerRuntime] = []
 
-    async def factory(worker_id: str, *, start: bool = True, own: Settings | None = None) -> WorkerRuntime:
-        runtime = WorkerRuntime(own or settings, worker_id=worker_id, redis=redis, redis_bytes=redis_bytes,
-                                session=session)  # fmt: skip
+    async def factory(worker_id: str, *, start: bool = True) -> WorkerRuntime:
+        runtime = WorkerRuntime(settings, worker_id=worker_id, redis=redis, redis_bytes=redis_bytes, session=session)
         made.append(runtime)
         if start:
             await runtime.start()
