@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from redis.asyncio import Redis
 
 from control import keys
+from control.errors import FeedplaneError
 from control.settings import TOKEN_MIN_CHARS, TOKEN_RE, Settings, SettingsError
 from control.topics import EXCHANGE_ALIASES, EXCHANGES, TopicError, validate_account
 
@@ -45,7 +46,7 @@ _ACCOUNT_FIELDS = {"exchange", "account", "api_key", "api_secret", "memo", "uid"
 _TOKEN_FIELDS = {"token", "scopes", "accounts"}
 
 
-class DecryptError(ValueError):
+class DecryptError(FeedplaneError, ValueError):
     """A sealed secret cannot be opened: wrong FEEDPLANE_SECRET_KEY or corrupted data (no content shown)."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from control.errors import SettingsError
 from control.redis_client import SENTINEL_SCHEME, display_url, parse_sentinel_url
 from control.topics import EXCHANGES
 
@@ -40,14 +41,6 @@ _GATEIO_REST = "https://api.gateio.ws"
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 TOKEN_MIN_CHARS = 16
 _FERNET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}=")
-
-
-class SettingsError(ValueError):
-    """An environment variable is missing or invalid; ``name`` is the variable."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ import aiohttp
 import orjson
 
 from control.accounts import fingerprint
+from control.errors import FeedplaneError
 from control.redact import RedactingFilter
 from control.store import FAILED
 from control.topics import Topic
@@ -73,7 +74,7 @@ def account_of_route(route: str) -> str | None:
     return route[len(PRIVATE_ROUTE_PREFIX) :] if route.startswith(PRIVATE_ROUTE_PREFIX) else None
 
 
-class PrivateAuthError(Exception):
+class PrivateAuthError(FeedplaneError):
     """The exchange refused the account's credentials (login refused, listenKey creation refused); the text is the
     exchange's own (scrubbed). The connection fails every topic with it and retries at the maximum backoff."""
 
