@@ -3,7 +3,7 @@
 Names and defaults of the BitMart worker are kept so its configuration works unchanged.
 Invalid values raise ``SettingsError`` whose message starts with the variable's name.
 Secrets (``BITMART_API_SECRET``, ``CONTROL_TOKEN``, ``FEEDPLANE_SECRET_KEY`` ...) are never shown in reprs or
-error messages. ``ACCOUNTS_FILE`` is read and validated here, once (``control.accounts.load_secrets_file``).
+error messages. ``ACCOUNTS_FILE`` is read and validated here, once (``control.secrets_file.load_secrets_file``).
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from control.credentials import TOKEN_MIN_CHARS, TOKEN_RE
 from control.errors import SettingsError
 from control.redis_client import SENTINEL_SCHEME, display_url, parse_sentinel_url
+from control.secrets_file import SecretsFile, check_env_overlap, load_secrets_file
 from control.topics import EXCHANGES
-
-if TYPE_CHECKING:
-    from control.accounts import SecretsFile
 
 T = TypeVar("T")
 
@@ -37,9 +36,6 @@ _BINANCE_USDM_REST = "https://fapi.binance.com"
 _BITMART_REST = "https://api-cloud-v2.bitmart.com"
 _GATEIO_WS = "wss://fx-ws.gateio.ws/v4/ws/usdt"
 _GATEIO_REST = "https://api.gateio.ws"
-#: RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
-TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-TOKEN_MIN_CHARS = 16
 _FERNET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}=")
 
 
@@ -197,15 +193,16 @@ class Settings:
             rate_limit_auth_fail_per_min=r.get("RATE_LIMIT_AUTH_FAIL_PER_MIN", 30, _int_range(0, 1_000_000)),
             cors_origins=r.get("CORS_ORIGINS", (), _origins),
         )
-        for prefix in ("BITMART", "BINANCE", "GATEIO"):  # an account needs both halves
+        env_refs = {}
+        for prefix, exchange in (("BITMART", "bitmart"), ("BINANCE", "binanceusdm"), ("GATEIO", "gateio")):
             key, secret = r.secret(f"{prefix}_API_KEY"), r.secret(f"{prefix}_API_SECRET")
-            if bool(key) != bool(secret):
+            if bool(key) != bool(secret):  # an account needs both halves
                 missing = f"{prefix}_API_SECRET" if key else f"{prefix}_API_KEY"
                 raise SettingsError(missing, f"required when {prefix}_API_{'KEY' if key else 'SECRET'} is set")
+            if key:
+                env_refs[f"{exchange}:default"] = f"{prefix}_API_KEY"
         if settings.secrets_file is not None:
-            from control.accounts import check_sources  # late: control.accounts imports this module
-
-            check_sources(settings)
+            check_env_overlap(settings.secrets_file, env_refs)
         if settings.reconnect_max_delay_s < settings.reconnect_delay_s:
             raise SettingsError("RECONNECT_MAX_DELAY_S", "must be >= RECONNECT_DELAY_S")
         if settings.heartbeat_interval_s * 2 > settings.lease_ttl_s:
@@ -327,11 +324,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 def _secrets_file(path: str) -> SecretsFile | None:
-    if not path:
-        return None
-    from control.accounts import load_secrets_file  # late: control.accounts imports this module
-
-    return load_secrets_file(path)
+    return load_secrets_file(path) if path else None
 
 
 def _worker_id(raw: str) -> str:
