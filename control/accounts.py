@@ -45,6 +45,7 @@ from control.credentials import (
 from control.errors import FeedplaneError
 from control.secrets_file import SecretsFile, load_secrets_file
 from control.settings import Settings
+from control.topics import EXCHANGES
 
 __all__ = [
     "API", "CONTROL", "ENV", "FILE", "READ", "SCOPES", "Account", "AccountError", "DecryptError", "SecretsFile",
@@ -64,16 +65,13 @@ class DecryptError(FeedplaneError, ValueError):
 
 
 def env_accounts(settings: Settings) -> list[Account]:
-    """The default account of each exchange whose API key is set in the environment."""
+    """The default account of each exchange whose API key is set in the environment (``EXCHANGES`` order)."""
     out = []
-    if settings.bitmart_api_key:
-        out.append(Account("bitmart", "default", settings.bitmart_api_key, settings.bitmart_api_secret,
-                           memo=settings.bitmart_api_memo))  # fmt: skip
-    if settings.binance_api_key:
-        out.append(Account("binanceusdm", "default", settings.binance_api_key, settings.binance_api_secret))
-    if settings.gateio_api_key:
-        out.append(Account("gateio", "default", settings.gateio_api_key, settings.gateio_api_secret,
-                           uid=settings.gateio_uid))  # fmt: skip
+    for exchange in EXCHANGES:
+        creds = settings.env_credentials(exchange)
+        if creds.get("api_key"):
+            out.append(Account(exchange, "default", creds["api_key"], creds["api_secret"],
+                               memo=creds.get("memo", ""), uid=creds.get("uid", "")))  # fmt: skip
     return out
 
 
