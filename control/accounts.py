@@ -136,7 +136,7 @@ async def put_api_account(redis: Redis, account: Account, *, key: str, now_ms: i
 
 async def delete_api_account(redis: Redis, exchange: str, account: str) -> bool:
     """Forget an account added with POST /accounts; True when it existed. Nudges workers when it did."""
-    removed = await redis.hdel(keys.ACCOUNTS, f"{exchange}:{account}")
+    removed = await redis.hdel(keys.ACCOUNTS, f"{exchange}:{account}")  # type: ignore[misc]
     if removed:
         await redis.publish(keys.CONTROL_CHANNEL, "accounts")
     return bool(removed)
@@ -144,7 +144,7 @@ async def delete_api_account(redis: Redis, exchange: str, account: str) -> bool:
 
 async def api_account_records(redis: Redis) -> list[dict[str, Any]]:
     """Public records of accounts added with POST /accounts: ``{"exchange","account","source","key"}``, sorted."""
-    raw = await redis.hgetall(keys.ACCOUNTS)
+    raw = await redis.hgetall(keys.ACCOUNTS)  # type: ignore[misc]
     out = []
     for value in raw.values():
         record = orjson.loads(value)
@@ -160,7 +160,7 @@ async def load_accounts(settings: Settings, redis: Redis) -> dict[tuple[str, str
     Raises redis errors.
     """
     out = {(a.exchange, a.account): a for a in configured_accounts(settings)}
-    raw = await redis.hgetall(keys.ACCOUNTS)
+    raw = await redis.hgetall(keys.ACCOUNTS)  # type: ignore[misc]
     if raw and not settings.secret_key:
         logger.warning("%d account(s) in Redis ignored: FEEDPLANE_SECRET_KEY is not set", len(raw))
         return out

@@ -32,9 +32,10 @@ class CurrentStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.stream_name = stream_name
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
-        return getattr(sys, self.stream_name)  # type: ignore[no-any-return]
+        stream: TextIO = getattr(sys, self.stream_name)
+        return stream
 
     @stream.setter
     def stream(self, value: Any) -> None:

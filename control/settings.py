@@ -203,7 +203,8 @@ class Settings:
         secret=True)  # fmt: skip
     #: Requests per minute per token (0 = unlimited); auth failures per minute per client address.
     rate_limit_control_per_min: int = setting(
-        "RATE_LIMIT_CONTROL_PER_MIN", 100, int_range(0, 1_000_000), "control requests per minute per token; 0 = unlimited")
+        "RATE_LIMIT_CONTROL_PER_MIN", 100, int_range(0, 1_000_000),
+        "control requests per minute per token; 0 = unlimited")  # fmt: skip
     rate_limit_read_per_min: int = setting(
         "RATE_LIMIT_READ_PER_MIN", 1000, int_range(0, 1_000_000), "read requests per minute per token; 0 = unlimited")
     rate_limit_sse_per_min: int = setting(

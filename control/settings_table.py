@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 #: Role of a per-exchange setting (``Setting.role``): ``Settings.exchange_ws_uri``/``exchange_rest_uri`` and the
 #: environment's default account read their exchange's values by role, so a new exchange only declares its block.
-WS, PRIVATE_WS, REST, API_KEY, API_SECRET, MEMO, UID = "ws", "private_ws", "rest", "api_key", "api_secret", "memo", "uid"
+WS, PRIVATE_WS, REST = "ws", "private_ws", "rest"
+API_KEY, API_SECRET, MEMO, UID = "api_key", "api_secret", "memo", "uid"
 CREDENTIAL_ROLES = (API_KEY, API_SECRET, MEMO, UID)
 
 
