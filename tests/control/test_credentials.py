@@ -40,7 +40,9 @@ def file_error(tmp_path: Path, entry: Any) -> str:
         ({k: v for k, v in GOOD.items() if k != "api_key"}, "api_key", "accounts[0].api_key must be a non-empty"),
     ],
 )
-def test_file_and_api_reject_the_same_entries(tmp_path: Path, entry: dict[str, Any], field: str, file_text: str) -> None:
+def test_file_and_api_reject_the_same_entries(
+    tmp_path: Path, entry: dict[str, Any], field: str, file_text: str
+) -> None:
     with pytest.raises(AccountError) as err:
         parse_account(entry, source=API)
     assert list(err.value.messages) == [field]  # what POST /accounts answers as details
