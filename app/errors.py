@@ -6,7 +6,10 @@ Every error answer has the same shape::
 
 Exception tree handled here (translated at the edge, see ``EXCEPTION_HANDLERS``)::
 
-    ApiError                         -> its own status/code (invalid_json 400, not_implemented 501, ...)
+    control.errors.FeedplaneError    (the root of Feedplane's own errors; tree in control/errors.py)
+    ├── ApiError                     -> its own status/code (invalid_json 400, not_implemented 501, ...)
+    ├── AccountError                 -> 400 validation_error, field-level details (POST /accounts)
+    └── any other                    -> 500 internal_error (escaped a handler: a bug; logged with traceback)
     marshmallow.ValidationError      -> 400 validation_error, field-level details
     starlette HTTPException          -> 404 not_found, 405 method_not_allowed (Allow kept), 413 payload_too_large
     redis ConnectionError/TimeoutError, OSError -> 503 redis_unavailable
@@ -32,6 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from control.credentials import AccountError
+from control.errors import FeedplaneError
+
 logger = logging.getLogger(__name__)
 
 _CODES_BY_STATUS = {
@@ -50,7 +56,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ApiError(Exception):
+class ApiError(FeedplaneError):
     """An error answer chosen by a handler: ``status`` (HTTP), ``code`` (envelope), ``details``."""
 
     def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
@@ -105,6 +111,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(400, "validation_error", _first_message(details), details)
 
 
+async def _account_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AccountError)
+    details = {field: list(messages) for field, messages in exc.messages.items()}
+    return error_response(400, "validation_error", _first_message(details), details)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
@@ -121,8 +133,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error")
 
 
+#: The one table from exception class to envelope (Starlette picks the nearest class in the exception's MRO).
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: _api_error,
+    AccountError: _account_error,
+    FeedplaneError: _internal_error,  # ours but not an answer: a bug, same 500 as any other escaped exception
     ValidationError: _validation_error,
     HTTPException: _http_exception,
     RedisConnectionError: _redis_unavailable,

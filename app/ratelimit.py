@@ -22,12 +22,11 @@ right, and the throttle would not slow the guessing at all. The same script call
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 from control import keys
 from control.settings import Settings
@@ -55,7 +54,6 @@ end
 if n > limit then return {0, ttl, 1} end
 return {1, ttl, 1}
 """
-_SHA = hashlib.sha1(_LUA.encode()).hexdigest()  # Redis names scripts by their SHA-1
 
 CONTROL, READ, SSE, AUTH_FAIL = "control", "read", "sse", "authfail"
 
@@ -76,6 +74,7 @@ class RateLimiter:
 
     def __init__(self, *, control: int, read: int, sse: int, auth_fail: int) -> None:
         self.limits = {CONTROL: control, READ: read, SSE: sse, AUTH_FAIL: auth_fail}
+        self._script: AsyncScript | None = None  # registered on first use (needs a client for its encoder)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -109,11 +108,10 @@ class RateLimiter:
         return Decision(True) if allowed else Decision(False, _seconds(ttl_ms), limit, AUTH_FAIL)
 
     async def _run(self, redis: Redis, names: list[str], limit: int, fail_limit: int) -> tuple[int, int, int]:
-        args = [limit, WINDOW_MS, fail_limit]
-        try:
-            reply = await redis.evalsha(_SHA, len(names), *names, *args)  # type: ignore[misc]
-        except NoScriptError:  # first use on this Redis (or after SCRIPT FLUSH / restart): EVAL loads it
-            reply = await redis.eval(_LUA, len(names), *names, *args)  # type: ignore[misc]
+        if self._script is None:
+            self._script = redis.register_script(_LUA)
+        # EVALSHA; on NOSCRIPT (first use, SCRIPT FLUSH, a restarted Redis) redis-py loads the script and retries
+        reply = await self._script(keys=names, args=[limit, WINDOW_MS, fail_limit], client=redis)
         allowed, ttl_ms, by = (int(x) for x in reply)
         return allowed, ttl_ms, by
 

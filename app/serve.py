@@ -34,6 +34,7 @@ from starlette.types import ASGIApp
 
 from app.main import create_app
 from control.accounts import secret_values
+from control.logging_config import configure_logging
 from control.redact import MASK, install_redaction
 from control.settings import Settings, SettingsError
 
@@ -114,9 +115,9 @@ def main(environ: dict[str, str] | None = None) -> int:
         print(f"feedplane: {exc}", file=sys.stderr)
         return 2
     install_redaction(secret_values(settings))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # sse-starlette logs every chunk it sends at DEBUG: private order/position/balance data stays out of the logs
-    logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLogger().level))
+    quiet = max(logging.INFO, logging.getLevelNamesMapping()[settings.log_level])
+    configure_logging(level=settings.log_level, stream="stderr", levels={"sse_starlette": quiet})
     if app.state.auth_open:
         logger.info("auth: open mode (no tokens configured, %s is loopback); no rate limits", settings.ctrl_addr)
     else:

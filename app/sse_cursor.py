@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 
 from app.sse_hub import ZERO_ID, StreamId, format_stream_id, parse_stream_id
 from control import keys
+from control.errors import FeedplaneError
 from control.events import GapEvent
 
 #: Gap ``reason`` codes sent by the SSE routes before the catch-up of a resumed stream.
@@ -41,7 +42,7 @@ FP_HEX = 8
 _CURSOR = re.compile(rf"(?:(?P<fp>[0-9a-f]{{{FP_HEX}}}):)?(?P<ids>[0-9,\-\s]+)")
 
 
-class CursorError(ValueError):
+class CursorError(FeedplaneError, ValueError):
     """A ``Last-Event-ID`` that cannot be used for the requested topics (the message says why)."""
 
 

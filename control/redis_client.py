@@ -128,7 +128,7 @@ class _SentinelConnection(SentinelManagedConnection):
     async def connect_to(self, address: tuple[str, int]) -> None:
         retry, self.retry = self.retry, Retry(NoBackoff(), 0)
         try:
-            await super().connect_to(address)
+            await super().connect_to(address)  # type: ignore[no-untyped-call]  # untyped in redis-py 5
         finally:
             self.retry = retry
 
@@ -142,17 +142,19 @@ class _SentinelPool(SentinelConnectionPool):
             await sentinel.connection_pool.disconnect()
 
 
-def sentinel_master(target: SentinelURL, *, redis_class: type[R] = Redis, **connection_kwargs: Any) -> R:
+def sentinel_master(
+    target: SentinelURL, *, redis_class: type[R] = Redis, **connection_kwargs: Any  # type: ignore[assignment]
+) -> R:
     """A ``redis_class`` client of ``target``'s current master; connects to nothing until first used.
 
     ``connection_kwargs`` are the usual ``Redis`` connection options (timeouts, retry, decode_responses,
     max_connections, ...); they apply to the master connections, not to the sentinel queries.
     """
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S},
     )
-    return sentinel.master_for(
+    client: R = sentinel.master_for(
         target.service_name,
         redis_class=redis_class,
         connection_pool_class=_SentinelPool,
@@ -162,6 +164,7 @@ def sentinel_master(target: SentinelURL, *, redis_class: type[R] = Redis, **conn
         connection_class=_SentinelConnection,
         **connection_kwargs,
     )
+    return client
 
 
 def outage_retry(outage_s: float = OUTAGE_S) -> Retry:
@@ -171,7 +174,7 @@ def outage_retry(outage_s: float = OUTAGE_S) -> Retry:
     return Retry(
         EqualJitterBackoff(cap=OUTAGE_CAP_S, base=OUTAGE_BASE_S),
         retries,
-        supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),
+        supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
     )
 
 
@@ -196,9 +199,8 @@ def make_redis(url: str, *, decode: bool = True, retries: int = 3, max_connectio
         "max_connections": max_connections,
     }
     target = parse_sentinel_url(url)
-    if target is not None:
-        return sentinel_master(target, **options)
-    return Redis.from_url(url, **options)
+    client: Redis = sentinel_master(target, **options) if target is not None else Redis.from_url(url, **options)
+    return client
 
 
 def display_url(url: str) -> str:

@@ -84,7 +84,7 @@ class ControlStore:
         if not options:
             return False
         encoded = {t: _dumps(o) for t, o in options.items()}
-        current = await self.redis.hmget(keys.TOPIC_OPTIONS, list(encoded))
+        current = await self.redis.hmget(keys.TOPIC_OPTIONS, list(encoded))  # type: ignore[misc]
         changed = {t: v for (t, v), old in zip(encoded.items(), current) if old != v}
         if not changed:
             return False
@@ -96,7 +96,7 @@ class ControlStore:
 
     async def options(self) -> dict[str, dict[str, Any]]:
         """All per-topic options: topic -> dict."""
-        raw = await self.redis.hgetall(keys.TOPIC_OPTIONS)
+        raw = await self.redis.hgetall(keys.TOPIC_OPTIONS)  # type: ignore[misc]
         return {topic: orjson.loads(value) for topic, value in raw.items()}
 
     async def remove_desired(self, topics: Sequence[str]) -> list[str]:
@@ -126,7 +126,7 @@ class ControlStore:
 
     async def desired(self) -> dict[str, int]:
         """Desired topics -> the ms they were first asked for."""
-        raw = await self.redis.hgetall(keys.DESIRED)
+        raw = await self.redis.hgetall(keys.DESIRED)  # type: ignore[misc]
         return {topic: orjson.loads(value)["since"] for topic, value in raw.items()}
 
     async def set_paused(self, paused: bool) -> None:
@@ -156,7 +156,8 @@ class ControlStore:
     async def set_states(self, states: dict[str, dict[str, Any]]) -> None:
         """Write subscription state records (see class docstring) in one round trip."""
         if states:
-            await self.redis.hset(keys.SUB_STATE, mapping={t: _dumps(s) for t, s in states.items()})
+            mapping = {t: _dumps(s) for t, s in states.items()}
+            await self.redis.hset(keys.SUB_STATE, mapping=mapping)  # type: ignore[misc]
 
     async def subscriptions(self, topics: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """One record per desired topic: ``topic, state, error, since, conn, last_event_at``.
@@ -191,28 +192,29 @@ class ControlStore:
 
     async def put_worker(self, worker_id: str, record: dict[str, Any]) -> None:
         """Write a worker's heartbeat record."""
-        await self.redis.hset(keys.WORKERS, worker_id, _dumps(record))
+        await self.redis.hset(keys.WORKERS, worker_id, _dumps(record))  # type: ignore[misc]
 
     async def remove_worker(self, worker_id: str) -> None:
         """Drop a worker's record (clean exit)."""
-        await self.redis.hdel(keys.WORKERS, worker_id)
+        await self.redis.hdel(keys.WORKERS, worker_id)  # type: ignore[misc]
 
     async def workers(self) -> list[dict[str, Any]]:
         """All worker records, each with its ``id``."""
-        raw = await self.redis.hgetall(keys.WORKERS)
+        raw = await self.redis.hgetall(keys.WORKERS)  # type: ignore[misc]
         return [{"id": wid, **orjson.loads(v)} for wid, v in sorted(raw.items())]
 
     async def put_connections(self, records: dict[str, dict[str, Any]]) -> None:
         """Write connection status records keyed by connection id."""
         if records:
-            await self.redis.hset(keys.CONN_STATUS, mapping={c: _dumps(r) for c, r in records.items()})
+            mapping = {c: _dumps(r) for c, r in records.items()}
+            await self.redis.hset(keys.CONN_STATUS, mapping=mapping)  # type: ignore[misc]
 
     async def remove_connections(self, conn_ids: Sequence[str]) -> None:
         """Drop status records of connections that no longer exist."""
         if conn_ids:
-            await self.redis.hdel(keys.CONN_STATUS, *conn_ids)
+            await self.redis.hdel(keys.CONN_STATUS, *conn_ids)  # type: ignore[misc]
 
     async def connections(self) -> list[dict[str, Any]]:
         """All connection status records, each with its ``id``."""
-        raw = await self.redis.hgetall(keys.CONN_STATUS)
+        raw = await self.redis.hgetall(keys.CONN_STATUS)  # type: ignore[misc]
         return [{"id": cid, **orjson.loads(v)} for cid, v in sorted(raw.items())]

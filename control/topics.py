@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from control.errors import FeedplaneError
+
 EXCHANGES: tuple[str, ...] = ("bitmart", "binanceusdm", "gateio")
 #: Other spellings accepted on input (ccxt knows Gate.io as both ``gate`` and ``gateio``).
 EXCHANGE_ALIASES: dict[str, str] = {"gate": "gateio"}
@@ -42,7 +44,7 @@ PRIVATE_CHANNELS: tuple[str, ...] = ("order", "position", "balance")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class TopicError(ValueError):
+class TopicError(FeedplaneError, ValueError):
     """A topic string or one of its parts is invalid; ``field`` names the part."""
 
     def __init__(self, message: str, field: str = "topic") -> None:

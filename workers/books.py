@@ -34,22 +34,18 @@ import aiohttp
 from control.topics import Topic
 from workers.backoff import Backoff
 from workers.exchanges.base import BookUpdate, ExchangeAdapter
+from workers.logutil import RateLimitedLog
 from workers.orderbook import APPLIED, BUFFERED, GAP, NEED_SNAPSHOT, STALE, BookSync, Outcome, new_sync
 from workers.publisher import Publisher
-from workers.rest import RATE_LIMITED, retry_after_seconds
+from workers.rest import RestError, fetch
 
 log = logging.getLogger(__name__)
 
-_LOG_EVERY_S = 10.0
-_RATE_LIMITED = RATE_LIMITED  # Binance: 429 too many requests, 418 IP banned; both send Retry-After
 
 
-class SnapshotError(Exception):
-    """A REST snapshot could not be fetched; ``retry_after_s`` is set when the server said how long to wait."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+class SnapshotError(RestError):
+    """A REST snapshot could not be used: no REST route for this exchange, or an answer other than 200 (transport
+    errors, timeouts and 429/418 come as ``RestError`` from ``workers.rest.fetch``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -108,8 +104,7 @@ class BookKeeper:
         self._fetch_slots = asyncio.Semaphore(max_fetches)
         self._blocked_until = 0.0  # monotonic: no REST request before this (Retry-After)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._next_log = 0.0
-        self._suppressed = 0
+        self._limited_log = RateLimitedLog(log)
         self.last_error: str | None = None
         self.stats = {"applied": 0, "buffered": 0, "stale": 0, "gaps": 0, "resyncs": 0,
                       "snapshots_fetched": 0, "snapshot_failures": 0}
@@ -347,7 +342,7 @@ class BookKeeper:
         self.stats["snapshot_failures"] += 1
         self.last_error = f"{book.topic}: snapshot failed: {exc}"
         delay = backoff.next_delay()
-        retry_after = exc.retry_after_s if isinstance(exc, SnapshotError) else None
+        retry_after = exc.retry_after_s if isinstance(exc, RestError) else None
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._log_limited("%s: snapshot failed (%s); retrying in %.2f s", book.topic, exc, delay)
@@ -361,36 +356,22 @@ class BookKeeper:
         if request is None or not self.rest_base_url:
             raise SnapshotError("no REST snapshot for this exchange (no request or no REST URL)")
         url = self.rest_base_url + request.path
-        async with self._fetch_slots:
-            wait = self._blocked_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                async with asyncio.timeout(self.fetch_timeout_s):
-                    async with self.session.get(url, params=request.params) as resp:
-                        status, body = resp.status, await resp.read()
-                        retry_after = resp.headers.get("Retry-After")
-            except TimeoutError:
-                raise SnapshotError(f"timed out after {self.fetch_timeout_s} s") from None
-            except aiohttp.ClientError as exc:
-                raise SnapshotError(repr(exc)) from exc
-        if status in _RATE_LIMITED:
-            delay = _seconds(retry_after, default=self.retry_initial_s)
-            self._blocked_until = max(self._blocked_until, time.monotonic() + delay)
-            raise SnapshotError(f"HTTP {status} (Retry-After {retry_after})", retry_after_s=delay)
+        try:
+            async with self._fetch_slots:
+                wait = self._blocked_until - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                status, body = await fetch(self.session, "GET", url, params=request.params,
+                                           timeout_s=self.fetch_timeout_s,
+                                           retry_after_default_s=self.retry_initial_s)  # fmt: skip
+        except RestError as exc:  # timeout, transport error, or 429/418 (Retry-After holds the whole keeper)
+            if exc.retry_after_s is not None:
+                self._blocked_until = max(self._blocked_until, time.monotonic() + exc.retry_after_s)
+            raise
         if status != 200:
-            raise SnapshotError(f"HTTP {status}: {body[:200]!r}")
+            raise SnapshotError(f"HTTP {status}: {body[:200]!r}", status=status, body=body[:200])
         return self.adapter.parse_snapshot(book.symbol, body, int(self.clock() * 1000))
 
     def _log_limited(self, fmt: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next_log:
-            self._suppressed += 1
-            return
-        self._next_log = now + _LOG_EVERY_S
-        suppressed, self._suppressed = self._suppressed, 0
-        log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
+        self._limited_log.warning("%s: " + fmt, self.conn_id, *args)
 
-
-#: ``Retry-After`` in seconds (shared with the private sessions: ``workers.rest``).
-_seconds = retry_after_seconds

@@ -75,6 +75,7 @@ from workers.exchanges.base import (
 )
 from workers.kline_close import KlineCloser
 from workers.liveness import BACKPRESSURE, Liveness, hold_budget_s
+from workers.logutil import RateLimitedLog
 from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
@@ -225,10 +226,10 @@ class ExchangeConnection:
         self._cut_kind = ERROR
         self._stopping = False
         self._state = "connecting"  # run() is expected to follow construction
-        self._next_log = 0.0
+        self._limited_log = RateLimitedLog(log, _LOG_EVERY_S)
         #: Peer liveness and publisher backpressure (``workers.liveness``); the watchdogs read it.
         self.liveness = Liveness(hold_budget_s(s.ping_interval_s, s.pong_timeout_s))
-        self._got_data, self._suppressed = False, 0
+        self._got_data = False
         self.connected_since: int | None = None  # epoch ms, like every *_at below
         self.next_retry_at: int | None = None
         self.last_message_at: int | None = None
@@ -900,13 +901,7 @@ class ExchangeConnection:
             self._cut = None
 
     def _log_limited(self, fmt: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next_log:
-            self._suppressed += 1
-            return
-        self._next_log = now + _LOG_EVERY_S
-        suppressed, self._suppressed = self._suppressed, 0
-        log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
+        self._limited_log.warning("%s: " + fmt, self.conn_id, *args)
 
     def _shed(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Drop ``events`` while shedding: counted, and one pending ``backpressure`` gap per topic, announced by its

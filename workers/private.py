@@ -50,11 +50,13 @@ import aiohttp
 import orjson
 
 from control.accounts import fingerprint
+from control.errors import FeedplaneError
 from control.redact import RedactingFilter
 from control.store import FAILED
 from control.topics import Topic
 from workers.backoff import Backoff
 from workers.exchanges.base import Credentials, ExchangeAdapter, RestRequest
+from workers.logutil import RateLimitedLog
 from workers.publisher import Publisher
 from workers.rest import RestError, fetch, request_url
 
@@ -65,7 +67,6 @@ PRIVATE_ROUTE_PREFIX = "private:"
 SUBSCRIBE, RECONNECT, LISTEN_KEY_EXPIRED, LOGIN = "subscribe", "reconnect", "listen_key_expired", "login"
 #: Binance REST error code of a listenKey that no longer exists (binance_usdm.md §7).
 LISTEN_KEY_GONE = -1125
-_LOG_EVERY_S = 10.0
 
 
 def account_of_route(route: str) -> str | None:
@@ -73,7 +74,7 @@ def account_of_route(route: str) -> str | None:
     return route[len(PRIVATE_ROUTE_PREFIX) :] if route.startswith(PRIVATE_ROUTE_PREFIX) else None
 
 
-class PrivateAuthError(Exception):
+class PrivateAuthError(FeedplaneError):
     """The exchange refused the account's credentials (login refused, listenKey creation refused); the text is the
     exchange's own (scrubbed). The connection fails every topic with it and retries at the maximum backoff."""
 
@@ -115,7 +116,7 @@ class PrivateSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot_task: asyncio.Task[None] | None = None
         self._blocked_until = 0.0  # monotonic: no REST call before this (Retry-After)
-        self._next_log, self._suppressed = 0.0, 0
+        self._limited_log = RateLimitedLog(log)
         self.last_error: str | None = None
         self.stats = {"snapshots": 0, "snapshot_events": 0, "rest_failures": 0, "listen_keys_created": 0,
                       "keepalives": 0, "logins": 0}  # fmt: skip
@@ -374,13 +375,7 @@ class PrivateSession:
                       self.scrub(repr(exc)))  # fmt: skip
 
     def _log_limited(self, fmt: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next_log:
-            self._suppressed += 1
-            return
-        self._next_log = now + _LOG_EVERY_S
-        suppressed, self._suppressed = self._suppressed, 0
-        log.warning("%s: " + fmt + " (%d similar suppressed)", self.conn_id, *args, suppressed)
+        self._limited_log.warning("%s: " + fmt, self.conn_id, *args)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -16,11 +16,13 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from control.errors import FeedplaneError
+
 #: Binance: 429 too many requests, 418 IP banned; both send Retry-After (Gate and BitMart use 429).
 RATE_LIMITED = (429, 418)
 
 
-class RestError(Exception):
+class RestError(FeedplaneError):
     """A REST call failed. ``status``: the HTTP status (None when no answer came); ``body``: its first bytes;
     ``retry_after_s``: how long the server asked us to wait (429/418), else None."""
 

@@ -24,10 +24,10 @@ from arq.worker import func
 
 from control import keys
 from control.jobs import RECONCILE
+from control.logging_config import configure_logging
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
-from workers.logging_setup import configure_logging
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     except SettingsError as exc:
         log.critical("worker: invalid settings: %s", exc)
         raise
-    configure_logging(settings.worker_id, settings.log_level)
+    configure_logging(level=settings.log_level, loggers=("workers", "control"), stream="stdout",
+                      worker_id=settings.worker_id)  # fmt: skip
     session = aiohttp.ClientSession()
     ctx["session"] = session
     ctx["redis_text"] = make_redis(settings.redis_url)

@@ -9,9 +9,7 @@ logged.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,48 +17,10 @@ from starlette.routing import Route
 from app.errors import ApiError, now_ms
 from app.routes.control import read_json
 from control.accounts import API, Account, api_account_records, configured_accounts, delete_api_account, put_api_account
-from control.topics import EXCHANGE_ALIASES, EXCHANGES, TopicError, validate_account
+from control.credentials import parse_account
+from control.topics import EXCHANGE_ALIASES
 
 logger = logging.getLogger(__name__)
-
-_SECRET_MAX = 512
-
-
-def _account_name(value: str) -> None:
-    try:
-        validate_account(value)
-    except TopicError:
-        raise ValidationError("must be 1-64 of A-Z a-z 0-9 _ . -") from None
-
-
-def _no_whitespace(value: str) -> None:
-    # the message never includes the value: these fields are secrets
-    if any(c.isspace() for c in value):
-        raise ValidationError("must not contain whitespace")
-
-
-def _secret_field(required: bool = True) -> fields.String:
-    length = validate.Length(min=1 if required else 0, max=_SECRET_MAX, error=f"must be 1 to {_SECRET_MAX} characters")
-    if required:
-        return fields.String(required=True, validate=[length, _no_whitespace], metadata={"secret": True})
-    return fields.String(load_default="", validate=[length], metadata={"secret": True})
-
-
-class AccountRequestSchema(Schema):
-    """``{"exchange", "account", "api_key", "api_secret", "memo"?, "uid"?}`` (memo: BitMart; uid: Gate.io)."""
-
-    class Meta:
-        unknown = RAISE
-
-    exchange = fields.String(required=True, validate=validate.OneOf([*EXCHANGES, *EXCHANGE_ALIASES]))
-    account = fields.String(required=True, validate=_account_name)
-    api_key = _secret_field()
-    api_secret = _secret_field()
-    memo = _secret_field(required=False)
-    uid = fields.String(load_default="", validate=validate.Length(max=64, error="must be at most 64 characters"))
-
-
-_SCHEMA = AccountRequestSchema()
 
 
 def _configured(request: Request) -> dict[str, Account]:
@@ -79,7 +39,8 @@ async def create_account(request: Request) -> Response:
     """``POST /accounts`` -> 201 (new) or 200 (replaced) ``{"exchange", "account", "source": "api", "key"}``.
 
     503 ``accounts_disabled`` without FEEDPLANE_SECRET_KEY; 409 ``account_exists`` for an account configured in
-    the environment or ACCOUNTS_FILE; 400 on invalid input (messages never echo values).
+    the environment or ACCOUNTS_FILE; 400 on a body that breaks ``control.credentials.ACCOUNT_SCHEMA`` (messages
+    name the field and never echo a secret).
     """
     settings = request.app.state.settings
     if not settings.secret_key:
@@ -89,10 +50,8 @@ async def create_account(request: Request) -> Response:
             "adding accounts at run time needs FEEDPLANE_SECRET_KEY (a Fernet key) in the control server's "
             "environment: accounts are stored only encrypted",
         )
-    data: dict[str, Any] = _SCHEMA.load(await read_json(request))
-    exchange = EXCHANGE_ALIASES.get(data["exchange"], data["exchange"])
-    account = Account(exchange, data["account"], data["api_key"], data["api_secret"], memo=data["memo"],
-                      uid=data["uid"], source=API)  # fmt: skip
+    # The shape ACCOUNTS_FILE entries follow too; AccountError -> 400 validation_error (app.errors).
+    account = parse_account(await read_json(request), source=API)
     if (existing := _configured(request).get(account.ref)) is not None:
         raise ApiError(409, "account_exists", f"{account.ref} is configured in the {existing.source} source and "
                        "cannot be replaced at run time")  # fmt: skip
