@@ -7,6 +7,7 @@ Loading and caching live in ``scripts.sim.tapes.store``; the table of sources is
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -87,6 +88,8 @@ GROUP_HFT = "hft2024"  # one pass over the 2024 file builds its recorded and all
 GROUP_CF = "cf2021"
 GROUP_JKORF = "jkorf"
 GROUP_GATE = "gate2023"
+#: Held while any tape group or private fixture set is loaded (``store``, ``userdata``): one load at a time.
+LOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)

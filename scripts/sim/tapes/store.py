@@ -6,7 +6,6 @@ simulators, so everything is cached here; ``cached_*`` answer without blocking w
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from scripts.sim.tapes.catalog import (
     GROUP_GATE,
     GROUP_HFT,
     GROUP_JKORF,
+    LOAD_LOCK,
     REST_CATALOG,
     RestSnapshot,
     Tape,
@@ -32,7 +32,6 @@ _BUILDERS: dict[str, Callable[[Path | None], TapeGroup]] = {
     GROUP_GATE: build_gate,
 }
 _cache: dict[tuple[str, str], TapeGroup] = {}
-_lock = threading.Lock()
 
 
 def cached_tape(exchange: str, native: str, samples_dir: Path | None = None) -> Tape | None:
@@ -91,7 +90,7 @@ def preload(samples_dir: Path | None = None) -> None:
 def load_group(group: str, samples_dir: Path | None) -> TapeGroup:
     """The tapes of one load group (``catalog.GROUP_*``), built on first use and cached per process. Blocking."""
     key = (group, dir_key(samples_dir))
-    with _lock:
+    with LOAD_LOCK:
         loaded = _cache.get(key)
         if loaded is None:
             loaded = _cache[key] = _BUILDERS[group](samples_dir)

@@ -139,7 +139,7 @@ def derive_tickers(
             "n": t.count,
         }
         b.add(BINANCE, "btcusdt@ticker", t.ts, orjson.dumps(binance).decode())
-        data = {
+        data: dict[str, object] = {
             "symbol": "BTCUSDT",
             "volume_24": dec(t.volume),
             "mark_price": t.c,

@@ -6,14 +6,13 @@ Sources: JKorf BitMart.Net and GateIo.Net fixture conversations, nautilus Binanc
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
 from scripts import tapes
-from scripts.sim.tapes.catalog import BINANCE, BITMART, GATE, dec, dir_key, rel_path
+from scripts.sim.tapes.catalog import BINANCE, BITMART, GATE, LOAD_LOCK, dec, dir_key, rel_path
 
 SRC_BINANCE_USER_FIXTURE = "nautilus Binance USD-M user-data fixture (not a live capture)"
 #: Private channel keys: BitMart topics as subscribed, Gate channels, and Binance's one user stream.
@@ -28,7 +27,6 @@ _GATE_PRIVATE_FILES = (
 #: ``algo_update_canceled.json`` twin is left out: both carry the same ``E``, so their order would be arbitrary.
 _BINANCE_USER_FILES = ("order_update_*.json", "account_update*.json", "algo_update_new.json")
 _private_cache: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
-_lock = threading.Lock()
 
 
 def private_frames(exchange: str, channel: str, samples_dir: Path | None = None) -> tuple[str, ...]:
@@ -48,7 +46,7 @@ def private_frames(exchange: str, channel: str, samples_dir: Path | None = None)
     Small files, read once per process (blocking, a few ms). Raises FileNotFoundError without the samples.
     """
     key = dir_key(samples_dir)
-    with _lock:
+    with LOAD_LOCK:
         loaded = _private_cache.get(key)
         if loaded is None:
             loaded = _private_cache[key] = _load_private(samples_dir)
