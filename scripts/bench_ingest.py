@@ -104,15 +104,17 @@ async def _pubsub_clock(redis_url: str, frames: int, out: array, ready: asyncio.
 
 
 async def _sse_clock(base: str, frames: int, out: array, ready: asyncio.Event) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-        async with http.get(f"{base}/sse", params={"topic": TOPIC}) as resp:
-            assert resp.status == 200, await resp.text()
-            ready.set()
-            async for line in resp.content:
-                if line.startswith(b"event: trade"):
-                    out.append(time.time_ns())
-                    if len(out) >= frames:
-                        return
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http,
+        http.get(f"{base}/sse", params={"topic": TOPIC}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        ready.set()
+        async for line in resp.content:
+            if line.startswith(b"event: trade"):
+                out.append(time.time_ns())
+                if len(out) >= frames:
+                    return
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -159,10 +161,11 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path, s
     py = sys.executable
     sim_cmd = [py, "-m", "scripts.bench_ingest", "--sim-child", "--port", str(sim_port), "--frames", str(frames),
                "--send-log", str(send_log), "--trade-stream", stream] + (["--rate", str(rate)] if rate else [])
-    sim = subprocess.Popen(sim_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    # Blocking Popen on purpose: the children start before the measured window and nothing else runs yet.
+    sim = subprocess.Popen(sim_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE)  # noqa: ASYNC220
     assert sim.stdout is not None and sim.stdout.readline().strip() == b"ready"
-    api = subprocess.Popen([py, "-m", "app.serve"], cwd=ROOT, env=env)
-    worker = subprocess.Popen([py, "-m", "arq", "workers.settings.WorkerSettings"], cwd=ROOT, env=env)
+    api = subprocess.Popen([py, "-m", "app.serve"], cwd=ROOT, env=env)  # noqa: ASYNC220
+    worker = subprocess.Popen([py, "-m", "arq", "workers.settings.WorkerSettings"], cwd=ROOT, env=env)  # noqa: ASYNC220
     base = f"http://127.0.0.1:{ctrl_port}"
     redis_times, sse_times = array("q"), array("q")
     try:
@@ -171,9 +174,9 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path, s
         ps_task = asyncio.create_task(_pubsub_clock(redis_url, frames, redis_times, ps_ready, done))
         sse_task = asyncio.create_task(_sse_clock(base, frames, sse_times, sse_ready))
         await asyncio.wait_for(asyncio.gather(ps_ready.wait(), sse_ready.wait()), 10)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/trades/subscribe", json={"symbol": "BTCUSDT", "exchange": "binanceusdm"}) as r:
-                assert r.status == 202, await r.text()
+        body = {"symbol": "BTCUSDT", "exchange": "binanceusdm"}
+        async with aiohttp.ClientSession() as http, http.post(f"{base}/trades/subscribe", json=body) as r:
+            assert r.status == 202, await r.text()
         budget = 60 + frames / (rate or 20_000)
         await asyncio.wait_for(asyncio.gather(ps_task, sse_task), budget)
         rss_mb = _peak_rss_mb(worker.pid)
@@ -218,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sim_child:
         asyncio.run(_sim_child(args.port, args.rate, args.frames, args.send_log, args.trade_stream))
         return 0
-    rates: list[float | None] = {"max": [None], "5000": [5000.0], "20000": [20000.0], "all": [None, 5000.0, 20000.0]}[
-        args.mode
-    ]
+    modes: dict[str, list[float | None]] = {
+        "max": [None], "5000": [5000.0], "20000": [20000.0], "all": [None, 5000.0, 20000.0]
+    }
+    rates = modes[args.mode]
     tmp = ROOT / "run" / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'redis p50':>11}{'p99':>8}{'sse p50':>10}{'p99':>8}{'RSS MB':>8}")

@@ -43,7 +43,7 @@ from control import keys
 from control.redis_client import make_redis
 from control.settings import Settings
 from control.topics import Topic
-from scripts import sim_tapes
+from scripts.sim import tapes as sim_tapes
 from tests.chaos import test_chaos
 from tests.chaos.test_chaos import NATIVES, OBSERVE_S, TRADE_TOPICS, System, chaos_system, sent_trade_ids
 from tests.e2e.harness import ROOT, RedisServer, SSEReader, free_port, poll

@@ -17,7 +17,9 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from scripts import sim_gate, sim_tapes, tapes
+from scripts import tapes
+from scripts.sim import gate_wire as sim_gate
+from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
 
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")

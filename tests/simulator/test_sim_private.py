@@ -1,4 +1,4 @@
-"""The simulator's private side (scripts.sim_private): logins, user streams, private channels, signed REST.
+"""The simulator's private side (scripts.sim.*_private): logins, user streams, private channels, signed REST.
 
 Credentials and expected signatures are the references' own test vectors (exchanges.md §1.3, §2.3, §2.7;
 binance_usdm.md §8), recomputed here with ``hmac``; the simulator clock is pinned to the vectors' time.
@@ -21,7 +21,12 @@ import pytest
 from aiohttp import WSMsgType
 from yarl import URL
 
-from scripts import sim_private, sim_tapes, tapes
+from scripts import tapes
+from scripts.sim import tapes as sim_tapes
+from scripts.sim.binance_private import binance_sign
+from scripts.sim.bitmart_private import bitmart_sign
+from scripts.sim.gate_private import gate_rest_sign, gate_ws_sign
+from scripts.sim.private import mask_key
 from scripts.simulator import ExchangeSimulator
 
 ABSENCE_S = 0.3  # window used only to show that nothing arrives
@@ -114,18 +119,18 @@ async def bitmart_login(
 
 
 def test_signing_helpers_reproduce_the_reference_vectors() -> None:
-    assert sim_private.bitmart_sign(BM_SECRET, str(BM_TS), BM_MEMO) == BM_SIGN
-    doc = sim_private.bitmart_sign(
+    assert bitmart_sign(BM_SECRET, str(BM_TS), BM_MEMO) == BM_SIGN
+    doc = bitmart_sign(
         "6c6c98544461bbe71db2bca4c6d7fd0021e0ba9efc215f9c6ad41852df9d9df9", "1589267764859", "test001"
     )
     assert doc == "3ceeb7e1b8cb165a975e28a2e2dfaca4d30b358873c0351c1a071d8c83314556"
-    assert sim_private.gate_ws_sign(GATE_SECRET, "futures.orders", "subscribe", str(GATE_TS)) == GATE_WS_SIGN
-    rest = sim_private.gate_rest_sign(
+    assert gate_ws_sign(GATE_SECRET, "futures.orders", "subscribe", str(GATE_TS)) == GATE_WS_SIGN
+    rest = gate_rest_sign(
         GATE_SECRET, "GET", "/api/v4/futures/usdt/orders", "status=open&contract=BTC_USDT", b"", str(GATE_TS)
     )
     assert rest == GATE_REST_SIGN
-    assert sim_private.binance_sign(BN_SECRET, BN_QUERY) == BN_SIGN
-    assert sim_private.mask_key(BM_KEY).startswith("bmke…") and BM_KEY not in sim_private.mask_key(BM_KEY)
+    assert binance_sign(BN_SECRET, BN_QUERY) == BN_SIGN
+    assert mask_key(BM_KEY).startswith("bmke…") and BM_KEY not in mask_key(BM_KEY)
 
 
 async def test_bitmart_login_then_order_position_asset_fixture_pushes(
@@ -164,7 +169,7 @@ async def test_bitmart_login_then_order_position_asset_fixture_pushes(
 async def test_bitmart_login_failures_close_the_socket(sim: ExchangeSimulator, session: aiohttp.ClientSession) -> None:
     sim.add_account("bitmart", BM_KEY, BM_SECRET, memo=BM_MEMO)
     sim.set_clock(BM_TS)
-    masked = sim_private.mask_key(BM_KEY)
+    masked = mask_key(BM_KEY)
     error = f"access failed: openapi auth: apiKey {masked} failed: openapi auth failed"
     for frame in (
         bitmart_access(BM_KEY, "wrong-secret", BM_MEMO),  # wrong secret
@@ -484,7 +489,7 @@ async def test_gate_signed_rest_snapshots(sim: ExchangeSimulator, session: aioht
 
     def headers(path: str, query: str, *, sign: str | None = None) -> dict[str, str]:
         if sign is None:
-            sign = sim_private.gate_rest_sign(GATE_SECRET, "GET", path, query, b"", str(GATE_TS))
+            sign = gate_rest_sign(GATE_SECRET, "GET", path, query, b"", str(GATE_TS))
         return {"KEY": GATE_KEY, "Timestamp": str(GATE_TS), "SIGN": sign}
 
     orders_path = "/api/v4/futures/usdt/orders"
@@ -524,7 +529,7 @@ async def test_accounts_http_and_secrets_never_shown(
     account = {"exchange": "bitmart", "api_key": BM_KEY, "api_secret": BM_SECRET, "memo": BM_MEMO}
     async with session.post(f"{sim.http_url}/_sim/accounts", json=account) as r:
         assert r.status == 200
-        assert await r.json() == {"account": {"exchange": "bitmart", "key": sim_private.mask_key(BM_KEY)}}
+        assert await r.json() == {"account": {"exchange": "bitmart", "key": mask_key(BM_KEY)}}
     async with session.post(f"{sim.http_url}/_sim/accounts", json={"exchange": "kraken", "api_key": "k"}) as r:
         assert r.status == 400
     async with session.post(f"{sim.http_url}/_sim/clock", params={"ms": str(BM_TS)}) as r:
@@ -544,7 +549,7 @@ async def test_accounts_http_and_secrets_never_shown(
     assert status["private"]["accounts"] == [
         {
             "exchange": "bitmart",
-            "key": sim_private.mask_key(BM_KEY),
+            "key": mask_key(BM_KEY),
             "memo_set": True,
             "listen_key": None,
             "listen_key_ttl_left_s": None,

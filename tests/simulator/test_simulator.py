@@ -25,7 +25,8 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from scripts import sim_tapes, tapes
+from scripts import tapes
+from scripts.sim import tapes as sim_tapes
 from scripts.simulator import BITMART_MAX_FRAME_BYTES, ExchangeSimulator, binance_stream_class
 
 REPO = Path(__file__).resolve().parents[2]
@@ -441,7 +442,7 @@ async def test_binance_speed0_replays_every_trade_in_order(
 
 
 def test_binance_agg_trade_tape_aggregates_the_recorded_trades() -> None:
-    """``btcusdt@aggTrade`` is derived from the recorded raw trades (``scripts.sim_aggtrade``): every trade in exactly
+    """``btcusdt@aggTrade`` is derived from the recorded raw trades (``scripts.sim.tapes.aggtrade``): every trade in exactly
     one aggregate, in order; an aggregate is a maximal run of trades with the same ms, price and taker side."""
     raw = sim_tapes.get_tape("binanceusdm", "btcusdt@trade")
     agg = sim_tapes.get_tape("binanceusdm", "btcusdt@aggTrade")

@@ -24,7 +24,8 @@ from control import keys
 from control.settings import Settings
 from control.store import ControlStore
 from control.topics import Topic
-from scripts import sim_tapes, tapes
+from scripts import tapes
+from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
 from workers.books import BookKeeper
 from workers.connection import ExchangeConnection

@@ -32,7 +32,7 @@ from control import keys
 from control.settings import Settings
 from control.store import ControlStore
 from control.topics import Topic
-from scripts import sim_tapes
+from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
 from workers.connection import (
     BANNED_MIN_DELAY_S,

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from scripts import sim_tapes, tapes
+from scripts import tapes
+from scripts.sim import tapes as sim_tapes
 from workers.exchanges import get_adapter
 from workers.exchanges.base import BookUpdate
 from workers.orderbook import (

@@ -1,7 +1,7 @@
 """Gate.io USDT futures WebSocket v4 wire protocol for the simulator (exchanges.md §2.2-2.5).
 
 Pure functions: parse one client text frame into a ``GateRequest`` and build the reply frames.
-The simulator (``scripts.simulator``) owns the sockets, replays and faults.
+The venue (``scripts.sim.gate``, ``scripts.sim.gate_private``) owns the sockets, replays and faults.
 
 Natives (the keys of ``SimConnection.subscribed``, ``sent_data`` and ``ExchangeSimulator.reject``):
 ``f"{channel}:{contract}"`` — ``futures.trades:BTC_USDT``, ``futures.tickers:BTC_USDT``,
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from scripts.sim_tapes import GATE_CONTRACTS
+from scripts.sim.tapes import GATE_CONTRACTS
 
 __all__ = [
     "CANDLE_INTERVALS",
