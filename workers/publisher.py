@@ -35,6 +35,11 @@ event of that topic::
 
 so consumers know exactly what was lost. Memory stays bounded at ``max_queue + max_batch`` events
 plus one small record per topic with drops.
+
+Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
+events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``):
+its queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches``
+counts, per connection, the batches in which its events were fenced.
 """
 
 from __future__ import annotations
@@ -208,6 +213,11 @@ class Publisher:
         #: Set while the queue is below ``high_water``; readers await it (backpressure, see ``room``).
         self._room = asyncio.Event()
         self._room.set()
+        #: Cleared while writes are paused (``pause_writes``).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        #: Per connection id: batches in which its events were fenced (``workers.suspend``).
+        self.fenced_batches: Counter[str] = Counter()
         self.redis = redis
         self.stream_maxlen = stream_maxlen
         self.max_batch = max_batch
@@ -293,6 +303,18 @@ class Publisher:
         self._state_gen += 1
         if not self._wake.is_set():
             self._wake.set()
+
+    def pause_writes(self) -> None:
+        """Send nothing to Redis until ``resume_writes`` (a batch being retried waits too); events keep queuing."""
+        self._writable.clear()
+
+    def resume_writes(self) -> None:
+        """Undo ``pause_writes`` (idempotent)."""
+        self._writable.set()
+
+    @property
+    def writes_paused(self) -> bool:
+        return not self._writable.is_set()
 
     @property
     def congested(self) -> bool:
@@ -436,6 +458,8 @@ class Publisher:
         outage_since = 0.0
         script_keys, script_args, conns = self._build(batch, states, gaps)
         while True:
+            if not self._writable.is_set():
+                await self._writable.wait()
             try:
                 reply = await self._script(keys=script_keys, args=script_args)
             except RETRYABLE as exc:
@@ -470,6 +494,7 @@ class Publisher:
             if len(reply) > 3:
                 lost = [conns[int(i) - 1] for i in reply[3:]]
                 self._fenced += fenced
+                self.fenced_batches.update(lost)
                 log.warning(
                     "worker %s does not hold the lease of %s: %d events not written (fenced)",
                     self.worker_id, ", ".join(lost), fenced,
