@@ -409,6 +409,9 @@ class ExchangeConnection:
         """Stop every output now (events, states, book and private events) and return ``(markers, gaps)`` for a
         successor's ``promote``: each topic's last event published here and the gaps not announced yet."""
         self._frozen, self._direct = True, False
+        if self._suspended:  # given up while suspended (the lease is another worker's): no longer waiting to resume
+            self._suspended = False
+            self.suspension.end(time.monotonic())
         markers: dict[str, dict[str, Any] | None] = {}
         for name in self._desired:
             catchup = self._catchup.get(name)
