@@ -203,6 +203,8 @@ class WorkerRuntime:
         self._newest = True
         #: Planned connections whose URL this worker is about to re-plan: not started on the old URL meanwhile.
         self._stale: frozenset[str] = frozenset()
+        #: worker id -> heartbeat_at (epoch ms) of the records read at the last heartbeat.
+        self._beats: dict[str, int] = {}
         #: Handovers completed by this worker as the taker, and their durations (claim to switch, seconds).
         self.handovers_done: list[float] = []
 
@@ -292,7 +294,9 @@ class WorkerRuntime:
         """Write our record, prune dead ones; returns the number of live workers (us included)."""
         await self.store.put_worker(self.worker_id, self._worker_record(now))
         ttl, live, newest = self._ttl_ms, 0, True
-        for worker in await self.store.workers():
+        workers = await self.store.workers()
+        self._beats = {str(w["id"]): int(w.get("heartbeat_at") or 0) for w in workers}
+        for worker in workers:
             age = now - int(worker.get("heartbeat_at") or 0)
             if worker["id"] != self.worker_id and age > 3 * ttl:
                 log.info("worker %s: pruning stale worker record %s (%d ms old)", self.worker_id, worker["id"], age)
@@ -410,8 +414,10 @@ class WorkerRuntime:
         owners = {c: owner for c, (owner, _) in leases.items()}
         # A live owner renews every heartbeat, so its leases never get this close to expiring: these belong to a
         # worker that stopped. Tick the moment they run out (its share is then free), not up to a heartbeat later.
-        expiring = [ttl for owner, ttl in leases.values() if owner not in (None, self.worker_id)
-                    and ttl is not None and ttl < self.settings.heartbeat_interval_s * 1000]  # fmt: skip
+        # Its record counts as live (fair share) until its heartbeat is LEASE_TTL_S old: tick when both have run out.
+        expiring = [max(ttl, self._beats.get(str(owner), 0) + self._ttl_ms - now) for owner, ttl in leases.values()
+                    if owner not in (None, self.worker_id) and ttl is not None
+                    and ttl < self.settings.heartbeat_interval_s * 1000]  # fmt: skip
         if expiring:
             self._wake_at = asyncio.get_running_loop().time() + min(expiring) / 1000 + _EXPIRY_MARGIN_S
         if len(self._held) + len(self._taking) >= target:
