@@ -47,9 +47,8 @@ from scripts import sim_tapes
 from tests.chaos import test_chaos
 from tests.chaos.test_chaos import NATIVES, OBSERVE_S, TRADE_TOPICS, System, chaos_system, sent_trade_ids
 from tests.e2e.harness import ROOT, RedisServer, SSEReader, free_port, poll
-from tests.workers.test_backpressure import Loss, align
+from tests.workers.test_backpressure import Loss, adapter_for, align
 from workers.connection import ExchangeConnection
-from workers.exchanges import get_adapter
 from workers.publisher import Publisher
 
 pytestmark = [pytest.mark.chaos]
@@ -200,7 +199,7 @@ async def _outage_run(server: RedisServer, child: subprocess.Popen[bytes], pub: 
     base = f"ws://127.0.0.1:{port}"
     try:
         for topic, (exchange, _, route) in OUTAGE_TOPICS.items():
-            adapter = get_adapter(exchange)
+            adapter = adapter_for(exchange)  # Binance: raw @trade on /public (aggTrade on /market is the default)
             url = adapter.ws_url(f"{base}/api?protocol=1.1" if exchange == "bitmart" else base, route)
             conn = ExchangeConnection(conn_id=exchange, adapter=adapter, url=url, settings=settings, session=session,
                                       publisher=pub, rng=random.Random(1))  # fmt: skip

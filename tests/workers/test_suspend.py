@@ -39,7 +39,7 @@ from workers.runtime import WorkerRuntime
 
 from .tcp_proxy import TcpProxy
 from .test_backpressure import Loss, align
-from .test_failover import BN_TRADE, BM_TRADE, FAST, RAW_TRADES, LiveExchange
+from .test_failover import BM_TRADE, BN_TRADE, FAST, RAW_TRADES, LiveExchange
 from .test_runtime import native, steady, wait_until
 
 pytestmark = pytest.mark.timeout(90)
