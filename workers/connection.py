@@ -38,7 +38,9 @@ Make-before-break (``workers.runtime``): a connection built with ``standby=True`
 other but buffers its events and writes no state; ``wait_ready()`` returns once every topic is acknowledged (and
 every book in sync). ``promote(markers)`` then makes it publish, continuing each topic right after its marker,
 the last event already in the stream (``workers.stitch``). ``freeze()`` stops a connection's output at once and
-returns its own markers (the lifetime roll hands them to its successor).
+returns its own markers (the lifetime roll hands them to its successor). ``suspend()`` freezes the output but keeps
+the socket (our lease could not be renewed: Redis unreachable); ``resume()`` publishes again, each topic's loss
+announced with reason ``redis_unavailable`` (``workers.suspend``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from workers.private import PrivateAuthError, PrivateSession
 from workers.publisher import Publisher
 from workers.rest import RestError, retry_after_seconds
 from workers.stitch import CatchUp
+from workers.suspend import REDIS_UNAVAILABLE, Suspension
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,9 @@ class ExchangeConnection:
         )
         self.output = _Output(self)
         self._standby, self._frozen = standby, False
+        self._suspended = False  # output frozen, socket kept: see suspend() and workers.suspend
+        #: Suspensions of this connection and what they cost (``workers.suspend.Suspension``).
+        self.suspension = Suspension()
         self._buffer: deque[tuple[str, dict[str, Any], bool]] = deque(maxlen=STANDBY_BUFFER)
         self._buffer_overflow = 0
         self._held_states: dict[str, dict[str, Any]] = {}  # states withheld while in standby
@@ -298,10 +304,12 @@ class ExchangeConnection:
 
     def status(self) -> dict[str, Any]:
         """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of
-        connecting|login|subscribing|open|backoff|stopping|stopped. Private sockets add ``private`` (account,
-        key fingerprint, counters: ``workers.private.PrivateSession.status``), never a secret."""
+        connecting|login|subscribing|open|backoff|stopping|stopped, or ``suspended`` (``suspend``; ``suspension``
+        counts them). Private sockets add ``private`` (account, key fingerprint, counters:
+        ``workers.private.PrivateSession.status``), never a secret."""
         return {
-            "exchange": self.adapter.id, "url": self.url, "state": self._state, "worker": self.worker_id,
+            "exchange": self.adapter.id, "url": self.url, "worker": self.worker_id,
+            "state": "suspended" if self._suspended else self._state,
             "connected_since": self.connected_since, "reconnects": self.reconnects,
             "last_message_at": self.last_message_at, "messages_received": self.messages_received,
             "events": self.events, "malformed_frames": self.malformed_frames, "unknown_frames": self.unknown_frames,
@@ -310,6 +318,7 @@ class ExchangeConnection:
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self._standby,
             "parser": self._parser_status(),
             "backpressure": self.liveness.status(),
+            "suspension": self.suspension.status(time.monotonic()),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
 
@@ -401,6 +410,9 @@ class ExchangeConnection:
         """Stop every output now (events, states, book and private events) and return ``(markers, gaps)`` for a
         successor's ``promote``: each topic's last event published here and the gaps not announced yet."""
         self._frozen, self._direct = True, False
+        if self._suspended:  # given up while suspended (the lease is another worker's): no longer waiting to resume
+            self._suspended = False
+            self.suspension.end(time.monotonic())
         markers: dict[str, dict[str, Any] | None] = {}
         for name in self._desired:
             catchup = self._catchup.get(name)
@@ -409,6 +421,63 @@ class ExchangeConnection:
         for name in list(self._gaps):
             self._drop_gap(name)
         return markers, gaps
+
+    def suspend(self) -> None:
+        """Our lease could not be renewed in time (Redis unreachable; ``workers.suspend``): publish nothing from now
+        on (events, states, books, private events), but keep the socket: it reads on (pings, pongs, acks, books kept in
+        sequence), and every event is dropped and counted per topic until ``resume``. Idempotent."""
+        if self._suspended or self._frozen:
+            return
+        self._suspended = True
+        self.suspension.begin(time.monotonic())
+        for gap in self._gaps.values():
+            if gap.timer is not None:  # not announced while suspended: resume() arms it again
+                gap.timer.cancel()
+                gap.timer = gap.active_ms = None
+            if gap.reason == BACKPRESSURE and gap.dropped is not None:  # the same outage: one exact count, one reason
+                gap.reason = REDIS_UNAVAILABLE
+        self._update_direct()
+        log.warning("%s: suspended (output frozen, socket kept)", self.conn_id)
+
+    def resume(self) -> None:
+        """The lease is ours again: publish from the next event on. Each topic this connection announces gets its gap
+        (``redis_unavailable``, exact ``dropped``) before its next event, or ``GAP_GRACE_S`` from now if none comes;
+        each order book and private topic that lost events gets one now (a private one then a REST snapshot)."""
+        if not self._suspended:
+            return
+        self._suspended = False
+        now_ms = int(self.clock() * 1000)
+        for name, (since, dropped, first, last) in self.suspension.end(time.monotonic()).items():
+            if name not in self._desired:
+                continue
+            self._publish(name, {"type": "gap", "topic": name, "reason": REDIS_UNAVAILABLE, "since": since,
+                                 "until": last if last is not None else now_ms, "dropped": dropped})  # fmt: skip
+            self.gaps[REDIS_UNAVAILABLE] += 1
+            self.events += 1
+            log.info("%s: gap on %s announced (%s, %d dropped, %s..%s)", self.conn_id, name, REDIS_UNAVAILABLE,
+                     dropped, first, last)  # fmt: skip
+            if self.private is not None and self._live.get(name) == ACTIVE:
+                self.private.want_snapshot(name)
+        if not (self.liveness.shedding or self._standby or self._frozen):  # shedding: _stop_shedding arms them
+            for name, gap in self._gaps.items():
+                if gap.timer is None and self._live.get(name) == ACTIVE:
+                    gap.active_ms = now_ms
+                    self._arm_gap(name, gap)
+        self._update_direct()
+        log.warning("%s: resumed (%s)", self.conn_id, self.suspension.status(time.monotonic()))
+
+    def suspension_marks(self) -> dict[str, int | None]:
+        """``topic -> ms``: the ``ts_received`` of the newest event of each desired topic that this connection handed
+        to the publisher or continues from (a pending gap's ``since``, a catch-up marker); None when there is none.
+        A stored last event newer than that was written by another worker (``workers.suspend``)."""
+        out: dict[str, int | None] = {}
+        for name in self._desired:
+            catchup, gap, last = self._catchup.get(name), self._gaps.get(name), self._last.get(name)
+            candidates = [last.get("ts_received") if last else None, gap.since if gap is not None else None,
+                          catchup.marker.get("ts_received") if catchup is not None else None]  # fmt: skip
+            known = [int(c) for c in candidates if isinstance(c, int)]
+            out[name] = max(known) if known else None
+        return out
 
     def _inherit(self, old: ExchangeConnection) -> None:
         """Carry ``old``'s counters over (lifetime roll) and count the roll."""
@@ -424,13 +493,14 @@ class ExchangeConnection:
         self.connect_attempts += old.connect_attempts
         self._parser_counts.update(old._parser_status())
         self.liveness.inherit(old.liveness)
+        self.suspension.inherit(old.suspension)
 
     def _announces(self, name: str) -> bool:
         """Whether this connection announces the gaps of ``name`` (books and private sessions do their own)."""
         return self.private is None and not _is_depth(name)
 
     def _update_direct(self) -> None:
-        self._direct = not (self._standby or self._frozen or self._catchup or self._gaps)
+        self._direct = not (self._standby or self._frozen or self._suspended or self._catchup or self._gaps)
 
     def _check_ready(self) -> None:
         ok = (
@@ -447,6 +517,12 @@ class ExchangeConnection:
         """Publish one event (slow path: standby, catch-up, pending gap, frozen); True when it went out.
         ``counted``: it came from the socket (books and private sessions publish their own)."""
         if self._frozen:
+            return False
+        if self._suspended:  # dropped and counted; resume() announces them
+            if not self._announces(name):
+                self.suspension.drop_unannounced(name, event, self._last.get(name))
+            elif self._drop(name, event, REDIS_UNAVAILABLE):
+                self.suspension.drop()
             return False
         if self._standby:
             if len(self._buffer) == STANDBY_BUFFER:
@@ -502,7 +578,7 @@ class ExchangeConnection:
         """``name`` is active again: announce its gap after ``GAP_GRACE_S`` unless an event does it first."""
 
         def fire() -> None:
-            if self._gaps.get(name) is gap and not (self._frozen or self._standby):
+            if self._gaps.get(name) is gap and not (self._frozen or self._standby or self._suspended):
                 self._announce(name, gap.active_ms)
 
         gap.timer = asyncio.get_running_loop().call_later(GAP_GRACE_S, fire)
@@ -879,7 +955,8 @@ class ExchangeConnection:
                                     self._mark(topic, ACTIVE)  # data proves the subscription (Gate acks w/o id)
                         for update in book:  # the keeper ignores topics it does not keep
                             on_book(update)
-                        if publisher.congested and not (live.shedding or self._standby or self._frozen):
+                        if publisher.congested and not (live.shedding or self._standby or self._frozen
+                                                        or self._suspended):
                             # Redis is behind: stop reading (TCP backpressure) for at most the hold budget
                             if not await live.hold(publisher, now()):
                                 live.start_shedding(self.conn_id)
@@ -915,29 +992,35 @@ class ExchangeConnection:
                 continue
             if self._counts[PENDING] and self._live.get(name) == PENDING:
                 self._mark(name, ACTIVE)  # data proves the subscription (Gate acks w/o id)
-            if not self._announces(name):
+            if self._suspended or not self._announces(name):  # suspended: _emit drops and counts it
                 if self._emit(name, event, True):
                     self.events += 1
                 continue
-            catchup = self._catchup.get(name)
-            if catchup is not None:  # just promoted: events up to the marker are stored already, not a loss
-                publish, done = catchup.admit(event)
-                if done:
-                    del self._catchup[name]
-                if not publish:
-                    continue
-            gap = self._gaps.get(name)
-            if gap is None:
-                last = self._last.get(name) or (catchup.marker if catchup is not None else None)
-                gap = self._gaps[name] = _PendingGap(BACKPRESSURE, last.get("ts_received") if last else None,
-                                                     dropped=0)  # fmt: skip
-            elif gap.timer is not None:  # a reconnect gap: its ``until`` must now come after these drops
-                gap.timer.cancel()
-                gap.timer = gap.active_ms = None
-            if gap.dropped is not None:
-                gap.dropped += 1
-            live.shed += 1
+            if self._drop(name, event, BACKPRESSURE):
+                live.shed += 1
         self._update_direct()
+
+    def _drop(self, name: str, event: dict[str, Any], reason: str) -> bool:
+        """Drop one event of ``name`` (a topic this connection announces), counted in its pending gap (a new one has
+        ``reason``); False when it was no loss (a promoted socket's catch-up: stored already)."""
+        catchup = self._catchup.get(name)
+        if catchup is not None:  # just promoted: events up to the marker are stored already, not a loss
+            publish, done = catchup.admit(event)
+            if done:
+                del self._catchup[name]
+            if not publish:
+                return False
+        gap = self._gaps.get(name)
+        if gap is None:
+            last = self._last.get(name) or (catchup.marker if catchup is not None else None)
+            gap = self._gaps[name] = _PendingGap(reason, last.get("ts_received") if last else None, dropped=0)
+            self._direct = False
+        elif gap.timer is not None:  # a reconnect gap: its ``until`` must now come after these drops
+            gap.timer.cancel()
+            gap.timer = gap.active_ms = None
+        if gap.dropped is not None:
+            gap.dropped += 1
+        return True
 
     def _stop_shedding(self) -> None:
         """The publisher has room again: publish from this frame on; each shed topic's gap goes out with its next
@@ -945,7 +1028,8 @@ class ExchangeConnection:
         self.liveness.stop_shedding(self.conn_id)
         now_ms = int(self.clock() * 1000)
         for name, gap in self._gaps.items():
-            if gap.timer is None and self._live.get(name) == ACTIVE and not (self._standby or self._frozen):
+            if gap.timer is None and self._live.get(name) == ACTIVE and not (self._standby or self._frozen
+                                                                             or self._suspended):
                 gap.active_ms = now_ms
                 self._arm_gap(name, gap)
 
@@ -990,7 +1074,7 @@ class ExchangeConnection:
                 gap = self._gaps.get(name)
                 if gap is not None and gap.active_ms is None:
                     gap.active_ms = now_ms
-                    if not (self._standby or self._frozen):
+                    if not (self._standby or self._frozen or self._suspended):
                         self._arm_gap(name, gap)
         if old == PENDING or state == PENDING:
             self._check_ready()

@@ -46,6 +46,11 @@ failed, e.g. ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter bu
 cannot encode). A gap event Redis refuses in turn is kept (merged with later losses of the same
 topic and reason) and tried again, with backoff, until it is written. Memory stays bounded at
 ``max_queue + max_batch`` events plus one small record per (topic, reason) with losses.
+
+Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
+events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``):
+its queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches``
+counts, per connection, the batches in which its events were fenced.
 """
 
 from __future__ import annotations
@@ -167,6 +172,11 @@ class Publisher:
         #: Set while the queue is below ``high_water``; readers await it (backpressure, see ``room``).
         self._room = asyncio.Event()
         self._room.set()
+        #: Cleared while writes are paused (``pause_writes``).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        #: Per connection id: batches in which its events were fenced (``workers.suspend``).
+        self.fenced_batches: Counter[str] = Counter()
         self.redis = redis
         self.stream_maxlen = stream_maxlen
         self.max_batch = max_batch
@@ -279,6 +289,18 @@ class Publisher:
         self._state_gen += 1
         if not self._wake.is_set():
             self._wake.set()
+
+    def pause_writes(self) -> None:
+        """Send nothing to Redis until ``resume_writes`` (a batch being retried waits too); events keep queuing."""
+        self._writable.clear()
+
+    def resume_writes(self) -> None:
+        """Undo ``pause_writes`` (idempotent)."""
+        self._writable.set()
+
+    @property
+    def writes_paused(self) -> bool:
+        return not self._writable.is_set()
 
     @property
     def congested(self) -> bool:
@@ -481,6 +503,8 @@ class Publisher:
         self._batch_no += 1
         script_keys, script_args, conns = self._args.build(announce, batch, states, self._batch_no)
         while True:
+            if not self._writable.is_set():
+                await self._writable.wait()
             try:
                 reply = await self._script(keys=script_keys, args=script_args)
             except Exception as exc:  # classified below: resent, or lost and announced; never raised
@@ -520,6 +544,7 @@ class Publisher:
                               "first: %s", failed, len(lost), text)  # fmt: skip
             if fenced_conns:
                 self._fenced += int(fenced)
+                self.fenced_batches.update(conns[int(i) - 1] for i in fenced_conns)
                 log.warning(
                     "worker %s does not hold the lease of %s: %d events not written (fenced)",
                     self.worker_id, ", ".join(conns[int(i) - 1] for i in fenced_conns), fenced,

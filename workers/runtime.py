@@ -11,7 +11,12 @@ b. re-plan when ``fp:desired:version`` differs from ``fp:plan:version`` (cheap, 
    newest settings win). Until that re-plan is written, such connections are not started on the old URL.
 c. renew the leases of held connections; a connection whose lease was lost is stopped at once
    *without* unsubscribing (another worker may own it now) and forgotten. A connection whose lease
-   could not be renewed before it expired (Redis unreachable) is fenced the same way.
+   could not be renewed before its local deadline (Redis unreachable) is *suspended* (``workers.suspend``): its
+   output is frozen at that instant (also from a timer, so a tick blocked on Redis cannot delay it), its socket
+   kept. Right after the next successful heartbeat the suspended connections re-acquire their leases and resume
+   (one ``redis_unavailable`` gap per topic that lost events, 0 reconnects), or are closed without unsubscribing
+   when another worker holds the lease now. After such an outage this worker takes no free lease for one
+   ``LEASE_TTL_S``, so that the previous owners get theirs back first.
 d. paused: stop every held connection gracefully (unsubscribe), release its lease, and stop there.
 e. held connections gone from the plan are stopped gracefully and released; a public one whose planned URL
    changed rolls there make-before-break (as in h; a private one is stopped and released); the others get
@@ -50,8 +55,8 @@ private topic was unsubscribed) it is stopped with ``forget`` (Binance: the list
 Guarantee: each topic is in exactly one planned connection (planner), and a connection id runs on
 at most one live worker at a time (its lease), so no topic is streamed twice in steady state. Only the lease
 holder's events reach Redis: the publisher is built with this worker's id and checks the lease of every
-connection inside its write script (fencing); a connection whose lease was lost, or could not be renewed before
-the local deadline, is frozen (no more output) and stopped at once.
+connection inside its write script (fencing); a connection whose lease was lost is frozen (no more output) and
+stopped at once; one whose lease could not be renewed before the local deadline is frozen and suspended.
 
 Graceful stop (``stop``: SIGTERM through arq's ``on_shutdown``): control tasks end, handovers and rolls in
 flight are abandoned, every connection unsubscribes and closes, the publisher is flushed before each lease is
@@ -98,6 +103,7 @@ from workers.leases import Leases
 from workers.planner import PlanResult, plan, read_plan, stale_urls
 from workers.private import PrivateSession, UnservedConnection, account_of_route
 from workers.publisher import Publisher
+from workers.suspend import Suspender
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +179,8 @@ class WorkerRuntime:
         self.leases = Leases(redis)
         self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen, worker_id=worker_id)
         self.handovers = Handovers(redis)
+        self._suspend = Suspender(redis, self.publisher, worker_id=worker_id, lease_ttl_s=settings.lease_ttl_s,
+                                  heartbeat_interval_s=settings.heartbeat_interval_s)  # fmt: skip
         #: Completed ticks (observability, tests).
         self.ticks = 0
         self._held: dict[str, _Held] = {}
@@ -197,6 +205,8 @@ class WorkerRuntime:
         self._newest = True
         #: Planned connections whose URL this worker is about to re-plan: not started on the old URL meanwhile.
         self._stale: frozenset[str] = frozenset()
+        #: worker id -> heartbeat_at (epoch ms) of the records read at the last heartbeat.
+        self._beats: dict[str, int] = {}
         #: Handovers completed by this worker as the taker, and their durations (claim to switch, seconds).
         self.handovers_done: list[float] = []
 
@@ -237,7 +247,7 @@ class WorkerRuntime:
         self._stop_future = asyncio.get_running_loop().create_future()
         await self._cancel_control_tasks()
         await self._cancel_makes(withdraw=False)
-        held, self._held = list(self._held.values()), {}
+        held, self._held = [*self._held.values(), *self._suspend.release_all()], {}
         await asyncio.gather(*(self._halt(h, unsubscribe=False, timeout_s=1.0) for h in held))
         await self.publisher.close(timeout_s=1.0)
         self._stop_future.set_result(None)
@@ -252,6 +262,7 @@ class WorkerRuntime:
         self._restart_crashed()
         reported = sorted(self._held)
         live = await self._heartbeat(now)
+        await self._recover(now)
         current = await self._current_plan(now)
         self._plan = current
         await self._renew(now)
@@ -280,13 +291,15 @@ class WorkerRuntime:
         stats = self.publisher.stats
         return {"host": self._host, "pid": os.getpid(), "started_at": self._started_at, "heartbeat_at": now,
                 "connections": sorted(self._held), "taking": sorted(self._taking), "offered": self._offered,
-                "publisher": {k: stats[k] for k in _PUBLISHER_STATS}}  # fmt: skip
+                "publisher": {k: stats[k] for k in _PUBLISHER_STATS}, "suspend": self._suspend.status()}  # fmt: skip
 
     async def _heartbeat(self, now: int) -> int:
         """Write our record, prune dead ones; returns the number of live workers (us included)."""
         await self.store.put_worker(self.worker_id, self._worker_record(now))
         ttl, live, newest = self._ttl_ms, 0, True
-        for worker in await self.store.workers():
+        workers = await self.store.workers()
+        self._beats = {str(w["id"]): int(w.get("heartbeat_at") or 0) for w in workers}
+        for worker in workers:
             age = now - int(worker.get("heartbeat_at") or 0)
             if worker["id"] != self.worker_id and age > 3 * ttl:
                 log.info("worker %s: pruning stale worker record %s (%d ms old)", self.worker_id, worker["id"], age)
@@ -331,12 +344,37 @@ class WorkerRuntime:
                 self._retire(conn_id, unsubscribe=False, release=False, reason=reason, freeze=True)
 
     def _fence_expired(self) -> None:
-        """Stop (without unsubscribing) connections whose lease could not be renewed in time."""
+        """Suspend connections whose lease could not be renewed in time (``workers.suspend``); one that cannot be
+        suspended is stopped without unsubscribing. Runs at every tick and at the earliest lease deadline."""
         loop_time = asyncio.get_running_loop().time()
         for conn_id, held in list(self._held.items()):
-            if held.lease_deadline <= loop_time:
+            if held.lease_deadline > loop_time:
+                continue
+            if not self._suspend.can_suspend(held):
                 self._retire(conn_id, unsubscribe=False, release=False, reason="lease expired unrenewed",
                              freeze=True)  # fmt: skip
+                continue
+            del self._held[conn_id]
+            if held.roll is not None:
+                held.roll.cancel()
+            if conn_id == self._offered:
+                self._offered = None
+            self._suspend.suspend(held)
+        deadlines = [h.lease_deadline for h in self._held.values()]
+        self._suspend.watch(min(deadlines) if deadlines else None, self._fence_expired)
+
+    async def _recover(self, now: int) -> None:
+        """Redis answers: suspended connections whose lease is ours again run on, the others stop (no unsubscribe)."""
+        recovery = await self._suspend.recover(self._ttl_ms)
+        if recovery is None:
+            return
+        deadline = recovery.renewed_at + self.settings.lease_ttl_s
+        for held in recovery.resumed:
+            held.lease_expires_at, held.lease_deadline = now + self._ttl_ms, deadline
+            self._held[held.conn_id] = held
+        for held, why in recovery.lost:
+            self._held[held.conn_id] = held
+            self._retire(held.conn_id, unsubscribe=False, release=False, reason=why, freeze=True)
 
     def _apply(self, current: PlanResult, by_conn: Mapping[str, list[str]]) -> None:
         for conn_id, held in list(self._held.items()):
@@ -379,15 +417,17 @@ class WorkerRuntime:
         owners = {c: owner for c, (owner, _) in leases.items()}
         # A live owner renews every heartbeat, so its leases never get this close to expiring: these belong to a
         # worker that stopped. Tick the moment they run out (its share is then free), not up to a heartbeat later.
-        expiring = [ttl for owner, ttl in leases.values() if owner not in (None, self.worker_id)
-                    and ttl is not None and ttl < self.settings.heartbeat_interval_s * 1000]  # fmt: skip
+        # Its record counts as live (fair share) until its heartbeat is LEASE_TTL_S old: tick when both have run out.
+        expiring = [max(ttl, self._beats.get(str(owner), 0) + self._ttl_ms - now) for owner, ttl in leases.values()
+                    if owner not in (None, self.worker_id) and ttl is not None
+                    and ttl < self.settings.heartbeat_interval_s * 1000]  # fmt: skip
         if expiring:
             self._wake_at = asyncio.get_running_loop().time() + min(expiring) / 1000 + _EXPIRY_MARGIN_S
         if len(self._held) + len(self._taking) >= target:
             return
         mine = [c for c in candidates if owners[c] == self.worker_id]  # left by this id's previous process
         adopted = await self.leases.renew_many(mine, self.worker_id, self._ttl_ms) if mine else set()
-        free = [c for c in candidates if owners[c] is None]
+        free = [c for c in candidates if owners[c] is None and self._suspend.may_take(c)]
         offset = zlib.crc32(self.worker_id.encode()) % len(free) if free else 0
         for conn_id in [*sorted(adopted), *free[offset:], *free[:offset]]:
             if len(self._held) + len(self._taking) >= target:
@@ -804,6 +844,7 @@ class WorkerRuntime:
                 await self.tick()
             except RedisError as exc:
                 log.warning("worker %s: Redis error in tick, retrying next tick: %s", self.worker_id, exc)
+                self._suspend.failed()
                 self._fence_expired()
             except Exception:
                 log.exception("worker %s: tick failed; retrying next tick", self.worker_id)
@@ -849,8 +890,10 @@ class WorkerRuntime:
         await self._cancel_control_tasks()
         await self._cancel_makes(withdraw=True)
         held, self._held = list(self._held.values()), {}
+        suspended = self._suspend.release_all()  # not ours to unsubscribe or release: closed like a lost lease
         timeout_s = self.settings.drain_timeout_s
         pending = [*(asyncio.create_task(self._retire_task(h, drain, True)) for h in held), *self._retiring.values(),
+                   *(asyncio.create_task(self._halt(h, unsubscribe=False, timeout_s=timeout_s)) for h in suspended),
                    *self._background]  # fmt: skip
         if pending:
             _, late = await asyncio.wait(pending, timeout=timeout_s + 2.0)

@@ -33,6 +33,9 @@ from workers.runtime import WorkerRuntime
 log = logging.getLogger(__name__)
 
 _DEFAULT_REDIS_URL = Settings().redis_url
+#: How long arq's pool rides out a Redis outage (seconds). The runtime keeps its exchange sockets through any outage
+#: (``workers.suspend``); arq's poll loop must not end the process (and cut every socket) after ``OUTAGE_S``.
+ARQ_OUTAGE_S = 24 * 3600.0
 
 if os.environ.get("FEEDPLANE_REDIS_EMBEDDED") == "1":
     # scripts/run's last-resort fallback is fakeredis's TCP server, which has no INFO command; arq's
@@ -49,15 +52,15 @@ def _redis_settings_from_env() -> RedisSettings:
     """arq's connection settings from ``REDIS_URL``; a malformed URL falls back to the default here and
     is reported by ``on_startup`` (``Settings.from_env``) with the variable's name.
 
-    The pool retries through a Redis outage (``outage_retry``): arq's poll loop would otherwise end the
-    worker process on the first Redis error, and with it the publisher's buffer and every exchange socket.
+    The pool retries through a Redis outage (``outage_retry``, ``ARQ_OUTAGE_S``): arq's poll loop would otherwise end
+    the worker process on the first Redis error, and with it the publisher's buffer and every exchange socket.
     """
     url = os.environ.get("REDIS_URL", "").strip() or _DEFAULT_REDIS_URL
     try:
         settings = RedisSettings.from_dsn(url)
     except (ValueError, TypeError, RuntimeError):  # RuntimeError: a scheme arq does not parse (sentinel)
         settings = RedisSettings.from_dsn(_DEFAULT_REDIS_URL)
-    settings.retry = outage_retry()
+    settings.retry = outage_retry(ARQ_OUTAGE_S)
     settings.retry_on_error = list(RETRY_ON_ERROR)
     return settings
 
@@ -80,7 +83,7 @@ def _sentinel_pool_from_env() -> ArqRedis | None:
         target,
         redis_class=ArqRedis,
         socket_connect_timeout=5,
-        retry=outage_retry(),
+        retry=outage_retry(ARQ_OUTAGE_S),
         retry_on_error=list(RETRY_ON_ERROR),
     )
     pool.default_queue_name = keys.ARQ_QUEUE

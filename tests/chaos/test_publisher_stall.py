@@ -8,9 +8,8 @@ Two scenarios, each printing ``events lost / announced / duplicated / false reco
   the simulator runs in its own process at 10,000 trade frames/s on each of two sockets (BitMart: app ping;
   Binance: aiohttp heartbeat), 20,000 frames/s in all, into two ``ExchangeConnection`` s and the real
   ``Publisher``; a private ``redis-server`` (append-only file) is stopped for 60 s and started again.
-  Not the whole system: with Redis refusing connections for longer than ``LEASE_TTL_S`` the runtime fences its
-  connections on purpose (README failure model, "worker loses Redis longer than its lease"), which is not this
-  defect.
+  Not the whole system: ``tests/chaos/test_redis_outage_system.py`` runs the same outage through 3 workers under
+  supervisord (connections suspended past ``LEASE_TTL_S``, ``workers.suspend``).
 - ``publisher-stall-30s``: the whole system of ``tests/chaos/test_chaos.py`` (3 workers under supervisord, 6 topics)
   with the trade tapes at 1,000 frames/s, and Redis stalled for 30 s with ``CLIENT PAUSE WRITE`` (every write
   hangs, nothing fails, keys do not expire: leases hold).
@@ -260,8 +259,9 @@ async def test_publisher_stalled_30s(tmp_path: Path, monkeypatch: pytest.MonkeyP
     readers hold, then shed; nobody reconnects, nothing is duplicated, every loss is announced."""
     monkeypatch.setattr(test_chaos, "RATE", STALL_RATE)
     # Leases are clock-based: a stall longer than LEASE_TTL_S lets every lease lapse when Redis resumes (CLIENT
-    # PAUSE only defers expiry), and the runtime then fences and re-takes every connection by design (README failure
-    # model). That is not this scenario's subject, so the leases here outlast the stall.
+    # PAUSE only defers expiry). The runtime then suspends its connections (workers.suspend); a batch a publisher had
+    # sent before the pause and that runs only after its lease lapsed is fenced, and that connection is then given up
+    # and taken over (takeover gaps). That is not this scenario's subject: the leases here outlast the stall.
     monkeypatch.setitem(test_chaos.ENV, "LEASE_TTL_S", str(STALL_LEASE_TTL_S))
     async with chaos_system(tmp_path) as s:
         sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={test_chaos.SSE_TOPIC}")
