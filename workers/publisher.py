@@ -32,20 +32,10 @@ with the connection is recognised by its number when resent (``fp:batch:{publish
 ``max_queue`` (plus the one batch in flight); ``stats`` reports the backlog (``queue_depth``,
 ``inflight``, ``oldest_queued_age_ms``). Beyond the bound the OLDEST queued event is dropped.
 
-Losses are always announced. Every event that does not reach its stream is counted per topic and
-reason, and a later batch starts with one gap event per (topic, reason), before any later event of
-that topic::
-
-    {"type": "gap", "topic": T, "reason": R,
-     "since": <ts_received of the first lost event>, "until": <ts_received of the last lost>,
-     "dropped": <number of events lost>}
-
-``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``redis_error`` (Redis refused the
-event for good: the whole batch failed with a non-transient error such as ``NOPERM``, or its XADD
-failed, e.g. ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter built an event orjson
-cannot encode). A gap event Redis refuses in turn is kept (merged with later losses of the same
-topic and reason) and tried again, with backoff, until it is written. Memory stays bounded at
-``max_queue + max_batch`` events plus one small record per (topic, reason) with losses.
+Losses are always announced: every event that does not reach its stream is counted per topic and reason,
+and a later batch starts with one ``gap`` event per (topic, reason), before any later event of that topic;
+a gap event Redis refuses in turn is tried again, with backoff, until it is written. The queue, the gap
+event's shape, its ``reason`` codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
 
 Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
 events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``):
@@ -61,8 +51,7 @@ import logging
 import random
 import secrets
 import time
-from collections import Counter, deque
-from itertools import chain
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -70,65 +59,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from workers.backoff import Backoff
+from workers.publish_queue import (
+    GAP_REASON_ERROR,
+    GAP_REASON_OVERFLOW,
+    GAP_REASON_UNSERIALIZABLE,
+    EventQueue,
+    Gaps,
+)
 from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
+
+__all__ = ["GAP_REASON_ERROR", "GAP_REASON_OVERFLOW", "GAP_REASON_UNSERIALIZABLE", "Publisher"]
 
 log = logging.getLogger(__name__)
 
 _dumps = orjson.dumps
-#: ``reason`` of the gap event announcing events dropped because the queue hit ``max_queue``.
-GAP_REASON_OVERFLOW = "redis_backlog_overflow"
-#: ``reason`` of the gap event announcing events Redis refused for good (see the module docstring).
-GAP_REASON_ERROR = "redis_error"
-#: ``reason`` of the gap event announcing an event that could not be serialized (an adapter bug).
-GAP_REASON_UNSERIALIZABLE = "unserializable"
 
 #: Seconds between two log lines for the same failing command (a broken key fails in every batch).
 _ERROR_LOG_EVERY_S = 10.0
-
-_Item = Item  # one queued event (see workers.publish_script.Item)
-
-
-class _Drops:
-    """Events of one topic lost for one reason and not announced yet (its gap event is pending).
-
-    ``first``: the number (in publish order) of the earliest event it covers; ``flush`` waits for the
-    announcement of every loss numbered below its target."""
-
-    __slots__ = ("conn", "count", "first", "reason", "since", "until")
-
-    def __init__(self, reason: str, first: int) -> None:
-        self.reason = reason
-        self.first = first
-        self.count = 0
-        self.since: int | None = None
-        self.until: int | None = None
-        self.conn: str | None = None
-
-    def add(self, ts: int | None, conn: str | None) -> None:
-        self.count += 1
-        if ts is not None:
-            if self.since is None:
-                self.since = ts
-            self.until = ts
-        self.conn = conn
-
-    def absorb_older(self, older: _Drops) -> None:
-        """Merge ``older`` (losses before every one of these: a gap event Redis refused) into this record."""
-        self.count += older.count
-        self.first = min(self.first, older.first)
-        if older.since is not None:
-            self.since = older.since
-            if self.until is None:
-                self.until = older.until
-
-    def event(self, topic: str) -> dict[str, Any]:
-        """The gap event announcing these losses (``control.events.GapEvent`` plus ``dropped``)."""
-        return {"type": "gap", "topic": topic, "reason": self.reason, "since": self.since,
-                "until": self.until, "dropped": self.count}  # fmt: skip
-
-
-#: Pending losses, keyed by (topic, reason).
-_Gaps = dict[tuple[str, str], _Drops]
 
 
 class Publisher:
@@ -169,9 +116,8 @@ class Publisher:
         if max_batch < 1 or max_queue < 1 or not 1 <= high_water <= max_queue:
             raise ValueError("max_batch and max_queue must be >= 1 and high_water within 1..max_queue")
         self.high_water = high_water
-        #: Set while the queue is below ``high_water``; readers await it (backpressure, see ``room``).
-        self._room = asyncio.Event()
-        self._room.set()
+        #: The queued events, the batch in flight and the losses not yet announced.
+        self._events = EventQueue(max_queue, high_water)
         #: Cleared while writes are paused (``pause_writes``).
         self._writable = asyncio.Event()
         self._writable.set()
@@ -183,11 +129,7 @@ class Publisher:
         self.max_queue = max_queue
         self.worker_id = worker_id
         self._owner = worker_id.encode()
-        self._queue: deque[_Item] = deque()
         self._states: dict[str, tuple[bytes, str | None]] = {}
-        #: (topic, reason) -> losses not yet announced; the next batch starts with their gap events.
-        self._gaps: _Gaps = {}
-        self._inflight_gaps: _Gaps = {}  # the gap events of the batch being written
         #: Monotonic time before which gap events Redis refused are not tried again on their own.
         self._gap_retry_at = 0.0
         self._failures = Backoff(0.1, 5.0, rng=random.Random())  # delays after batches Redis refused for good
@@ -199,22 +141,13 @@ class Publisher:
         self._batch_no = 0  # batches handed to the script (their numbers)
         self._resends_skipped = 0
         self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
-        # Progress counters for flush(): events are numbered in append order.
-        self._appended = 0  # events ever appended
-        self._popped = 0  # events taken off the queue (into a batch, or dropped)
-        self._inflight_start: int | None = None  # number of the first event of the batch being written
-        self._inflight_oldest: float | None = None  # queued_at of the oldest event in flight
-        self._inflight_n = 0
+        # Progress counters for flush() (events are numbered by the queue, see workers.publish_queue).
         self._state_gen = 0  # set_state() calls
         self._state_done = 0  # state generation known written
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._drop_warned = False
         self._published = 0
         self._batches = 0
         self._max_batch_seen = 0
-        self._dropped = 0
-        self._dropped_by_topic: Counter[str] = Counter()
-        self._dropped_by_reason: Counter[str] = Counter()
         self._gaps_published: Counter[str] = Counter()
         self._fenced = 0
         self._redis_errors = 0
@@ -237,49 +170,15 @@ class Publisher:
             self._last_error = f"unserializable event for {topic}: {exc}"
             log.error("dropping an event of %s: %s", topic, exc)
             ts = event.get("ts_received")
-            # Numbered like a queued event taken off at once, so flush() waits for its announcement.
-            self._appended += 1
-            self._popped += 1
-            self._lose(topic, ts if isinstance(ts, int) else None, conn_id if self._owner else None,
-                       GAP_REASON_UNSERIALIZABLE, self._appended - 1)  # fmt: skip
+            self._events.lose_unqueued(topic, ts if isinstance(ts, int) else None, conn_id if self._owner else None,
+                                       GAP_REASON_UNSERIALIZABLE)  # fmt: skip
             if not self._wake.is_set():
                 self._wake.set()
             return
-        queue = self._queue
-        if len(queue) >= self.max_queue:
-            self._drop_oldest()
-        queue.append((topic, payload, event.get("ts_received"), conn_id if self._owner else None, time.monotonic()))
-        self._appended += 1
-        if len(queue) >= self.high_water and self._room.is_set():
-            self._room.clear()
+        self._events.append((topic, payload, event.get("ts_received"), conn_id if self._owner else None,
+                             time.monotonic()))  # fmt: skip
         if not self._wake.is_set():
             self._wake.set()
-
-    def _drop_oldest(self) -> None:
-        topic, _, ts, conn, _ = self._queue.popleft()
-        self._lose(topic, ts, conn, GAP_REASON_OVERFLOW, self._popped)
-        self._popped += 1
-        if not self._drop_warned:
-            self._drop_warned = True
-            log.warning("publisher queue full (max_queue=%d): dropping the oldest events", self.max_queue)
-
-    def _lose(self, topic: str, ts: int | None, conn: str | None, reason: str, number: int) -> None:
-        """Count event ``number`` (publish order) of ``topic`` as lost; its gap event goes out with a later batch."""
-        self._dropped += 1
-        self._dropped_by_topic[topic] += 1
-        self._dropped_by_reason[reason] += 1
-        drops = self._gaps.get((topic, reason))
-        if drops is None:
-            drops = self._gaps[(topic, reason)] = _Drops(reason, number)
-        drops.add(ts, conn)
-
-    def _requeue(self, key: tuple[str, str], drops: _Drops) -> None:
-        """A gap event Redis did not take: keep its losses pending (before any newer loss of that key)."""
-        pending = self._gaps.get(key)
-        if pending is None:
-            self._gaps[key] = drops
-        else:
-            pending.absorb_older(drops)
 
     def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
         """Queue a subscription-state record (``{"state","error","since","conn"}``, see ``control.store``)
@@ -305,7 +204,7 @@ class Publisher:
     @property
     def congested(self) -> bool:
         """True while ``high_water`` or more events wait to be written."""
-        return not self._room.is_set()
+        return not self._events.room.is_set()
 
     async def room(self) -> None:
         """Return once the queue has drained below ``high_water // 2`` (immediately when not congested).
@@ -313,28 +212,25 @@ class Publisher:
         Connections await this after a frame while ``congested``: a burst faster than Redis takes
         then slows the socket reader (TCP backpressure) instead of growing memory.
         """
-        await self._room.wait()
+        await self._events.room.wait()
 
     @property
     def stats(self) -> dict[str, Any]:
         """Counters, see the class docstring."""
-        oldest = self._inflight_oldest
-        if oldest is None and self._queue:
-            oldest = self._queue[0][4]
-        age_ms = 0 if oldest is None else int((time.monotonic() - oldest) * 1000)
+        events = self._events
         return {
             "events_published": self._published,
             "batches": self._batches,
             "max_batch_seen": self._max_batch_seen,
-            "queue_depth": len(self._queue),
-            "inflight": self._inflight_n,
-            "oldest_queued_age_ms": age_ms,
-            "dropped": self._dropped,
-            "dropped_by_topic": dict(self._dropped_by_topic),
-            "dropped_by_reason": dict(self._dropped_by_reason),
+            "queue_depth": len(events.items),
+            "inflight": events.inflight_n,
+            "oldest_queued_age_ms": events.oldest_age_ms(),
+            "dropped": events.dropped,
+            "dropped_by_topic": dict(events.dropped_by_topic),
+            "dropped_by_reason": dict(events.dropped_by_reason),
             "gaps_published": self._gaps_published.total(),
             "gaps_by_reason": dict(self._gaps_published),
-            "gaps_pending": len(self._gaps) + len(self._inflight_gaps),
+            "gaps_pending": events.gaps_pending,
             "fenced": self._fenced,
             "redis_errors": self._redis_errors,
             "resends_skipped": self._resends_skipped,
@@ -350,7 +246,7 @@ class Publisher:
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued before this call is written (or lost and announced); False on timeout."""
-        target = (self._appended, self._state_gen)
+        target = (self._events.appended, self._state_gen)
         if self._done(*target):
             return True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -371,7 +267,7 @@ class Publisher:
         if task is None:
             return
         flushed = await self.flush(timeout_s)
-        inflight = self._inflight_n
+        inflight = self._events.inflight_n
         task.cancel()
         try:
             await task
@@ -381,20 +277,12 @@ class Publisher:
         self._task = None
         if not flushed:
             log.warning("publisher closed with %d events unwritten and %d gap events unannounced",
-                        len(self._queue) + inflight, len(self._gaps) + len(self._inflight_gaps))  # fmt: skip
+                        len(self._events.items) + inflight, self._events.gaps_pending)  # fmt: skip
 
     # -- writer -----------------------------------------------------------------------------------
 
     def _done(self, events_target: int, state_target: int) -> bool:
-        start = self._inflight_start
-        if (
-            self._popped < events_target
-            or (start is not None and start < events_target)
-            or self._state_done < state_target
-        ):
-            return False
-        # Every loss among those events is announced (its gap event written).
-        return all(d.first >= events_target for d in chain(self._gaps.values(), self._inflight_gaps.values()))
+        return self._state_done >= state_target and self._events.done(events_target)
 
     def _notify(self) -> None:
         if self._waiters:
@@ -403,11 +291,12 @@ class Publisher:
                     fut.set_result(None)
 
     async def _run(self) -> None:
-        queue = self._queue
+        events = self._events
+        queue = events.items
         wake = self._wake
         while True:
             if not queue and not self._states:
-                if not self._gaps:
+                if not events.gaps:
                     wake.clear()
                     self._notify()
                     await wake.wait()
@@ -420,68 +309,39 @@ class Publisher:
                         async with asyncio.timeout(delay):
                             await wake.wait()
                     continue
-            # Gaps first: every event they announce is older than anything still queued.
-            gaps, self._gaps = self._gaps, {}
-            self._inflight_gaps = gaps
-            n = min(len(queue), self.max_batch)
-            start = self._inflight_start = self._popped
-            batch = [queue.popleft() for _ in range(n)]
-            self._popped += n
-            self._inflight_n = n
-            self._inflight_oldest = batch[0][4] if batch else None
+            start, batch, gaps = events.take(self.max_batch)
             states, self._states = self._states, {}
             state_gen = self._state_gen
             result = await self._write(batch, states, gaps)
-            self._inflight_start = self._inflight_oldest = None
-            self._inflight_n = 0
-            self._inflight_gaps = {}
+            events.settle()
             self._batches += 1
-            self._max_batch_seen = max(self._max_batch_seen, n)
+            self._max_batch_seen = max(self._max_batch_seen, len(batch))
             if result is None:
                 await self._refused(batch, start, states, gaps)
             else:
                 self._state_done = state_gen
                 self._written(batch, start, gaps, *result)
-            if not self._room.is_set() and len(queue) <= self.high_water // 2:
-                self._room.set()
-            if self._drop_warned and not queue:
-                self._drop_warned = False
-                log.warning("publisher queue drained; %d events dropped so far", self._dropped)
+            events.after_batch()
             self._notify()
 
-    def _written(self, batch: list[_Item], start: int, gaps: _Gaps, fenced: int, lost: list[int]) -> None:
-        """Account for a batch the script ran: ``lost`` are the 1-based numbers of the events (gap events first)
-        whose XADD failed. Lost events become pending losses; refused gap events stay pending."""
-        n_gaps = len(gaps)
-        refused: set[int] = set()
-        if lost:
-            pending = list(gaps.items())
-            for number in lost:
-                i = int(number) - 1
-                if i < n_gaps:
-                    refused.add(i)
-                    self._requeue(*pending[i])
-                else:
-                    topic, _, ts, conn, _ = batch[i - n_gaps]
-                    self._lose(topic, ts, conn, GAP_REASON_ERROR, start + i - n_gaps)
+    def _written(self, batch: list[Item], start: int, gaps: Gaps, fenced: int, lost: list[int]) -> None:
+        """Account for a batch the script ran (``lost``: see ``EventQueue.written``)."""
+        refused = self._events.written(batch, start, gaps, lost)
         for i, drops in enumerate(gaps.values()):
             if i not in refused:
                 self._gaps_published[drops.reason] += 1
-        self._published += len(batch) + n_gaps - fenced - len(lost)
+        self._published += len(batch) + len(gaps) - fenced - len(lost)
         if refused:
             self._gap_retry_at = time.monotonic() + self._failures.next_delay()
         elif not lost:
             self._failures.reset()
 
     async def _refused(
-        self, batch: list[_Item], start: int, states: dict[str, tuple[bytes, str | None]], gaps: _Gaps
+        self, batch: list[Item], start: int, states: dict[str, tuple[bytes, str | None]], gaps: Gaps
     ) -> None:
         """Redis refused the whole batch for good: its events are lost (announced later), its gap events and
         state records wait for a later batch; pause before the next attempt, which would likely fail too."""
-        for key, drops in gaps.items():
-            self._requeue(key, drops)
-        for i, (topic, _, ts, conn, _) in enumerate(batch):
-            self._lose(topic, ts, conn, GAP_REASON_ERROR, start + i)
+        self._events.refused(batch, start, gaps)
         for topic, state in states.items():
             self._states.setdefault(topic, state)  # unless set_state() gave a newer one meanwhile
         delay = self._failures.next_delay()
@@ -489,7 +349,7 @@ class Publisher:
         await asyncio.sleep(delay)
 
     async def _write(
-        self, batch: list[_Item], states: dict[str, tuple[bytes, str | None]], gaps: _Gaps
+        self, batch: list[Item], states: dict[str, tuple[bytes, str | None]], gaps: Gaps
     ) -> tuple[int, list[int]] | None:
         """Send one batch; while Redis is unreachable or cannot take writes (``is_transient``) retry the same
         batch with backoff until it succeeds.
@@ -526,7 +386,7 @@ class Publisher:
                     "redis writable again after %.1f s and %d retries; %d events queued",
                     time.monotonic() - outage_since,
                     backoff.attempts,
-                    len(self._queue),
+                    len(self._events.items),
                 )
             failed, first, fenced, fenced_conns, lost = reply[:5]
             if len(reply) > 5:  # written by an earlier run whose reply was lost: nothing written twice

@@ -63,7 +63,7 @@ from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
-from app.sse_hub import ZERO_ID, SSEHub, StreamId, catch_up, format_stream_id, parse_stream_id
+from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
 from control import keys
 from control.events import GapEvent
 from control.topics import TopicError, is_private, private_topic
@@ -118,45 +118,71 @@ async def _relay_shutdown(shutdown: anyio.Event, wake: Any) -> None:
     wake()
 
 
-async def _events(
-    hub: SSEHub,
-    redis: Redis,
-    topics: list[str],
-    cursor: dict[str, StreamId],
-    gaps: list[GapEvent],
-    shutdown: anyio.Event,
-) -> AsyncIterator[bytes]:
+class _ClientStream:
     """The event stream of one client (see module docstring). Ends quietly on Redis errors.
 
-    ``cursor``: the start position of every topic; ``gaps``: the gap events to send before anything else.
+    ``cursor``: the start position of every topic; ``shutdown``: set when the server stops (the stream then
+    ends with ``bye``). Steps: ``_register`` with the hub, the ``gaps`` passed to ``events``, ``_catch_up``,
+    ``ready``, then ``_live``; a Redis outage makes registration and catch-up wait (``_outage_wait``).
     """
-    fmt = CursorFormat(topics)
-    index = fmt.slot  # per topic: its index in ``last``/``ids``, the cursor's (sorted) order
-    last = [cursor[t] for t in fmt.order]
-    ids = [format_stream_id(s) for s in last]
-    first = True
 
-    def frame(event: str, data: bytes, retry_ms: int | None = None) -> bytes:
-        nonlocal first
-        retry = RETRY_MS if first else retry_ms
-        first = False
-        return sse_frame(event, data, fmt.format(ids), retry)
+    def __init__(
+        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], shutdown: anyio.Event
+    ) -> None:
+        self.hub = hub
+        self.redis = redis
+        self.topics = topics
+        self.shutdown = shutdown
+        self.fmt = CursorFormat(topics)
+        self.index = self.fmt.slot  # per topic: its index in ``last``/``ids``, the cursor's (sorted) order
+        self.last = [cursor[t] for t in self.fmt.order]
+        self.ids = [format_stream_id(s) for s in self.last]
+        self.first = True
 
-    def accept(entries: Any, out: list[bytes]) -> None:
+    def frame(self, event: str, data: bytes, retry_ms: int | None = None) -> bytes:
+        """One event stamped with the current cursor; the first one carries ``retry: RETRY_MS``."""
+        retry = RETRY_MS if self.first else retry_ms
+        self.first = False
+        return sse_frame(event, data, self.fmt.format(self.ids), retry)
+
+    def accept(self, entries: Any, out: list[bytes]) -> None:
+        """Append to ``out`` the frames of ``entries`` past the cursor, moving the cursor (never sends twice)."""
+        index, last, ids = self.index, self.last, self.ids
         for entry in entries:
             i = index[entry.topic]
             if entry.sid > last[i]:
                 last[i], ids[i] = entry.sid, entry.id
-                out.append(frame(entry.event, entry.data))
+                out.append(self.frame(entry.event, entry.data))
 
-    async def catching_up() -> AsyncIterator[bytes]:
+    async def _outage_wait(self, failures: int, what: str, exc: BaseException) -> bool:
+        """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
+        if failures == 1:
+            logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(self.topics), what,
+                           type(exc).__name__, exc)  # fmt: skip
+        with anyio.move_on_after(_OUTAGE_BACKOFF.compute(failures - 1)):
+            await self.shutdown.wait()
+        return self.shutdown.is_set()
+
+    async def _register(self) -> Subscription | None:
+        """Subscribe to the hub; the response has started, so wait for Redis rather than end the stream.
+        None when the server shuts down first."""
+        failures = 0
+        while True:
+            try:
+                return await self.hub.subscribe(self.topics)
+            except _UNREACHABLE as exc:
+                failures += 1
+                if await self._outage_wait(failures, "registration", exc):
+                    return None
+
+    async def _catch_up(self) -> AsyncIterator[bytes]:
         """Entries after the cursor up to the stream's end; while Redis is away, retried from the cursor."""
         failures = 0
         while True:
             out: list[bytes] = []
             try:
-                async for entry in catch_up(redis, dict(zip(fmt.order, last))):
-                    accept((entry,), out)
+                async for entry in catch_up(self.redis, dict(zip(self.fmt.order, self.last))):
+                    self.accept((entry,), out)
                     if len(out) >= 500:
                         yield b"".join(out)
                         out.clear()
@@ -164,60 +190,52 @@ async def _events(
                 failures += 1
                 if out:
                     yield b"".join(out)
-                if await outage_wait(failures, "catch-up", exc):
+                if await self._outage_wait(failures, "catch-up", exc):
                     return
                 continue
             if out:
                 yield b"".join(out)
             return
 
-    async def outage_wait(failures: int, what: str, exc: BaseException) -> bool:
-        """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
-        if failures == 1:
-            logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(topics), what,
-                           type(exc).__name__, exc)  # fmt: skip
-        with anyio.move_on_after(_OUTAGE_BACKOFF.compute(failures - 1)):
-            await shutdown.wait()
-        return shutdown.is_set()
-
-    failures = 0
-    while True:  # the response has started: wait for Redis rather than end the stream
-        try:
-            sub = await hub.subscribe(topics)
-            break
-        except _UNREACHABLE as exc:
-            failures += 1
-            if await outage_wait(failures, "registration", exc):
-                return
-    relay = asyncio.create_task(_relay_shutdown(shutdown, sub.wake))
-    try:
-        for gap in gaps:
-            yield frame("gap", orjson.dumps(gap))
-        async for chunk in catching_up():
-            yield chunk
-        yield frame("ready", orjson.dumps({"type": "ready", "topics": topics}))
+    async def _live(self, sub: Subscription) -> AsyncIterator[bytes]:
+        """Entries as the hub delivers them, until shutdown (then ``bye``)."""
         while True:
-            if shutdown.is_set():
-                yield frame("bye", b'{"type":"bye","reason":"shutdown"}', RETRY_MS)
+            if self.shutdown.is_set():
+                yield self.frame("bye", b'{"type":"bye","reason":"shutdown"}', RETRY_MS)
                 return
             if sub.overflowed:  # queue was cleared: the stream still has everything after our cursor
                 sub.overflowed = False
-                async for chunk in catching_up():
+                async for chunk in self._catch_up():
                     yield chunk
                 continue
             batch = sub.take()
             if batch:
                 out: list[bytes] = []
-                accept(batch, out)
+                self.accept(batch, out)
                 if out:
                     yield b"".join(out)
                 continue
             await sub.wait()
-    except (RedisError, OSError) as exc:
-        logger.warning("sse stream for %d topics ended: redis %s: %s", len(topics), type(exc).__name__, exc)
-    finally:
-        relay.cancel()
-        hub.unsubscribe(sub)
+
+    async def events(self, gaps: list[GapEvent]) -> AsyncIterator[bytes]:
+        """The stream's bytes: ``gaps`` (the gap events to send before anything else), catch-up, ready, live."""
+        sub = await self._register()
+        if sub is None:
+            return
+        relay = asyncio.create_task(_relay_shutdown(self.shutdown, sub.wake))
+        try:
+            for gap in gaps:
+                yield self.frame("gap", orjson.dumps(gap))
+            async for chunk in self._catch_up():
+                yield chunk
+            yield self.frame("ready", orjson.dumps({"type": "ready", "topics": self.topics}))
+            async for chunk in self._live(sub):
+                yield chunk
+        except (RedisError, OSError) as exc:
+            logger.warning("sse stream for %d topics ended: redis %s: %s", len(self.topics), type(exc).__name__, exc)
+        finally:
+            relay.cancel()
+            self.hub.unsubscribe(sub)
 
 
 async def _respond(request: Request, topics: list[str]) -> Response:
@@ -244,7 +262,7 @@ async def _respond(request: Request, topics: list[str]) -> Response:
                               headers={"Retry-After": RETRY_AFTER_S})  # fmt: skip
     shutdown = anyio.Event()
     return EventSourceResponse(
-        _events(state.hub, state.sse_redis, topics, cursor, gaps, shutdown),
+        _ClientStream(state.hub, state.sse_redis, topics, cursor, shutdown).events(gaps),
         ping=state.settings.sse_ping_s,
         sep="\n",
         shutdown_event=shutdown,
