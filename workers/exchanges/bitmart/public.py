@@ -59,7 +59,7 @@ class BitmartParser:
     State: the last kline seen per topic, used to infer bar closes — BitMart has **no closed
     flag**; a bar is final when a push with a larger ``ts`` arrives (§1.6), or at its deadline: the connection's
     ``workers.kline_close.KlineCloser`` closes it on time and drops this parser's repeat. Order-book pushes are
-    not sequence-checked here: they go out as ``Parsed.book`` for the book keeper (``book_rule``).
+    not sequence-checked here: they go out as ``Parsed.book`` for the book keeper (``book.BitmartSync``).
 
     Counters (``counters()``; the connection shows them in its status record under ``parser``): ``stale_klines``
     counts kline items older than the last bar seen for their topic (dropped); ``trades_without_side`` counts trades
