@@ -22,11 +22,11 @@ import orjson
 from workers.exchanges.base import Credentials, Parsed, RestRequest
 from workers.exchanges.binanceusdm.user import decimal_value as _decimal
 from workers.exchanges.binanceusdm.wire import (
-    _LISTEN_KEY_METHODS,
-    _ORDER_STATUSES,
     EXCHANGE_ID,
     LISTEN_KEY_GONE,
+    LISTEN_KEY_METHODS,
     LISTEN_KEY_PATH,
+    ORDER_STATUSES,
     RECV_WINDOW_MS,
     _error_text,
 )
@@ -44,7 +44,7 @@ def listen_key_request(creds: Credentials, method: str) -> RestRequest:
     DELETE ends every socket of that account. Raises ValueError for another method, AdapterError for credentials of
     another exchange or without a key."""
     method = method.upper()
-    if method not in _LISTEN_KEY_METHODS:
+    if method not in LISTEN_KEY_METHODS:
         raise ValueError(f"listenKey requests are POST, PUT or DELETE, not {method!r}")
     creds = check_credentials(creds, EXCHANGE_ID)
     return RestRequest(method, LISTEN_KEY_PATH, {}, {"X-MBX-APIKEY": creds.api_key})
@@ -145,7 +145,7 @@ def order_status(status: str, size: Any, filled: Any) -> str:
     fills in the nautilus fixtures) is derived from the sizes (Decimal): filled >= size -> filled, filled > 0 ->
     partially_filled, else new. Raises ValueError when that needs a size that is not a decimal string.
     """
-    known = _ORDER_STATUSES.get(status)
+    known = ORDER_STATUSES.get(status)
     if known is not None:
         return known
     done = _decimal(filled, "filled quantity")

@@ -68,7 +68,7 @@ MIN_SEND_INTERVAL_MS = 110
 PRIVATE_CHANNELS = frozenset({"order", "position", "balance"})
 #: listenKey REST (§7): POST creates (or returns and extends the active key), PUT extends by 60 min, DELETE closes.
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
-_LISTEN_KEY_METHODS = frozenset({"POST", "PUT", "DELETE"})
+LISTEN_KEY_METHODS = frozenset({"POST", "PUT", "DELETE"})
 #: REST error code of a listenKey that no longer exists (§9): reconnect with a new key.
 LISTEN_KEY_GONE = -1125
 #: Signed REST snapshots after a (re)connect (§8). ``openOrders`` without a symbol weighs 40. Positions: v2 is the
@@ -81,7 +81,7 @@ POSITIONS_PATH = "/fapi/v2/positionRisk"
 RECV_WINDOW_MS = 5000
 #: ``o.X`` / REST ``status`` -> OrderEvent ``status`` (§7). Other values (the ``NEW_INSURANCE`` / ``NEW_ADL``
 #: liquidation statuses of the nautilus fixtures) are derived from the filled vs the order size: see ``order_status``.
-_ORDER_STATUSES: dict[str, str] = {
+ORDER_STATUSES: dict[str, str] = {
     "NEW": "new",
     "PARTIALLY_FILLED": "partially_filled",
     "FILLED": "filled",

@@ -24,15 +24,15 @@ import orjson
 
 from workers.exchanges.base import AdapterError, Credentials
 from workers.exchanges.bitmart.wire import (
-    _CANCEL_ACTIONS,
-    _MARGIN_MODES,
-    _ORDER_SIDES,
-    _POSITION_MODES,
-    _POSITION_SIDES,
-    _REDUCING_SIDES,
-    _STATE_FINISHED,
+    CANCEL_ACTIONS,
     EXCHANGE_ID,
     LOGIN_PAYLOAD,
+    MARGIN_MODES,
+    ORDER_SIDES,
+    POSITION_MODES,
+    POSITION_SIDES,
+    REDUCING_SIDES,
+    STATE_FINISHED,
 )
 from workers.exchanges.signing import check_credentials, hmac_sha256_hex
 
@@ -110,10 +110,10 @@ def order_status(state: int, action: int | None, size: Any, deal_size: Any) -> s
     REST open orders carry no ``action`` (None). ``deal_size`` None counts as 0. Raises ValueError for a size that
     is not a decimal string.
     """
-    if action in _CANCEL_ACTIONS:
+    if action in CANCEL_ACTIONS:
         return "canceled"
     filled = Decimal(0) if deal_size is None else _decimal(deal_size, "deal_size")
-    if state == _STATE_FINISHED:
+    if state == STATE_FINISHED:
         total = _decimal(size, "size")
         return "filled" if total > 0 and filled >= total else "canceled"
     return "partially_filled" if filled > 0 else "new"
@@ -136,7 +136,7 @@ def order_event(
     side = order["side"]
     mode = order.get("position_mode")
     if mode == "one_way_mode":
-        reduce_only: bool | None = side in _REDUCING_SIDES
+        reduce_only: bool | None = side in REDUCING_SIDES
     elif mode == "hedge_mode":
         reduce_only = False
     else:
@@ -149,7 +149,7 @@ def order_event(
         "symbol": order["symbol"],
         "order_id": str(order["order_id"]),
         "client_order_id": str(client_id) if client_id not in (None, "") else None,
-        "side": _ORDER_SIDES[side],
+        "side": ORDER_SIDES[side],
         "order_type": order["type"],
         "status": order_status(state, action, order.get("size"), order.get("deal_size")),
         "status_raw": f"{state}/{action}" if action is not None else str(state),
@@ -169,7 +169,7 @@ def _margin_mode(open_type: Any) -> str | None:
         return None
     if type(open_type) is str:
         open_type = open_type.lower()  # REST "Cross" / "Isolated"
-    return _MARGIN_MODES[open_type]
+    return MARGIN_MODES[open_type]
 
 
 def order_push_events(topic: str, account: str, data: Any, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
@@ -200,8 +200,8 @@ def position_push_events(
                     "exchange": EXCHANGE_ID,
                     "account": account,
                     "symbol": p["symbol"],
-                    "side": _POSITION_SIDES[p["position_type"]],
-                    "mode": _POSITION_MODES.get(p.get("position_mode") or ""),
+                    "side": POSITION_SIDES[p["position_type"]],
+                    "mode": POSITION_MODES.get(p.get("position_mode") or ""),
                     "size": p["hold_volume"],
                     "entry_price": entry if entry is not None else p.get("open_avg_price"),
                     "mark_price": None,

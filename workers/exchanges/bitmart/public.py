@@ -29,16 +29,16 @@ from workers.exchanges.base import Ack, Parsed
 from workers.exchanges.bitmart import private
 from workers.exchanges.bitmart.book import on_depth
 from workers.exchanges.bitmart.wire import (
-    _ASSET_CHANNEL,
-    _BOOKTICKER_CHANNEL,
-    _DEPTH_CHANNEL,
-    _KLINE_CHANNELS,
-    _ORDER_CHANNEL,
-    _POSITION_CHANNEL,
-    _PRIVATE_NATIVE,
-    _TICKER_CHANNEL,
-    _TRADE_CHANNEL,
+    ASSET_CHANNEL,
+    BOOKTICKER_CHANNEL,
+    DEPTH_CHANNEL,
     EXCHANGE_ID,
+    KLINE_CHANNELS,
+    ORDER_CHANNEL,
+    POSITION_CHANNEL,
+    PRIVATE_NATIVE,
+    TICKER_CHANNEL,
+    TRADE_CHANNEL,
     _split_group,
     group_to_topic,
     ratio_to_percent,
@@ -72,7 +72,7 @@ class BitmartParser:
         self.account = None if account is None else validate_account(account)
         # native private channel -> this account's topic; empty without an account
         self._private_topics: dict[str, str] = (
-            {} if account is None else {native: f"bitmart:{ch}:{account}" for native, ch in _PRIVATE_NATIVE.items()}
+            {} if account is None else {native: f"bitmart:{ch}:{account}" for native, ch in PRIVATE_NATIVE.items()}
         )
         self._last_bar: dict[str, dict[str, Any]] = {}
         self.stale_klines = 0
@@ -80,15 +80,15 @@ class BitmartParser:
         on_kline = self._on_kline
         # Dispatch on the native channel (the group before ':'), built once (style.md habit 3).
         self._handlers: dict[str, Callable[[str, str, Any, int], Parsed]] = {
-            **{channel: on_kline for channel in _KLINE_CHANNELS},
-            _TRADE_CHANNEL: self._on_trade,
-            _TICKER_CHANNEL: _on_ticker,
-            _BOOKTICKER_CHANNEL: _on_bookticker,
-            _DEPTH_CHANNEL: on_depth,
+            **{channel: on_kline for channel in KLINE_CHANNELS},
+            TRADE_CHANNEL: self._on_trade,
+            TICKER_CHANNEL: _on_ticker,
+            BOOKTICKER_CHANNEL: _on_bookticker,
+            DEPTH_CHANNEL: on_depth,
             "System": _on_system,
-            _ORDER_CHANNEL: self._on_orders,
-            _POSITION_CHANNEL: self._on_positions,
-            _ASSET_CHANNEL: self._on_asset,
+            ORDER_CHANNEL: self._on_orders,
+            POSITION_CHANNEL: self._on_positions,
+            ASSET_CHANNEL: self._on_asset,
         }
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
@@ -149,7 +149,7 @@ class BitmartParser:
         opens a newer bar, the previous bar of that topic is emitted again first with ``closed=True``.
         Items older than the last bar are dropped (``stale_klines``).
         """
-        tf = _KLINE_CHANNELS[channel]
+        tf = KLINE_CHANNELS[channel]
         if not symbol:
             symbol = data["symbol"]
         topic = f"bitmart:kline:{symbol}:{tf}"

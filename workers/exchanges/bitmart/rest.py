@@ -15,10 +15,10 @@ from control.topics import validate_account
 from workers.exchanges.base import Credentials, RestRequest
 from workers.exchanges.bitmart.private import _margin_mode, order_event, rest_headers
 from workers.exchanges.bitmart.wire import (
-    _POSITION_MODES,
-    _POSITION_SIDES,
     EXCHANGE_ID,
     OPEN_ORDERS_PATH,
+    POSITION_MODES,
+    POSITION_SIDES,
     POSITIONS_PATH,
 )
 from workers.exchanges.errors import code_message, json_rest_error
@@ -92,8 +92,8 @@ def parse_positions(body: bytes | str, account: str, ts_received_ms: int) -> lis
                         "exchange": EXCHANGE_ID,
                         "account": account,
                         "symbol": p["symbol"],
-                        "side": _POSITION_SIDES[p["position_type"]],
-                        "mode": _POSITION_MODES.get(p.get("position_mode") or ""),
+                        "side": POSITION_SIDES[p["position_type"]],
+                        "mode": POSITION_MODES.get(p.get("position_mode") or ""),
                         "size": p["current_amount"],
                         "entry_price": entry if entry is not None else p.get("open_avg_price"),
                         "mark_price": p.get("mark_price"),

@@ -38,30 +38,30 @@ TIMEFRAMES: dict[str, str] = {
     "1w": "1W",
 }
 _KLINE_PREFIX = "futures/klineBin"
-_TRADE_CHANNEL = "futures/trade"
+TRADE_CHANNEL = "futures/trade"
 #: Per-symbol ticker, ``futures/ticker:<SYM>`` since 2025-02-11 (§1.6).
-_TICKER_CHANNEL = "futures/ticker"
-_BOOKTICKER_CHANNEL = "futures/bookticker"
+TICKER_CHANNEL = "futures/ticker"
+BOOKTICKER_CHANNEL = "futures/bookticker"
 #: Sequenced order book: snapshot then deltas, 50 levels (§1.6 depthIncrease). ``@100ms`` is asked for, but
 #: BitMart pushes books about once a second whatever the speed (§1.6 observed cadence). Levels outside the 50 never
 #: get updates (§1.6), so a depth topic publishes at most ``DEPTH_LEVELS`` (``control.topics.DEPTH_LEVELS_CAP``).
 DEPTH_LEVELS = 50
-_DEPTH_CHANNEL = f"futures/depthIncrease{DEPTH_LEVELS}"
+DEPTH_CHANNEL = f"futures/depthIncrease{DEPTH_LEVELS}"
 _DEPTH_SPEED = "@100ms"
 #: Native channel (the part of ``group`` before ``:``) -> (Feedplane channel, canonical timeframe).
-_KLINE_CHANNELS: dict[str, str] = {_KLINE_PREFIX + native: tf for tf, native in TIMEFRAMES.items()}
+KLINE_CHANNELS: dict[str, str] = {_KLINE_PREFIX + native: tf for tf, native in TIMEFRAMES.items()}
 _NATIVE_CHANNELS: dict[str, tuple[str, str | None]] = {
-    **{channel: ("kline", tf) for channel, tf in _KLINE_CHANNELS.items()},
-    _TRADE_CHANNEL: ("trade", None),
-    _TICKER_CHANNEL: ("ticker", None),
-    _BOOKTICKER_CHANNEL: ("bookticker", None),
-    _DEPTH_CHANNEL: ("depth", None),
+    **{channel: ("kline", tf) for channel, tf in KLINE_CHANNELS.items()},
+    TRADE_CHANNEL: ("trade", None),
+    TICKER_CHANNEL: ("ticker", None),
+    BOOKTICKER_CHANNEL: ("bookticker", None),
+    DEPTH_CHANNEL: ("depth", None),
 }
 #: Feedplane channel -> native channel prefix, for the channels whose native topic is ``<prefix>:<SYMBOL>``.
 _PLAIN_CHANNELS: dict[str, str] = {
-    "trade": _TRADE_CHANNEL,
-    "ticker": _TICKER_CHANNEL,
-    "bookticker": _BOOKTICKER_CHANNEL,
+    "trade": TRADE_CHANNEL,
+    "ticker": TICKER_CHANNEL,
+    "bookticker": BOOKTICKER_CHANNEL,
 }
 #: 100 topics per socket worked on the wire (§1.5).
 MAX_TOPICS_PER_CONNECTION = 100
@@ -73,21 +73,21 @@ MIN_SEND_INTERVAL_MS = 0
 PING_FRAME = '{"action":"ping"}'
 
 # -- private channels (§1.7) ----------------------------------------------------------------------------------------
-_ORDER_CHANNEL = "futures/order"
-_POSITION_CHANNEL = "futures/position"
-_ASSET_CHANNEL = "futures/asset"
+ORDER_CHANNEL = "futures/order"
+POSITION_CHANNEL = "futures/position"
+ASSET_CHANNEL = "futures/asset"
 #: The balance topic subscribes ``futures/asset:USDT`` only: USDT is the margin asset of the USDT-M contracts Feedplane
 #: relays; BTC and ETH (the other documented CCYs, §1.7) margin coin-M contracts. Pushes and acks of any
 #: ``futures/asset:<CCY>`` still map to the account's balance topic, so adding a currency is a one-line change.
 BALANCE_CURRENCY = "USDT"
 #: Feedplane private channel -> the BitMart topic subscribed for it (§1.7; no symbol filter: one topic per account).
 PRIVATE_TOPICS: dict[str, str] = {
-    "order": _ORDER_CHANNEL,
-    "position": _POSITION_CHANNEL,
-    "balance": f"{_ASSET_CHANNEL}:{BALANCE_CURRENCY}",
+    "order": ORDER_CHANNEL,
+    "position": POSITION_CHANNEL,
+    "balance": f"{ASSET_CHANNEL}:{BALANCE_CURRENCY}",
 }
 #: Native channel (``group`` before ``:``) -> Feedplane private channel.
-_PRIVATE_NATIVE: dict[str, str] = {_ORDER_CHANNEL: "order", _POSITION_CHANNEL: "position", _ASSET_CHANNEL: "balance"}
+PRIVATE_NATIVE: dict[str, str] = {ORDER_CHANNEL: "order", POSITION_CHANNEL: "position", ASSET_CHANNEL: "balance"}
 #: The fixed payload of the login signature (§1.3).
 LOGIN_PAYLOAD = "bitmart.WebSocket"
 #: REST snapshots after a (re)connect, on ``https://api-cloud-v2.bitmart.com`` (§1.1). Both are KEYED endpoints in the
@@ -97,17 +97,17 @@ OPEN_ORDERS_PATH = "/contract/private/get-open-orders"
 POSITIONS_PATH = "/contract/private/position"
 #: ``order.side`` (§1.7): hedge mode 1 buy_open_long, 2 buy_close_short, 3 sell_close_long, 4 sell_open_short;
 #: one-way mode 1 buy, 2 buy reduce-only, 3 sell reduce-only, 4 sell. The direction is the same in both modes.
-_ORDER_SIDES: dict[int, str] = {1: "buy", 2: "buy", 3: "sell", 4: "sell"}
-_REDUCING_SIDES = frozenset({2, 3})
+ORDER_SIDES: dict[int, str] = {1: "buy", 2: "buy", 3: "sell", 4: "sell"}
+REDUCING_SIDES = frozenset({2, 3})
 #: ``order.state`` 4 = finished (1 approval and 2 check are open states, §1.7).
-_STATE_FINISHED = 4
+STATE_FINISHED = 4
 #: Push ``action``s that cancel the order: 3 cancel, 4 liquidate-cancel, 5 ADL-cancel (§1.7).
-_CANCEL_ACTIONS = frozenset({3, 4, 5})
+CANCEL_ACTIONS = frozenset({3, 4, 5})
 #: ``position_mode`` (§1.7) -> PositionEvent ``mode``; the same two words as Binance and Gate map to.
-_POSITION_MODES: dict[str, str] = {"hedge_mode": "hedge", "one_way_mode": "one_way"}
-_POSITION_SIDES: dict[int, str] = {1: "long", 2: "short"}
+POSITION_MODES: dict[str, str] = {"hedge_mode": "hedge", "one_way_mode": "one_way"}
+POSITION_SIDES: dict[int, str] = {1: "long", 2: "short"}
 #: Position push ``open_type`` is numeric (1 isolated, 2 cross, §1.7); orders and REST spell it out.
-_MARGIN_MODES: dict[int | str, str] = {1: "isolated", 2: "cross", "isolated": "isolated", "cross": "cross"}
+MARGIN_MODES: dict[int | str, str] = {1: "isolated", 2: "cross", "isolated": "isolated", "cross": "cross"}
 
 
 def native_topic(topic: Topic) -> str:
@@ -128,7 +128,7 @@ def native_topic(topic: Topic) -> str:
             raise AdapterError(f"bitmart has no {topic.timeframe!r} kline channel; use one of {' '.join(TIMEFRAMES)}")
         return f"{_KLINE_PREFIX}{native}:{topic.symbol}"
     if channel == "depth":
-        return f"{_DEPTH_CHANNEL}:{topic.symbol}{_DEPTH_SPEED}"
+        return f"{DEPTH_CHANNEL}:{topic.symbol}{_DEPTH_SPEED}"
     prefix = _PLAIN_CHANNELS.get(channel)
     if prefix is None:
         raise AdapterError(f"bitmart does not support channel {channel!r}")

@@ -12,9 +12,9 @@ from control.topics import Topic
 from workers.exchanges.base import AdapterError, Credentials, OutFrame
 from workers.exchanges.gateio.private import account_uid, private_payload, ws_auth
 from workers.exchanges.gateio.wire import (
-    _INT32_MAX,
-    _LIST_CHANNELS,
     EXCHANGE_ID,
+    INT32_MAX,
+    LIST_CHANNELS,
     MAX_SUBSCRIBE_FRAME_BYTES,
     PRIVATE_CHANNELS,
     native_payload,
@@ -60,11 +60,11 @@ def frames(
     limit = MAX_SUBSCRIBE_FRAME_BYTES
     # An upper bound on the frame overhead: no id of this call has more digits than the last possible one.
     last_id = first_request_id + max(len(topics) - 1, 0)
-    if last_id > _INT32_MAX:
+    if last_id > INT32_MAX:
         raise ValueError(f"request ids must fit in int32, got up to {last_id}")
     frames: list[tuple[str, list[str], tuple[str, ...], bool]] = []
     for native, entries in by_channel.items():
-        if native not in _LIST_CHANNELS:
+        if native not in LIST_CHANNELS:
             frames.extend((native, payload, (name,), private) for payload, name, private in entries)
             continue
         empty = len(_dumps({"time": time_s, "id": last_id, "channel": native, "event": event, "payload": []}))

@@ -24,7 +24,7 @@ from typing import Any
 from control.topics import Topic
 from workers.exchanges.base import AdapterError, Credentials
 from workers.exchanges.gateio.wire import (
-    _BALANCES,
+    BALANCES,
     EXCHANGE_ID,
     PRIVATE_CHANNELS,
     REST_HEADERS,
@@ -107,7 +107,7 @@ def private_payload(topic: Topic, uid: str) -> tuple[str, list[str]]:
     native = PRIVATE_CHANNELS.get(topic.channel)
     if native is None:
         raise AdapterError(f"{topic} is not a private gateio topic")
-    return native, [uid] if native == _BALANCES else [uid, "!all"]
+    return native, [uid] if native == BALANCES else [uid, "!all"]
 
 
 # -- private events (§2.6) --------------------------------------------------------------------------------------

@@ -24,18 +24,18 @@ from control.topics import TIMEFRAME_MS, validate_account
 from workers.exchanges.base import Parsed
 from workers.exchanges.gateio import book, private
 from workers.exchanges.gateio.wire import (
-    _BALANCES,
-    _BOOK_TICKER,
-    _CANDLESTICKS,
-    _INTERVALS,
-    _KLINE_FIELDS,
-    _ORDER_BOOK_UPDATE,
-    _ORDERS,
-    _POSITIONS,
-    _PRIVATE_FEED,
-    _TICKERS,
-    _TRADES,
+    BALANCES,
+    BOOK_TICKER,
+    CANDLESTICKS,
     EXCHANGE_ID,
+    INTERVALS,
+    KLINE_FIELDS,
+    ORDER_BOOK_UPDATE,
+    ORDERS,
+    POSITIONS,
+    PRIVATE_FEED,
+    TICKERS,
+    TRADES,
     UPGRADE_REASON,
     _bar_start,
     _error_text,
@@ -84,7 +84,7 @@ class GateioParser:
         self.account = None if account is None else validate_account(account)
         # Gate private channel -> this account's topic; empty without an account
         self._private_topics: dict[str, str] = (
-            {} if account is None else {native: f"gateio:{ch}:{account}" for native, ch in _PRIVATE_FEED.items()}
+            {} if account is None else {native: f"gateio:{ch}:{account}" for native, ch in PRIVATE_FEED.items()}
         )
         self._last_bar: dict[str, dict[str, Any]] = {}
         # candle "n" ("1m_BTC_USDT") -> (topic, contract, timeframe, timeframe ms), or None if not ours
@@ -96,14 +96,14 @@ class GateioParser:
         self.internal_trades = 0
         # Dispatch on the Gate channel of "update"/"all" pushes, built once (style.md habit 3).
         self._handlers: dict[str, Callable[[dict[str, Any], int], Parsed]] = {
-            _CANDLESTICKS: self._on_kline,
-            _TRADES: self._on_trades,
-            _TICKERS: self._on_tickers,
-            _BOOK_TICKER: self._on_book_ticker,
-            _ORDER_BOOK_UPDATE: self._on_book,
-            _ORDERS: self._on_orders,
-            _POSITIONS: self._on_positions,
-            _BALANCES: self._on_balances,
+            CANDLESTICKS: self._on_kline,
+            TRADES: self._on_trades,
+            TICKERS: self._on_tickers,
+            BOOK_TICKER: self._on_book_ticker,
+            ORDER_BOOK_UPDATE: self._on_book,
+            ORDERS: self._on_orders,
+            POSITIONS: self._on_positions,
+            BALANCES: self._on_balances,
         }
 
     def parse(self, raw: str | bytes, ts_received_ms: int) -> Parsed:
@@ -161,7 +161,7 @@ class GateioParser:
         if name in self._kline_names:
             return self._kline_names[name]
         interval, _, contract = name.partition("_")
-        tf = _INTERVALS.get(interval)
+        tf = INTERVALS.get(interval)
         known = (f"gateio:kline:{contract}:{tf}", contract, tf, TIMEFRAME_MS[tf]) if tf and contract else None
         self._kline_names[name] = known
         return known
@@ -174,7 +174,7 @@ class GateioParser:
         is emitted again first with ``closed=True`` (its own ``ts_exchange`` kept). Older items are dropped.
         """
         items = msg["result"]
-        bars = [item for item in items if _KLINE_FIELDS <= item.keys()]
+        bars = [item for item in items if KLINE_FIELDS <= item.keys()]
         if len(bars) != len(items):
             self.incomplete_klines += len(items) - len(bars)
             if not bars:
@@ -326,19 +326,19 @@ class GateioParser:
     # -- private pushes (§2.6): built in ``private``; without an account they are ``unknown`` ------------------------
 
     def _on_orders(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
-        topic = self._private_topics.get(_ORDERS)
+        topic = self._private_topics.get(ORDERS)
         if topic is None:
             return Parsed(unknown=True)
         return Parsed(events=private.order_push_events(topic, self.account or "", msg, ts_received_ms))
 
     def _on_positions(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
-        topic = self._private_topics.get(_POSITIONS)
+        topic = self._private_topics.get(POSITIONS)
         if topic is None:
             return Parsed(unknown=True)
         return Parsed(events=private.position_push_events(topic, self.account or "", msg, ts_received_ms))
 
     def _on_balances(self, msg: dict[str, Any], ts_received_ms: int) -> Parsed:
-        topic = self._private_topics.get(_BALANCES)
+        topic = self._private_topics.get(BALANCES)
         if topic is None:
             return Parsed(unknown=True)
         return Parsed(events=private.balance_push_events(topic, self.account or "", msg, ts_received_ms))

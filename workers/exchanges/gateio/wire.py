@@ -41,23 +41,23 @@ TIMEFRAMES: dict[str, str] = {
     "1d": "1d",
     "1w": "7d",
 }
-_INTERVALS: dict[str, str] = {native: tf for tf, native in TIMEFRAMES.items()}
+INTERVALS: dict[str, str] = {native: tf for tf, native in TIMEFRAMES.items()}
 
-_CANDLESTICKS = "futures.candlesticks"
-_TRADES = "futures.trades"
-_TICKERS = "futures.tickers"
-_BOOK_TICKER = "futures.book_ticker"
-_ORDER_BOOK_UPDATE = "futures.order_book_update"
+CANDLESTICKS = "futures.candlesticks"
+TRADES = "futures.trades"
+TICKERS = "futures.tickers"
+BOOK_TICKER = "futures.book_ticker"
+ORDER_BOOK_UPDATE = "futures.order_book_update"
 #: Feedplane channel -> Gate channel. Candlesticks and order_book_update take ONE contract per
 #: request; the other three take a list of contracts (§2.4 "Args per request").
 NATIVE_CHANNELS: dict[str, str] = {
-    "kline": _CANDLESTICKS,
-    "trade": _TRADES,
-    "ticker": _TICKERS,
-    "bookticker": _BOOK_TICKER,
-    "depth": _ORDER_BOOK_UPDATE,
+    "kline": CANDLESTICKS,
+    "trade": TRADES,
+    "ticker": TICKERS,
+    "bookticker": BOOK_TICKER,
+    "depth": ORDER_BOOK_UPDATE,
 }
-_LIST_CHANNELS = frozenset({_TRADES, _TICKERS, _BOOK_TICKER})
+LIST_CHANNELS = frozenset({TRADES, TICKERS, BOOK_TICKER})
 _FEED_CHANNELS: dict[str, str] = {native: channel for channel, native in NATIVE_CHANNELS.items()}
 #: ``order_book_update`` subscription: 100 ms pushes of the top 100 levels (§2.5; the REST snapshot
 #: ``limit`` must equal the level, see ``snapshot_request``).
@@ -67,13 +67,13 @@ SNAPSHOT_PATH = "/api/v4/futures/usdt/order_book"
 #: Handshake headers: ``X-Gate-Size-Decimal: 1`` makes sizes decimal strings (needed for contracts with
 #: ``enable_decimal``; set by ccxt and gocryptotrader, not in the scraped docs, §2.4).
 WS_HEADERS: dict[str, str] = {"X-Gate-Size-Decimal": "1"}
-_INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.2, UNVERIFIED)
+INT32_MAX = 2**31 - 1  # ccxt: Gate support said ``id`` must fit in int32 (§2.2, UNVERIFIED)
 #: ``Parsed.reconnect`` of a frame with ``"event": "upgrade"``: the official SDK (gatews ``Connection._read``) closes
 #: the socket and reconnects on it, whatever the channel (§2.4; not in the futures doc).
 UPGRADE_REASON = "server asked to reconnect (event upgrade)"
 #: The contract named by an error text, e.g. ``unknown contract BTC_USDT_20220318`` (§2.4).
 _ERROR_CONTRACT = re.compile(r"\bcontract ([A-Za-z0-9_]+)")
-_KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
+KLINE_FIELDS = frozenset({"t", "o", "h", "l", "c", "v", "n"})
 #: The per-connection subscription count is undocumented (a maintainer said "no limit", §2.4): 200 is our own cap;
 #: no documented frame-size or message-rate limit, so 8192 bytes and 50 ms between frames are ours too.
 MAX_TOPICS_PER_CONNECTION = 200
@@ -81,13 +81,13 @@ MAX_SUBSCRIBE_FRAME_BYTES = 8192
 MIN_SEND_INTERVAL_MS = 50
 
 # -- private channels (§2.3, §2.6, §2.7) ----------------------------------------------------------------------------
-_ORDERS = "futures.orders"
-_POSITIONS = "futures.positions"
-_BALANCES = "futures.balances"
+ORDERS = "futures.orders"
+POSITIONS = "futures.positions"
+BALANCES = "futures.balances"
 #: Feedplane private channel -> Gate channel (§2.6). Payloads: ``[uid, "!all"]`` for orders and positions (all
 #: contracts; for positions the uid is a deprecated placeholder), ``[uid]`` for balances.
-PRIVATE_CHANNELS: dict[str, str] = {"order": _ORDERS, "position": _POSITIONS, "balance": _BALANCES}
-_PRIVATE_FEED: dict[str, str] = {native: channel for channel, native in PRIVATE_CHANNELS.items()}
+PRIVATE_CHANNELS: dict[str, str] = {"order": ORDERS, "position": POSITIONS, "balance": BALANCES}
+PRIVATE_FEED: dict[str, str] = {native: channel for channel, native in PRIVATE_CHANNELS.items()}
 #: REST snapshots after a (re)connect (§2.7), on ``https://api.gateio.ws`` (the path carries ``/api/v4``).
 OPEN_ORDERS_PATH = "/api/v4/futures/usdt/orders"
 POSITIONS_PATH = "/api/v4/futures/usdt/positions"
@@ -105,12 +105,12 @@ def native_payload(topic: Topic) -> tuple[str, list[str]]:
     native = NATIVE_CHANNELS.get(topic.channel)
     if native is None:
         raise AdapterError(f"gateio does not support channel {topic.channel!r}")
-    if native == _CANDLESTICKS:
+    if native == CANDLESTICKS:
         interval = TIMEFRAMES.get(topic.timeframe or "")
         if interval is None:
             raise AdapterError(f"gateio has no {topic.timeframe!r} candlesticks; use one of {' '.join(TIMEFRAMES)}")
         return native, [interval, topic.symbol]
-    if native == _ORDER_BOOK_UPDATE:
+    if native == ORDER_BOOK_UPDATE:
         return native, [topic.symbol, BOOK_FREQUENCY, BOOK_LEVEL]
     return native, [topic.symbol]
 
@@ -184,13 +184,13 @@ def _reply_topic(channel: str, payload: list[Any]) -> str | None:
     feed_channel = _FEED_CHANNELS.get(channel)
     if feed_channel is None or not payload:
         return None
-    if channel == _CANDLESTICKS:
+    if channel == CANDLESTICKS:
         if len(payload) != 2:
             return None
-        tf = _INTERVALS.get(payload[0])
+        tf = INTERVALS.get(payload[0])
         contract = payload[1]
         return f"gateio:kline:{contract}:{tf}" if tf and _is_contract(contract) else None
-    if channel in _LIST_CHANNELS and len(payload) != 1:
+    if channel in LIST_CHANNELS and len(payload) != 1:
         return None
     contract = payload[0]  # order_book_update: [contract, frequency, level]
     return f"gateio:{feed_channel}:{contract}" if _is_contract(contract) else None
