@@ -15,11 +15,8 @@ clauses still catch them. The tree (module where each class lives)::
     ├── RestError                           workers.rest: one REST call failed (status, retry_after_s)
     │   └── SnapshotError                   workers.books: an order-book snapshot could not be fetched
     ├── PrivateAuthError                    workers.private: the exchange refused an account's credentials
-    └── AdapterError                        workers.exchanges.base: an adapter cannot serve a request (*)
+    └── AdapterError                        workers.exchanges.base: an adapter cannot serve a request
         └── UnknownExchangeError (KeyError) workers.exchanges: no adapter for that exchange id
-
-(*) joins the tree when ``workers/exchanges/base.py`` declares ``class AdapterError(FeedplaneError)`` (the adapter
-contract work owns that module); until then it derives from ``Exception``.
 
 This module imports nothing of Feedplane, so every package (``control``, ``app``, ``workers``) can import it.
 """

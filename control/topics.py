@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass
 
 from control.errors import FeedplaneError
+from control.exchanges import DECLARATIONS
 
-EXCHANGES: tuple[str, ...] = ("bitmart", "binanceusdm", "gateio")
+#: Exchange ids, from the per-exchange declarations (``control/exchanges/<id>.py``).
+EXCHANGES: tuple[str, ...] = tuple(DECLARATIONS)
 #: Other spellings accepted on input (ccxt knows Gate.io as both ``gate`` and ``gateio``).
-EXCHANGE_ALIASES: dict[str, str] = {"gate": "gateio"}
+EXCHANGE_ALIASES: dict[str, str] = {alias: d.id for d in DECLARATIONS.values() for alias in d.aliases}
 CHANNELS: tuple[str, ...] = ("kline", "trade", "ticker", "bookticker", "depth")
 #: Order-book depth: levels a ``depth`` subscription may ask for (top-N snapshots), and the default.
 DEPTH_LEVELS_MAX = 100
@@ -136,38 +138,14 @@ class Topic:
         return cls(exchange, channel, normalize_symbol(symbol))
 
 
-# fmt: off
-#: What each exchange serves, for request validation in the control server (which cannot import
-#: the adapters). Adapters declare the same facts; tests/exchanges/test_registry.py keeps them equal.
-#: BitMart: futures/klineBin{1m,5m,15m,30m,1H,2H,4H,1D,1W} (exchanges.md §1.6); Binance USD-M: kline
-#: intervals 1m…1M (binance_usdm.md §5). Private channels (``order``, ``position``, ``balance``; adapters:
-#: ``private_channels``) take an account name where public ones take a symbol.
-CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {
-    "bitmart": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
-                "order": None, "position": None, "balance": None},
-    "binanceusdm": {"kline": frozenset(TIMEFRAME_MS), "trade": None, "ticker": None, "bookticker": None, "depth": None,
-                    "order": None, "position": None, "balance": None},
-    # Gate futures.candlesticks intervals: 10s 1m 5m 15m 30m 1h 4h 8h 1d 7d (exchanges.md §2.5); 7d is our 1w.
-    # 2h is not in the WS doc, so a 2h subscription is refused rather than guessed.
-    "gateio": {
-        "kline": frozenset({"1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"}),
-        "trade": None,
-        "ticker": None,
-        "bookticker": None,
-        "depth": None,
-        "order": None,
-        "position": None,
-        "balance": None,
-    },
-}
-# fmt: on
+#: What each exchange serves, for request validation in the control server: channel -> served timeframes (``kline``)
+#: or None, derived from each exchange's declaration (``control/exchanges/<id>.py``), which the worker adapters point
+#: at too. Private channels (``order``, ``position``, ``balance``) take an account name where public ones take a symbol.
+CAPABILITIES: dict[str, dict[str, frozenset[str] | None]] = {d.id: d.capabilities() for d in DECLARATIONS.values()}
 #: Most levels per side a ``depth`` subscription may ask for, per exchange: the window in which the worker's book is
-#: kept up to date. Levels outside an exchange's window never receive updates, so a larger ``levels`` would publish
-#: stale levels. BitMart ``futures/depthIncrease50`` keeps 50 (exchanges.md §1.6). Gate ``futures.order_book_update``
-#: with level ``"100"`` notifies updates within the top 100 and the REST snapshot takes ``limit=100`` (§2.5).
-#: Binance's ``@depth`` diff stream is not windowed and the REST snapshot has 1000 levels (binance_usdm.md §6), so the
-#: API-wide ``DEPTH_LEVELS_MAX`` applies. Adapters state their window (``max_depth_levels``); tests keep both equal.
-DEPTH_LEVELS_CAP: dict[str, int] = {"bitmart": 50, "binanceusdm": DEPTH_LEVELS_MAX, "gateio": 100}
+#: kept up to date (levels outside an exchange's window never receive updates, so a larger ``levels`` would publish
+#: stale levels). Declared per exchange (``ExchangeDeclaration.depth_levels_cap``); adapters use the same number.
+DEPTH_LEVELS_CAP: dict[str, int] = {d.id: d.depth_levels_cap for d in DECLARATIONS.values()}
 
 
 def depth_levels_max(exchange: str) -> int:

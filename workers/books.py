@@ -33,9 +33,9 @@ import aiohttp
 
 from control.topics import Topic
 from workers.backoff import Backoff
-from workers.exchanges.base import BookUpdate, ExchangeAdapter
+from workers.exchanges.base import BookAdapter, BookUpdate
 from workers.logutil import RateLimitedLog
-from workers.orderbook import APPLIED, BUFFERED, GAP, NEED_SNAPSHOT, STALE, BookSync, Outcome, new_sync
+from workers.orderbook import APPLIED, BUFFERED, GAP, NEED_SNAPSHOT, STALE, BookSync, Outcome
 from workers.publisher import Publisher
 from workers.rest import RestError, fetch
 
@@ -65,7 +65,7 @@ class BookKeeper:
     """Order books of one connection (see the module docstring); one instance per connection.
 
     :param conn_id: connection id, in every log line.
-    :param adapter: exchange adapter (``book_rule``, ``snapshot_request``, ``parse_snapshot``, ``resync_frame``).
+    :param adapter: exchange adapter (``BookAdapter``: ``book_sync``, ``snapshot_request``, ``parse_snapshot``, ``resync_frame``).
     :param publisher: event sink. :param session: aiohttp session for REST snapshots.
     :param rest_base_url: REST base URL (``Settings.exchange_rest_uri``), "" when snapshots come on the socket.
     :param interval_ms: least time between two ``depth`` events of one topic.
@@ -83,7 +83,7 @@ class BookKeeper:
     """
 
     def __init__(
-        self, *, conn_id: str, adapter: ExchangeAdapter, publisher: Publisher, session: aiohttp.ClientSession,
+        self, *, conn_id: str, adapter: BookAdapter, publisher: Publisher, session: aiohttp.ClientSession,
         rest_base_url: str, interval_ms: int, send_frame: Callable[[str], Awaitable[None]],
         levels_for: Callable[[str], int], clock: Callable[[], float] = time.time,
         fetch_timeout_s: float = 10.0, retry_initial_s: float = 0.5, retry_max_s: float = 30.0,
@@ -115,11 +115,7 @@ class BookKeeper:
         """Keep a book for ``topic`` (``{exchange}:depth:{SYMBOL}``); idempotent."""
         if topic in self._books:
             return
-        try:
-            sync = new_sync(getattr(self.adapter, "book_rule", ""))
-        except ValueError as exc:  # the adapter's validate() fails the subscription itself
-            log.error("%s: cannot keep a book for %s: %s", self.conn_id, topic, exc)
-            return
+        sync = self.adapter.book_sync()
         book = _Book(topic, Topic.parse(topic).symbol, sync)
         if not sync.buffers:  # the subscribe brings a snapshot on the socket (BitMart)
             sync.reset(requested=True)

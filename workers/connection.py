@@ -256,7 +256,7 @@ class ExchangeConnection:
             clock=clock, rng=rng,
         )
         # No closed flag on this exchange: bars go out closed by close_time + KLINE_CLOSE_GRACE_MS (workers.kline_close)
-        self._klines = KlineCloser(active=private is None and not getattr(adapter, "kline_closed_flag", True),
+        self._klines = KlineCloser(active=private is None and not adapter.kline_closed_flag,
                                    grace_ms=settings.kline_close_grace_ms, emit=self.output.publish,
                                    wanted=self._desired.__contains__, clock=clock)  # fmt: skip
         if private is not None:
@@ -299,7 +299,7 @@ class ExchangeConnection:
         if type(levels) is int and 1 <= levels <= DEPTH_LEVELS_MAX:
             # an option stored before the exchange's cap (control.topics.DEPTH_LEVELS_CAP) must not publish levels
             # outside the window the book is kept in
-            return min(levels, getattr(self.adapter, "max_depth_levels", DEPTH_LEVELS_MAX))
+            return min(levels, self.adapter.max_depth_levels)
         return DEPTH_LEVELS_DEFAULT
 
     def status(self) -> dict[str, Any]:
@@ -729,7 +729,7 @@ class ExchangeConnection:
             async with asyncio.timeout(s.ping_interval_s + s.pong_timeout_s):
                 ws = await self.session.ws_connect(
                     url, autoping=True, heartbeat=None if self.adapter.app_ping else s.ping_interval_s,
-                    headers=getattr(self.adapter, "ws_headers", None) or None,  # Gate: decimal sizes (§2.4)
+                    headers=self.adapter.ws_headers or None,  # Gate: decimal sizes (§2.4)
                     max_msg_size=MAX_MSG_SIZE, compress=0,
                     decode_text=False,  # orjson parses bytes; saves a UTF-8 decode per frame
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=s.pong_timeout_s),

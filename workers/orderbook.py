@@ -3,16 +3,8 @@
 ``OrderBook`` holds price levels; a ``BookSync`` (one per topic) decides, update by update, whether
 a ``BookUpdate`` from the stream may be applied, must wait for a snapshot, is stale, or reveals a
 gap. The book keeper (``workers.books``) owns the I/O: it fetches snapshots, publishes events and
-starts over after a gap. Rules, by ``adapter.book_rule``:
-
-- ``binance`` (binance_usdm.md §6): buffer the diff stream until the REST snapshot (``lastUpdateId``
-  L) is in; drop ``u < L``; the first applied frame must have ``U <= L <= u``; afterwards every frame
-  must have ``pu == previous u``. ``U == previous u + 1`` is *not* tested: the ids have gaps.
-- ``gate`` (exchanges.md §2.5): buffer until the REST snapshot (``id`` B) is in; drop ``u < B + 1``;
-  the first applied push must have ``U <= B + 1 <= u``; afterwards ``U == previous u + 1``.
-  A ``full:true`` push (``snapshot=True`` from the stream) replaces the book.
-- ``bitmart`` (exchanges.md §1.6): the snapshot arrives on the socket; ``version <= local`` is
-  stale, ``== local + 1`` is applied, ``> local + 1`` is a gap (ask for a new snapshot).
+starts over after a gap. Each exchange declares its rule, a ``BookSync`` subclass in
+``workers/exchanges/<id>/book.py`` (``adapter.book_sync``) that says which id may follow which.
 
 Every rule: a snapshot older than the book's last applied id is stale; updates with no levels
 still advance the ids; an applied update that leaves the book crossed (best bid >= best ask) is a
@@ -26,26 +18,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sortedcontainers import SortedDict
 
-from workers.exchanges.base import BookUpdate
+if TYPE_CHECKING:  # types only: the venues' rules (workers/exchanges/<id>/book.py) import this module
+    from workers.exchanges.base import BookUpdate
 
 __all__ = [
     "APPLIED",
     "BUFFERED",
     "GAP",
     "NEED_SNAPSHOT",
-    "RULES",
     "STALE",
-    "BinanceSync",
-    "BitmartSync",
     "BookSync",
-    "GateSync",
     "OrderBook",
     "Outcome",
-    "new_sync",
 ]
 
 Level = tuple[str, str]
@@ -288,70 +276,3 @@ class BookSync:
         if update is not None and self.buffers:
             self._buffer.append(update)
         return Outcome(GAP, reason=reason)
-
-
-class BinanceSync(BookSync):
-    """Binance USD-M diff depth (binance_usdm.md §6): ``pu`` chain after a bridging frame."""
-
-    rule = "binance"
-
-    def _check(self, update: BookUpdate) -> str:
-        last = self.last_id
-        assert last is not None
-        u = update.last_id
-        if self._bridged:
-            if update.prev_last_id == last:
-                return APPLIED
-            return STALE if u <= last else GAP
-        # Bridging: drop u < L; the first applied frame must satisfy U <= L <= u.
-        if u < last:
-            return STALE
-        first = update.first_id if update.first_id is not None else u
-        return APPLIED if first <= last else GAP
-
-
-class GateSync(BookSync):
-    """Gate futures ``order_book_update`` (exchanges.md §2.5): ``U == previous u + 1`` after a bridging push."""
-
-    rule = "gate"
-
-    def _check(self, update: BookUpdate) -> str:
-        last = self.last_id
-        assert last is not None
-        u = update.last_id
-        first = update.first_id if update.first_id is not None else u
-        if self._bridged:
-            if first == last + 1:
-                return APPLIED
-            return STALE if u <= last else GAP
-        # Bridging: drop u < B + 1; the first applied push must satisfy U <= B + 1 <= u.
-        if u < last + 1:
-            return STALE
-        return APPLIED if first <= last + 1 else GAP
-
-
-class BitmartSync(BookSync):
-    """BitMart ``depthIncrease`` (exchanges.md §1.6): snapshot on the socket, then ``version + 1``."""
-
-    rule = "bitmart"
-    buffers = False
-
-    def _check(self, update: BookUpdate) -> str:
-        last = self.last_id
-        assert last is not None
-        version = update.last_id
-        if version <= last:
-            return STALE
-        return APPLIED if version == last + 1 else GAP
-
-
-RULES: dict[str, type[BookSync]] = {cls.rule: cls for cls in (BinanceSync, GateSync, BitmartSync)}
-
-
-def new_sync(rule: str, **kwargs: int | bool) -> BookSync:
-    """A fresh sync for ``adapter.book_rule``; raises ValueError for an unknown rule."""
-    try:
-        cls = RULES[rule]
-    except KeyError:
-        raise ValueError(f"unknown book rule {rule!r}; known: {', '.join(sorted(RULES))}") from None
-    return cls(**kwargs)  # type: ignore[arg-type]

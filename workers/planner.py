@@ -199,8 +199,8 @@ def connection_url(adapter: ExchangeAdapter, base_urls: Mapping[str, str], excha
     if not route.startswith(PRIVATE_ROUTE_PREFIX):
         return adapter.ws_url(base_urls[exchange], route)
     base = base_urls.get(private_url_key(exchange)) or base_urls[exchange]
-    if callable(getattr(adapter, "listen_key_request", None)):  # Binance: <base>/private/ws?listenKey=<key> later
-        return f"{base.rstrip('/')}/private/ws"
+    if adapter.listen_key is not None:  # Binance: <base>/private/ws, the key is added when connecting
+        return adapter.listen_key.planned_url(base)
     return adapter.ws_url(base, route)
 
 

@@ -39,7 +39,6 @@ listenKey in any text the exchange sends back (errors end up in ``fp:subs``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -47,7 +46,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
-import orjson
 
 from control.accounts import fingerprint
 from control.errors import FeedplaneError
@@ -55,18 +53,18 @@ from control.redact import RedactingFilter
 from control.store import FAILED
 from control.topics import Topic
 from workers.backoff import Backoff
-from workers.exchanges.base import Credentials, ExchangeAdapter, RestRequest
+from workers.exchanges.base import Credentials, FrameParser, PrivateAdapter, RestRequest
 from workers.logutil import RateLimitedLog
 from workers.publisher import Publisher
 from workers.rest import RestError, fetch, request_url
 
 log = logging.getLogger(__name__)
+#: ``PrivateAdapter.parse_open_orders`` / ``parse_positions``: ``(body, account, ts_received_ms) -> (topic, event)s``.
+_SnapshotParser = Callable[[bytes, str, int], list[tuple[str, dict[str, Any]]]]
 
 PRIVATE_ROUTE_PREFIX = "private:"
 #: Gap reasons (``control.events.GapEvent``) a private topic can get.
 SUBSCRIBE, RECONNECT, LISTEN_KEY_EXPIRED, LOGIN = "subscribe", "reconnect", "listen_key_expired", "login"
-#: Binance REST error code of a listenKey that no longer exists (binance_usdm.md §7).
-LISTEN_KEY_GONE = -1125
 
 
 def account_of_route(route: str) -> str | None:
@@ -83,7 +81,7 @@ class PrivateSession:
     """See the module docstring.
 
     :param account: the account's credentials (``control.accounts.Account``; ``uid`` is read when present).
-    :param adapter: the exchange adapter (with its private functions: ``login_frame``, ``open_orders_request`` ...).
+    :param adapter: the exchange adapter (``PrivateAdapter``: ``login_frame``, ``listen_key``, ``open_orders_request`` ...).
     :param ws_base_url: the exchange's WebSocket base for private sockets (``Settings.exchange_ws_uri(.., True)``);
         Binance builds ``/private/ws?listenKey=`` on it.
     :param rest_base_url: the exchange's REST base (``Settings.exchange_rest_uri``).
@@ -93,7 +91,7 @@ class PrivateSession:
     """
 
     def __init__(
-        self, *, account: Credentials, adapter: ExchangeAdapter, session: aiohttp.ClientSession,
+        self, *, account: Credentials, adapter: PrivateAdapter, session: aiohttp.ClientSession,
         publisher: Publisher, ws_base_url: str, rest_base_url: str, keepalive_s: float = 1800.0,
         retry_initial_s: float = 0.5, retry_max_s: float = 30.0, fetch_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time, rng: random.Random | None = None,
@@ -105,7 +103,7 @@ class PrivateSession:
         self._rng = rng or random.Random()
         self.conn_id = f"{account.exchange}.private:{account.account}"
         self._is_desired: Callable[[str], bool] = lambda topic: True
-        self.uses_listen_key = callable(getattr(adapter, "listen_key_request", None))
+        self.uses_listen_key = adapter.listen_key is not None
         self._redactor = RedactingFilter([account.api_key, account.api_secret, account.memo])
         self._listen_key: str | None = None
         self._next_reason = RECONNECT  # why the next socket's topics may have missed events
@@ -133,9 +131,9 @@ class PrivateSession:
         """The account's credentials (for Gate's signed subscribe frames). Never log them."""
         return self.account
 
-    def new_parser(self) -> Any:
+    def new_parser(self) -> FrameParser:
         """A parser that emits this account's private topics."""
-        return self.adapter.new_parser(account=self.account.account)  # type: ignore[call-arg]
+        return self.adapter.new_parser(account=self.account.account)
 
     def scrub(self, text: str | None) -> str | None:
         """``text`` with the account's key, secret, memo and listenKey masked (exchange error texts may echo them)."""
@@ -161,14 +159,15 @@ class PrivateSession:
 
         Raises PrivateAuthError when the exchange refuses the credentials, RestError on other REST failures.
         """
-        if not self.uses_listen_key:
+        duty = self.adapter.listen_key
+        if duty is None:
             return planned_url
-        request = self.adapter.listen_key_request(self.account, "POST")  # type: ignore[attr-defined]
+        request = duty.request(self.account, "POST")
         status, body = await self._call(request)
         if status != 200:
             raise self._refusal("listenKey creation", status, body)
         try:
-            key = self.adapter.parse_listen_key(body)  # type: ignore[attr-defined]
+            key = duty.parse(body)
         except ValueError as exc:
             raise RestError(self.scrub(str(exc)) or "") from None
         if key != self._listen_key:
@@ -178,14 +177,11 @@ class PrivateSession:
         self._listen_key = key
         self._redactor.add([key])
         self.listen_key_renewed_at = self._now_ms()
-        return str(self.adapter.private_ws_url(self.ws_base_url, key))  # type: ignore[attr-defined]
+        return duty.ws_url(self.ws_base_url, key)
 
     def login_frame(self, now_ms: int) -> str | None:
         """The login frame to send before subscribing (BitMart), or None. It carries the key: never log it."""
-        build = getattr(self.adapter, "login_frame", None)
-        if build is None:
-            return None
-        frame: str | None = build(self.account, now_ms)
+        frame = self.adapter.login_frame(self.account, now_ms)
         if frame is not None:
             self.stats["logins"] += 1
         return frame
@@ -229,9 +225,10 @@ class PrivateSession:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._snapshot_task = None
-        if forget and self.uses_listen_key and self._listen_key is not None:
+        duty = self.adapter.listen_key
+        if forget and duty is not None and self._listen_key is not None:
             try:
-                request = self.adapter.listen_key_request(self.account, "DELETE")  # type: ignore[attr-defined]
+                request = duty.request(self.account, "DELETE")
                 status, _ = await self._call(request)
                 log.info("%s: %s: listenKey closed (HTTP %d): no private topic left", self.conn_id,
                          _ref(self.account), status)  # fmt: skip
@@ -258,10 +255,10 @@ class PrivateSession:
             self._due.clear()
             channels = {Topic.parse(t).channel for t in topics}
             for channel, build, parse in (
-                ("order", "open_orders_request", "parse_open_orders"),
-                ("position", "positions_request", "parse_positions"),
+                ("order", self.adapter.open_orders_request, self.adapter.parse_open_orders),
+                ("position", self.adapter.positions_request, self.adapter.parse_positions),
             ):
-                if channel not in channels or not callable(getattr(self.adapter, build, None)):
+                if channel not in channels:
                     continue
                 events = await self._fetch_snapshot(channel, build, parse)
                 wanted = {t for t in topics if Topic.parse(t).channel == channel}
@@ -271,21 +268,20 @@ class PrivateSession:
                         self.stats["snapshot_events"] += 1
             self.stats["snapshots"] += 1
 
-    async def _fetch_snapshot(self, channel: str, build: str, parse: str) -> list[tuple[str, dict[str, Any]]]:
+    async def _fetch_snapshot(
+        self, channel: str, build: Callable[[Credentials, int], RestRequest], parse: _SnapshotParser
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Call and parse one snapshot endpoint until it works (cancelled when the socket ends)."""
         backoff = Backoff(self.retry_initial_s, self.retry_max_s, rng=self._rng)
         while True:
             retry_after: float | None = None
             try:
-                request: RestRequest = getattr(self.adapter, build)(self.account, self._now_ms())
+                request = build(self.account, self._now_ms())
                 status, body = await self._call(request)
                 if status != 200:
                     raise RestError(f"HTTP {status}: {self.scrub(body[:200].decode(errors='replace'))}",
                                     status=status)  # fmt: skip
-                events: list[tuple[str, dict[str, Any]]] = getattr(self.adapter, parse)(
-                    body, self.account.account, self._now_ms()
-                )
-                return events
+                return parse(body, self.account.account, self._now_ms())
             except (RestError, ValueError) as exc:  # ValueError: an error reply or a malformed one
                 retry_after = exc.retry_after_s if isinstance(exc, RestError) else None
                 self.stats["rest_failures"] += 1
@@ -307,12 +303,14 @@ class PrivateSession:
 
     async def _keepalive(self, cut: Callable[[str], None]) -> None:
         """PUT the listenKey every ``keepalive_s``; failures retry sooner (the key lives 60 minutes)."""
+        duty = self.adapter.listen_key
+        assert duty is not None  # started() runs this for listen-key sessions only
         backoff = Backoff(min(1.0, self.keepalive_s), self.keepalive_s, rng=self._rng)
         delay = self.keepalive_s
         while True:
             await asyncio.sleep(delay)
             try:
-                request = self.adapter.listen_key_request(self.account, "PUT")  # type: ignore[attr-defined]
+                request = duty.request(self.account, "PUT")
                 status, body = await self._call(request)
             except RestError as exc:
                 self.last_error = f"listenKey keepalive: {self.scrub(str(exc))}"
@@ -325,9 +323,9 @@ class PrivateSession:
                 backoff.reset()
                 delay = self.keepalive_s
                 continue
-            code, text = _binance_error(body)
+            code, text = self.adapter.rest_error(body)
             self.last_error = f"listenKey keepalive: HTTP {status}: {self.scrub(text)}"
-            if code == LISTEN_KEY_GONE or 400 <= status < 500:
+            if code == duty.gone_code or 400 <= status < 500:
                 self._listen_key = None
                 self._next_reason = LISTEN_KEY_EXPIRED
                 log.warning("%s: %s: %s; reconnecting with a new key", self.conn_id, _ref(self.account),
@@ -355,7 +353,7 @@ class PrivateSession:
             raise
 
     def _refusal(self, what: str, status: int, body: bytes) -> Exception:
-        _, text = _binance_error(body)
+        _, text = self.adapter.rest_error(body)
         message = f"{what} refused: HTTP {status}: {self.scrub(text)}"
         self.last_error = message
         if 400 <= status < 500:
@@ -417,15 +415,3 @@ class UnservedConnection:
 
 def _ref(account: Credentials) -> str:
     return f"{account.exchange}:{account.account}"
-
-
-def _binance_error(body: bytes) -> tuple[int | None, str]:
-    """``(code, text)`` of an error body ``{"code":-1125,"msg":"…"}`` (Binance, §9); other bodies: (None, text)."""
-    with contextlib.suppress(ValueError):
-        msg = orjson.loads(body)
-        if isinstance(msg, dict) and "code" in msg:
-            code = msg.get("code")
-            return (code if isinstance(code, int) else None), f"{code}: {msg.get('msg') or msg.get('message')}"
-        if isinstance(msg, dict) and ("label" in msg or "message" in msg):  # Gate: {"label","message"}
-            return None, f"{msg.get('label')}: {msg.get('message')}"
-    return None, body[:200].decode(errors="replace")

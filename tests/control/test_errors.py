@@ -12,13 +12,17 @@ from control.credentials import AccountError
 from control.errors import FeedplaneError, SettingsError
 from control.topics import TopicError
 from workers.books import SnapshotError
+from workers.exchanges import UnknownExchangeError
+from workers.exchanges.base import AdapterError
 from workers.private import PrivateAuthError
 from workers.rest import RestError
 
 VALUE_ERRORS = (SettingsError, TopicError, AccountError, DecryptError, CursorError)
 
 
-@pytest.mark.parametrize("cls", [*VALUE_ERRORS, ApiError, RestError, SnapshotError, PrivateAuthError])
+@pytest.mark.parametrize(
+    "cls", [*VALUE_ERRORS, ApiError, RestError, SnapshotError, PrivateAuthError, AdapterError, UnknownExchangeError]
+)
 def test_every_error_derives_from_the_root(cls: type[Exception]) -> None:
     assert issubclass(cls, FeedplaneError)
     assert cls.__name__ in (errors_module.__doc__ or "")  # drawn in the tree

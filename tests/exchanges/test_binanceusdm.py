@@ -26,7 +26,8 @@ from scripts.tapes import (
 )
 from workers.exchanges import REGISTRY, configured_adapters
 from workers.exchanges.base import Ack, AdapterError, BookUpdate, Parsed, RestRequest, SnapshotRequest
-from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser, order_status
+from workers.exchanges.binanceusdm import BinanceUsdmAdapter, BinanceUsdmParser
+from workers.exchanges.binanceusdm.private import listen_key_request, order_status, parse_listen_key, private_ws_url
 
 ADAPTER = BinanceUsdmAdapter()
 NAUTILUS = "nautilus/binance-futures"
@@ -565,7 +566,7 @@ def test_snapshot_request_uses_the_documented_1000_levels() -> None:
     assert ADAPTER.snapshot_request("ETHUSDT", 100) == SnapshotRequest(
         "/fapi/v1/depth", {"symbol": "ETHUSDT", "limit": "1000"}
     )
-    assert ADAPTER.book_rule == "binance"
+    assert ADAPTER.book_sync.rule == "binance"
     assert ADAPTER.resync_frame(topic("depth")) is None
 
 
@@ -742,29 +743,29 @@ def position(symbol: str, side: str, mode: str, size: str, entry: str, margin: s
 
 def test_listen_key_requests() -> None:
     for method in ("POST", "PUT", "DELETE", "put"):
-        assert ADAPTER.listen_key_request(CREDS, method) == RestRequest(
+        assert listen_key_request(CREDS, method) == RestRequest(
             method.upper(), "/fapi/v1/listenKey", {}, {"X-MBX-APIKEY": "feedplane-test-apikey-0001"}
         )
     with pytest.raises(ValueError, match="POST, PUT or DELETE"):
-        ADAPTER.listen_key_request(CREDS, "GET")
+        listen_key_request(CREDS, "GET")
     with pytest.raises(AdapterError, match="cannot sign binanceusdm"):
-        ADAPTER.listen_key_request(Account("bitmart", "main", "k", "s"), "POST")
+        listen_key_request(Account("bitmart", "main", "k", "s"), "POST")
 
 
 def test_parse_listen_key() -> None:
     key = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
 
-    assert ADAPTER.parse_listen_key(json.dumps({"listenKey": key}).encode()) == key
+    assert parse_listen_key(json.dumps({"listenKey": key}).encode()) == key
     with pytest.raises(ValueError, match="-1125: This listenKey does not exist."):
-        ADAPTER.parse_listen_key(b'{"code":-1125,"msg":"This listenKey does not exist."}')
+        parse_listen_key(b'{"code":-1125,"msg":"This listenKey does not exist."}')
     with pytest.raises(ValueError, match="no listenKey"):
-        ADAPTER.parse_listen_key(b"{}")  # a DELETE reply
+        parse_listen_key(b"{}")  # a DELETE reply
     with pytest.raises(ValueError):
-        ADAPTER.parse_listen_key(b"[]")
+        parse_listen_key(b"[]")
 
 
 def test_private_ws_url_and_routes() -> None:
-    assert ADAPTER.private_ws_url("wss://fstream.binance.com/", "abc123") == (
+    assert private_ws_url("wss://fstream.binance.com/", "abc123") == (
         "wss://fstream.binance.com/private/ws?listenKey=abc123"
     )
     assert ADAPTER.private_channels == {"order", "position", "balance"}

@@ -13,17 +13,9 @@ from control.accounts import Account
 from control.topics import Topic
 from scripts.tapes import BITMART_FIXTURES, read_jkorf
 from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, RestRequest
-from workers.exchanges.bitmart import (
-    BitmartAdapter,
-    BitmartParser,
-    group_to_topic,
-    login_frame,
-    native_topic,
-    order_status,
-    ratio_to_percent,
-    rfc3339_to_ms,
-    sign,
-)
+from workers.exchanges.bitmart import BitmartAdapter, BitmartParser
+from workers.exchanges.bitmart.private import login_frame, order_status, rest_headers, sign
+from workers.exchanges.bitmart.wire import group_to_topic, native_topic, ratio_to_percent, rfc3339_to_ms
 
 ADAPTER = BitmartAdapter()
 KLINE_KEYS = [
@@ -488,7 +480,7 @@ def test_other_depth_families_are_not_ours() -> None:
 def test_book_hooks() -> None:
     depth = Topic("bitmart", "depth", "BTCUSDT")
 
-    assert ADAPTER.book_rule == "bitmart"
+    assert ADAPTER.book_sync.rule == "bitmart"
     assert ADAPTER.snapshot_request("BTCUSDT", 20) is None
     assert ADAPTER.resync_frame(depth) == '{"action":"request","args":["futures/depthIncrease50:BTCUSDT@100ms"]}'
     with pytest.raises(AdapterError):
@@ -920,7 +912,7 @@ def test_rest_signing_doc_vector_and_headers() -> None:
     assert sign(DOC.api_secret, 1589793796145, "test001", body) == (
         "c31dc326bf87f38bfb49a3f8494961abfa291bd549d0d98d9578e87516cee46d"
     )
-    assert ADAPTER.rest_headers(DOC, 1589793796145, body) == {
+    assert rest_headers(DOC, 1589793796145, body) == {
         "X-BM-KEY": "80618e45710812162b04892c7ee5ead4a3cc3e56",
         "X-BM-TIMESTAMP": "1589793796145",
         "X-BM-SIGN": "c31dc326bf87f38bfb49a3f8494961abfa291bd549d0d98d9578e87516cee46d",

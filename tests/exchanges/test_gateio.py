@@ -14,17 +14,16 @@ from control.accounts import Account
 from control.topics import TIMEFRAME_MS, Topic
 from scripts.tapes import GATE_2023, GATE_2023_HTTP, read_cryptofeed_http, read_cryptofeed_ws, read_jkorf, sample_path
 from workers.exchanges.base import Ack, AdapterError, BookUpdate, OutFrame, Parsed, SnapshotRequest, match_request
-from workers.exchanges.gateio import (
-    GateioAdapter,
-    GateioParser,
+from workers.exchanges.gateio import GateioAdapter, GateioParser
+from workers.exchanges.gateio.private import (
     account_uid,
-    native_payload,
     order_event,
     position_event,
     rest_signature,
     ws_auth,
     ws_signature,
 )
+from workers.exchanges.gateio.wire import native_payload
 
 ADAPTER = GateioAdapter()
 JKORF = "jkorf-gateio-net"
@@ -501,7 +500,7 @@ def test_adapter_data() -> None:
     assert ADAPTER.route(Topic("gateio", "depth", "BTC_USDT")) == "usdt"
     assert ADAPTER.ws_url("wss://fx-ws.gateio.ws/v4/ws/usdt", "usdt") == "wss://fx-ws.gateio.ws/v4/ws/usdt"
     assert ADAPTER.ws_headers == {"X-Gate-Size-Decimal": "1"}
-    assert ADAPTER.book_rule == "gate"
+    assert ADAPTER.book_sync.rule == "gate"
     assert ADAPTER.resync_frame(Topic("gateio", "depth", "BTC_USDT")) is None
     assert ADAPTER.snapshot_request("BTC_USDT", 20) == SnapshotRequest(
         "/api/v4/futures/usdt/order_book", {"contract": "BTC_USDT", "limit": "100", "with_id": "true"}

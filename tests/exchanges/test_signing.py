@@ -10,8 +10,13 @@ import pytest
 
 from control.accounts import Account
 from control.topics import Topic
-from workers.exchanges import binanceusdm, bitmart, gateio
 from workers.exchanges.base import AdapterError
+from workers.exchanges.binanceusdm import BinanceUsdmAdapter
+from workers.exchanges.binanceusdm import private as binanceusdm
+from workers.exchanges.bitmart import BitmartAdapter
+from workers.exchanges.bitmart import private as bitmart
+from workers.exchanges.gateio import GateioAdapter
+from workers.exchanges.gateio import private as gateio
 from workers.exchanges.signing import check_credentials, hmac_sha256_hex, hmac_sha512_hex, sha512_hex
 
 EMPTY_SHA512 = (
@@ -272,16 +277,16 @@ def every_signed_output() -> list[object]:
     bn = Account("binanceusdm", "main", "bn-key", SECRET)
     gt = Account("gateio", "main", "gt-key", SECRET, uid="123456")
     gate_private = [Topic.parse(f"gateio:{c}:main") for c in ("order", "position", "balance")]
-    bitmart_adapter = bitmart.BitmartAdapter()
-    binance_adapter = binanceusdm.BinanceUsdmAdapter()
-    gate_adapter = gateio.GateioAdapter()
+    bitmart_adapter = BitmartAdapter()
+    binance_adapter = BinanceUsdmAdapter()
+    gate_adapter = GateioAdapter()
     return [
         bitmart_adapter.login_frame(bm, 1_700_000_000_000),
-        bitmart_adapter.rest_headers(bm, 1, '{"a":1}'),
+        bitmart.rest_headers(bm, 1, '{"a":1}'),
         bitmart_adapter.open_orders_request(bm, 1),
         bitmart_adapter.positions_request(bm, 1),
         bitmart_adapter.new_parser("main"),
-        binance_adapter.listen_key_request(bn, "POST"),
+        binance_adapter.listen_key.request(bn, "POST"),
         binance_adapter.open_orders_request(bn, 1),
         binance_adapter.positions_request(bn, 1),
         binance_adapter.new_parser("main"),
@@ -289,7 +294,7 @@ def every_signed_output() -> list[object]:
         *gate_adapter.unsubscribe_frames(gate_private, 20, 1, now_ms=1, creds=gt),
         gate_adapter.open_orders_request(gt, 1),
         gate_adapter.positions_request(gt, 1),
-        gate_adapter.rest_headers(gt, "POST", "/api/v4/futures/usdt/orders", "", "{}", 1),
+        gateio.rest_headers(gt, "POST", "/api/v4/futures/usdt/orders", "", "{}", 1),
         gate_adapter.new_parser("main"),
         bm,
         bn,

@@ -31,7 +31,7 @@ from workers.books import BookKeeper
 from workers.connection import ExchangeConnection
 from workers.exchanges import get_adapter
 from workers.exchanges.base import BookUpdate, ExchangeAdapter, FrameParser, Parsed
-from workers.orderbook import new_sync
+from workers.exchanges.binanceusdm import BinanceSync
 from workers.publisher import Publisher
 from workers.runtime import WorkerRuntime
 
@@ -165,7 +165,7 @@ def binance_url(sim: ExchangeSimulator) -> str:
 def offline_binance_top(levels: int) -> tuple[list[list[str]], list[list[str]], int]:
     """Top levels and last id after the whole 2024 tape, rebuilt offline from the recording."""
     adapter = get_adapter("binanceusdm")
-    parser, sync = adapter.new_parser(), new_sync("binance")
+    parser, sync = adapter.new_parser(), BinanceSync()
     for ts_ns, raw in tapes.read_hftbacktest():
         if not raw.startswith('{"stream"'):
             sync.feed(adapter.parse_snapshot("BTCUSDT", raw.encode(), ts_ns // 1_000_000))

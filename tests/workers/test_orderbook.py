@@ -18,22 +18,12 @@ import pytest
 
 from scripts import tapes
 from scripts.sim import tapes as sim_tapes
-from workers.exchanges import get_adapter
+from workers.exchanges import REGISTRY, get_adapter
 from workers.exchanges.base import BookUpdate
-from workers.orderbook import (
-    APPLIED,
-    BUFFERED,
-    GAP,
-    NEED_SNAPSHOT,
-    RULES,
-    STALE,
-    BinanceSync,
-    BitmartSync,
-    BookSync,
-    GateSync,
-    OrderBook,
-    new_sync,
-)
+from workers.exchanges.binanceusdm import BinanceSync
+from workers.exchanges.bitmart import BitmartSync
+from workers.exchanges.gateio import GateSync
+from workers.orderbook import APPLIED, BUFFERED, GAP, NEED_SNAPSHOT, STALE, BookSync, OrderBook
 
 TOPIC = "binanceusdm:depth:BTCUSDT"
 
@@ -96,10 +86,12 @@ def test_bad_levels_raise_value_error(level: tuple[str, str]) -> None:
         OrderBook().apply([level], [])
 
 
-def test_new_sync_picks_the_rule() -> None:
-    assert {r: type(new_sync(r)) for r in RULES} == {"binance": BinanceSync, "gate": GateSync, "bitmart": BitmartSync}
-    with pytest.raises(ValueError, match="unknown book rule"):
-        new_sync("okx")
+def test_each_adapter_declares_its_rule() -> None:
+    assert {a.book_sync.rule: a.book_sync for a in REGISTRY.values()} == {
+        "binance": BinanceSync,
+        "gate": GateSync,
+        "bitmart": BitmartSync,
+    }
 
 
 # -- Binance: pu chain after a bridging frame ---------------------------------------------------------
@@ -281,14 +273,14 @@ def test_bitmart_update_without_a_pending_snapshot_asks_for_one_once() -> None:
 class Replay:
     """Feeds updates to one sync per topic and counts what happened."""
 
-    rule: str
+    rule: type[BookSync]
     syncs: dict[str, BookSync] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     bridged: set[str] = field(default_factory=set)
     gaps: list[tuple[str, str | None]] = field(default_factory=list)
 
     def feed(self, update: BookUpdate) -> list[BookUpdate]:
-        sync = self.syncs.setdefault(update.topic, new_sync(self.rule))
+        sync = self.syncs.setdefault(update.topic, self.rule())
         outcome = sync.feed(update)
         key = "snapshot" if update.snapshot else "update"
         self.counts[f"{key}:{outcome.kind}"] += 1
@@ -318,7 +310,7 @@ def test_binance_2024_tape_zero_gaps_and_best_levels_equal_book_ticker() -> None
     """
     adapter = get_adapter("binanceusdm")
     parser = adapter.new_parser()
-    replay = Replay(adapter.book_rule)
+    replay = Replay(adapter.book_sync)
     best_at: dict[int, tuple[object, object]] = {}
     tickers: list[dict[str, str]] = []
     depth_frames = 0
@@ -355,7 +347,7 @@ def test_binance_2024_tape_zero_gaps_and_best_levels_equal_book_ticker() -> None
 def test_binance_2024_tape_dropped_update_is_a_gap() -> None:
     adapter = get_adapter("binanceusdm")
     parser = adapter.new_parser()
-    replay = Replay(adapter.book_rule)
+    replay = Replay(adapter.book_sync)
     seen = 0
     for ts_ns, raw in _binance_2024():
         if not raw.startswith('{"stream"'):
@@ -383,7 +375,7 @@ def _cryptofeed_replay(exchange: str, ws: str, http: str, param: str) -> tuple[R
     """Replay a cryptofeed session in receive order, REST snapshots included; returns (replay, book updates, topics)."""
     adapter = get_adapter(exchange)
     parser = adapter.new_parser()
-    replay = Replay(adapter.book_rule)
+    replay = Replay(adapter.book_sync)
     try:
         timeline: list[tuple[float, int, str, str]] = [(ts, 0, "", raw) for ts, raw in tapes.read_cryptofeed_ws(ws)]
         timeline += [(ts, 1, symbol, raw) for ts, symbol, raw in _http_snapshots(http, param)]
@@ -437,12 +429,12 @@ def test_gate_2023_tape_dropped_push_is_a_gap() -> None:
         pytest.skip(str(exc))
     topic = "gateio:depth:RDNT_USDT"
     pushes = [u for ts, raw in frames for u in parser.parse(raw, int(ts * 1000)).book if u.topic == topic]
-    sync = new_sync("gate")
+    sync = GateSync()
     assert sync.feed(adapter.parse_snapshot("RDNT_USDT", snapshots[topic].encode(), 0)).kind == APPLIED
     kinds_seen = [sync.feed(p).kind for p in pushes]  # the whole contract: stale, then one chain
     assert GAP not in kinds_seen and kinds_seen.count(APPLIED) >= 10
     first = kinds_seen.index(APPLIED)
-    sync = new_sync("gate")
+    sync = GateSync()
     sync.feed(adapter.parse_snapshot("RDNT_USDT", snapshots[topic].encode(), 0))
     for push in pushes[: first + 5]:
         sync.feed(push)
@@ -459,7 +451,7 @@ def test_bitmart_derived_depth_tape_zero_gaps() -> None:
         pytest.skip(str(exc))
     assert tape is not None
     parser = adapter.new_parser()
-    replay = Replay(adapter.book_rule)
+    replay = Replay(adapter.book_sync)
     updates = 0
     for i, frame in enumerate(tape.frames):
         for update in parser.parse(frame, i).book:

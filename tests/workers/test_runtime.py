@@ -32,8 +32,8 @@ from control.store import ControlStore
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
 from workers.connection import ExchangeConnection
-from workers.exchanges.binanceusdm import stream_name
-from workers.exchanges.bitmart import native_topic
+from workers.exchanges.binanceusdm.wire import stream_name
+from workers.exchanges.bitmart.wire import native_topic
 from workers.jobs import reconcile
 from workers.leases import Leases
 from workers.planner import read_plan

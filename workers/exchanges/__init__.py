@@ -1,14 +1,16 @@
 """Exchange adapters, keyed by ccxt exchange id (``control.topics.EXCHANGES``).
 
-Adapters are pure (see ``base``); one instance per exchange is shared, and each connection asks
-its adapter for a fresh ``new_parser()``.
+Adapters are pure (see ``base``: one typed contract per role); one instance per exchange is shared, and each
+connection asks its adapter for a fresh ``new_parser()``. Each venue is a package ``workers/exchanges/<id>/`` whose
+adapter points at its declaration in ``control/exchanges/<id>.py``; adding one is a package, a declaration and one
+line here (``_template.py`` is the skeleton).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.exchanges.base import AdapterError, ExchangeAdapter
+from workers.exchanges.base import AdapterError, BookAdapter, ExchangeAdapter, PrivateAdapter, PublicAdapter
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
 from workers.exchanges.bitmart import BitmartAdapter
 from workers.exchanges.gateio import GateioAdapter
@@ -16,7 +18,16 @@ from workers.exchanges.gateio import GateioAdapter
 if TYPE_CHECKING:
     from control.settings import Settings
 
-__all__ = ["REGISTRY", "UnknownExchangeError", "configured_adapters", "get_adapter"]
+__all__ = [
+    "REGISTRY",
+    "BookAdapter",
+    "ExchangeAdapter",
+    "PrivateAdapter",
+    "PublicAdapter",
+    "UnknownExchangeError",
+    "configured_adapters",
+    "get_adapter",
+]
 
 REGISTRY: dict[str, ExchangeAdapter] = {
     "bitmart": BitmartAdapter(),
@@ -41,10 +52,7 @@ def get_adapter(exchange_id: str) -> ExchangeAdapter:
 
 
 def configured_adapters(settings: Settings) -> dict[str, ExchangeAdapter]:
-    """The adapters as ``settings`` configure them (what a worker runs with): ``REGISTRY``, with Binance USD-M's
-    ``trade`` channel on ``settings.binance_usdm_trade_stream`` (the shared instance when that is the default)."""
-    adapters = dict(REGISTRY)
-    binance = adapters["binanceusdm"]
-    if getattr(binance, "trade_stream", None) != settings.binance_usdm_trade_stream:
-        adapters["binanceusdm"] = BinanceUsdmAdapter(trade_stream=settings.binance_usdm_trade_stream)
-    return adapters
+    """The adapters as ``settings`` configure them (what a worker runs with): each ``REGISTRY`` adapter's
+    ``configured(settings)`` (the shared instance when the settings change nothing, e.g. Binance USD-M's ``trade``
+    channel on the default ``BINANCE_USDM_TRADE_STREAM``)."""
+    return {exchange_id: adapter.configured(settings) for exchange_id, adapter in REGISTRY.items()}

@@ -1,20 +1,36 @@
-"""The adapter seam: what a connection needs from an exchange, as pure code (no I/O, no clock).
+"""The adapter seam: what the workers need from an exchange, as pure code (no I/O, no clock).
 
-A connection (``workers.connection``) asks its adapter for URLs, subscribe/unsubscribe/ping
-frames and a per-connection ``FrameParser``; it feeds every received text frame to
-``FrameParser.parse`` together with the receive time, and acts on the ``Parsed`` result.
+One typed contract per role, so no caller looks a method up by name:
+
+- ``PublicAdapter``: URLs, routes, limits, subscribe/unsubscribe/ping frames and a per-connection ``FrameParser``.
+  A connection (``workers.connection``) feeds every received text frame to ``FrameParser.parse`` together with
+  the receive time, and acts on the ``Parsed`` result.
+- ``PrivateAdapter``: one account's socket (login frame, or a ``ListenKeySession`` that keeps a REST key alive), its
+  REST snapshots and the exchange's REST error shape (``workers.private.PrivateSession``).
+- ``BookAdapter``: the order-book sequencing rule (a ``workers.orderbook.BookSync`` subclass), REST or on-socket
+  snapshots (``workers.books.BookKeeper``).
+- ``ExchangeAdapter``: all three, what every registered venue is (``workers.exchanges.REGISTRY``).
+
+Each venue is a package ``workers/exchanges/<id>/`` (``wire.py`` data, ``public.py``, ``private.py``, ``book.py``,
+``rest.py``); ``workers/exchanges/_template.py`` is the skeleton to copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from control.exchanges import ExchangeDeclaration
+from control.errors import FeedplaneError
 from control.topics import Topic
 
+if TYPE_CHECKING:
+    from control.settings import Settings
+    from workers.orderbook import BookSync
 
-class AdapterError(Exception):
+
+class AdapterError(FeedplaneError):
     """Raised by an adapter for a request it cannot express (e.g. a timeframe the exchange lacks)."""
 
 
@@ -103,13 +119,19 @@ class RestRequest:
 
 
 class Credentials(Protocol):
-    """What adapters need of an account (``control.accounts.Account`` satisfies it). Never log these."""
+    """What adapters need of an account (``control.accounts.Account`` satisfies it: the members are read-only, so a
+    frozen dataclass does). Never log these."""
 
-    exchange: str
-    account: str
-    api_key: str
-    api_secret: str
-    memo: str
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def api_secret(self) -> str: ...
+    @property
+    def memo(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,27 +195,28 @@ def parser_counters(parser: object) -> dict[str, int]:
     return dict(counters()) if callable(counters) else {}
 
 
-class ExchangeAdapter(Protocol):
-    """Everything exchange-specific, as data and pure functions.
+class PublicAdapter(Protocol):
+    """Public market data of one exchange, as data and pure functions.
 
     Attributes:
-        id: ccxt exchange id (``bitmart``, ``binanceusdm``).
-        channels: Feedplane channels supported (``kline``, ``trade``).
-        timeframes: canonical timeframe -> native spelling.
+        id: ccxt exchange id (``bitmart``, ``binanceusdm``); ``declaration.id``.
+        declaration: the exchange's capability declaration (``control/exchanges/<id>.py``): the single source of
+            the channels, timeframes, depth cap, credential fields and setting names the control server validates.
+        channels: Feedplane channels supported (``kline``, ``trade``), ``declaration.channels``.
+        timeframes: canonical timeframe -> native spelling (keys: ``declaration.timeframes``).
         max_topics_per_connection: planner cap per socket.
         max_subscribe_frame_bytes: cap on one subscribe frame on the wire.
         min_send_interval_ms: least gap between two frames we send (exchange message-rate limit).
-        app_ping: True when the client must send an application ping (BitMart);
+        app_ping: True when the client must send an application ping (BitMart, Gate);
             False when the server pings and aiohttp's autoping answers (Binance).
-        max_depth_levels: (optional) levels per side the exchange keeps the subscribed order book in (BitMart 50,
-            Gate 100); levels outside never get updates. ``control.topics.DEPTH_LEVELS_CAP`` restates it for the
-            control server. Absent: the book is not windowed (Binance's diff stream), ``DEPTH_LEVELS_MAX`` applies.
         kline_closed_flag: True when kline pushes say themselves that a bar is final (Binance ``k.x``); False when
             they never do (BitMart, Gate: exchanges.md §1.6, §2.5), so the connection closes bars on time
             (``workers.kline_close``).
+        ws_headers: extra HTTP headers for the WebSocket handshake (Gate: ``X-Gate-Size-Decimal: 1``).
     """
 
     id: str
+    declaration: ExchangeDeclaration
     channels: frozenset[str]
     timeframes: dict[str, str]
     max_topics_per_connection: int
@@ -201,23 +224,25 @@ class ExchangeAdapter(Protocol):
     min_send_interval_ms: int
     app_ping: bool
     kline_closed_flag: bool
-    #: Extra HTTP headers for the WebSocket handshake (Gate: ``X-Gate-Size-Decimal: 1``).
     ws_headers: dict[str, str]
 
+    def configured(self, settings: Settings) -> Self:
+        """This adapter as ``settings`` configure it (Binance: ``BINANCE_USDM_TRADE_STREAM``); ``self`` when the
+        settings change nothing."""
+        ...
+
     def route(self, topic: Topic) -> str:
-        """Connection group of ``topic``: topics with different routes never share a socket."""
+        """Connection group of ``topic``: topics with different routes never share a socket. Private topics route
+        to ``private:<account>``."""
         ...
 
     def ws_url(self, base_url: str, route: str) -> str:
-        """The URL to open for ``route`` given the configured base URL (settings)."""
+        """The URL to open for a public ``route`` given the configured base URL (settings)."""
         ...
 
     def validate(self, topic: Topic) -> None:
-        """Raise ``AdapterError`` if the exchange cannot serve ``topic`` (channel or timeframe)."""
+        """Raise ``AdapterError`` if the exchange cannot serve ``topic`` (channel, timeframe or account name)."""
         ...
-
-    #: Private channels served with an account's credentials (``order``, ``position``, ``balance``).
-    private_channels: frozenset[str]
 
     def subscribe_frames(
         self,
@@ -247,18 +272,108 @@ class ExchangeAdapter(Protocol):
         ...
 
     def ping_frame(self, *, now_ms: int = 0) -> str | None:
-        """The application keep-alive frame, or None when the exchange needs none."""
+        """The application keep-alive frame, or None when the exchange needs none (``app_ping`` False)."""
         ...
 
     def new_parser(self, account: str | None = None) -> FrameParser:
         """A fresh parser for one connection; ``account`` names the private topics it emits."""
         ...
 
-    # -- order books (channel "depth") ----------------------------------------------------------
 
-    #: Sequencing rule the book keeper applies: "binance" (``pu`` chain, REST snapshot),
-    #: "gate" (``U == prev u + 1``, REST snapshot with id), "bitmart" (``version + 1``, snapshot on the socket).
-    book_rule: str
+class ListenKeySession(Protocol):
+    """A private socket whose URL carries a key the client keeps alive over REST (Binance USD-M listenKey,
+    binance_usdm.md §7). ``workers.private.PrivateSession`` creates the key before connecting (``request(creds,
+    "POST")``), renews it every ``LISTEN_KEY_KEEPALIVE_S`` (``"PUT"``) and closes it when the account's last private
+    topic goes (``"DELETE"``).
+
+    Attributes:
+        gone_code: the REST error code meaning the key no longer exists (Binance ``-1125``, §9): reconnect with a
+            new one.
+    """
+
+    gone_code: int
+
+    def request(self, creds: Credentials, method: str) -> RestRequest:
+        """The ``POST``/``PUT``/``DELETE`` key request; ValueError for another method, AdapterError for bad creds."""
+        ...
+
+    def parse(self, body: bytes) -> str:
+        """The key in a creation reply; ValueError (with the exchange's text) for an error reply."""
+        ...
+
+    def ws_url(self, base_url: str, key: str) -> str:
+        """The socket URL carrying ``key``."""
+        ...
+
+    def planned_url(self, base_url: str) -> str:
+        """The URL the planner records for the account's connection before any key exists (no secret in it)."""
+        ...
+
+
+class PrivateAdapter(Protocol):
+    """One account's private data (orders, positions, balances) on an exchange.
+
+    Attributes:
+        private_channels: private channels served (``declaration.private_channels``).
+        listen_key: the REST-kept session key duty (``ListenKeySession``), or None when the socket logs in with a frame
+            (BitMart) or signs each subscribe (Gate).
+    """
+
+    id: str
+    private_channels: frozenset[str]
+
+    @property
+    def listen_key(self) -> ListenKeySession | None:
+        """The REST-kept key duty, or None (read-only: a class attribute satisfies it)."""
+        ...
+
+    def new_parser(self, account: str | None = None) -> FrameParser:
+        """A fresh parser whose private pushes go to ``account``'s topics."""
+        ...
+
+    def login_frame(self, creds: Credentials, now_ms: int) -> str | None:
+        """The frame to send first on a private socket (BitMart ``access``), or None. Carries secrets: never log it."""
+        ...
+
+    def open_orders_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The signed open-orders snapshot request made after a (re)connect."""
+        ...
+
+    def positions_request(self, creds: Credentials, now_ms: int) -> RestRequest:
+        """The signed positions snapshot request made after a (re)connect."""
+        ...
+
+    def parse_open_orders(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """``(order topic, OrderEvent(snapshot=True))`` pairs; ValueError for an error reply or a malformed one."""
+        ...
+
+    def parse_positions(self, body: bytes, account: str, ts_received_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """``(position topic, PositionEvent(snapshot=True))`` pairs; ValueError as ``parse_open_orders``."""
+        ...
+
+    def rest_error(self, body: bytes) -> tuple[int | None, str]:
+        """``(code, text)`` of a REST error body in the exchange's own shape (code None when it has none), the raw
+        text (first 200 bytes) for a body of another shape. The text may echo secrets: scrub before logging."""
+        ...
+
+
+class BookAdapter(Protocol):
+    """Order books (channel ``depth``) of one exchange.
+
+    Attributes:
+        max_depth_levels: levels per side the exchange keeps the subscribed book in (BitMart 50, Gate 100); levels
+            outside never get updates. ``declaration.depth_levels_cap`` (Binance: not windowed, the API-wide 100).
+        book_sync: the sequencing rule, a ``workers.orderbook.BookSync`` subclass declared in ``<venue>/book.py``
+            (``book_sync.rule`` names it: ``binance``, ``gate``, ``bitmart``); the book keeper makes one per topic.
+    """
+
+    id: str
+    max_depth_levels: int
+
+    @property
+    def book_sync(self) -> type[BookSync]:
+        """The sequencing rule class (read-only: a class attribute satisfies it)."""
+        ...
 
     def snapshot_request(self, symbol: str, levels: int) -> SnapshotRequest | None:
         """The REST snapshot to fetch for ``symbol``, or None when snapshots come on the socket (BitMart)."""
@@ -271,3 +386,7 @@ class ExchangeAdapter(Protocol):
     def resync_frame(self, topic: Topic) -> str | None:
         """A frame asking the exchange for a fresh snapshot on the socket (BitMart ``request``), or None."""
         ...
+
+
+class ExchangeAdapter(PublicAdapter, PrivateAdapter, BookAdapter, Protocol):
+    """A venue serving every role: what ``workers.exchanges.REGISTRY`` holds and a connection is given."""

@@ -1,7 +1,12 @@
 """Binance USD-M user-data events that take more than a field copy (pure: no I/O, no clock, no logging):
 ``ACCOUNT_UPDATE`` item by item (what parses is kept, what does not is counted), and ``ALGO_UPDATE`` (conditional
-orders held by the Algo Service) as OrderEvents with their trigger. ``workers.exchanges.binanceusdm`` owns the
-parser that calls these; facts are from ``shared/reference/binance_usdm.md`` (§0, §7) and the pages quoted below.
+orders held by the Algo Service) as OrderEvents with their trigger. ``public.BinanceUsdmParser`` calls these; facts
+are from ``shared/reference/binance_usdm.md`` (§0, §7) and the pages quoted below.
+
+    ACCOUNT_UPDATE {"e":"ACCOUNT_UPDATE","E":1564745798939,"T":1564745798939,"a":{"m":"ORDER",
+               "B":[{"a":"USDT","wb":"122624.12345678","cw":"100.12345678","bc":"50.12345678"}],
+               "P":[{"s":"BTCUSDT","pa":"20","ep":"6563.6","bep":"6563.559","cr":"0","up":"2850.21200","mt":"isolated",
+               "iw":"13200.70726908","ps":"LONG"}]}}
 """
 
 from __future__ import annotations
@@ -10,25 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-EXCHANGE_ID = "binanceusdm"
-#: Position side ``ps`` -> (PositionEvent ``side``, ``mode``): BOTH is the one-way net position (§7).
-POSITION_SIDES: dict[str, tuple[str, str]] = {
-    "BOTH": ("both", "one_way"),
-    "LONG": ("long", "hedge"),
-    "SHORT": ("short", "hedge"),
-}
-#: Algo status ``o.X`` -> OrderEvent ``status`` ("Event: Algo Order Update", URL in ``algo_order_event``).
-#: TRIGGERING (condition met, forwarded to the matching engine) and TRIGGERED (placed there) are ``triggered``: from
-#: then on the order lives on as ``actual_order_id`` in ``ORDER_TRADE_UPDATE``. FINISHED is resolved from the
-#: executed quantity (``algo_status``).
-ALGO_STATUSES: dict[str, str] = {
-    "NEW": "new",
-    "CANCELED": "canceled",
-    "TRIGGERING": "triggered",
-    "TRIGGERED": "triggered",
-    "REJECTED": "rejected",
-    "EXPIRED": "expired",
-}
+from workers.exchanges.binanceusdm.wire import ALGO_STATUSES, EXCHANGE_ID, POSITION_SIDES
+
 #: How many skip reasons an ACCOUNT_UPDATE report quotes (the counts cover them all).
 _MAX_REASONS = 3
 
