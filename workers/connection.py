@@ -955,11 +955,11 @@ class ExchangeConnection:
                                     self._mark(topic, ACTIVE)  # data proves the subscription (Gate acks w/o id)
                         for update in book:  # the keeper ignores topics it does not keep
                             on_book(update)
-                        if publisher.congested and not (live.shedding or self._standby or self._frozen
-                                                        or self._suspended):
-                            # Redis is behind: stop reading (TCP backpressure) for at most the hold budget
-                            if not await live.hold(publisher, now()):
-                                live.start_shedding(self.conn_id)
+                        # Redis is behind: stop reading (TCP backpressure) for at most the hold budget, then shed
+                        if (publisher.congested
+                                and not (live.shedding or self._standby or self._frozen or self._suspended)
+                                and not await live.hold(publisher, now())):
+                            live.start_shedding(self.conn_id)
                     if parsed.acks:
                         self._on_acks(parsed.acks)
                     if parsed.reconnect is not None:

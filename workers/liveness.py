@@ -62,8 +62,19 @@ class Liveness:
     (times shedding started), ``shed`` (events dropped while shedding).
     """
 
-    __slots__ = ("_held_since", "active_at", "after_hold", "budget_s", "data_at", "frame_at", "held_s", "holds",
-                 "shed", "sheds", "shedding")  # fmt: skip
+    __slots__ = (
+        "_held_since",
+        "active_at",
+        "after_hold",
+        "budget_s",
+        "data_at",
+        "frame_at",
+        "held_s",
+        "holds",
+        "shed",
+        "shedding",
+        "sheds",
+    )  # fmt: skip
 
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s

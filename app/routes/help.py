@@ -36,8 +36,8 @@ _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
     ("POST", "/bookticker/subscribe", '{"symbol":"BTC_USDT","exchange":"gateio"}', "", "subscribe best bid/ask"),
     ("POST", "/bookticker/unsubscribe", '{"symbol":"BTC_USDT","exchange":"gateio"}', "", "unsubscribe best bid/ask"),
     ("POST", "/depth/subscribe", '{"symbol":"BTCUSDT","levels":20,"exchange":"binanceusdm"}', "",
-     "order book: sequence-checked local book, top-N snapshots + raw deltas"
-     " (levels 1..50 on BitMart, 1..100 on Binance USD-M and Gate.io)"),
+     ("order book: sequence-checked local book, top-N snapshots + raw deltas"
+      " (levels 1..50 on BitMart, 1..100 on Binance USD-M and Gate.io)")),
     ("POST", "/depth/unsubscribe", '{"symbol":"BTCUSDT","exchange":"binanceusdm"}', "", "unsubscribe the order book"),
     ("POST", "/orders/subscribe", None, "",
      "one account's order updates; no body = account default of DEFAULT_EXCHANGE; ?wait=S as above"),

@@ -148,7 +148,8 @@ async def test_redis_outage_60s_at_20k_frames_per_s(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", persistent=True)
     await server.astart()
     port = free_port()
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(port), str(RATE_PER_SOCKET)], cwd=ROOT,
+    # Popen returns at once (the simulator runs in its own process, off this loop); its output is read in a thread.
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(port), str(RATE_PER_SOCKET)], cwd=ROOT,  # noqa: ASYNC220
                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     r = make_redis(server.url(), decode=False)
     pub = Publisher(r, stream_maxlen=100_000_000)  # high_water 20k, max_queue 200k: the worker's defaults

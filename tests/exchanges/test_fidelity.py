@@ -13,7 +13,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import orjson
@@ -84,7 +84,7 @@ class ScriptedExchange:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def __aenter__(self) -> ScriptedExchange:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._ws)
         self._runner = web.AppRunner(app, access_log=None)
@@ -258,8 +258,8 @@ async def test_gate_acks_without_id_tie_a_failed_subscribe_to_its_topic(
             return []
         if msg["channel"] == "futures.candlesticks" and msg["payload"][1] == "LIT_USDT":
             # a refusal as the 2023 server would send it: no id, no payload (error shape: exchanges.md §2.4)
-            return ['{"time":1684930165,"time_ms":0,"channel":"futures.candlesticks","event":"subscribe",'
-                    '"error":{"code":2,"message":"unknown contract LIT_USDT"},"result":{"status":"fail"}}']
+            return [('{"time":1684930165,"time_ms":0,"channel":"futures.candlesticks","event":"subscribe",'
+                     '"error":{"code":2,"message":"unknown contract LIT_USDT"},"result":{"status":"fail"}}')]
         return [acks[msg["channel"]]]
 
     topics = [Topic("gateio", "kline", c, "1m") for c in CAPTURED_CONTRACTS]

@@ -557,7 +557,7 @@ def test_captured_acks_without_id_match_their_requests_in_order() -> None:
 
 
 def test_idless_refusal_is_tied_to_the_contract_it_names() -> None:
-    frames, requests = captured_requests()
+    _, requests = captured_requests()
     # The refusal of the third candle request overtakes the two acks before it; the contract it names decides.
     refusal = (
         '{"time":1684930165,"time_ms":0,"channel":"futures.candlesticks","event":"subscribe",'

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from control.exchanges import ExchangeDeclaration
 from control.errors import FeedplaneError
+from control.exchanges import ExchangeDeclaration
 from control.topics import Topic
 
 if TYPE_CHECKING:
