@@ -1,5 +1,5 @@
-"""Auth: the full route x token matrix, open mode, private SSE per account, ?access_token=, constant-time verify,
-CORS, the accounts API, and ``python -m app.serve`` refusing a non-loopback address without tokens."""
+"""Auth: the full route x token matrix, open mode, ?access_token=, constant-time verify, CORS, and
+``python -m app.serve`` refusing a non-loopback address without tokens."""
 
 from __future__ import annotations
 
@@ -8,118 +8,34 @@ import hmac
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from cryptography.fernet import Fernet
 from redis.asyncio import Redis
-from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from app import auth
 from app.auth import Authenticator, scrub_access_token
 from app.main import create_app
-from app.sse_cursor import fingerprint
-from control import keys
 from control.accounts import make_grant
 from control.settings import Settings, SettingsError
-
-REPO = Path(__file__).resolve().parents[2]
-CONTROL = "control-token-0123456789abcdef"
-READ = "read-token-0123456789abcdef"
-ALICE = "alice-token-0123456789abcdef"  # account-only: bitmart:alice, no scopes
-BOB = "bob-token-0123456789abcdef"  # account-only: bitmart:bob
-FILE_CONTROL = "file-control-token-0123456789"
-WRONG = "wrong-token-0123456789abcdef"
-#: Path parameter values used to build a concrete URL for every route (a new parameter name fails loudly).
-SAMPLE_PARAMS = {"symbol": "BTCUSDT", "account": "alice", "exchange": "bitmart"}
-PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/")
-
-
-def expected_access(path: str) -> str:
-    """The spec (issue #3), independent of the app's own table: what each endpoint needs."""
-    if path.startswith(PRIVATE_PREFIXES):
-        return "account"
-    if path.startswith("/sse") or path in ("/status", "/help"):
-        return "read"
-    return "control"
-
-
-def route_requests(app: Any) -> list[tuple[str, str]]:
-    """(method, concrete path) for every method of every route of ``app`` (HEAD rides on GET)."""
-    out = []
-    for route in app.routes:
-        assert isinstance(route, Route), route
-        params = {name: SAMPLE_PARAMS[name] for name in route.param_convertors}
-        path = route.path_format.format(**params)
-        out.extend((method, path) for method in sorted((route.methods or set()) - {"HEAD"}))
-    return out
-
-
-ROUTE_REQUESTS = route_requests(create_app(Settings.from_env({})))
-
-
-def write_secrets(tmp_path: Path, extra_tokens: list[dict[str, Any]] | None = None) -> str:
-    doc = {
-        "accounts": [
-            {"exchange": "bitmart", "account": "alice", "api_key": "alice-key-012345", "api_secret": "alice-s-012345"}
-        ],
-        "tokens": [
-            {"token": ALICE, "accounts": ["bitmart:alice"]},
-            {"token": BOB, "scopes": [], "accounts": ["bitmart:bob"]},
-            {"token": FILE_CONTROL, "scopes": ["control"]},
-            *(extra_tokens or []),
-        ],
-    }
-    path = tmp_path / "accounts.json"
-    path.write_bytes(orjson.dumps(doc))
-    os.chmod(path, 0o600)
-    return str(path)
-
-
-@pytest.fixture
-def secured_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
-    # limits off: the matrix makes many requests from one address; tests/app/test_ratelimit.py covers limits
-    return make_settings(CONTROL_TOKEN=CONTROL, READ_TOKEN=READ, ACCOUNTS_FILE=write_secrets(tmp_path),
-                         RATE_LIMIT_CONTROL_PER_MIN="0", RATE_LIMIT_READ_PER_MIN="0", RATE_LIMIT_SSE_PER_MIN="0",
-                         RATE_LIMIT_AUTH_FAIL_PER_MIN="0")  # fmt: skip
-
-
-@pytest.fixture
-def secured(secured_settings: Settings, redis: Redis) -> Iterator[TestClient]:
-    with TestClient(create_app(secured_settings)) as client:
-        yield client
-
-
-@pytest.fixture
-def open_client(make_settings: Callable[..., Settings], redis: Redis) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(CTRL_ADDR="127.0.0.1:18089"))) as client:
-        yield client
-
-
-def call(client: TestClient, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
-    """One request; SSE GETs are streamed and closed at once (status and headers only)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    headers.update(kwargs.pop("headers", {}))
-    if method == "GET" and path.startswith("/sse"):
-        with client.stream(method, path, headers=headers, **kwargs) as resp:
-            if resp.status_code != 200:  # an error envelope: read it; a stream: leave it (closing cancels it)
-                resp.read()
-            return resp
-    if method == "POST" and "json" not in kwargs and "content" not in kwargs:
-        kwargs["json"] = {}
-    return client.request(method, path, headers=headers, **kwargs)
-
-
-def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err: dict[str, Any] = resp.json()["error"]
-    assert err["code"] == code and set(err) == {"code", "message", "details", "timestamp"}
-    return err
-
+from tests.app._auth import (
+    ALICE,
+    BOB,
+    CONTROL,
+    FILE_CONTROL,
+    READ,
+    REPO,
+    ROUTE_REQUESTS,
+    SAMPLE_PARAMS,
+    WRONG,
+    assert_error,
+    call,
+    expected_access,
+    write_secrets,
+)
 
 # -- the matrix ------------------------------------------------------------------------------------------
 
@@ -187,64 +103,6 @@ def test_401_and_403_envelopes(secured: TestClient) -> None:
     err = assert_error(resp, 403, "forbidden")
     assert err["details"] == {"required_scope": "control"} and READ not in resp.text
     assert resp.headers["www-authenticate"] == 'Bearer realm="feedplane", error="insufficient_scope", scope="control"'
-
-
-# -- private SSE per account -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["orders", "positions", "balances"])
-def test_private_sse_account_matrix(secured: TestClient, kind: str) -> None:
-    base = f"/sse/{kind}"
-    assert call(secured, "GET", f"{base}/alice", ALICE).status_code == 200
-    assert call(secured, "GET", f"{base}/alice?exchange=bitmart", ALICE).status_code == 200
-    assert call(secured, "GET", f"{base}/bob", BOB).status_code == 200
-    assert call(secured, "GET", f"{base}/alice", CONTROL).status_code == 200
-    assert call(secured, "GET", f"{base}/bob", FILE_CONTROL).status_code == 200
-    err = assert_error(call(secured, "GET", f"{base}/bob", ALICE), 403, "forbidden")
-    assert "bitmart:bob" in err["message"]
-    assert_error(call(secured, "GET", f"{base}/alice", BOB), 403, "forbidden")
-    assert_error(call(secured, "GET", f"{base}/alice?exchange=binanceusdm", ALICE), 403, "forbidden")
-    assert_error(call(secured, "GET", f"{base}/alice", READ), 403, "forbidden")  # public read is not enough
-    assert_error(call(secured, "GET", f"{base}/al:ice", ALICE), 400, "validation_error")
-    assert_error(call(secured, "GET", f"{base}/alice?exchange=kraken", ALICE), 400, "validation_error")
-
-
-def read_events(resp: Any, until: str) -> list[dict[str, str]]:
-    events, event = [], {}
-    for line in resp.iter_lines():
-        if not line:
-            if event:
-                events.append(event)
-                if event.get("event") == until:
-                    return events
-                event = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(": ")
-        event[name] = value
-    raise AssertionError(f"stream ended before {until}")
-
-
-@pytest.mark.parametrize(("kind", "channel"), [("orders", "order"), ("positions", "position"), ("balances", "balance")])
-async def test_private_sse_streams_its_topic(secured: TestClient, redis: Redis, kind: str, channel: str) -> None:
-    topic = f"gateio:{channel}:alice"
-    payload = orjson.dumps({"type": channel, "exchange": "gateio", "account": "alice", "id": "42"})
-    await redis.xadd(keys.event_stream(topic), {keys.STREAM_FIELD: payload}, id="1732300000000-0")
-    await redis.xadd(keys.event_stream(f"gateio:{channel}:bob"), {keys.STREAM_FIELD: b'{"type":"x"}'})
-    url = f"/sse/{kind}/alice?exchange=gate&backlog=5"  # alias accepted
-    with secured.stream("GET", url, headers={"Authorization": f"Bearer {CONTROL}"}) as resp:
-        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-        first, ready = read_events(resp, "ready")
-    assert first == {"id": f"{fingerprint([topic])}:1732300000000-0", "event": channel, "data": payload.decode(),
-                     "retry": "2000"}  # fmt: skip
-    assert orjson.loads(ready["data"]) == {"type": "ready", "topics": [topic]}
-
-
-def test_public_sse_refuses_private_topics(secured: TestClient) -> None:
-    for token in (READ, CONTROL):
-        err = assert_error(call(secured, "GET", "/sse?topic=bitmart:order:alice", token), 400, "validation_error")
-        assert "/sse/orders/{account}" in err["details"]["topic"]["0"][0]
 
 
 # -- ?access_token= --------------------------------------------------------------------------------------
@@ -388,73 +246,3 @@ def test_help_documents_auth(secured: TestClient, open_client: TestClient) -> No
     open_body = open_client.get("/help?format=json").json()
     assert open_body["auth"]["mode"] == "open"
     assert all("Authorization" not in e["curl"] for e in open_body["endpoints"] + open_body["accounts"])
-
-
-# -- accounts API ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def key_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
-    return make_settings(CONTROL_TOKEN=CONTROL, ACCOUNTS_FILE=write_secrets(tmp_path),
-                         BINANCE_API_KEY="bn-key-0123456789", BINANCE_API_SECRET="bn-secret-0123456789",
-                         FEEDPLANE_SECRET_KEY=Fernet.generate_key().decode())  # fmt: skip
-
-
-def test_accounts_api(key_settings: Settings, redis: Redis) -> None:
-    headers = {"Authorization": f"Bearer {CONTROL}"}
-    body = {"exchange": "gate", "account": "carol", "api_key": "carol-key-0123456789", "api_secret": "carol-s-012345"}
-    with TestClient(create_app(key_settings)) as client:
-        created = client.post("/accounts", json=body, headers=headers)
-        assert created.status_code == 201
-        assert created.json() == {"exchange": "gateio", "account": "carol", "source": "api", "key": "caro…" +
-                                  created.json()["key"][5:]}  # fmt: skip
-        assert client.post("/accounts", json={**body, "memo": "m"}, headers=headers).status_code == 200  # replaced
-        listing = client.get("/accounts", headers=headers).json()["accounts"]
-        assert [(a["exchange"], a["account"], a["source"]) for a in listing] == [
-            ("binanceusdm", "default", "env"), ("bitmart", "alice", "file"), ("gateio", "carol", "api")]  # fmt: skip
-        assert "0123456789" not in str(listing)
-        for conflict in ({**body, "exchange": "binanceusdm", "account": "default"}, {**body, "exchange": "bitmart",
-                                                                                      "account": "alice"}):  # fmt: skip
-            assert_error(client.post("/accounts", json=conflict, headers=headers), 409, "account_exists")
-        assert_error(client.delete("/accounts/bitmart/alice", headers=headers), 409, "account_read_only")
-        assert_error(client.delete("/accounts/binanceusdm/default", headers=headers), 409, "account_read_only")
-        assert client.delete("/accounts/gate/carol", headers=headers).json() == {
-            "deleted": {"exchange": "gateio", "account": "carol"}}  # fmt: skip
-        assert_error(client.delete("/accounts/gateio/carol", headers=headers), 404, "account_not_found")
-        resp = client.put("/accounts", json=body, headers=headers)
-        assert_error(resp, 405, "method_not_allowed")
-        assert set(resp.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
-
-
-def test_accounts_validation_never_echoes_values(key_settings: Settings, redis: Redis) -> None:
-    secret = "Zx9-very-secret-value-do-not-echo"
-    headers = {"Authorization": f"Bearer {CONTROL}"}
-    good = {"exchange": "bitmart", "account": "dave", "api_key": "dave-key-0123456789", "api_secret": secret}
-    cases: list[tuple[dict[str, Any], str]] = [
-        ({**good, "account": "bad name!"}, "account"),
-        ({**good, "exchange": "kraken"}, "exchange"),
-        ({**good, "api_secret": [secret]}, "api_secret"),
-        ({**good, "api_secret": secret + " x"}, "api_secret"),
-        ({**good, "api_secret": secret * 20}, "api_secret"),
-        ({**good, "api_secret": ""}, "api_secret"),
-        ({**good, "api_key": secret + "\n"}, "api_key"),
-        ({**good, "memo": [secret]}, "memo"),
-        ({**good, "surprise": secret}, "surprise"),
-        ({k: v for k, v in good.items() if k != "api_key"}, "api_key"),
-    ]
-    with TestClient(create_app(key_settings)) as client:
-        for payload, field in cases:
-            resp = client.post("/accounts", json=payload, headers=headers)
-            err = assert_error(resp, 400, "validation_error")
-            assert field in err["details"], (field, err)
-            assert secret[:8] not in resp.text and secret[-8:] not in resp.text, resp.text
-        resp = client.post("/accounts", content=b'{"api_secret": "' + secret.encode() + b'", oops}', headers=headers)
-        assert_error(resp, 400, "invalid_json")
-        assert secret[:8] not in resp.text
-
-
-def test_accounts_disabled_without_secret_key(make_settings: Callable[..., Settings], redis: Redis) -> None:
-    with TestClient(create_app(make_settings())) as client:
-        err = assert_error(client.post("/accounts", json={"exchange": "bitmart"}), 503, "accounts_disabled")
-        assert "FEEDPLANE_SECRET_KEY" in err["message"]
-        assert client.get("/accounts").json() == {"accounts": []}

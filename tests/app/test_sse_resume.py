@@ -20,13 +20,8 @@ from sse_starlette.sse import AppStatus
 from app import sse_cursor
 from control import keys
 from control.redis_client import make_redis
-from tests.app import test_sse
-from tests.app.test_sse import BASE_MS, KLINE, TRADE, connect, payload, xadd_many
+from tests.app._sse import BASE_MS, KLINE, TRADE, connect, payload, xadd_many
 from tests.e2e.harness import RedisServer, poll, redis_server
-
-# The real-server fixtures of test_sse, shared (assigned, so this module's tests find them by name).
-start_server = test_sse.start_server
-session = test_sse.session
 
 OTHER_TRADE = "bitmart:trade:SSEOTHERUSDT"
 

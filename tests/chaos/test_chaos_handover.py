@@ -17,7 +17,7 @@ its whole standby buffer. Printed::
 
 - *lost / announced*: over both trade topics, the trades of the tape between two stored trades that are not
   stored (announced: a ``gap`` event sits there). Measured against the tape, not against ``sim.sent_data``
-  (``test_chaos.align``): during a handover two sockets replay the same tape at different offsets, and the
+  (``harness.align``): during a handover two sockets replay the same tape at different offsets, and the
   taker's socket, behind, is filtered until it passes the last stored trade; its repeats are not losses.
 - *duplicated*: trade ids stored twice (the trade tapes do not loop within the run), plus kline updates of a bar
   stored after a newer bar (a buffer published again). The short kline tapes loop every few seconds, so equal
@@ -45,7 +45,7 @@ import pytest
 from control import keys
 from control.redis_client import make_redis
 from scripts.simulator import ExchangeSimulator
-from tests.chaos.test_chaos import (
+from tests.chaos.harness import (
     ENV,
     NATIVES,
     OBSERVE_S,
@@ -71,7 +71,7 @@ OLD_ATTEMPTS = 3
 
 @contextlib.asynccontextmanager
 async def two_of_three_workers(tmp_path: Path) -> AsyncIterator[System]:
-    """``test_chaos.chaos_system`` with ``worker_02`` stopped before the subscriptions (see the module docstring)."""
+    """``harness.chaos_system`` with ``worker_02`` stopped before the subscriptions (see the module docstring)."""
     redis_server = RedisServer(tmp_path / "redis", persistent=True)
     await redis_server.astart()
     sim = ExchangeSimulator(rate=RATE, loop=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.test_chaos import (
+from tests.chaos.harness import (
     OBSERVE_S,
     SSE_TOPIC,
     Loss,

@@ -43,8 +43,8 @@ from control.redis_client import make_redis
 from control.settings import Settings
 from control.topics import Topic
 from scripts.sim import tapes as sim_tapes
-from tests.chaos import test_chaos
-from tests.chaos.test_chaos import NATIVES, OBSERVE_S, TRADE_TOPICS, System, chaos_system, sent_trade_ids
+from tests.chaos import harness
+from tests.chaos.harness import NATIVES, OBSERVE_S, TRADE_TOPICS, System, chaos_system, sent_trade_ids
 from tests.e2e.harness import ROOT, RedisServer, SSEReader, free_port, poll
 from tests.workers.test_backpressure import Loss, align
 from workers.connection import ExchangeConnection
@@ -258,14 +258,14 @@ async def _outage_run(server: RedisServer, child: subprocess.Popen[bytes], pub: 
 async def test_publisher_stalled_30s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole system under load; Redis stalls every write for 30 s (``CLIENT PAUSE WRITE``). The workers' socket
     readers hold, then shed; nobody reconnects, nothing is duplicated, every loss is announced."""
-    monkeypatch.setattr(test_chaos, "RATE", STALL_RATE)
+    monkeypatch.setattr(harness, "RATE", STALL_RATE)
     # Leases are clock-based: a stall longer than LEASE_TTL_S lets every lease lapse when Redis resumes (CLIENT
     # PAUSE only defers expiry). The runtime then suspends its connections (workers.suspend); a batch a publisher had
     # sent before the pause and that runs only after its lease lapsed is fenced, and that connection is then given up
     # and taken over (takeover gaps). That is not this scenario's subject: the leases here outlast the stall.
-    monkeypatch.setitem(test_chaos.ENV, "LEASE_TTL_S", str(STALL_LEASE_TTL_S))
+    monkeypatch.setitem(harness.ENV, "LEASE_TTL_S", str(STALL_LEASE_TTL_S))
     async with chaos_system(tmp_path) as s:
-        sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={test_chaos.SSE_TOPIC}")
+        sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={harness.SSE_TOPIC}")
         sse.start()
         baseline = await exact_trade_loss(s)
         assert baseline.lost == 0, baseline
@@ -289,7 +289,7 @@ async def test_publisher_stalled_30s(tmp_path: Path, monkeypatch: pytest.MonkeyP
         shed = {c["id"]: (c.get("backpressure") or {}).get("shed") for c in body["connections"]}
         duplicates = s.watch.extra_after(settled)
         false_reconnects = max(reconnects, sockets)
-        lost_sse = await test_chaos.sse_lost(s, sse)
+        lost_sse = await harness.sse_lost(s, sse)
         print(f"\nchaos publisher-stall-30s: events lost {loss.lost} (announced {loss.announced}), duplicated "
               f"{loss.duplicates}, false reconnects {false_reconnects}; recovered {recovered_s:.2f} s after the "
               f"stall; gap reasons {reasons}; shed per connection {shed}; sockets opened {sockets}, "
@@ -304,11 +304,11 @@ async def test_publisher_stalled_30s(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 async def exact_trade_loss(s: System) -> Loss:
-    """``align`` over both trade topics of the chaos system. Unlike ``test_chaos.trade_loss`` it honours a gap's
+    """``align`` over both trade topics of the chaos system. Unlike ``harness.trade_loss`` it honours a gap's
     ``dropped`` count, so a loss longer than one replay cycle of the tape (ids repeat) is still placed exactly."""
     total = Loss()
     for topic in TRADE_TOPICS:
-        stored = [event for _, event in await test_chaos.stream_events(s.r, topic)]
+        stored = [event for _, event in await harness.stream_events(s.r, topic)]
         total = total + align(sent_trade_ids(s.sim, NATIVES[topic]), stored)
     return total
 

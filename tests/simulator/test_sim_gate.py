@@ -1,6 +1,6 @@
 """The simulator's Gate.io USDT futures socket (/v4/ws/usdt) and Gate REST order book, over loopback.
 
-Same conventions as ``test_simulator.py``: real aiohttp clients, event-driven waits.
+Same conventions as ``test_sim_bitmart.py``: real aiohttp clients, event-driven waits.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -21,27 +21,10 @@ from scripts import tapes
 from scripts.sim import gate_wire as sim_gate
 from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
+from tests.simulator._helpers import recv
 
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 N_TRADES = 21_313
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[ExchangeSimulator]:
-    async with ExchangeSimulator(speed=0) as s:
-        yield s
-
-
-async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> Any:
-    msg = await ws.receive(timeout=timeout)
-    assert msg.type is WSMsgType.TEXT, msg
-    return orjson.loads(msg.data)
 
 
 def req(channel: str, payload: list[str], event: str = "subscribe", **extra: Any) -> str:
