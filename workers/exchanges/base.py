@@ -103,13 +103,19 @@ class RestRequest:
 
 
 class Credentials(Protocol):
-    """What adapters need of an account (``control.accounts.Account`` satisfies it). Never log these."""
+    """What adapters need of an account (``control.accounts.Account`` satisfies it). Never log these. Read-only:
+    an ``Account`` is frozen."""
 
-    exchange: str
-    account: str
-    api_key: str
-    api_secret: str
-    memo: str
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def api_secret(self) -> str: ...
+    @property
+    def memo(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
