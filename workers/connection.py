@@ -341,6 +341,11 @@ class ExchangeConnection:
         opened = self._socket_opened
         return 0.0 if opened is None else asyncio.get_running_loop().time() - opened
 
+    @property
+    def buffer_overflow(self) -> int:
+        """Events dropped from the full standby buffer before ``promote`` (a handover cannot then continue intact)."""
+        return self._buffer_overflow
+
     def announce_gaps(self, reason: str, since: dict[str, int | None]) -> None:
         """Announce a gap on each of these topics (``topic -> ms of its last stored event``) once it flows here,
         as after a reconnect: a worker taking over a connection another process (or a pause) left off. Order books

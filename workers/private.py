@@ -381,7 +381,11 @@ class PrivateSession:
 
 class UnservedConnection:
     """A private connection that cannot run (its account is not configured): every topic is ``failed`` with
-    ``error``. Same surface as ``ExchangeConnection`` for the runtime (``set_topics``, ``run``, ``stop``, ``status``)."""
+    ``error``. Same surface as ``ExchangeConnection`` for the runtime (``workers.conn_protocol.Connection``); having
+    no socket, it is never rolled, handed over or suspended, and has nothing to announce."""
+
+    socket_age_s = 0.0
+    buffer_overflow = 0
 
     def __init__(self, *, conn_id: str, exchange: str, url: str, publisher: Publisher, worker_id: str, error: str,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
@@ -396,6 +400,24 @@ class UnservedConnection:
         now = int(self.clock() * 1000)
         for name in self._topics:
             self.publisher.set_state(name, {"state": FAILED, "error": self.error, "since": now, "conn": self.conn_id})
+
+    def set_options(self, options: dict[str, dict[str, Any]]) -> None:
+        """No order book to size."""
+
+    def announce_gaps(self, reason: str, since: dict[str, int | None]) -> None:
+        """Nothing is published here, so nothing to announce."""
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Never ready: a private connection is never run in standby."""
+        return False
+
+    def promote(self, markers: dict[str, dict[str, Any] | None], gaps: dict[str, tuple[str, int | None]] | None = None,
+                *, successor_of: UnservedConnection | None = None) -> None:  # fmt: skip
+        """Nothing buffered to publish."""
+
+    def freeze(self) -> tuple[dict[str, dict[str, Any] | None], dict[str, tuple[str, int | None]]]:
+        """Nothing to stop: no markers, no pending gaps."""
+        return {}, {}
 
     async def run(self) -> None:
         """Wait for ``stop()``."""

@@ -167,7 +167,7 @@ class Suspender:
     :param worker_id: lease owner id. :param lease_ttl_s, heartbeat_interval_s: the settings (seconds).
 
     ``held``: conn id -> the runtime's record of a suspended connection (anything with ``conn_id``, ``conn`` and
-    ``task``; the runtime's ``_Held``). Counters: ``suspensions``, ``resumed``, ``lost``.
+    ``task``; ``workers.conn_launch.Held``). Counters: ``suspensions``, ``resumed``, ``lost``.
     """
 
     def __init__(self, redis: Redis, publisher: Any, *, worker_id: str, lease_ttl_s: float,
