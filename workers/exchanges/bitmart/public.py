@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from control.topics import TIMEFRAME_MS, validate_account
+from workers.exchanges.bars import NEXT, STALE, bar_step, closed_again, kline_event
 from workers.exchanges.base import Ack, Parsed
 from workers.exchanges.bitmart import private
 from workers.exchanges.bitmart.book import on_depth
@@ -163,27 +164,13 @@ class BitmartParser:
         last = self._last_bar.get(topic)
         for item in items:
             open_time = _item_ts(item) * 1000
-            if last is not None and open_time != last["open_time"]:
-                if open_time < last["open_time"]:
-                    self.stale_klines += 1
-                    continue
-                events.append((topic, {**last, "closed": True, "ts_received": ts_received_ms}))
-            last = {
-                "type": "kline",
-                "exchange": EXCHANGE_ID,
-                "symbol": symbol,
-                "timeframe": tf,
-                "open_time": open_time,
-                "close_time": open_time + tf_ms - 1,
-                "open": item["o"],
-                "high": item["h"],
-                "low": item["l"],
-                "close": item["c"],
-                "volume": item["v"],
-                "closed": False,
-                "ts_exchange": None,
-                "ts_received": ts_received_ms,
-            }
+            step = bar_step(last, open_time)
+            if step is STALE:
+                self.stale_klines += 1
+                continue
+            if step is NEXT and last is not None:
+                events.append((topic, closed_again(last, ts_received_ms)))
+            last = kline_event(EXCHANGE_ID, symbol, tf, tf_ms, open_time, item, item["v"], None, ts_received_ms)
             events.append((topic, last))
         if last is not None:
             # a private copy: the emitted dict belongs to the consumer from here on

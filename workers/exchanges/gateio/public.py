@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from control.topics import TIMEFRAME_MS, validate_account
+from workers.exchanges.bars import NEXT, STALE, bar_step, closed_again, kline_event
 from workers.exchanges.base import Parsed
 from workers.exchanges.gateio import book, private
 from workers.exchanges.gateio.wire import (
@@ -193,27 +194,14 @@ class GateioParser:
             topic, contract, tf, tf_ms = known
             open_time = _bar_start(item) * 1000
             last = last_bars.get(topic)
-            if last is not None and open_time != last["open_time"]:
-                if open_time < last["open_time"]:
-                    self.stale_klines += 1
-                    continue
-                events.append((topic, {**last, "closed": True, "ts_received": ts_received_ms}))
-            bar = {
-                "type": "kline",
-                "exchange": EXCHANGE_ID,
-                "symbol": contract,
-                "timeframe": tf,
-                "open_time": open_time,
-                "close_time": open_time + tf_ms - 1,
-                "open": item["o"],
-                "high": item["h"],
-                "low": item["l"],
-                "close": item["c"],
-                "volume": _size(item["v"]),
-                "closed": False,
-                "ts_exchange": ts_exchange,
-                "ts_received": ts_received_ms,
-            }
+            step = bar_step(last, open_time)
+            if step is STALE:
+                self.stale_klines += 1
+                continue
+            if step is NEXT and last is not None:
+                events.append((topic, closed_again(last, ts_received_ms)))
+            bar = kline_event(EXCHANGE_ID, contract, tf, tf_ms, open_time, item, _size(item["v"]), ts_exchange,
+                              ts_received_ms)  # fmt: skip
             events.append((topic, bar))
             # a private copy: the emitted dict belongs to the consumer from here on
             last_bars[topic] = bar.copy()
