@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from workers.exchanges.base import Credentials, Parsed, RestRequest
-from workers.exchanges.binanceusdm.user import decimal_value as _decimal
+from workers.exchanges.binanceusdm.user import _decimal
 from workers.exchanges.binanceusdm.wire import (
     EXCHANGE_ID,
     LISTEN_KEY_GONE,

@@ -12,26 +12,19 @@ are from ``shared/reference/binance_usdm.md`` (§0, §7) and the pages quoted be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from workers.exchanges.binanceusdm.wire import ALGO_STATUSES, EXCHANGE_ID, POSITION_SIDES
+from workers.exchanges.numbers import decimal_value
 
 #: How many skip reasons an ACCOUNT_UPDATE report quotes (the counts cover them all).
 _MAX_REASONS = 3
 
 
-def decimal_value(value: Any, name: str) -> Decimal:
+def _decimal(value: Any, name: str) -> Decimal:
     """``value`` (a decimal string, as Binance sends prices and sizes) as a finite Decimal; ValueError otherwise."""
-    if type(value) is not str:
-        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        raise ValueError(f"binanceusdm {name} must be a decimal string, got {value!r}")
-    return number
+    return decimal_value(value, name, EXCHANGE_ID)
 
 
 @dataclass(slots=True)
@@ -165,8 +158,8 @@ def algo_status(status: str, size: Any, executed: Any) -> str:
         return "new"
     if executed is None:
         return "triggered"
-    done = decimal_value(executed, "algo executed quantity")
-    total = decimal_value(size, "algo quantity") if size is not None else Decimal(0)
+    done = _decimal(executed, "algo executed quantity")
+    total = _decimal(size, "algo quantity") if size is not None else Decimal(0)
     return "filled" if done > 0 and (total == 0 or done >= total) else "canceled"
 
 

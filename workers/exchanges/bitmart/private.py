@@ -17,7 +17,7 @@ Private socket (``/user?protocol=1.1``, login first; §1.3, §1.7)::
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from workers.exchanges.bitmart.wire import (
     REDUCING_SIDES,
     STATE_FINISHED,
 )
+from workers.exchanges.numbers import decimal_value
 from workers.exchanges.signing import check_credentials, hmac_sha256_hex
 
 _dumps = orjson.dumps
@@ -87,15 +88,7 @@ def rest_headers(creds: Credentials, now_ms: int, payload: str) -> dict[str, str
 
 def _decimal(value: Any, name: str) -> Decimal:
     """``value`` (a decimal string or an int, as BitMart sends sizes) as a Decimal; ValueError otherwise."""
-    if type(value) is not str and type(value) is not int:
-        raise ValueError(f"bitmart {name} must be a decimal string, got {value!r}")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        raise ValueError(f"bitmart {name} must be a decimal string, got {value!r}")
-    return number
+    return decimal_value(value, name, EXCHANGE_ID, kinds=(str, int))
 
 
 def order_status(state: int, action: int | None, size: Any, deal_size: Any) -> str:

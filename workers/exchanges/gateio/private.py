@@ -34,6 +34,7 @@ from workers.exchanges.gateio.wire import (
     _size,
     _text,
 )
+from workers.exchanges.numbers import decimal_value
 from workers.exchanges.signing import check_credentials, hmac_sha512_hex, sha512_hex
 
 #: Position ``mode`` (§2.6): ``single`` is one-way (signed ``size``), ``dual_long``/``dual_short`` the two legs of
@@ -121,14 +122,9 @@ def _signed_size(value: Any) -> tuple[bool, str]:
     return False, text
 
 
-def _decimal(text: str, name: str) -> Decimal:
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        raise ValueError(f"gateio {name} must be a decimal number, got {text!r}")
-    return number
+def _decimal(text: Any, name: str) -> Decimal:
+    """``text`` (a decimal string, an int as Gate sends sizes, or a float) as a Decimal; ValueError otherwise."""
+    return decimal_value(text, name, EXCHANGE_ID, kinds=(str, int, float))
 
 
 def _is_zero(value: Any) -> bool:
