@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from control.exchanges.binanceusdm import BINANCEUSDM
-from control.topics import TIMEFRAME_MS, Topic, validate_account
-from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed
+from control.topics import TIMEFRAME_MS, Topic
+from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed, check_owner_and_account
 
 _dumps = orjson.dumps
 
@@ -135,15 +135,8 @@ def stream_name(topic: Topic, trade_stream: str = DEFAULT_TRADE_STREAM) -> str:
 def validate(topic: Topic, trade_stream: str = DEFAULT_TRADE_STREAM) -> None:
     """Raise AdapterError unless ``topic`` is a binanceusdm kline (known timeframe), trade, ticker, bookticker,
     depth, or private order/position/balance topic (valid account name)."""
-    if topic.exchange != EXCHANGE_ID:
-        raise AdapterError(f"topic {topic} is not a binanceusdm topic")
-    if topic.channel in PRIVATE_CHANNELS:
-        try:
-            validate_account(topic.symbol)
-        except ValueError as exc:
-            raise AdapterError(str(exc)) from None
-        return
-    stream_name(topic, trade_stream)
+    if not check_owner_and_account(topic, EXCHANGE_ID, PRIVATE_CHANNELS):
+        stream_name(topic, trade_stream)
 
 
 def frames(

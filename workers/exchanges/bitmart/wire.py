@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from control.exchanges.bitmart import BITMART
-from control.topics import Topic, validate_account
-from workers.exchanges.base import AdapterError, OutFrame
+from control.topics import Topic
+from workers.exchanges.base import AdapterError, OutFrame, check_owner_and_account
 
 _dumps = orjson.dumps
 
@@ -160,14 +160,6 @@ def group_to_topic(group: str) -> str | None:
     return f"bitmart:{feed_channel}:{symbol}:{tf}" if tf else f"bitmart:{feed_channel}:{symbol}"
 
 
-def _check_account(topic: Topic) -> None:
-    """AdapterError unless a private topic's symbol slot holds a valid account name (``control.topics.ACCOUNT_RE``)."""
-    try:
-        validate_account(topic.symbol)
-    except ValueError as exc:
-        raise AdapterError(str(exc)) from None
-
-
 def route(topic: Topic) -> str:
     """``"public"`` for market data: one public socket carries every contract (§1.1); ``"private:<account>"``
     for an account's order/position/balance topics (one logged-in ``/user`` socket per account, §1.3)."""
@@ -179,12 +171,8 @@ def route(topic: Topic) -> str:
 def validate(topic: Topic) -> None:
     """Raise AdapterError unless ``topic`` is a bitmart kline (known timeframe), trade, ticker, bookticker,
     depth, or private order/position/balance topic (valid account name)."""
-    if topic.exchange != EXCHANGE_ID:
-        raise AdapterError(f"topic {topic} is not a bitmart topic")
-    if topic.channel in PRIVATE_TOPICS:
-        _check_account(topic)
-        return
-    native_topic(topic)
+    if not check_owner_and_account(topic, EXCHANGE_ID, PRIVATE_TOPICS):
+        native_topic(topic)
 
 
 def frames(action: str, topics: list[Topic], batch_size: int) -> list[OutFrame]:

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from control.exchanges.gateio import GATEIO
-from control.topics import Topic, TopicError, normalize_symbol, validate_account
-from workers.exchanges.base import Ack, AdapterError, Parsed
+from control.topics import Topic, TopicError, normalize_symbol
+from workers.exchanges.base import Ack, AdapterError, Parsed, check_owner_and_account
 
 _dumps = orjson.dumps
 
@@ -126,15 +126,8 @@ def route(topic: Topic) -> str:
 def validate(topic: Topic) -> None:
     """Raise AdapterError unless ``topic`` is a gateio topic of a served channel (and timeframe), or a private
     order/position/balance topic with a valid account name."""
-    if topic.exchange != EXCHANGE_ID:
-        raise AdapterError(f"topic {topic} is not a gateio topic")
-    if topic.channel in PRIVATE_CHANNELS:
-        try:
-            validate_account(topic.symbol)
-        except ValueError as exc:
-            raise AdapterError(str(exc)) from None
-        return
-    native_payload(topic)
+    if not check_owner_and_account(topic, EXCHANGE_ID, PRIVATE_CHANNELS):
+        native_payload(topic)
 
 
 # -- subscribe replies (§2.4) ---------------------------------------------------------------------------------------
