@@ -32,7 +32,7 @@ from control.redis_client import make_redis
 from control.settings import Settings
 from control.store import ControlStore
 from scripts.simulator import ExchangeSimulator
-from tests.chaos.test_chaos import sent_trade_ids
+from tests.chaos.harness import sent_trade_ids
 from tests.e2e.harness import RedisServer
 from workers.connection import TAKEOVER
 from workers.runtime import WorkerRuntime
