@@ -4,7 +4,7 @@ Private connections (route ``private:<account>``, one per account and exchange) 
 session built from the account's credentials. Accounts are loaded with ``control.accounts.load_accounts`` at the
 runtime's first tick and again whenever ``accounts`` arrives on ``fp:ctl`` (POST/DELETE /accounts); the runtime
 adds every loaded secret to the log redaction filter (``control.redact``). A held private connection whose
-credentials changed is restarted; one whose account is unknown runs as ``workers.private.UnservedConnection``
+credentials changed is restarted; one whose account is unknown runs as ``workers.unserved.UnservedConnection``
 (topics ``failed``, ``unknown account``) until the account appears.
 """
 

@@ -42,8 +42,9 @@ from workers.connection import TAKEOVER
 from workers.exchanges.base import ExchangeAdapter
 from workers.handover import Handovers
 from workers.leases import Leases
-from workers.private import PrivateSession, UnservedConnection, account_of_route
+from workers.private import PrivateSession, account_of_route
 from workers.publisher import Publisher
+from workers.unserved import UnservedConnection
 
 log = logging.getLogger(__name__)
 

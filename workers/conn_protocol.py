@@ -1,6 +1,6 @@
 """The connection surface the worker runtime drives (``workers.runtime`` and the rooms it delegates to).
 
-``workers.connection.ExchangeConnection`` and ``workers.private.UnservedConnection`` satisfy ``Connection``; the
+``workers.connection.ExchangeConnection`` and ``workers.unserved.UnservedConnection`` satisfy ``Connection``; the
 runtime builds connections through a ``ConnectionFactory`` (default: the ``ExchangeConnection`` class itself).
 
 Suspension (``suspend``/``resume``/``suspension_marks``) is not part of this surface: ``workers.suspend`` checks for

@@ -32,8 +32,7 @@ with capped backoff until they succeed or the socket ends. Secrets stay out of l
 account as ``exchange:account`` and a key fingerprint, and ``scrub()`` masks the API key, secret, memo and the
 listenKey in any text the exchange sends back (errors end up in ``fp:subs``).
 
-``UnservedConnection`` stands in for a private connection whose account is not configured: its topics are
-``failed`` with ``unknown account`` until the account appears (the runtime then starts a real connection).
+A private connection whose account is not configured runs as ``workers.unserved.UnservedConnection``.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -50,7 +49,6 @@ import aiohttp
 from control.accounts import fingerprint
 from control.errors import FeedplaneError
 from control.redact import RedactingFilter
-from control.store import FAILED
 from control.topics import Topic
 from workers.backoff import Backoff
 from workers.exchanges.base import Credentials, FrameParser, PrivateAdapter, RestRequest
@@ -377,62 +375,6 @@ class PrivateSession:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-
-class UnservedConnection:
-    """A private connection that cannot run (its account is not configured): every topic is ``failed`` with
-    ``error``. Same surface as ``ExchangeConnection`` for the runtime (``workers.conn_protocol.Connection``); having
-    no socket, it is never rolled, handed over or suspended, and has nothing to announce."""
-
-    socket_age_s = 0.0
-    buffer_overflow = 0
-
-    def __init__(self, *, conn_id: str, exchange: str, url: str, publisher: Publisher, worker_id: str, error: str,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-        self.conn_id, self.exchange, self.url, self.publisher = conn_id, exchange, url, publisher
-        self.worker_id, self.error, self.clock = worker_id, error, clock
-        self._topics: list[str] = []
-        self._stopped = asyncio.Event()
-
-    def set_topics(self, topics: Iterable[Topic]) -> None:
-        """Fail every topic with the error."""
-        self._topics = [str(t) for t in topics]
-        now = int(self.clock() * 1000)
-        for name in self._topics:
-            self.publisher.set_state(name, {"state": FAILED, "error": self.error, "since": now, "conn": self.conn_id})
-
-    def set_options(self, options: dict[str, dict[str, Any]]) -> None:
-        """No order book to size."""
-
-    def announce_gaps(self, reason: str, since: dict[str, int | None]) -> None:
-        """Nothing is published here, so nothing to announce."""
-
-    async def wait_ready(self, timeout_s: float) -> bool:
-        """Never ready: a private connection is never run in standby."""
-        return False
-
-    def promote(self, markers: dict[str, dict[str, Any] | None], gaps: dict[str, tuple[str, int | None]] | None = None,
-                *, successor_of: UnservedConnection | None = None) -> None:  # fmt: skip
-        """Nothing buffered to publish."""
-
-    def freeze(self) -> tuple[dict[str, dict[str, Any] | None], dict[str, tuple[str, int | None]]]:
-        """Nothing to stop: no markers, no pending gaps."""
-        return {}, {}
-
-    async def run(self) -> None:
-        """Wait for ``stop()``."""
-        await self._stopped.wait()
-
-    async def stop(self, *, unsubscribe: bool = True, timeout_s: float = 5.0, forget: bool = False) -> None:
-        """End ``run()``."""
-        self._stopped.set()
-
-    def status(self) -> dict[str, Any]:
-        """Connection record (``fp:conn:status``): state ``failed`` and the error."""
-        return {"exchange": self.exchange, "url": self.url, "state": "failed", "worker": self.worker_id,
-                "connected_since": None, "reconnects": 0, "last_message_at": None, "messages_received": 0,
-                "events": 0, "malformed_frames": 0, "unknown_frames": 0, "topics": len(self._topics),
-                "last_error": self.error, "next_retry_at": None}  # fmt: skip
 
 
 def _ref(account: Credentials) -> str:

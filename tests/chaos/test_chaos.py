@@ -68,7 +68,6 @@ from tests.chaos.harness import (
     chaos_system,
     each_native_once,
     figure,
-    sent_trade_ids,  # noqa: F401 -- tests/workers/test_suspend.py imports it from this module
     sse_lost,
     trade_loss,
 )

@@ -59,7 +59,7 @@ from tests.chaos.harness import (
 )
 from tests.e2e.harness import Feedplane, RedisServer, poll, post_json, workers_alive
 from tests.redis_acl import allow, denials, deny
-from tests.workers.test_failover import tape_trade_ids
+from tests.workers._failover_world import tape_trade_ids
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 

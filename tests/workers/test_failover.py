@@ -11,270 +11,48 @@ Waiting: socket-side conditions with ``sim.wait_for`` / ``LiveExchange.wait_for`
 state in Redis or in a runtime with the bounded ``wait_until`` poll of ``tests.workers.test_runtime``.
 """
 
+
 from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest
-from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
 
 from control import keys
 from control.settings import Settings
 from control.store import ControlStore
-from control.topics import Topic
-from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
 from workers.connection import (
-    BANNED_MIN_DELAY_S,
-    CLOSED_BY_PEER,
-    DEAD_PEER,
-    HANDSHAKE_ERROR,
     LIFETIME,
-    REFUSED,
-    SILENT_FEED,
     TAKEOVER,
-    ExchangeConnection,
 )
-from workers.exchanges import configured_adapters, get_adapter
-from workers.leases import Leases
 from workers.planner import read_plan
-from workers.publisher import Publisher
-from workers.runtime import WorkerRuntime
 from workers.stitch import CatchUp, order_key
 
+from . import _failover_world as fw
+from ._failover_world import (
+    BM_TRADE,
+    BN_TRADE,
+    FAST,
+    RAW_TRADES,
+    LiveExchange,
+    assert_contiguous,
+    gap_neighbours,
+    sim_env,
+    stream,
+    tape_trade_ids,
+)
 from .test_runtime import BINANCE, BITMART, native, sim_counts, steady, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-BN_TRADE = "binanceusdm:trade:BTCUSDT"
-BM_TRADE = "bitmart:trade:BTCUSDT"
-FAST = {
-    "SUBSCRIBE_DELAY_MS": "20",
-    "RECONNECT_DELAY_S": "0.05",
-    "RECONNECT_MAX_DELAY_S": "0.5",
-    "DRAIN_TIMEOUT_S": "2",
-}
-#: ``LiveExchange`` serves the raw ``btcusdt@trade`` on ``/public``, not the default aggTrade on ``/market``.
-RAW_TRADES = {"BINANCE_USDM_TRADE_STREAM": "trade"}
-
-
-# -- a live exchange (shared stream) --------------------------------------------------------------------------
-
-
-class LiveExchange:
-    """Binance USD-M routes ``/{public,market}/stream``: SUBSCRIBE/UNSUBSCRIBE acked by id, and one shared trade
-    sequence for ``btcusdt@trade`` (ids counting up from 1000) broadcast to every subscribed socket at ``rate``.
-
-    ``refuse``: (status, headers) answers for the next handshakes instead of 101. ``handshakes``: monotonic
-    times of every handshake attempt. ``sent``: trade ids broadcast (each once, whatever the socket count)."""
-
-    STREAM = "btcusdt@trade"
-
-    def __init__(self, rate: float = 100.0) -> None:
-        self.rate = rate
-        self.sockets: dict[web.WebSocketResponse, set[str]] = {}
-        self.transports: dict[web.WebSocketResponse, Any] = {}
-        self.refuse: list[tuple[int, dict[str, str]]] = []
-        self.handshakes: list[float] = []
-        self.sent: list[int] = []
-        self.max_sockets_per_stream = 0
-        self._next_id = 1000
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def subscribed(self, stream: str = STREAM) -> int:
-        return sum(1 for streams in self.sockets.values() if stream in streams)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{route}/stream", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self._task = asyncio.create_task(self._broadcast())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for ws in list(self.sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-    def drop(self) -> int:
-        """Abort every socket without a close handshake (the client sees 1006)."""
-        dropped = 0
-        for ws in list(self.sockets):
-            self.transports[ws].abort()
-            dropped += 1
-        return dropped
-
-    def _notify(self) -> None:
-        self.max_sockets_per_stream = max(self.max_sockets_per_stream, self.subscribed())
-        self._changed.set()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.handshakes.append(time.monotonic())
-        self._notify()
-        if self.refuse:
-            status, headers = self.refuse.pop(0)
-            return web.Response(status=status, headers=headers, text="refused")
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self.sockets[ws] = set()
-        self.transports[ws] = request.transport
-        self._notify()
-        try:
-            async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
-                    continue
-                req = orjson.loads(msg.data)
-                streams = self.sockets[ws]
-                if req.get("method") == "SUBSCRIBE":
-                    streams.update(req["params"])
-                elif req.get("method") == "UNSUBSCRIBE":
-                    streams.difference_update(req["params"])
-                await ws.send_str(orjson.dumps({"result": None, "id": req.get("id")}).decode())
-                self._notify()
-        finally:
-            self.sockets.pop(ws, None)
-            self.transports.pop(ws, None)
-            self._notify()
-        return ws
-
-    async def _broadcast(self) -> None:
-        start = asyncio.get_running_loop().time()
-        n = 0
-        while True:
-            n += 1
-            await asyncio.sleep(max(0.0, start + n / self.rate - asyncio.get_running_loop().time()))
-            trade_id, self._next_id = self._next_id, self._next_id + 1
-            ms = int(time.time() * 1000)
-            frame = orjson.dumps({"stream": self.STREAM, "data": {
-                "e": "trade", "E": ms, "T": ms, "s": "BTCUSDT", "t": trade_id, "p": "100.5", "q": "0.001",
-                "X": "MARKET", "m": bool(trade_id % 2)}}).decode()  # fmt: skip
-            self.sent.append(trade_id)
-            for ws, streams in list(self.sockets.items()):
-                if self.STREAM in streams and not ws.closed:
-                    try:
-                        await ws.send_str(frame)
-                    except ConnectionError:
-                        pass
-            self._notify()
-
-
-# -- fixtures -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[ExchangeSimulator]:
-    async with ExchangeSimulator(rate=50.0, loop=True) as simulator:
-        await simulator.preload()
-        yield simulator
-
-
-@pytest.fixture
-async def live() -> AsyncIterator[LiveExchange]:
-    exchange = LiveExchange()
-    await exchange.start()
-    yield exchange
-    await exchange.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def make_runtimes(
-    redis: Redis, redis_bytes: Redis, session: aiohttp.ClientSession
-) -> AsyncIterator[Callable[..., Awaitable[WorkerRuntime]]]:
-    made: list[WorkerRuntime] = []
-
-    async def factory(settings: Settings, worker_id: str) -> WorkerRuntime:
-        runtime = WorkerRuntime(settings, worker_id=worker_id, redis=redis, redis_bytes=redis_bytes, session=session)
-        made.append(runtime)
-        await runtime.start()
-        return runtime
-
-    async def teardown() -> AsyncIterator[Callable[..., Awaitable[WorkerRuntime]]]:
-        yield factory
-        await asyncio.gather(*(r.stop() for r in made))
-
-    return teardown()
-
-
-@pytest.fixture
-async def runtimes(make_runtimes: Any) -> AsyncIterator[Callable[..., Awaitable[WorkerRuntime]]]:
-    async for factory in make_runtimes:
-        yield factory
-
-
-def sim_env(sim: ExchangeSimulator, redis_url: str, **extra: str) -> dict[str, str]:
-    return {"REDIS_URL": redis_url, "BITMART_PUBLIC_WS_URI": sim.bitmart_public_url,
-            "BINANCE_USDM_WS_URI": sim.binance_base_url, **FAST, **extra}  # fmt: skip
-
-
-async def stream(redis: Redis, topic: str) -> list[dict[str, Any]]:
-    entries = await redis.xrange(keys.event_stream(topic))
-    return [orjson.loads(fields[keys.STREAM_FIELD]) for _, fields in entries]
-
-
-def tape_trade_ids(exchange: str, native_name: str) -> list[int]:
-    """Trade ids of a simulator tape, in replay order."""
-    out = []
-    for frame in sim_tapes.get_tape(exchange, native_name).frames:
-        obj = orjson.loads(frame)
-        data = obj.get("data", obj)
-        if isinstance(data, list):
-            out.extend(int(d["trade_id"]) for d in data)
-        else:  # Binance: the aggregate id of an aggTrade (the default stream), the trade id of a raw trade
-            out.append(int(data["a"] if data["e"] == "aggTrade" else data["t"]))
-    return out
-
-
-def assert_contiguous(ids: list[int], tape: list[int]) -> None:
-    """``ids`` is one unbroken run of ``tape`` (no repeat, no hole); the tape's own ids are unique here."""
-    assert len(ids) == len(set(ids)), f"duplicates: {[i for i, n in Counter(ids).items() if n > 1][:10]}"
-    start = tape.index(ids[0])
-    assert ids == tape[start:start + len(ids)], "a hole or a reordering in the stream"
-
-
-def gap_neighbours(events: list[dict[str, Any]], reason: str) -> list[tuple[dict[str, Any], dict[str, Any],
-                                                                            dict[str, Any] | None]]:
-    """(event before, gap, event after) for each gap event of ``reason``."""
-    out = []
-    for i, event in enumerate(events):
-        if event.get("type") == "gap" and event["reason"] == reason:
-            out.append((events[i - 1], event, events[i + 1] if i + 1 < len(events) else None))
-    return out
+sim, live, session, make_runtimes, runtimes = fw.sim, fw.live, fw.session, fw.make_runtimes, fw.runtimes
 
 
 # -- pure: the switch filter ----------------------------------------------------------------------------------
@@ -477,167 +255,3 @@ async def test_lifetime_roll_is_make_before_break_without_gap_or_duplicate(
     [held] = runtime._held.values()
     status = held.conn.status()
     assert status["reasons"][LIFETIME] >= 3 and status["gaps"] == {} and status["reconnects"] >= 3
-
-
-# -- exchange faults: counted, announced ----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pub(redis_bytes: Redis) -> AsyncIterator[Publisher]:
-    p = Publisher(redis_bytes, stream_maxlen=10_000)
-    p.start()
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def connect(
-    make_settings: Callable[..., Settings], pub: Publisher, session: aiohttp.ClientSession
-) -> AsyncIterator[Callable[..., ExchangeConnection]]:
-    started: list[tuple[ExchangeConnection, asyncio.Task[None]]] = []
-
-    def factory(exchange: str, url: str, topic: str, **env: str) -> ExchangeConnection:
-        settings = make_settings(**{"PING_INTERVAL_S": "0.2", "PONG_TIMEOUT_S": "0.3", "STALL_TIMEOUT_S": "0.5",
-                                    **FAST, **env})
-        adapter = configured_adapters(settings)[exchange]
-        conn = ExchangeConnection(conn_id=f"c{len(started) + 1}", adapter=adapter, url=url,
-                                  settings=settings, session=session, publisher=pub, rng=random.Random(7))  # fmt: skip
-        conn.set_topics([Topic.parse(topic)])
-        started.append((conn, asyncio.create_task(conn.run())))
-        return conn
-
-    yield factory
-    for conn, task in started:
-        await conn.stop(timeout_s=2.0)
-        await task
-
-
-@pytest.mark.parametrize("fault", [DEAD_PEER, SILENT_FEED, CLOSED_BY_PEER])
-async def test_exchange_fault_is_counted_and_announced(
-    fault: str, redis: Redis, sim: ExchangeSimulator, connect: Any
-) -> None:
-    url = get_adapter("binanceusdm").ws_url(sim.binance_base_url, "market")  # aggTrade, the default
-    conn = connect("binanceusdm", url, BN_TRADE)
-
-    async def trades(n: int) -> bool:
-        return await redis.xlen(keys.event_stream(BN_TRADE)) >= n
-
-    await wait_until(lambda: trades(5), what="trades")
-    if fault == DEAD_PEER:
-        sim.set_dead(True)  # no data, no pongs: aiohttp's heartbeat (or our backstop) gives up
-    elif fault == SILENT_FEED:
-        sim.set_silent(True)  # pongs and acks flow, data does not
-    else:
-        assert await sim.drop_connections() == 1
-    await sim.wait_for(lambda: conn.reasons[fault] >= 1, timeout=5)
-    sim.set_dead(False)
-    sim.set_silent(False)
-
-    async def announced() -> bool:
-        events = await stream(redis, BN_TRADE)
-        return any(e.get("type") == "gap" for e in events) and events[-1].get("type") != "gap"
-
-    await wait_until(announced, what="a gap event followed by trades")
-    [(before, gap, after)] = gap_neighbours(await stream(redis, BN_TRADE), fault)
-    assert gap == {"type": "gap", "topic": BN_TRADE, "reason": fault, "since": before["ts_received"],
-                   "until": after["ts_received"]}  # fmt: skip
-    assert before["type"] == after["type"] == "trade" and gap["since"] <= gap["until"]
-    status = conn.status()
-    assert status["reasons"][fault] >= 1 and status["gaps"] == {fault: 1}
-    assert sum(status["reasons"].values()) == status["reconnects"]
-
-
-async def test_refused_handshake_honours_retry_after_and_announces_the_gap(
-    redis: Redis, live: LiveExchange, connect: Any
-) -> None:
-    conn = connect("binanceusdm", f"{live.base_url}/public/stream", BN_TRADE, RECONNECT_MAX_DELAY_S="0.2", **RAW_TRADES)
-
-    async def trades(n: int) -> bool:
-        return await redis.xlen(keys.event_stream(BN_TRADE)) >= n
-
-    await wait_until(lambda: trades(5), what="trades")
-    live.refuse = [(429, {"Retry-After": "1"}), (429, {"Retry-After": "1"}), (502, {})]
-    before = len(live.handshakes)
-    assert live.drop() == 1
-    await live.wait_for(lambda: live.subscribed() == 1 and len(live.handshakes) == before + 4, timeout=10)
-    attempts = live.handshakes[before:]
-    waits = [b - a for a, b in itertools.pairwise(attempts)]
-    assert waits[0] >= 0.95 and waits[1] >= 0.95, waits  # Retry-After: 1, although the backoff caps at 0.2 s
-    assert waits[2] < 0.9, waits  # a 502 is no refusal: the plain backoff
-    await wait_until(lambda: trades(1), what="trades")
-
-    async def announced() -> bool:
-        events = await stream(redis, BN_TRADE)
-        return any(e.get("type") == "gap" for e in events) and events[-1].get("type") != "gap"
-
-    await wait_until(announced, what="a gap event followed by trades")
-    [(before_ev, gap, after)] = gap_neighbours(await stream(redis, BN_TRADE), CLOSED_BY_PEER)
-    assert gap["since"] == before_ev["ts_received"] and after is not None and gap["until"] == after["ts_received"]
-    lost = [i for i in live.sent if int(before_ev["trade_id"]) < i < int(after["trade_id"])]
-    assert len(lost) >= 100  # the outage is > 2 s of trades at 100/s: the gap is real, and announced once
-    reasons = conn.status()["reasons"]
-    assert reasons == {CLOSED_BY_PEER: 1, REFUSED: 2, HANDSHAKE_ERROR: 1}, reasons
-
-
-def test_a_ban_without_retry_after_waits_at_least_thirty_seconds() -> None:
-    settings = Settings()
-    sink = SimpleNamespace(publish=lambda *a, **k: None, set_state=lambda *a, **k: None)
-    conn = ExchangeConnection(conn_id="c", adapter=get_adapter("binanceusdm"), url="ws://x", settings=settings,
-                              session=None, publisher=sink)  # type: ignore[arg-type]  # fmt: skip
-    ban = aiohttp.WSServerHandshakeError(None, (), status=418, message="banned", headers={})  # type: ignore[arg-type]
-    assert conn._connect_failed(ban).kind == REFUSED
-    assert conn._connect_failed(ban).retry_after_s == BANNED_MIN_DELAY_S
-    told = aiohttp.WSServerHandshakeError(None, (), status=429, message="x", headers={"Retry-After": "7"})  # type: ignore[arg-type]
-    assert conn._connect_failed(told).retry_after_s == 7.0
-    other = aiohttp.WSServerHandshakeError(None, (), status=404, message="x", headers={})  # type: ignore[arg-type]
-    assert conn._connect_failed(other).kind == HANDSHAKE_ERROR and conn._connect_failed(other).retry_after_s is None
-
-
-# -- fencing and graceful stop --------------------------------------------------------------------------------
-
-
-async def test_a_worker_that_loses_its_lease_stops_at_once_and_writes_nothing_more(
-    redis: Redis, redis_url: str, sim: ExchangeSimulator, make_settings: Callable[..., Settings], runtimes: Any
-) -> None:
-    settings = make_settings(**sim_env(sim, redis_url, HEARTBEAT_INTERVAL_S="0.2", LEASE_TTL_S="1"))
-    await ControlStore(redis).add_desired([BN_TRADE], now_ms=1)
-    runtime = await runtimes(settings, "w-a")
-    await steady(redis, sim, [runtime], [BN_TRADE])
-    [conn_id] = runtime.held
-    await wait_until(lambda: redis.xlen(keys.event_stream(BN_TRADE)), what="trades")
-    old_socket = sim.connections[0]
-    await redis.set(keys.lease(conn_id), "intruder", px=60_000)  # another owner now: this worker is fenced
-    seconds, micros = await redis.time()
-    stolen_ms = int(seconds) * 1000 + int(micros) // 1000
-    await sim.wait_for(lambda: old_socket not in sim.connections, timeout=3)  # closed within a heartbeat
-    assert not runtime.held
-    assert not [f for f in sim.received if "UNSUBSCRIBE" in f.text]  # not ours to unsubscribe any more
-    last = await redis.xrevrange(keys.event_stream(BN_TRADE), count=1)
-    assert int(last[0][0].split("-")[0]) <= stolen_ms  # nothing written after the lease changed hands
-    await wait_until(lambda: redis.hget(keys.WORKERS, "w-a"), what="worker record")
-    record = orjson.loads(await redis.hget(keys.WORKERS, "w-a"))
-    assert set(record["publisher"]) >= {"queue_depth", "oldest_queued_age_ms", "dropped", "fenced"}
-
-
-async def test_graceful_stop_drains_flushes_and_leaves_no_lease_or_worker_record(
-    redis: Redis, redis_url: str, sim: ExchangeSimulator, make_settings: Callable[..., Settings], runtimes: Any
-) -> None:
-    settings = make_settings(**sim_env(sim, redis_url, HEARTBEAT_INTERVAL_S="0.2", LEASE_TTL_S="1"))
-    topics = [*BITMART, *BINANCE]
-    await ControlStore(redis).add_desired(topics, now_ms=1)
-    a, b = await runtimes(settings, "w-a"), await runtimes(settings, "w-b")
-    await steady(redis, sim, [a, b], topics)
-    await wait_until(lambda: redis.xlen(keys.event_stream(BN_TRADE)), what="trades")
-    await asyncio.gather(a.stop(), b.stop())
-
-    assert not sim.connections
-    assert [k async for k in redis.scan_iter(match=keys.lease("*"))] == []
-    assert await redis.hlen(keys.WORKERS) == 0
-    current = await read_plan(redis)
-    assert set((await Leases(redis).owners(sorted(current.conns))).values()) == {None}
-    unsubscribed = {n for f in sim.received for n in (native(t) for t in topics if t.startswith(f.exchange))
-                    if "unsubscribe" in f.text.lower() and n in f.text}  # fmt: skip
-    assert unsubscribed == {native(t) for t in topics}  # drained: every stream unsubscribed before the close
-    records = await ControlStore(redis).connections()
-    stored = sum([await redis.xlen(keys.event_stream(t)) for t in topics])
-    assert sum(r["events"] for r in records) == stored  # flushed before the leases went: nothing fenced

@@ -31,15 +31,14 @@ from workers.connection import TAKEOVER
 from workers.planner import read_plan
 from workers.stitch import identity
 
-from . import test_failover
-from .test_failover import FAST, RAW_TRADES, LiveExchange, gap_neighbours, sim_env, stream
+from . import _failover_world as fw
+from ._failover_world import FAST, RAW_TRADES, LiveExchange, gap_neighbours, sim_env, stream
 from .test_runtime import BINANCE, BITMART, WITH_TAPES, steady, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 # Fixtures of the failover tests, found by pytest under these names: runtimes(settings, worker_id), LiveExchange.
-live, make_runtimes, runtimes, session = (test_failover.live, test_failover.make_runtimes, test_failover.runtimes,
-                                          test_failover.session)  # fmt: skip
+live, make_runtimes, runtimes, session = fw.live, fw.make_runtimes, fw.runtimes, fw.session
 
 #: Marker reads the unmodified taker tried before promoting with no markers at all.
 OLD_ATTEMPTS = 3

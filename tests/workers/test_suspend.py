@@ -2,7 +2,7 @@
 
 Real parts only: a private ``redis-server`` the test stops (connections refused) and starts again with its data
 (append-only file), real ``WorkerRuntime`` s, and real exchanges: the simulator (``scripts.simulator``) and
-``LiveExchange`` of ``tests.workers.test_failover`` (one shared trade sequence broadcast to every socket, so a trade
+``LiveExchange`` of ``tests.workers._failover_world`` (one shared trade sequence broadcast to every socket, so a trade
 stored twice by two sockets shows up as a repeated trade id). A partition of ONE worker from Redis goes through
 ``tests.workers.tcp_proxy.TcpProxy``.
 
@@ -32,14 +32,14 @@ from control.redis_client import make_redis
 from control.settings import Settings
 from control.store import ControlStore
 from scripts.simulator import ExchangeSimulator
-from tests.chaos.test_chaos import sent_trade_ids
+from tests.chaos.harness import sent_trade_ids
 from tests.e2e.harness import RedisServer
 from workers.connection import TAKEOVER
 from workers.runtime import WorkerRuntime
 
+from ._failover_world import BM_TRADE, BN_TRADE, FAST, RAW_TRADES, LiveExchange
 from .tcp_proxy import TcpProxy
 from .test_backpressure import Loss, align
-from .test_failover import BM_TRADE, BN_TRADE, FAST, RAW_TRADES, LiveExchange
 from .test_runtime import native, steady, wait_until
 
 pytestmark = pytest.mark.timeout(90)

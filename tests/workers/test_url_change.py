@@ -21,15 +21,14 @@ from scripts.simulator import ExchangeSimulator
 from workers.connection import CONNECT_FAILED
 from workers.planner import read_plan
 
-from . import test_failover
-from .test_failover import FAST, RAW_TRADES, LiveExchange, sim_env, stream
+from . import _failover_world as fw
+from ._failover_world import FAST, RAW_TRADES, LiveExchange, sim_env, stream
 from .test_runtime import BINANCE, BITMART, sim_counts, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 # Fixtures of the failover tests, found by pytest under these names: runtimes(settings, worker_id), LiveExchange.
-live, make_runtimes, runtimes, session = (test_failover.live, test_failover.make_runtimes, test_failover.runtimes,
-                                          test_failover.session)  # fmt: skip
+live, make_runtimes, runtimes, session = fw.live, fw.make_runtimes, fw.runtimes, fw.session
 
 SHORT = {"HEARTBEAT_INTERVAL_S": "0.2", "LEASE_TTL_S": "1"}
 
