@@ -24,7 +24,7 @@ from control import keys
 from control.redis_client import make_redis
 from tests.e2e import redis_roles
 from tests.e2e.harness import RedisServer, redis_server
-from tests.workers.test_publisher import TOPICS, stream_events, trade, wait_stats
+from tests.workers._publisher_world import TOPICS, stream_events, trade, wait_stats
 from workers.publisher import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, Publisher
 
 
