@@ -45,7 +45,6 @@ from control.credentials import (
 from control.errors import FeedplaneError
 from control.secrets_file import SecretsFile, load_secrets_file
 from control.settings import Settings
-from control.topics import EXCHANGES
 
 __all__ = [
     "API", "CONTROL", "ENV", "FILE", "READ", "SCOPES", "Account", "AccountError", "DecryptError", "SecretsFile",
@@ -65,12 +64,13 @@ class DecryptError(FeedplaneError, ValueError):
 
 
 def env_accounts(settings: Settings) -> list[Account]:
-    """The default account of each exchange whose API key is set in the environment (``EXCHANGES`` order)."""
+    """The default account of each exchange whose API key is set in the environment (``settings.exchanges``
+    order: ``EXCHANGES``); its fields are the ones its declaration lists (``ExchangeDeclaration.credentials``)."""
     out = []
-    for exchange in EXCHANGES:
-        creds = settings.env_credentials(exchange)
+    for values in settings.exchanges:
+        creds = values.credentials
         if creds.get("api_key"):
-            out.append(Account(exchange, "default", creds["api_key"], creds["api_secret"],
+            out.append(Account(values.id, "default", creds["api_key"], creds["api_secret"],
                                memo=creds.get("memo", ""), uid=creds.get("uid", "")))  # fmt: skip
     return out
 

@@ -1,10 +1,12 @@
 """Settings read once from the environment (or any mapping), frozen, validated at start.
 
-Every variable is declared once, as a field of ``Settings`` (``control.settings_table.setting``): environment
-name, default, type, accepted values, README doc line and secrecy. README's "Settings" table is rendered from
-these declarations (``python -m control.settings``; ``tests/control/test_settings.py`` checks README against it).
-Per-exchange variables sit in one block per exchange, filed by role (``WS``, ``REST``, ``API_KEY`` ...), so a
-new exchange adds its block here and nothing else in this module.
+Every variable is declared once: a process-wide one as a field of ``Settings`` (``control.settings_table.setting``),
+an exchange's own ones (URLs, credentials, options) in its declaration (``control/exchanges/<id>.py``,
+``ExchangeDeclaration.settings``), each with environment name, default, type, accepted values, README doc line,
+secrecy and (per exchange) role. ``Settings.exchanges`` holds the values of every declared exchange
+(``Settings.exchange(id)``, ``Settings.value(spec)``), read from ``control.exchanges.DECLARATIONS`` or the
+declarations given to ``from_env``: a new exchange edits nothing in this module. README's "Settings" table is
+rendered from all of them (``python -m control.settings``; ``tests/control/test_settings.py`` checks README).
 
 Names and defaults of the BitMart worker are kept so its configuration works unchanged. Invalid values raise
 ``SettingsError`` whose message starts with the variable's name. Secrets (``BITMART_API_SECRET``,
@@ -16,35 +18,28 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from control.credentials import TOKEN_MIN_CHARS, TOKEN_RE
 from control.errors import SettingsError
+from control.exchange_settings import ExchangeSettings, declarations_or_registry, read_exchanges
+from control.exchanges import ExchangeDeclaration
 from control.redis_client import display_url
 from control.secrets_file import SecretsFile, check_env_overlap, load_secrets_file
 from control.settings_table import (
     ADDR,
     API_KEY,
     API_SECRET,
-    CREDENTIAL_ROLES,
     FERNET_KEY,
-    HTTP_URL,
-    KEEPALIVE_S,
-    MEMO,
     ORIGINS,
     PATH,
     POSITIVE,
-    PRIVATE_WS,
     REDIS_URL,
-    REST,
-    TEXT,
     TOKEN,
-    UID,
     WORKER_ID,
-    WS,
-    WS_URL,
+    Setting,
     declared,
     int_range,
     markdown_table,
@@ -54,7 +49,9 @@ from control.settings_table import (
 )
 from control.topics import EXCHANGES
 
-__all__ = ["TOKEN_MIN_CHARS", "TOKEN_RE", "Settings", "SettingsError"]
+__all__ = ["TOKEN_MIN_CHARS", "TOKEN_RE", "ExchangeSettings", "Settings", "SettingsError", "settings_table"]
+
+T = TypeVar("T")
 
 _CTRL_ADDR = ("127.0.0.1", 8089)
 
@@ -66,70 +63,6 @@ def _host_pid() -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All runtime settings. Units are in the names (``_s`` seconds, ``_ms`` milliseconds)."""
-
-    # -- BitMart (USDT-M futures) ---------------------------------------------------------------------------
-    bitmart_public_ws_uri: str = setting(
-        "BITMART_PUBLIC_WS_URI", "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1", WS_URL,
-        "BitMart public socket", exchange="bitmart", role=WS)  # fmt: skip
-    bitmart_private_ws_uri: str = setting(
-        "BITMART_PRIVATE_WS_URI", "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1", WS_URL,
-        "BitMart private socket (orders, positions, balances)", exchange="bitmart", role=PRIVATE_WS)  # fmt: skip
-    #: BitMart futures REST (private snapshots: open orders, positions; exchanges.md §1.1).
-    bitmart_rest_uri: str = setting(
-        "BITMART_REST_URI", "https://api-cloud-v2.bitmart.com", HTTP_URL,
-        "BitMart REST (open-order and position snapshots)", exchange="bitmart", role=REST)  # fmt: skip
-    bitmart_api_key: str = setting(
-        "BITMART_API_KEY", "", TEXT, "default BitMart account: API key", secret=True, exchange="bitmart", role=API_KEY)
-    bitmart_api_secret: str = setting(
-        "BITMART_API_SECRET", "", TEXT, "default BitMart account: API secret (required with the key)", secret=True,
-        exchange="bitmart", role=API_SECRET)  # fmt: skip
-    bitmart_api_memo: str = setting(
-        "BITMART_API_MEMO", "", TEXT, "default BitMart account: API memo", secret=True, exchange="bitmart", role=MEMO)
-
-    # -- Binance USD-M futures ------------------------------------------------------------------------------
-    binance_usdm_ws_uri: str = setting(
-        "BINANCE_USDM_WS_URI", "wss://fstream.binance.com", WS_URL,
-        "base URL; workers add the route: `/market` for klines, tickers and aggTrades, `/public` for raw trades "
-        "(per `BINANCE_USDM_TRADE_STREAM`), best bid/ask and books (since 2026-04-23 an unrouted URL acks kline "
-        "subscriptions and sends nothing)",
-        exchange="binanceusdm", role=WS)  # fmt: skip
-    binance_usdm_rest_uri: str = setting(
-        "BINANCE_USDM_REST_URI", "https://fapi.binance.com", HTTP_URL, "REST (order-book snapshots, listenKey)",
-        exchange="binanceusdm", role=REST)  # fmt: skip
-    #: Native stream of Binance USD-M ``trade`` topics: ``aggTrade`` (documented, on /market; trade_id = aggregate id)
-    #: or ``trade`` (raw trades; not in the official stream list, on /public). binance_usdm.md §2, §5.
-    binance_usdm_trade_stream: str = setting(
-        "BINANCE_USDM_TRADE_STREAM", "aggTrade", one_of(("aggTrade", "trade")),
-        "native stream of `trade` topics: `aggTrade` (the documented `<s>@aggTrade` on `/market`; one event per "
-        "aggregate of fills with one price and taker side, `trade_id` = the aggregate id, `size` = their sum) or "
-        "`trade` (raw `<s>@trade` on `/public`, not in Binance's official stream list: if Binance stopped serving "
-        "it, the subscription would be acked and stay silent); trade ids change meaning when you switch",
-        exchange="binanceusdm")  # fmt: skip
-    #: Binance USD-M listenKey keepalive (PUT) period; a key lives 60 min, keep it <= 30 min (binance_usdm.md §7).
-    listen_key_keepalive_s: float = setting(
-        "LISTEN_KEY_KEEPALIVE_S", 1800.0, KEEPALIVE_S, "Binance USD-M listenKey keepalive period (a key lives 60 min)",
-        exchange="binanceusdm")  # fmt: skip
-    binance_api_key: str = setting(
-        "BINANCE_API_KEY", "", TEXT, "default Binance USD-M account: API key", secret=True,
-        exchange="binanceusdm", role=API_KEY)  # fmt: skip
-    binance_api_secret: str = setting(
-        "BINANCE_API_SECRET", "", TEXT, "default Binance USD-M account: API secret (required with the key)",
-        secret=True, exchange="binanceusdm", role=API_SECRET)  # fmt: skip
-
-    # -- Gate.io USDT futures -------------------------------------------------------------------------------
-    gateio_ws_uri: str = setting(
-        "GATEIO_WS_URI", "wss://fx-ws.gateio.ws/v4/ws/usdt", WS_URL, "Gate.io USDT futures socket",
-        exchange="gateio", role=WS)  # fmt: skip
-    gateio_rest_uri: str = setting(
-        "GATEIO_REST_URI", "https://api.gateio.ws", HTTP_URL, "Gate.io REST (order-book and private snapshots)",
-        exchange="gateio", role=REST)  # fmt: skip
-    gateio_api_key: str = setting(
-        "GATEIO_API_KEY", "", TEXT, "default Gate.io account: API key", secret=True, exchange="gateio", role=API_KEY)
-    gateio_api_secret: str = setting(
-        "GATEIO_API_SECRET", "", TEXT, "default Gate.io account: API secret (required with the key)", secret=True,
-        exchange="gateio", role=API_SECRET)  # fmt: skip
-    gateio_uid: str = setting(
-        "GATEIO_UID", "", TEXT, "default Gate.io account: user id", secret=True, exchange="gateio", role=UID)
 
     # -- feeds ----------------------------------------------------------------------------------------------
     default_exchange: str = setting(
@@ -219,6 +152,9 @@ class Settings:
     #: Origins allowed by CORS (browser SSE clients); empty = no CORS headers at all.
     cors_origins: tuple[str, ...] = setting(
         "CORS_ORIGINS", (), ORIGINS, "origins allowed to call the API from a browser; empty: no CORS headers")
+    #: Every exchange's own variables, read from its declaration (``control/exchanges/<id>.py``), in
+    #: ``DECLARATIONS`` order; defaults when built without ``from_env``. Its repr shows no secret.
+    exchanges: tuple[ExchangeSettings, ...] = field(default_factory=lambda: read_exchanges(None, {}))
 
     @property
     def ctrl_addr(self) -> str:
@@ -226,39 +162,61 @@ class Settings:
         host = f"[{self.ctrl_host}]" if ":" in self.ctrl_host else self.ctrl_host
         return f"{host}:{self.ctrl_port}"
 
-    def exchange_value(self, exchange: str, role: str) -> str | None:
-        """The setting filed under ``exchange`` with ``role`` (see ``settings_table``), or None when none is."""
-        for f, spec in declared(type(self)):
-            if spec.exchange == exchange and spec.role == role:
-                value: str = getattr(self, f.name)
-                return value
-        return None
+    def exchange(self, exchange: str) -> ExchangeSettings:
+        """The values of ``exchange``'s declared variables; raises KeyError for an exchange not declared."""
+        for item in self.exchanges:
+            if item.id == exchange:
+                return item
+        raise KeyError(exchange)
+
+    def value(self, spec: Setting[T]) -> T:
+        """The value of the exchange variable ``spec`` (e.g. ``control.exchanges.binanceusdm.TRADE_STREAM``), typed
+        as declared; raises KeyError when no exchange declares it."""
+        for item in self.exchanges:
+            if spec.env in item.values:
+                return item.get(spec)
+        raise KeyError(spec.env)
 
     def exchange_ws_uri(self, exchange: str, private: bool = False) -> str:
         """Configured base WebSocket URL for ``exchange`` (adapters add routes); ``private``: for an account's
         private socket (BitMart's ``/user`` URL; Binance and Gate.io use the same base as public data).
         Raises KeyError for an exchange without one."""
-        url = self.exchange_value(exchange, PRIVATE_WS) if private else None
-        url = url if url is not None else self.exchange_value(exchange, WS)
-        if url is None:
-            raise KeyError(exchange)
-        return url
+        values = self.exchange(exchange)
+        return values.private_ws_uri if private else values.ws_uri
 
     def exchange_rest_uri(self, exchange: str) -> str:
         """Configured REST base URL for ``exchange`` (order-book and private snapshots, listenKeys); "" if unknown."""
-        return self.exchange_value(exchange, REST) or ""
+        try:
+            return self.exchange(exchange).rest_uri
+        except KeyError:
+            return ""
 
     def env_credentials(self, exchange: str) -> dict[str, str]:
         """The environment's default account of ``exchange``: ``{"api_key", "api_secret", "memo"?, "uid"?}`` as
-        configured ("" when unset); ``{}`` for an exchange that declares no credential variables."""
-        found = {role: self.exchange_value(exchange, role) for role in CREDENTIAL_ROLES}
-        return {role: value for role, value in found.items() if value is not None}
+        configured ("" when unset); ``{}`` for an exchange not declared."""
+        try:
+            return self.exchange(exchange).credentials
+        except KeyError:
+            return {}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); raises SettingsError naming the variable."""
+    def specs(cls, declarations: Iterable[ExchangeDeclaration] | None = None) -> list[Setting[Any]]:
+        """Every declared variable, README's order: each exchange's (``declarations``, default the registry), then
+        the fields of ``Settings``."""
+        exchange_specs = [spec for d in declarations_or_registry(declarations) for spec in d.settings]
+        return [*exchange_specs, *(spec for _, spec in declared(cls))]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, declarations: Iterable[ExchangeDeclaration] | None = None
+    ) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raises SettingsError naming the variable.
+
+        ``declarations``: the exchanges whose variables are read (default ``control.exchanges.DECLARATIONS``)."""
         env = os.environ if environ is None else environ
+        exchanges = read_exchanges(declarations, env)  # first: README lists the exchanges' variables first
         values: dict[str, Any] = read_settings(cls, env)
+        values["exchanges"] = exchanges
         if values["accounts_file"]:
             values["secrets_file"] = load_secrets_file(values["accounts_file"])
         settings = cls(**values)
@@ -271,19 +229,24 @@ class Settings:
 
     def _check_credentials(self) -> None:
         """An environment account needs both halves, and ACCOUNTS_FILE may not define it again."""
-        names = {(spec.exchange, spec.role): spec.env for _, spec in declared(type(self)) if spec.role}
         env_refs: dict[str, str] = {}
-        for exchange in EXCHANGES:
-            creds = self.env_credentials(exchange)
+        for values in self.exchanges:
+            creds, names = values.credentials, values.declaration.credentials
             key, secret = creds.get(API_KEY, ""), creds.get(API_SECRET, "")
             if bool(key) != bool(secret):
                 missing, present = (API_SECRET, API_KEY) if key else (API_KEY, API_SECRET)
-                raise SettingsError(names[exchange, missing], f"required when {names[exchange, present]} is set")
+                raise SettingsError(names[missing], f"required when {names[present]} is set")
             if key:
-                env_refs[f"{exchange}:default"] = names[exchange, API_KEY]
+                env_refs[f"{values.id}:default"] = names[API_KEY]
         if self.secrets_file is not None:
             check_env_overlap(self.secrets_file, env_refs)
 
 
+def settings_table(declarations: Iterable[ExchangeDeclaration] | None = None) -> str:
+    """README's "Settings" table: every exchange's variables (``declarations``, default the registry), then the
+    process-wide ones."""
+    return markdown_table(Settings.specs(declarations))
+
+
 if __name__ == "__main__":  # README's table: python -m control.settings
-    print(markdown_table(Settings), end="")
+    print(settings_table(), end="")

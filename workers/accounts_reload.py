@@ -16,6 +16,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from control.accounts import Account, load_accounts, secret_values
+from control.exchanges.binanceusdm import LISTEN_KEY_KEEPALIVE
 from control.settings import Settings
 from workers.exchanges.base import ExchangeAdapter
 from workers.private import PrivateSession, account_of_route
@@ -67,6 +68,6 @@ class AccountBook:
         return PrivateSession(
             account=account, adapter=self.adapters[account.exchange], session=self.session, publisher=self.publisher,
             ws_base_url=s.exchange_ws_uri(account.exchange, private=True),
-            rest_base_url=s.exchange_rest_uri(account.exchange), keepalive_s=s.listen_key_keepalive_s,
+            rest_base_url=s.exchange_rest_uri(account.exchange), keepalive_s=s.value(LISTEN_KEY_KEEPALIVE),
             retry_initial_s=min(s.reconnect_delay_s, 1.0), retry_max_s=s.reconnect_max_delay_s, clock=self.clock,
         )  # fmt: skip

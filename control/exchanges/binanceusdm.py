@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from control.exchanges.declaration import ExchangeDeclaration, ExchangeSetting
+from control.exchanges.declaration import ExchangeDeclaration
+from control.setting_spec import API_KEY, API_SECRET, HTTP_URL, KEEPALIVE_S, REST, TEXT, WS, WS_URL, Setting, one_of
+
+#: Native stream of ``trade`` topics: ``aggTrade`` (documented, on /market; trade_id = aggregate id) or ``trade``
+#: (raw trades; not in the official stream list, on /public) (§2, §5). Read with ``Settings.value(TRADE_STREAM)``.
+TRADE_STREAM: Setting[str] = Setting(
+    "BINANCE_USDM_TRADE_STREAM", "aggTrade", one_of(("aggTrade", "trade")),
+    "native stream of `trade` topics: `aggTrade` (the documented `<s>@aggTrade` on `/market`; one event per "
+    "aggregate of fills with one price and taker side, `trade_id` = the aggregate id, `size` = their sum) or "
+    "`trade` (raw `<s>@trade` on `/public`, not in Binance's official stream list: if Binance stopped serving "
+    "it, the subscription would be acked and stay silent); trade ids change meaning when you switch")  # fmt: skip
+#: listenKey keepalive (PUT) period; a key lives 60 min, keep it <= 30 min (§7). ``Settings.value(...)``.
+LISTEN_KEY_KEEPALIVE: Setting[float] = Setting(
+    "LISTEN_KEY_KEEPALIVE_S", 1800.0, KEEPALIVE_S, "Binance USD-M listenKey keepalive period (a key lives 60 min)")  # fmt: skip
 
 BINANCEUSDM = ExchangeDeclaration(
     id="binanceusdm",
@@ -14,18 +27,19 @@ BINANCEUSDM = ExchangeDeclaration(
     # the @depth diff stream is not windowed and the REST snapshot has 1000 levels (§6): the API-wide
     # control.topics.DEPTH_LEVELS_MAX (100) applies
     depth_levels_cap=100,
-    credentials={"api_key": "BINANCE_API_KEY", "api_secret": "BINANCE_API_SECRET"},
-    ws_url_env="BINANCE_USDM_WS_URI",
-    rest_url_env="BINANCE_USDM_REST_URI",
     settings=(
-        ExchangeSetting("BINANCE_USDM_WS_URI", "wss://fstream.binance.com", "ws_url",
-                        "Binance USD-M WebSocket base; routes /market, /public, /private are added (§1)"),
-        ExchangeSetting("BINANCE_USDM_REST_URI", "https://fapi.binance.com", "http_url",
-                        "Binance USD-M REST: depth snapshots, listenKeys, private snapshots (§6-§8)"),
-        ExchangeSetting("BINANCE_USDM_TRADE_STREAM", "aggTrade", "choice",
-                        "stream of trade topics: aggTrade (documented, /market) or trade (raw, /public) (§2, §5)",
-                        choices=("aggTrade", "trade")),
-        ExchangeSetting("BINANCE_API_KEY", "", "secret", "API key of the default Binance USD-M account"),
-        ExchangeSetting("BINANCE_API_SECRET", "", "secret", "API secret of the default Binance USD-M account"),
+        # one base; routes /market, /public, /private are added (§1)
+        Setting("BINANCE_USDM_WS_URI", "wss://fstream.binance.com", WS_URL,
+                "base URL; workers add the route: `/market` for klines, tickers and aggTrades, `/public` for raw "
+                "trades (per `BINANCE_USDM_TRADE_STREAM`), best bid/ask and books (since 2026-04-23 an unrouted URL "
+                "acks kline subscriptions and sends nothing)", role=WS),
+        # depth snapshots, listenKeys, private snapshots (§6-§8)
+        Setting("BINANCE_USDM_REST_URI", "https://fapi.binance.com", HTTP_URL, "REST (order-book snapshots, listenKey)",
+                role=REST),
+        TRADE_STREAM,
+        LISTEN_KEY_KEEPALIVE,
+        Setting("BINANCE_API_KEY", "", TEXT, "default Binance USD-M account: API key", secret=True, role=API_KEY),
+        Setting("BINANCE_API_SECRET", "", TEXT, "default Binance USD-M account: API secret (required with the key)",
+                secret=True, role=API_SECRET),
     ),
 )  # fmt: skip

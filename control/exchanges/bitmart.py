@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from control.exchanges.declaration import ExchangeDeclaration, ExchangeSetting
+from control.exchanges.declaration import ExchangeDeclaration
+from control.setting_spec import API_KEY, API_SECRET, HTTP_URL, MEMO, PRIVATE_WS, REST, TEXT, WS, WS_URL, Setting
 
 BITMART = ExchangeDeclaration(
     id="bitmart",
@@ -13,20 +14,19 @@ BITMART = ExchangeDeclaration(
     timeframes=("1m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w"),
     # futures/depthIncrease50 keeps 50 levels; levels outside never get updates (§1.6)
     depth_levels_cap=50,
-    # every signature covers "<ts>#<memo>#<payload>" (§1.3): the memo is required
-    credentials={"api_key": "BITMART_API_KEY", "api_secret": "BITMART_API_SECRET", "memo": "BITMART_API_MEMO"},
-    ws_url_env="BITMART_PUBLIC_WS_URI",
-    private_ws_url_env="BITMART_PRIVATE_WS_URI",
-    rest_url_env="BITMART_REST_URI",
     settings=(
-        ExchangeSetting("BITMART_PUBLIC_WS_URI", "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1", "ws_url",
-                        "BitMart public futures WebSocket (§1.1)"),
-        ExchangeSetting("BITMART_PRIVATE_WS_URI", "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1", "ws_url",
-                        "BitMart private futures WebSocket, login first (§1.1, §1.3)"),
-        ExchangeSetting("BITMART_REST_URI", "https://api-cloud-v2.bitmart.com", "http_url",
-                        "BitMart futures REST: open orders and positions after a (re)connect (§1.1)"),
-        ExchangeSetting("BITMART_API_KEY", "", "secret", "API key of the default BitMart account"),
-        ExchangeSetting("BITMART_API_SECRET", "", "secret", "API secret of the default BitMart account"),
-        ExchangeSetting("BITMART_API_MEMO", "", "secret", "API memo of the default BitMart account (signed, §1.3)"),
+        # public and private futures sockets; the private one logs in first (§1.1, §1.3)
+        Setting("BITMART_PUBLIC_WS_URI", "wss://openapi-ws-v2.bitmart.com/api?protocol=1.1", WS_URL,
+                "BitMart public socket", role=WS),
+        Setting("BITMART_PRIVATE_WS_URI", "wss://openapi-ws-v2.bitmart.com/user?protocol=1.1", WS_URL,
+                "BitMart private socket (orders, positions, balances)", role=PRIVATE_WS),
+        # futures REST: open orders and positions after a (re)connect (§1.1)
+        Setting("BITMART_REST_URI", "https://api-cloud-v2.bitmart.com", HTTP_URL,
+                "BitMart REST (open-order and position snapshots)", role=REST),
+        # every signature covers "<ts>#<memo>#<payload>" (§1.3): the memo is required
+        Setting("BITMART_API_KEY", "", TEXT, "default BitMart account: API key", secret=True, role=API_KEY),
+        Setting("BITMART_API_SECRET", "", TEXT, "default BitMart account: API secret (required with the key)",
+                secret=True, role=API_SECRET),
+        Setting("BITMART_API_MEMO", "", TEXT, "default BitMart account: API memo", secret=True, role=MEMO),
     ),
 )  # fmt: skip

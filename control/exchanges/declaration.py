@@ -4,31 +4,20 @@ One ``ExchangeDeclaration`` per exchange lives in ``control/exchanges/<id>.py``;
 lists them, ``control.topics`` derives its tables (``EXCHANGES``, ``EXCHANGE_ALIASES``, ``CAPABILITIES``,
 ``DEPTH_LEVELS_CAP``) from them, and each worker adapter (``workers.exchanges.<id>``) points at its declaration for
 the same facts, so there is one source. ``tests/exchanges/test_registry.py`` keeps the two registries in step.
+Its environment variables are declared here too, and only here: ``control.settings`` reads them and renders
+their README rows from ``ExchangeDeclaration.settings``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
-#: How a setting's text is checked: a ``ws://``/``wss://`` URL, an ``http(s)://`` URL, a secret (never shown), or
-#: one of ``choices``.
-SettingKind = Literal["ws_url", "http_url", "secret", "choice"]
+from control.setting_spec import API_KEY, API_SECRET, CREDENTIAL_ROLES, PRIVATE_WS, REST, WS, Setting
 
-
-@dataclass(frozen=True, slots=True)
-class ExchangeSetting:
-    """One environment variable an exchange reads: ``env`` name, ``default`` text, ``kind``, a doc line.
-
-    Declared here so the settings table (``control.settings``) can be built from the exchanges' own lists; until
-    that wiring lands ``tests/exchanges/test_registry.py`` checks that ``Settings`` has the same names and defaults.
-    """
-
-    env: str
-    default: str
-    kind: SettingKind
-    doc: str
-    choices: tuple[str, ...] = ()
+#: One environment variable an exchange reads: a ``control.setting_spec.Setting`` (name, default, parser, doc,
+#: secrecy, role). ``control.settings`` reads and documents exactly the ones the declarations list.
+ExchangeSetting = Setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +33,12 @@ class ExchangeDeclaration:
         timeframes: canonical kline timeframes served (subset of ``control.topics.TIMEFRAME_MS``), in that order.
         depth_levels_cap: most levels per side a ``depth`` topic may publish: the window in which the exchange keeps
             the book up to date, at most ``control.topics.DEPTH_LEVELS_MAX``.
-        credentials: ``control.accounts.Account`` field -> environment variable of the default account's value
-            (``api_key`` -> ``BITMART_API_KEY``); the fields a private account of this exchange needs.
-        ws_url_env, private_ws_url_env, rest_url_env: the settings holding the public WebSocket base, the private
-            one (None: the public base serves private sockets too) and the REST base.
-        settings: every environment variable of this exchange (URLs, credentials, options) with default and doc.
+        settings: every environment variable of this exchange (URLs, credentials, options), each declared once
+            with its default, parser, README doc line, secrecy and role. ``control.settings`` builds its
+            per-exchange values and README rows from these alone; the roles say which holds the public WebSocket
+            base (``WS``, required), the private one (``PRIVATE_WS``, optional: else the public base serves
+            private sockets too), the REST base (``REST``, required) and the default account's credential fields
+            (``API_KEY`` and ``API_SECRET`` required, ``MEMO``, ``UID``).
     """
 
     id: str
@@ -57,12 +47,47 @@ class ExchangeDeclaration:
     private_channels: tuple[str, ...]
     timeframes: tuple[str, ...]
     depth_levels_cap: int
-    credentials: dict[str, str]
-    ws_url_env: str
-    rest_url_env: str
-    private_ws_url_env: str | None = None
     aliases: tuple[str, ...] = ()
-    settings: tuple[ExchangeSetting, ...] = field(default=())
+    settings: tuple[Setting[Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        envs = [s.env for s in self.settings]
+        if len(envs) != len(set(envs)):
+            raise ValueError(f"{self.id}: a setting is declared twice")
+        for role in (WS, REST, API_KEY, API_SECRET):
+            if self.by_role(role) is None:
+                raise ValueError(f"{self.id}: no setting with role {role!r}")
+
+    def by_role(self, role: str) -> Setting[Any] | None:
+        """The setting filed under ``role`` (``control.setting_spec.WS`` ...), or None when none is."""
+        return next((s for s in self.settings if s.role == role), None)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """``control.accounts.Account`` field -> environment variable of the default account's value
+        (``api_key`` -> ``BITMART_API_KEY``): the fields a private account of this exchange needs."""
+        return {s.role: s.env for s in self.settings if s.role in CREDENTIAL_ROLES}
+
+    @property
+    def ws_url_env(self) -> str:
+        """Name of the variable holding the public WebSocket base."""
+        return self._env(WS)
+
+    @property
+    def private_ws_url_env(self) -> str | None:
+        """Name of the variable holding the private WebSocket base; None: the public base serves private sockets."""
+        spec = self.by_role(PRIVATE_WS)
+        return spec.env if spec is not None else None
+
+    @property
+    def rest_url_env(self) -> str:
+        """Name of the variable holding the REST base."""
+        return self._env(REST)
+
+    def _env(self, role: str) -> str:
+        spec = self.by_role(role)
+        assert spec is not None  # __post_init__ checked the required roles
+        return spec.env
 
     def capabilities(self) -> dict[str, frozenset[str] | None]:
         """``control.topics.CAPABILITIES`` entry: channel -> served timeframes (``kline``) or None (no timeframe)."""
@@ -73,7 +98,7 @@ class ExchangeDeclaration:
             caps[channel] = None
         return caps
 
-    def setting(self, env: str) -> ExchangeSetting:
+    def setting(self, env: str) -> Setting[Any]:
         """The declared setting named ``env``; raises KeyError if this exchange declares none by that name."""
         for item in self.settings:
             if item.env == env:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from control.exchanges.declaration import ExchangeDeclaration, ExchangeSetting
+from control.exchanges.declaration import ExchangeDeclaration
+from control.setting_spec import API_KEY, API_SECRET, HTTP_URL, REST, TEXT, UID, WS, WS_URL, Setting
 
 GATEIO = ExchangeDeclaration(
     id="gateio",
@@ -15,17 +16,16 @@ GATEIO = ExchangeDeclaration(
     timeframes=("1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"),
     # futures.order_book_update level "100" notifies updates within the top 100; the REST snapshot takes limit=100
     depth_levels_cap=100,
-    # private payloads name the user id (§2.6)
-    credentials={"api_key": "GATEIO_API_KEY", "api_secret": "GATEIO_API_SECRET", "uid": "GATEIO_UID"},
-    ws_url_env="GATEIO_WS_URI",
-    rest_url_env="GATEIO_REST_URI",
     settings=(
-        ExchangeSetting("GATEIO_WS_URI", "wss://fx-ws.gateio.ws/v4/ws/usdt", "ws_url",
-                        "Gate.io USDT futures WebSocket, public and private (§2.1)"),
-        ExchangeSetting("GATEIO_REST_URI", "https://api.gateio.ws", "http_url",
-                        "Gate.io REST: depth snapshots and private snapshots (§2.5, §2.7)"),
-        ExchangeSetting("GATEIO_API_KEY", "", "secret", "API key of the default Gate.io account"),
-        ExchangeSetting("GATEIO_API_SECRET", "", "secret", "API secret of the default Gate.io account"),
-        ExchangeSetting("GATEIO_UID", "", "secret", "user id of the default Gate.io account (private payloads, §2.6)"),
+        # one USDT futures socket for public and private channels (§2.1)
+        Setting("GATEIO_WS_URI", "wss://fx-ws.gateio.ws/v4/ws/usdt", WS_URL, "Gate.io USDT futures socket", role=WS),
+        # depth snapshots and private snapshots (§2.5, §2.7)
+        Setting("GATEIO_REST_URI", "https://api.gateio.ws", HTTP_URL,
+                "Gate.io REST (order-book and private snapshots)", role=REST),
+        Setting("GATEIO_API_KEY", "", TEXT, "default Gate.io account: API key", secret=True, role=API_KEY),
+        Setting("GATEIO_API_SECRET", "", TEXT, "default Gate.io account: API secret (required with the key)",
+                secret=True, role=API_SECRET),
+        # private payloads name the user id (§2.6)
+        Setting("GATEIO_UID", "", TEXT, "default Gate.io account: user id", secret=True, role=UID),
     ),
 )  # fmt: skip

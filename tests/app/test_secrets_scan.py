@@ -343,17 +343,18 @@ def test_internal_error_trace_is_redacted(
 ) -> None:
     install_redaction(secret_values(world.settings))
     app = create_app(world.settings)
+    api_secret = world.settings.env_credentials("bitmart")["api_secret"]
     with TestClient(app, raise_server_exceptions=False) as client:
 
         async def boom(*args: Any, **kwargs: Any) -> None:
-            raise RuntimeError(f"exchange said no to {world.settings.bitmart_api_secret}")
+            raise RuntimeError(f"exchange said no to {api_secret}")
 
         monkeypatch.setattr(app.state.dispatcher, "subscribe", boom)
         resp = client.post("/trades/subscribe", json={"symbol": "BTCUSDT"},
                            headers={"Authorization": f"Bearer {world.control}"})  # fmt: skip
-    assert resp.status_code == 500 and world.settings.bitmart_api_secret not in resp.text
+    assert resp.status_code == 500 and api_secret not in resp.text
     assert "unhandled error" in caplog.text and f"exchange said no to {MASK}" in caplog.text
-    assert world.settings.bitmart_api_secret[:PIECE] not in caplog.text
+    assert api_secret[:PIECE] not in caplog.text
 
 
 async def test_access_log_atoms_are_sanitised(world: World) -> None:

@@ -1,4 +1,4 @@
-"""control.settings: every variable declared once; README's table is the declaration; per-exchange blocks by role."""
+"""control.settings: every variable declared once; README's table is the declaration; per-exchange variables by role."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from control.settings import Settings, SettingsError
-from control.settings_table import API_KEY, API_SECRET, REST, WS, declared, markdown_table
+from control.exchanges import DECLARATIONS
+from control.settings import Settings, SettingsError, settings_table
+from control.settings_table import API_KEY, API_SECRET, REST, WS, declared
 from control.topics import EXCHANGES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: Fields that are not environment variables of their own.
-DERIVED = {"ctrl_port", "secrets_file"}
+DERIVED = {"ctrl_port", "secrets_file", "exchanges"}
 
 
 def readme_settings_table() -> str:
@@ -24,13 +25,13 @@ def readme_settings_table() -> str:
 
 
 def test_readme_table_is_the_declaration() -> None:
-    expected = markdown_table(Settings)
+    expected = settings_table()
     assert readme_settings_table() == expected, "README's Settings table is stale: run python -m control.settings"
 
 
 def test_every_field_is_declared_once() -> None:
     specs = list(declared(Settings))
-    names = [spec.env for _, spec in specs]
+    names = [spec.env for spec in Settings.specs()]  # the exchanges' variables and the process-wide ones
     assert len(names) == len(set(names))
     covered = {f.name for f, spec in specs} | {a for _, spec in specs for a in spec.attrs}
     assert covered | DERIVED == {f.name for f in dataclasses.fields(Settings)}
@@ -47,7 +48,7 @@ def test_defaults_are_what_an_empty_environment_gives() -> None:
 @pytest.mark.parametrize("exchange", EXCHANGES)
 def test_each_exchange_declares_its_block(exchange: str) -> None:
     settings = Settings.from_env({})
-    roles = {spec.role for _, spec in declared(Settings) if spec.exchange == exchange}
+    roles = {spec.role for spec in DECLARATIONS[exchange].settings}
     assert {WS, REST, API_KEY, API_SECRET} <= roles
     assert settings.exchange_ws_uri(exchange).startswith("wss://")
     assert settings.exchange_rest_uri(exchange).startswith("https://")
@@ -55,12 +56,13 @@ def test_each_exchange_declares_its_block(exchange: str) -> None:
     assert settings.exchange_rest_uri("nope") == ""
     with pytest.raises(KeyError):
         settings.exchange_ws_uri("nope")
+    assert settings.env_credentials("nope") == {}
 
 
 def test_bitmart_private_socket_has_its_own_url() -> None:
     settings = Settings.from_env({"BITMART_PRIVATE_WS_URI": "wss://example.test/user"})
     assert settings.exchange_ws_uri("bitmart", private=True) == "wss://example.test/user"
-    assert settings.exchange_ws_uri("gateio", private=True) == settings.gateio_ws_uri
+    assert settings.exchange_ws_uri("gateio", private=True) == settings.exchange("gateio").ws_uri
 
 
 @pytest.mark.parametrize(

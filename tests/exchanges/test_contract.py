@@ -180,7 +180,7 @@ def test_declaration_is_complete(exchange_id: str) -> None:
     assert {"api_key", "api_secret"} <= set(declaration.credentials) <= ACCOUNT_FIELDS
     envs = [s.env for s in declaration.settings]
     assert len(envs) == len(set(envs)) and all(env.isupper() for env in envs)
-    assert all(s.doc and (s.kind != "secret" or s.default == "") for s in declaration.settings)
+    assert all(s.doc and s.parser.hint and (not s.secret or s.default == "") for s in declaration.settings)
     # the adapter's own declarations
     assert adapter.max_topics_per_connection > 0 and adapter.max_subscribe_frame_bytes > 0
     assert adapter.min_send_interval_ms >= 0

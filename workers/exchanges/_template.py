@@ -4,9 +4,12 @@ The contract is ``workers.exchanges.base``: ``PublicAdapter`` + ``PrivateAdapter
 ``ExchangeAdapter``. A venue is a package; this one file shows every part, each section headed by the module it
 becomes. Adding exchange ``acme`` touches:
 
-1. ``control/exchanges/acme.py``: its ``ExchangeDeclaration`` (id, aliases, channels, timeframes, depth cap,
-   credential fields, settings with defaults), and one line in ``control/exchanges/__init__.py`` ``DECLARATIONS``.
-   ``control.topics`` (the API's validation) derives everything from it.
+1. ``control/exchanges/acme.py``: its ``ExchangeDeclaration`` (id, aliases, channels, timeframes, depth cap, and
+   every environment variable it reads as a ``Setting`` with default, parser, doc, secrecy and role: ``WS``,
+   ``REST``, ``API_KEY``, ``API_SECRET`` required; ``PRIVATE_WS``, ``MEMO``, ``UID`` as needed), and one line in
+   ``control/exchanges/__init__.py`` ``DECLARATIONS``. ``control.topics`` (the API's validation),
+   ``control.settings`` (its variables, README's table) and ``control.accounts`` (its default account) derive
+   everything from it.
 2. ``workers/exchanges/acme/``: ``wire.py`` (spellings, limits, routes, frames, replies as data), ``public.py``
    (the ``FrameParser``: frames -> events), ``private.py`` (login or listenKey duty, signing, private pushes),
    ``book.py`` (``BookSync`` subclass, depth pushes, snapshots), ``rest.py`` (signed snapshots, ``rest_error``),
@@ -15,8 +18,7 @@ becomes. Adding exchange ``acme`` touches:
 3. Recorded frames for its tests (``shared/exchange-ws-samples/``), its test module, and its entries in
    ``tests/exchanges/test_contract.py`` ``SAMPLES`` (the contract test fails until they exist).
 4. Its simulator module (``scripts/``) for the worker and end-to-end tests.
-5. Until ``control/settings.py`` is built from the declarations: its fields there (``exchange_ws_uri``,
-   ``exchange_rest_uri``) and the default account in ``control/accounts.py`` ``env_accounts``.
+5. README's settings table: regenerate it with ``python -m control.settings``.
 
 Rules: adapters are pure (no I/O, no clock, no logging: time arrives as ``now_ms`` / ``ts_received_ms``); every
 exchange fact carries its reference section; prices and sizes stay decimal strings; a malformed frame raises
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from control.exchanges.declaration import ExchangeDeclaration
+from control.setting_spec import API_KEY, API_SECRET, HTTP_URL, REST, TEXT, WS, WS_URL, Setting
 from control.topics import Topic
 from workers.exchanges.base import (
     Ack,
@@ -57,10 +60,14 @@ ACME = ExchangeDeclaration(
     private_channels=("order",),
     timeframes=("1m", "1h"),
     depth_levels_cap=50,
-    credentials={"api_key": "ACME_API_KEY", "api_secret": "ACME_API_SECRET"},
-    ws_url_env="ACME_WS_URI",
-    rest_url_env="ACME_REST_URI",
-)
+    settings=(
+        Setting("ACME_WS_URI", "wss://ws.acme.example/v1", WS_URL, "Acme socket", role=WS),
+        Setting("ACME_REST_URI", "https://api.acme.example", HTTP_URL, "Acme REST (snapshots)", role=REST),
+        Setting("ACME_API_KEY", "", TEXT, "default Acme account: API key", secret=True, role=API_KEY),
+        Setting("ACME_API_SECRET", "", TEXT, "default Acme account: API secret (required with the key)",
+                secret=True, role=API_SECRET),
+    ),
+)  # fmt: skip
 
 # -- acme/wire.py: facts as data, each with its reference section ---------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from control.exchanges.binanceusdm import TRADE_STREAM
 from control.settings import Settings, SettingsError
 from control.topics import Topic
 from scripts.simulator import binance_stream_class
@@ -213,7 +214,7 @@ def test_raw_trade_stream_stays_selectable() -> None:
 
 
 def test_trade_stream_setting_reaches_the_workers_adapters() -> None:
-    assert Settings.from_env({}).binance_usdm_trade_stream == "aggTrade"
+    assert Settings.from_env({}).value(TRADE_STREAM) == "aggTrade"
     settings = Settings.from_env({"BINANCE_USDM_TRADE_STREAM": "trade"})
     adapters = configured_adapters(settings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from control.exchanges.binanceusdm import BINANCEUSDM
+from control.exchanges.binanceusdm import BINANCEUSDM, TRADE_STREAM
 from control.topics import Topic
 from workers.exchanges.base import AdapterError, Credentials, OutFrame
 from workers.exchanges.binanceusdm import book, rest, wire
@@ -78,10 +78,11 @@ class BinanceUsdmAdapter:
         return f"BinanceUsdmAdapter(trade_stream={self.trade_stream!r})"
 
     def configured(self, settings: Settings) -> BinanceUsdmAdapter:
-        """An adapter on ``settings.binance_usdm_trade_stream`` (``self`` when it already is)."""
-        if settings.binance_usdm_trade_stream == self.trade_stream:
+        """An adapter on the configured ``BINANCE_USDM_TRADE_STREAM`` (``self`` when it already is)."""
+        trade_stream = settings.value(TRADE_STREAM)
+        if trade_stream == self.trade_stream:
             return self
-        return BinanceUsdmAdapter(trade_stream=settings.binance_usdm_trade_stream)
+        return BinanceUsdmAdapter(trade_stream=trade_stream)
 
     def route(self, topic: Topic) -> str:
         """``"market"`` for klines and tickers, ``"public"`` for best bid/ask and depth (§2), the trade stream's route

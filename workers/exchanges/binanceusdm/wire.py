@@ -42,7 +42,7 @@ _STREAM_SUFFIXES: dict[str, str] = {
     "bookticker": "@bookTicker",
     "depth": "@depth@100ms",
 }
-#: ``Settings.binance_usdm_trade_stream`` (``BINANCE_USDM_TRADE_STREAM``) -> (stream suffix, route) of the ``trade``
+#: ``Settings.value(TRADE_STREAM)`` (``BINANCE_USDM_TRADE_STREAM``) -> (stream suffix, route) of the ``trade``
 #: channel. ``aggTrade`` (the default) is the documented ``<s>@aggTrade`` on ``/market`` (§2, §5; "Aggregate Trade
 #: Streams", https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/
 #: Aggregate-Trade-Streams): one event per aggregate of fills with the same price and taker side, ``trade_id`` =
