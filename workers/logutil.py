@@ -22,7 +22,7 @@ class RateLimitedLog:
     :param clock: monotonic seconds (inject in tests).
     """
 
-    __slots__ = ("_clock", "_logger", "_next", "_suppressed", "every_s")
+    __slots__ = ("_clock", "_key", "_logger", "_next", "_suppressed", "every_s")
 
     def __init__(
         self, logger: logging.Logger, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
@@ -30,15 +30,21 @@ class RateLimitedLog:
         self._logger, self.every_s, self._clock = logger, every_s, clock
         self._next = 0.0
         self._suppressed = 0
+        self._key = ""
 
     def warning(self, fmt: str, *args: object) -> bool:
         """Log ``fmt % args`` + `` (N similar suppressed)`` unless a line went out less than ``every_s`` ago (then
         count it). Returns True when the line was logged."""
+        return self.log(logging.WARNING, fmt, *args)
+
+    def log(self, level: int, fmt: str, *args: object, key: str = "") -> bool:
+        """As ``warning`` at ``level``; a line whose ``key`` (e.g. the error text) differs from the last one logged
+        goes out at once: a new kind of trouble is never hidden behind the old one."""
         now = self._clock()
-        if now < self._next:
+        if now < self._next and key == self._key:
             self._suppressed += 1
             return False
-        self._next = now + self.every_s
+        self._next, self._key = now + self.every_s, key
         suppressed, self._suppressed = self._suppressed, 0
-        self._logger.warning(fmt + " (%d similar suppressed)", *args, suppressed)
+        self._logger.log(level, fmt + " (%d similar suppressed)", *args, suppressed)
         return True

@@ -59,13 +59,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from workers.backoff import Backoff
-from workers.publish_queue import (
-    GAP_REASON_ERROR,
-    GAP_REASON_OVERFLOW,
-    GAP_REASON_UNSERIALIZABLE,
-    EventQueue,
-    Gaps,
-)
+from workers.logutil import RateLimitedLog
+from workers.publish_queue import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, GAP_REASON_UNSERIALIZABLE, EventQueue, Gaps
 from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
 
 __all__ = ["GAP_REASON_ERROR", "GAP_REASON_OVERFLOW", "GAP_REASON_UNSERIALIZABLE", "Publisher"]
@@ -152,8 +147,8 @@ class Publisher:
         self._fenced = 0
         self._redis_errors = 0
         self._last_error: str | None = None
-        self._logged_error = ""  # the last command error logged, and when (monotonic)
-        self._logged_at = 0.0
+        #: A broken key fails every batch: its error is logged now and then (a new error text at once).
+        self._error_log = RateLimitedLog(log, _ERROR_LOG_EVERY_S)
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -382,12 +377,8 @@ class Publisher:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             if backoff is not None:
-                log.warning(
-                    "redis writable again after %.1f s and %d retries; %d events queued",
-                    time.monotonic() - outage_since,
-                    backoff.attempts,
-                    len(self._events.items),
-                )
+                log.warning("redis writable again after %.1f s and %d retries; %d events queued",
+                            time.monotonic() - outage_since, backoff.attempts, len(self._events.items))  # fmt: skip
             failed, first, fenced, fenced_conns, lost = reply[:5]
             if len(reply) > 5:  # written by an earlier run whose reply was lost: nothing written twice
                 self._resends_skipped += 1
@@ -397,11 +388,8 @@ class Publisher:
                 text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
                 self._redis_errors += int(failed)
                 self._last_error = f"ResponseError: {text}"
-                now = time.monotonic()
-                if text != self._logged_error or now - self._logged_at >= _ERROR_LOG_EVERY_S:  # a broken key fails
-                    self._logged_error, self._logged_at = text, now  # every batch: log it now and then
-                    log.error("%d redis commands failed in a batch, %d events not written (announced by gap events); "
-                              "first: %s", failed, len(lost), text)  # fmt: skip
+                self._error_log.log(logging.ERROR, "%d redis commands failed in a batch, %d events not written "
+                                    "(announced by gap events); first: %s", failed, len(lost), text, key=text)  # fmt: skip
             if fenced_conns:
                 self._fenced += int(fenced)
                 self.fenced_batches.update(conns[int(i) - 1] for i in fenced_conns)

@@ -17,13 +17,13 @@ Each venue is a package ``workers/exchanges/<id>/`` (``wire.py`` data, ``public.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from control.errors import FeedplaneError
 from control.exchanges import ExchangeDeclaration
-from control.topics import Topic, validate_account
+from control.topics import Topic
 
 if TYPE_CHECKING:
     from control.settings import Settings
@@ -32,21 +32,6 @@ if TYPE_CHECKING:
 
 class AdapterError(FeedplaneError):
     """Raised by an adapter for a request it cannot express (e.g. a timeframe the exchange lacks)."""
-
-
-def check_owner_and_account(topic: Topic, exchange_id: str, private_channels: Collection[str]) -> bool:
-    """The checks every adapter's ``validate`` starts with: AdapterError unless ``topic`` is ``exchange_id``'s, and,
-    for a private channel, unless its symbol slot holds a valid account name (``control.topics.ACCOUNT_RE``).
-    Returns True when ``topic`` is private (nothing more to check), False for a public topic."""
-    if topic.exchange != exchange_id:
-        raise AdapterError(f"topic {topic} is not a {exchange_id} topic")
-    if topic.channel not in private_channels:
-        return False
-    try:
-        validate_account(topic.symbol)
-    except ValueError as exc:
-        raise AdapterError(str(exc)) from None
-    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ import orjson
 
 from control.exchanges.binanceusdm import BINANCEUSDM
 from control.topics import TIMEFRAME_MS, Topic
-from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed, check_owner_and_account
+from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed
+from workers.exchanges.checks import check_owner_and_account
 
 _dumps = orjson.dumps
 

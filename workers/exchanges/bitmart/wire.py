@@ -18,7 +18,8 @@ import orjson
 
 from control.exchanges.bitmart import BITMART
 from control.topics import Topic
-from workers.exchanges.base import AdapterError, OutFrame, check_owner_and_account
+from workers.exchanges.base import AdapterError, OutFrame
+from workers.exchanges.checks import check_owner_and_account
 
 _dumps = orjson.dumps
 

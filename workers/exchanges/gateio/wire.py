@@ -24,7 +24,8 @@ import orjson
 
 from control.exchanges.gateio import GATEIO
 from control.topics import Topic, TopicError, normalize_symbol
-from workers.exchanges.base import Ack, AdapterError, Parsed, check_owner_and_account
+from workers.exchanges.base import Ack, AdapterError, Parsed
+from workers.exchanges.checks import check_owner_and_account
 
 _dumps = orjson.dumps
 
