@@ -52,13 +52,13 @@ class RecordingPublisher(Publisher):
         self.states: dict[str, dict[str, Any]] = {}
         self._poke = asyncio.Event()
 
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
-        super().publish(topic, event)
+    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
+        super().publish(topic, event, conn_id)
         self.counts[topic] += 1
         self._poke.set()
 
-    def set_state(self, topic: str, record: dict[str, Any]) -> None:
-        super().set_state(topic, record)
+    def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
+        super().set_state(topic, record, conn_id)
         self.states[topic] = record
         self._poke.set()
 

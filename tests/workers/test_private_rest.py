@@ -41,10 +41,10 @@ class Recorder:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.states: dict[str, dict[str, Any]] = {}
 
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
+    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
         self.events.append((topic, event))
 
-    def set_state(self, topic: str, record: dict[str, Any]) -> None:
+    def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
         self.states[topic] = record
 
     async def room(self) -> None:

@@ -44,8 +44,8 @@ class RecordingPublisher(Publisher):
         self.events: list[tuple[float, str, dict[str, Any]]] = []
         self._poke = asyncio.Event()
 
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
-        super().publish(topic, event)
+    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
+        super().publish(topic, event, conn_id)
         self.events.append((time.monotonic(), topic, event))
         self._poke.set()
 
