@@ -37,7 +37,7 @@ from workers.publisher import Publisher
 
 pytestmark = pytest.mark.timeout(60)
 
-#: Short keepalive timers (as tests/workers/test_connection.py): the app-ping watchdog cuts after 0.5 s of silence.
+#: Short keepalive timers (as tests/workers/connection/): the app-ping watchdog cuts after 0.5 s of silence.
 FAST = {
     "SUBSCRIBE_DELAY_MS": "50",
     "PING_INTERVAL_S": "0.2",
