@@ -35,6 +35,16 @@ INTEGRATION_FIXTURES = frozenset({"redis_url", "sim", "live", "session", "own_re
 _SUITES = {"chaos": "chaos", "e2e": "e2e"}  # tests/<dir> -> marker
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse ``-n N`` with ``FEEDPLANE_TEST_REDIS_URL``: every test flushes that one database."""
+    workers = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n, already a number here
+    if REDIS_URL_OVERRIDE and workers and workers > 1:
+        raise pytest.UsageError(
+            f"FEEDPLANE_TEST_REDIS_URL names one database, which {workers} xdist workers would flush under each "
+            "other: unset it (each worker then starts its own redis-server) or run without -n"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every test exactly one of unit / integration / e2e / chaos (see the module docstring)."""
