@@ -184,6 +184,7 @@ def test_non_loopback_needs_a_token(make_settings: Callable[..., Settings], tmp_
         assert create_app(make_settings(CTRL_ADDR=loopback)).state.auth_open is True
 
 
+@pytest.mark.integration  # runs app.serve in a subprocess
 async def test_serve_refuses_non_loopback_without_tokens() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

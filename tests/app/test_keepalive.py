@@ -27,7 +27,6 @@ from starlette.types import Message, Receive, Scope, Send
 from app.keepalive import DrainUnreadBody
 from app.ratelimit import CONTROL
 from control import keys
-from tests.conftest import TEST_REDIS_URL
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 300
@@ -45,10 +44,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(log: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start(log: Path, redis_url: str, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
-    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", CTRL_ADDR=f"127.0.0.1:{port}", REDIS_URL=TEST_REDIS_URL)
+    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", CTRL_ADDR=f"127.0.0.1:{port}", REDIS_URL=redis_url)
     env.update(CONTROL_TOKEN=CONTROL_TOKEN, READ_TOKEN=READ_TOKEN, **extra)
     with log.open("wb") as err:  # the child keeps its own descriptor; a file never blocks it like a full pipe
         proc = subprocess.Popen(
@@ -66,13 +65,13 @@ def _wait_running(proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def servers(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, str]]:
     """Base URLs of two servers: ``secured`` (tokens, no rate limits) and ``limited`` (1 control request/min)."""
     logs = tmp_path_factory.mktemp("keepalive")
     no_limits = {"RATE_LIMIT_CONTROL_PER_MIN": "0", "RATE_LIMIT_READ_PER_MIN": "0", "RATE_LIMIT_AUTH_FAIL_PER_MIN": "0"}
     started = {
-        "secured": _start(logs / "secured.log", **no_limits),
-        "limited": _start(logs / "limited.log", **{**no_limits, "RATE_LIMIT_CONTROL_PER_MIN": "1"}),
+        "secured": _start(logs / "secured.log", redis_url, **no_limits),
+        "limited": _start(logs / "limited.log", redis_url, **{**no_limits, "RATE_LIMIT_CONTROL_PER_MIN": "1"}),
     }
     try:
         for name, (proc, _) in started.items():
@@ -139,7 +138,7 @@ def _send(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", list(CASES))
-def test_keep_alive_connection_survives_early_rejection(servers: dict[str, str], name: str) -> None:
+def test_keep_alive_connection_survives_early_rejection(servers: dict[str, str], redis_url: str, name: str) -> None:
     case = CASES[name]
     auth = {"Authorization": f"Bearer {case.token}"} if case.token else {}
     failures: list[str] = []
@@ -148,7 +147,7 @@ def test_keep_alive_connection_survives_early_rejection(servers: dict[str, str],
     kept_alive_but_closed = 0
     with httpx2.Client(base_url=servers[case.server], timeout=30) as client:
         if case.warmup:  # a fresh window, then spend its one allowed control request: every counted one is refused
-            with Redis.from_url(TEST_REDIS_URL) as redis:
+            with Redis.from_url(redis_url) as redis:
                 redis.delete(keys.rate_limit(CONTROL, "env:control"))
             client.request(case.method, case.path, content=case.body, headers=auth)
         for _ in range(case.rounds):

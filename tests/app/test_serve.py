@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
+
+pytestmark = pytest.mark.integration  # app.serve in a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 

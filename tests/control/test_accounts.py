@@ -190,7 +190,10 @@ def test_token_settings_are_validated_without_echo(make_settings: Callable[..., 
     assert token not in repr(settings)
 
 
-@pytest.mark.parametrize("bad", ["nope", Fernet.generate_key().decode()[:-2] + "!=", "A" * 44, "A" * 42 + "=="])
+@pytest.mark.parametrize(  # fixed ids: xdist workers must collect the same names (the key is random)
+    "bad", ["nope", Fernet.generate_key().decode()[:-2] + "!=", "A" * 44, "A" * 42 + "=="],
+    ids=["not_base64", "bad_character", "33_bytes", "31_bytes"],
+)
 def test_secret_key_validation(make_settings: Callable[..., Settings], bad: str) -> None:
     with pytest.raises(SettingsError) as err:
         make_settings(FEEDPLANE_SECRET_KEY=bad)

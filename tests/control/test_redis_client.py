@@ -6,11 +6,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry
 from tests.e2e.harness import redis_server
+
+pytestmark = pytest.mark.integration  # a private redis-server
 
 
 async def test_outage_retry_rides_out_a_restart_and_make_redis_fails_fast(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ def test_display_url_hides_the_password() -> None:
     assert display_url("redis://h:6379/0") == "redis://h:6379/0"
 
 
+@pytest.mark.integration  # its own redis-servers and sentinel
 async def test_clients_follow_a_sentinel_failover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     primary = RedisServer(tmp_path / "primary")
     primary.start()

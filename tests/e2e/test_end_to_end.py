@@ -19,11 +19,12 @@ import orjson
 import pytest
 
 from scripts.simulator import ExchangeSimulator
-from tests.e2e.harness import Feedplane, get_json, poll, post_json, sse_events, workers_alive
+from tests.e2e.harness import Feedplane, RedisServer, get_json, poll, post_json, sse_events, workers_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-E2E_REDIS_URL = os.environ.get("FEEDPLANE_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+#: A given Redis database for these tests; unset: each test starts its own redis-server (see ``running_system``).
+E2E_REDIS_URL = os.environ.get("FEEDPLANE_E2E_REDIS_URL", "")
 TRADE_TOPIC = "binanceusdm:trade:BTCUSDT"
 KLINE_TOPIC = "binanceusdm:kline:SUSHIUSDT:1m"
 BITMART_TOPICS = ["bitmart:kline:ETHUSDT:1h", "bitmart:kline:ETHUSDT:1d", "bitmart:trade:BTCUSDT"]
@@ -33,26 +34,34 @@ BITMART_TOPICS = ["bitmart:kline:ETHUSDT:1h", "bitmart:kline:ETHUSDT:1d", "bitma
 async def running_system(
     tmp_path: Path, **sim_kwargs: Any
 ) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
-    """Simulator (in this process) + Feedplane under supervisord, on a flushed Redis database."""
+    """Simulator (in this process) + Feedplane under supervisord, on a flushed Redis database: a private
+    redis-server in ``tmp_path``, or ``FEEDPLANE_E2E_REDIS_URL`` when set."""
     import redis.asyncio as aioredis
 
-    flush = aioredis.Redis.from_url(E2E_REDIS_URL)
-    await flush.flushdb()
-    sim = ExchangeSimulator(**sim_kwargs)
-    await sim.start()
-    fp = Feedplane(tmp_path, sim, redis_url=E2E_REDIS_URL, workers=2)
-    fp.start()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-    try:
-        yield fp, sim, session
-    finally:
-        if fp.proc and fp.proc.poll() is None:
-            await fp.stop()
-        await session.close()
-        await sim.stop()
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = E2E_REDIS_URL
+        if not redis_url:
+            server = RedisServer(tmp_path / "redis")
+            await server.astart()
+            stack.push_async_callback(server.astop)
+            redis_url = server.url()
+        flush = aioredis.Redis.from_url(redis_url)
         await flush.flushdb()
-        await flush.aclose()
-        print(fp.log.read_text(errors="replace")[-4000:])
+        sim = ExchangeSimulator(**sim_kwargs)
+        await sim.start()
+        fp = Feedplane(tmp_path, sim, redis_url=redis_url, workers=2)
+        fp.start()
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        try:
+            yield fp, sim, session
+        finally:
+            if fp.proc and fp.proc.poll() is None:
+                await fp.stop()
+            await session.close()
+            await sim.stop()
+            await flush.flushdb()
+            await flush.aclose()
+            print(fp.log.read_text(errors="replace")[-4000:])
 
 
 @pytest.fixture

@@ -163,6 +163,7 @@ def test_every_catalogued_tape_loads() -> None:
         assert list(tape.times_s) == sorted(tape.times_s), native
 
 
+@pytest.mark.integration  # runs the simulator CLI in a subprocess
 async def test_cli_prints_urls_and_exits_cleanly_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

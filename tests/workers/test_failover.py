@@ -82,6 +82,7 @@ def test_catch_up_continues_after_the_marker_whatever_side_the_new_socket_is_on(
 # -- takeover after a kill ------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing  # takeover <= 5 s with a 4 s lease
 @pytest.mark.parametrize("victim_holds", ["more", "fewer"])  # fewer: the survivor is at its share when it fires
 async def test_takeover_after_abort_within_five_seconds_with_default_ttl(
     victim_holds: str, redis: Redis, redis_url: str, sim: ExchangeSimulator,

@@ -114,6 +114,7 @@ async def test_handover_with_failing_marker_reads_waits_and_republishes_nothing(
     assert refused > OLD_ATTEMPTS  # it kept trying, past the point where it used to give up
 
 
+@pytest.mark.timing  # a 1 s lease renewed every 0.2 s: a starved event loop loses it
 async def test_marker_reads_failing_until_the_handover_timeout_announce_a_gap_and_duplicate_nothing(
     redis: Redis, redis_url: str, live: LiveExchange, make_settings: Callable[..., Settings], runtimes: Any
 ) -> None:

@@ -157,6 +157,7 @@ async def test_stale_replica_masterdown_is_retried_not_dropped(own_redis: RedisS
         assert result == Count(lost=0, announced=0, duplicated=0)
 
 
+@pytest.mark.integration  # its own redis-server
 async def test_events_published_while_redis_is_loading_arrive_after(tmp_path: Path) -> None:
     """Redis restarts with a data set it takes seconds to load (LOADING); what was published meanwhile arrives."""
     server = RedisServer(tmp_path / "redis", persistent=True)

@@ -336,6 +336,7 @@ async def test_invalid_settings_fail_the_worker_start(redis_url: str, monkeypatc
         await worker.close()  # on_shutdown copes with a startup that never built anything
 
 
+@pytest.mark.integration  # a subprocess
 def test_worker_settings_import_without_redis() -> None:
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
     code = "from workers.settings import WorkerSettings as W; print(W.redis_settings.port, W.queue_name)"
