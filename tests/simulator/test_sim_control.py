@@ -12,6 +12,7 @@ from collections import Counter
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import WSMsgType
 
 from scripts.sim import tapes as sim_tapes
