@@ -95,7 +95,7 @@ async def run(settings: Settings, app: ASGIApp | None = None) -> None:
         logger.info("shutdown requested; draining connections")
         AppStatus.should_exit = True  # sse-starlette: streams send their farewell and end
 
-    await serve(app or create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+    await serve(app or create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
 def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -310,7 +310,7 @@ class SSEHub:
                 self._read_returned.clear()
                 self._reading_generation = generation
                 self.counters["reads"] += 1
-                reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)
+                reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)  # type: ignore[arg-type]
             except (RedisError, OSError) as exc:
                 # The failed connection is dropped by redis-py; the next XREAD opens a fresh one, whose
                 # CLIENT ID differs, and reads from the same positions: nothing added meanwhile is skipped.

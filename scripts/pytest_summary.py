@@ -47,7 +47,8 @@ def combine(lines: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    found, missing = [], []
+    found: list[str] = []
+    missing: list[str] = []
     for path in argv:
         line = closing_line(Path(path).read_text(errors="replace"))
         (found if line is not None else missing).append(line if line is not None else path)

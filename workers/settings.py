@@ -42,7 +42,7 @@ if os.environ.get("FEEDPLANE_REDIS_EMBEDDED") == "1":
     # start-up banner sends INFO and the server then drops the connection (stack-notes.md §7).
     import arq.worker
 
-    async def _skip_redis_info(_redis: Any, log_func: Any) -> None:
+    async def _skip_redis_info(redis: Any, log_func: Any) -> None:
         log_func("redis: embedded fakeredis server (INFO not supported)")
 
     arq.worker.log_redis_info = _skip_redis_info

@@ -46,9 +46,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 
@@ -248,7 +248,8 @@ class Suspender:
         kept = {ids[int(i) - 1] for i in got}
         marks = {c: self.held[c].conn.suspension_marks() for c in kept}
         names = sorted({t for m in marks.values() for t in m})
-        stored = dict(zip(names, await self.redis.hmget(keys.TOPIC_LAST_EVENT, names), strict=True)) if names else {}
+        raw = await cast(Awaitable[list[Any]], self.redis.hmget(keys.TOPIC_LAST_EVENT, names)) if names else []
+        stored = dict(zip(names, raw, strict=True))
         resumed: list[Any] = []
         lost: list[tuple[Any, str]] = []
         give_back: list[str] = []
