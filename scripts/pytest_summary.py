@@ -15,16 +15,18 @@ from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _COUNT = re.compile(r"(\d+) (failed|passed|skipped|xfailed|xpassed|warnings?|errors?)\b")
+_COLLECTED = re.compile(r"(\d+)(?:/\d+)? tests? collected")  # ``--collect-only``
+_NOTHING = re.compile(r"no tests ran|\d+ deselected")  # a run whose every test was deselected
 _SECONDS = re.compile(r" in (\d+(?:\.\d+)?)s\b")
 #: pytest's order of the outcomes in its closing line; "warnings" and "errors" are shown singular for 1.
-ORDER = ("failed", "passed", "skipped", "xfailed", "xpassed", "warnings", "errors")
+ORDER = ("failed", "passed", "skipped", "xfailed", "xpassed", "warnings", "errors", "tests collected")
 _PLURAL = {"warning": "warnings", "error": "errors"}
 
 
 def closing_line(text: str) -> str | None:
     """The last line of a pytest run's output that reads like its summary (``... in 12.34s``), ANSI codes removed."""
     for line in reversed(_ANSI.sub("", text).splitlines()):
-        if _SECONDS.search(line) and (_COUNT.search(line) or "no tests ran" in line):
+        if _SECONDS.search(line) and (_COUNT.search(line) or _COLLECTED.search(line) or _NOTHING.search(line)):
             return line.strip(" =")
     return None
 
@@ -36,6 +38,8 @@ def combine(lines: list[str]) -> str:
     for line in lines:
         for number, outcome in _COUNT.findall(line):
             counts[_PLURAL.get(outcome, outcome)] += int(number)
+        if found := _COLLECTED.search(line):
+            counts["tests collected"] += int(found.group(1))
         if found := _SECONDS.search(line):
             seconds += float(found.group(1))
     parts = []
