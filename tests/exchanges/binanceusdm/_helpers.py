@@ -83,18 +83,6 @@ def fixture_bytes(name: str) -> bytes:
 
 # --- user data: listenKey, events, signed REST snapshots (§7-§9) ------------------------------------------------------
 
-ORDER_KEYS = [
-    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
-    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
-    "snapshot",
-]  # fmt: skip
-POSITION_KEYS = [
-    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
-    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
-BALANCE_KEYS = [
-    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
 #: binance_usdm.md §8 own vectors: key and secret.
 CREDS = Account("binanceusdm", "main", "feedplane-test-apikey-0001", "feedplane-test-secret-0001")
 

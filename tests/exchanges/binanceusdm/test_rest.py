@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.exchanges.binanceusdm._helpers import ADAPTER, CREDS, POSITION_KEYS, topic
+from tests.exchanges._event_keys import POSITION_KEYS
+from tests.exchanges.binanceusdm._helpers import ADAPTER, CREDS, topic
 from workers.exchanges.base import BookUpdate, RestRequest, SnapshotRequest
 
 # --- REST order-book snapshot ----------------------------------------------------------------------

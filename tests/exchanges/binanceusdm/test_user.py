@@ -9,12 +9,10 @@ import pytest
 
 from control.accounts import Account
 from control.topics import Topic
+from tests.exchanges._event_keys import BALANCE_KEYS, ORDER_KEYS, POSITION_KEYS
 from tests.exchanges.binanceusdm._helpers import (
     ADAPTER,
-    BALANCE_KEYS,
     CREDS,
-    ORDER_KEYS,
-    POSITION_KEYS,
     fixture_bytes,
     parser,
     position,

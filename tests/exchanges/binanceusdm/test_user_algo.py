@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.exchanges.binanceusdm._helpers import ORDER_KEYS, fixture_bytes, parser, position, user_parser
+from tests.exchanges._event_keys import ORDER_KEYS
+from tests.exchanges.binanceusdm._helpers import fixture_bytes, parser, position, user_parser
 from workers.exchanges.base import Parsed
 
 #: The "Event: Algo Order Update" response example, https://developers.binance.com/docs/derivatives/

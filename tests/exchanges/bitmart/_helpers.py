@@ -61,18 +61,6 @@ def expected_kline(
 
 # --- private channels: event keys (§1.7) and login vectors (§1.3) -----------------------------------------------------
 
-ORDER_KEYS = [
-    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
-    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
-    "snapshot",
-]  # fmt: skip
-POSITION_KEYS = [
-    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
-    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
-BALANCE_KEYS = [
-    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
 #: exchanges.md §1.3 "own" vector (verified against ccxt 4.5.70's authenticate()).
 OWN = Account("bitmart", "main", "bmkey_0123456789abcdef", "bmsecret_fedcba9876543210", memo="mymemo")
 #: exchanges.md §1.3 doc vector (BitMart's own example key).

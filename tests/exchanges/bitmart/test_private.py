@@ -9,7 +9,8 @@ import pytest
 
 from control.topics import Topic
 from scripts.tapes import BITMART_FIXTURES, read_jkorf
-from tests.exchanges.bitmart._helpers import ADAPTER, BALANCE_KEYS, ORDER_KEYS, OWN, POSITION_KEYS
+from tests.exchanges._event_keys import BALANCE_KEYS, ORDER_KEYS, POSITION_KEYS
+from tests.exchanges.bitmart._helpers import ADAPTER, OWN
 from workers.exchanges.base import Ack, AdapterError, OutFrame, Parsed
 from workers.exchanges.bitmart import BitmartParser
 from workers.exchanges.bitmart.private import order_status

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.exchanges.bitmart._helpers import ADAPTER, POSITION_KEYS
+from tests.exchanges._event_keys import POSITION_KEYS
+from tests.exchanges.bitmart._helpers import ADAPTER
 
 #: The futures v2 doc's "Get All Open Orders" example reply.
 OPEN_ORDERS_BODY = json.dumps(

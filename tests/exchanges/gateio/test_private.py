@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from control.topics import Topic
+from tests.exchanges._event_keys import BALANCE_KEYS, ORDER_KEYS, POSITION_KEYS
 from tests.exchanges.gateio._helpers import ADAPTER, CREDS, PRIVATE, fixture, parser, push
 from workers.exchanges.base import Ack, AdapterError, Parsed
 from workers.exchanges.gateio import GateioParser
@@ -17,18 +18,6 @@ from workers.exchanges.gateio.private import (
 
 # --- private channels (§2.3 auth, §2.6 pushes, §2.7 REST) -------------------------------------------------------------
 
-ORDER_KEYS = [
-    "type", "exchange", "account", "symbol", "order_id", "client_order_id", "side", "order_type", "status",
-    "status_raw", "price", "size", "filled_size", "avg_fill_price", "reduce_only", "ts_exchange", "ts_received",
-    "snapshot",
-]  # fmt: skip
-POSITION_KEYS = [
-    "type", "exchange", "account", "symbol", "side", "mode", "size", "entry_price", "mark_price", "liquidation_price",
-    "leverage", "margin_mode", "unrealized_pnl", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
-BALANCE_KEYS = [
-    "type", "exchange", "account", "asset", "balance", "available", "frozen", "ts_exchange", "ts_received", "snapshot",
-]  # fmt: skip
 
 
 def private_parser() -> GateioParser:
