@@ -156,10 +156,8 @@ async def shutdown(conn: ExchangeConnection, *, unsubscribe: bool, timeout_s: fl
             log.warning("%s: closing the private session did not finish within %.1f s", conn.conn_id, timeout_s)
 
 
-async def session(conn: ExchangeConnection) -> End:
-    """One socket's life; returns how it ended."""
-    conn._state = "connecting"
-    conn._auth_failed = False
+async def open_socket(conn: ExchangeConnection) -> WebSocket | End:
+    """Set up the private session's URL (if any) and open the socket; the socket, or how the attempt ended."""
     s = conn.settings
     url = conn.url
     if conn.private is not None:
@@ -172,7 +170,7 @@ async def session(conn: ExchangeConnection) -> End:
     conn.connect_attempts += 1
     try:
         async with asyncio.timeout(s.ping_interval_s + s.pong_timeout_s):
-            ws = await conn.session.ws_connect(
+            return await conn.session.ws_connect(
                 url, autoping=True, heartbeat=None if conn.adapter.app_ping else s.ping_interval_s,
                 headers=conn.adapter.ws_headers or None,  # Gate: decimal sizes (§2.4)
                 max_msg_size=MAX_MSG_SIZE, compress=0,
@@ -181,6 +179,15 @@ async def session(conn: ExchangeConnection) -> End:
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return connect_failed(conn, exc)
+
+
+async def session(conn: ExchangeConnection) -> End:
+    """One socket's life; returns how it ended."""
+    conn._state = "connecting"
+    conn._auth_failed = False
+    ws = await open_socket(conn)
+    if isinstance(ws, End):
+        return ws
     conn._ws = ws
     loop = asyncio.get_running_loop()
     conn.liveness.opened(loop.time())
