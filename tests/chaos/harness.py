@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -43,6 +44,10 @@ TAKEOVER_TARGET_S = 5.0
 RATE = 200.0
 #: How long the system is watched under load after it recovered (duplicates, losses).
 OBSERVE_S = 2.0
+#: Length (s) of the Redis outage scenarios. 15 s by default: more than three leases (LEASE_TTL_S 4) and far past
+#: the publisher's high-water mark at 20k frames/s, so every path of the issue-10 acceptance length (60 s) runs;
+#: ``FEEDPLANE_CHAOS_OUTAGE_S=60 scripts/test tests/chaos`` runs that length (README's figures).
+OUTAGE_S = float(os.environ.get("FEEDPLANE_CHAOS_OUTAGE_S", "15"))
 #: supervisord.conf stopwaitsecs per program.
 STOPWAITSECS = {"api": 15, "worker": 20}
 ENV = {

@@ -9,13 +9,10 @@ simulator, or a scripted aiohttp server replaying recorded frames) publishing in
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Self
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import WSMsgType, web
@@ -26,10 +23,10 @@ from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
 from scripts.tapes import BITMART_FIXTURES, GATE_2023, read_cryptofeed_ws, read_jkorf
+from tests.workers._recording import ConnFactory, RecordingPublisher
 from workers.connection import EXCHANGE_REQUEST, ExchangeConnection
 from workers.exchanges import get_adapter
 from workers.exchanges.base import ExchangeAdapter
-from workers.publisher import Publisher
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,35 +39,6 @@ SETTINGS = {
     "STALL_TIMEOUT_S": "30",  # the scripted servers send no data after their acks
 }
 WAIT_S = 8.0  # generous: the machine is shared
-
-
-class RecordingPublisher(Publisher):
-    """The real Publisher (Redis), also keeping what went through it so tests can await conditions."""
-
-    def __init__(self, redis: Redis, **kw: Any) -> None:
-        super().__init__(redis, **kw)
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.states: dict[str, dict[str, Any]] = {}
-        self._poke = asyncio.Event()
-
-    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
-        super().publish(topic, event)
-        self.events.append((topic, event))
-        self._poke.set()
-
-    def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
-        super().set_state(topic, record)
-        self.states[topic] = record
-        self._poke.set()
-
-    def of_type(self, kind: str, topic: str | None = None) -> list[dict[str, Any]]:
-        return [e for t, e in self.events if e["type"] == kind and (topic is None or t == topic)]
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._poke.clear()
-                await self._poke.wait()
 
 
 class ScriptedExchange:
@@ -132,26 +100,15 @@ async def make_conn(
     settings: Settings, pub: RecordingPublisher
 ) -> AsyncIterator[Callable[..., ExchangeConnection]]:
     """Factory: a running connection for ``topics`` (with per-topic ``options``); all stopped at teardown."""
-    session = aiohttp.ClientSession()
-    started: list[tuple[ExchangeConnection, asyncio.Task[None]]] = []
+    conns = ConnFactory(settings, pub)
 
     def factory(
         adapter: ExchangeAdapter, url: str, topics: Iterable[Topic], options: dict[str, dict[str, Any]] | None = None
     ) -> ExchangeConnection:
-        conn = ExchangeConnection(
-            conn_id=f"c{len(started) + 1}", adapter=adapter, url=url, settings=settings, session=session,
-            publisher=pub, worker_id="w1", rng=random.Random(7), rest_base_url="http://127.0.0.1:9",
-        )  # fmt: skip
-        conn.set_options(options or {})
-        conn.set_topics(topics)
-        started.append((conn, asyncio.create_task(conn.run())))
-        return conn
+        return conns.start(adapter, url, topics, options=options, rest_base_url="http://127.0.0.1:9")[0]
 
     yield factory
-    for conn, task in started:
-        await conn.stop(timeout_s=2.0)
-        await task
-    await session.close()
+    await conns.close()
 
 
 async def stream(redis: Redis, topic: str) -> list[dict[str, Any]]:
@@ -178,7 +135,7 @@ async def test_bitmart_trade_without_m_is_published_with_null_side_and_counted(
     topic = "bitmart:trade:ETHUSDT"
     async with ScriptedExchange(reply) as server:
         conn = make_conn(get_adapter("bitmart"), server.url, [Topic.parse(topic)])
-        await pub.wait_for(lambda: bool(pub.of_type("trade", topic)))
+        await pub.wait_for(lambda: bool(pub.of("trade", topic)))
         assert await pub.flush(5.0)
         [event] = await stream(pub.redis, topic)
         status = conn.status()
@@ -198,7 +155,7 @@ async def test_gate_upgrade_reconnects_resubscribes_and_announces_the_gap(
     async with ExchangeSimulator(rate=50.0, loop=True) as sim:
         await sim.preload()  # tapes load once per process (~2 s, more on a busy machine): not inside the waits
         conn = make_conn(get_adapter("gateio"), sim.gate_ws_url, [Topic.parse(topic)])
-        await pub.wait_for(lambda: len(pub.of_type("trade", topic)) >= 5)
+        await pub.wait_for(lambda: len(pub.of("trade", topic)) >= 5)
         first = sim.connections[0]
         # The shape gatews acts on (exchanges.md §2.4): any frame with a channel and event "upgrade".
         await first.ws.send_str('{"time":1700000000,"channel":"futures.trades","event":"upgrade"}')
@@ -206,9 +163,9 @@ async def test_gate_upgrade_reconnects_resubscribes_and_announces_the_gap(
             lambda: bool(sim.connections) and sim.connections[-1] is not first and native in sim.connections[-1].subscribed,
             timeout=WAIT_S,
         )
-        await pub.wait_for(lambda: bool(pub.of_type("gap", topic)))
-        before = len(pub.of_type("trade", topic))
-        await pub.wait_for(lambda: len(pub.of_type("trade", topic)) > before)  # flowing again
+        await pub.wait_for(lambda: bool(pub.of("gap", topic)))
+        before = len(pub.of("trade", topic))
+        await pub.wait_for(lambda: len(pub.of("trade", topic)) > before)  # flowing again
         assert await pub.flush(5.0)
         stored = await stream(pub.redis, topic)
         status = conn.status()
@@ -291,8 +248,8 @@ async def test_stored_depth_levels_above_the_bitmart_window_are_clamped(
         bitmart = get_adapter("bitmart")
         make_conn(bitmart, bitmart.ws_url(sim.bitmart_public_url, "public"), [Topic.parse(topic)],
                   options={topic: {"levels": 100}})  # fmt: skip
-        await pub.wait_for(lambda: bool(pub.of_type("depth", topic)))
+        await pub.wait_for(lambda: bool(pub.of("depth", topic)))
 
-    depth = pub.of_type("depth", topic)[0]
+    depth = pub.of("depth", topic)[0]
     assert depth["levels"] == 50
     assert len(depth["bids"]) <= 50 and len(depth["asks"]) <= 50

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -19,8 +18,8 @@ from redis.asyncio import Redis
 from control import keys
 from control.settings import Settings
 from control.store import ControlStore
-from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
+from tests.workers._recording import ConnFactory
 from workers.connection import (
     BANNED_MIN_DELAY_S,
     CLOSED_BY_PEER,
@@ -67,22 +66,15 @@ async def pub(redis_bytes: Redis) -> AsyncIterator[Publisher]:
 async def connect(
     make_settings: Callable[..., Settings], pub: Publisher, session: aiohttp.ClientSession
 ) -> AsyncIterator[Callable[..., ExchangeConnection]]:
-    started: list[tuple[ExchangeConnection, asyncio.Task[None]]] = []
+    conns = ConnFactory(make_settings(**FAST), pub, session)
 
     def factory(exchange: str, url: str, topic: str, **env: str) -> ExchangeConnection:
         settings = make_settings(**{"PING_INTERVAL_S": "0.2", "PONG_TIMEOUT_S": "0.3", "STALL_TIMEOUT_S": "0.5",
                                     **FAST, **env})
-        adapter = configured_adapters(settings)[exchange]
-        conn = ExchangeConnection(conn_id=f"c{len(started) + 1}", adapter=adapter, url=url,
-                                  settings=settings, session=session, publisher=pub, rng=random.Random(7))  # fmt: skip
-        conn.set_topics([Topic.parse(topic)])
-        started.append((conn, asyncio.create_task(conn.run())))
-        return conn
+        return conns.start(configured_adapters(settings)[exchange], url, [topic], settings=settings)[0]
 
     yield factory
-    for conn, task in started:
-        await conn.stop(timeout_s=2.0)
-        await task
+    await conns.close()
 
 
 @pytest.mark.parametrize("fault", [DEAD_PEER, SILENT_FEED, CLOSED_BY_PEER])

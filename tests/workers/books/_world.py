@@ -6,9 +6,6 @@ Waits are event-driven: ``RecordingPublisher.wait_for`` re-checks its predicate 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,7 +17,6 @@ from scripts.simulator import ExchangeSimulator
 from workers.exchanges import get_adapter
 from workers.exchanges.base import BookUpdate, ExchangeAdapter, FrameParser, Parsed
 from workers.exchanges.binanceusdm import BinanceSync
-from workers.publisher import Publisher
 
 FAST = {
     "SUBSCRIBE_DELAY_MS": "20",
@@ -34,30 +30,6 @@ FAST = {
 BN_DEPTH = "binanceusdm:depth:BTCUSDT"
 BN_TAPE_UPDATES = 6551
 BN_TAPE_APPLIED = 6547  # 4 frames predate the recorded snapshot (binance_usdm.md §6)
-
-
-class RecordingPublisher(Publisher):
-    """The real Publisher, also keeping every event (with its monotonic publish time) for assertions."""
-
-    def __init__(self, redis: Redis, **kw: Any) -> None:
-        super().__init__(redis, **kw)
-        self.events: list[tuple[float, str, dict[str, Any]]] = []
-        self._poke = asyncio.Event()
-
-    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
-        now = time.monotonic()  # before the publish: as close as it gets to the throttle's own clock read
-        super().publish(topic, event, conn_id)
-        self.events.append((now, topic, event))
-        self._poke.set()
-
-    def of(self, kind: str, topic: str | None = None) -> list[dict[str, Any]]:
-        return [e for _, t, e in self.events if e["type"] == kind and (topic is None or t == topic)]
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._poke.clear()
-                await self._poke.wait()
 
 
 class DroppingAdapter:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -12,10 +10,10 @@ import pytest
 from redis.asyncio import Redis
 
 from control.settings import Settings
-from control.topics import Topic
 from scripts import tapes
 from scripts.simulator import ExchangeSimulator
-from tests.workers.books._world import FAST, RecordingPublisher
+from tests.workers._recording import ConnFactory, RecordingPublisher
+from tests.workers.books._world import FAST
 from workers.connection import ExchangeConnection
 from workers.exchanges.base import ExchangeAdapter
 
@@ -54,20 +52,11 @@ async def make_conn(
     settings: Settings, pub: RecordingPublisher, session: aiohttp.ClientSession
 ) -> AsyncIterator[Callable[..., ExchangeConnection]]:
     """Factory: run a connection for ``topics``; stopped at teardown."""
-    started: list[tuple[ExchangeConnection, asyncio.Task[None]]] = []
+    conns = ConnFactory(settings, pub, session)
 
     def factory(adapter: ExchangeAdapter, url: str, topics: Iterable[str], rest_base_url: str,
                 options: dict[str, dict[str, Any]] | None = None) -> ExchangeConnection:
-        conn = ExchangeConnection(
-            conn_id=f"c{len(started) + 1}", adapter=adapter, url=url, settings=settings, session=session,
-            publisher=pub, worker_id="w1", rng=random.Random(7), rest_base_url=rest_base_url,
-        )
-        conn.set_options(options or {})
-        conn.set_topics([Topic.parse(t) for t in topics])
-        started.append((conn, asyncio.create_task(conn.run())))
-        return conn
+        return conns.start(adapter, url, topics, options=options, rest_base_url=rest_base_url)[0]
 
     yield factory
-    for conn, task in started:
-        await conn.stop(timeout_s=2.0)
-        await task
+    await conns.close()

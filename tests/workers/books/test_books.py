@@ -15,11 +15,11 @@ import pytest
 from redis.asyncio import Redis
 
 from scripts.simulator import ExchangeSimulator
+from tests.workers._recording import RecordingPublisher
 from tests.workers.books._world import (
     BN_DEPTH,
     BN_TAPE_APPLIED,
     DroppingAdapter,
-    RecordingPublisher,
     binance_url,
     offline_binance_top,
     stream_events,
@@ -59,7 +59,7 @@ async def test_binance_depth_zero_gaps_top_n_and_throttled_snapshots(
         assert bid_prices == sorted(bid_prices, reverse=True) and ask_prices == sorted(ask_prices)
         assert bid_prices[0] < ask_prices[0]
     # At most one depth event per DEPTH_INTERVAL_MS (50) per topic, however fast the deltas come.
-    times = [t for t, _, e in pub.events if e["type"] == "depth"]
+    times = [t for t, (_, e) in zip(pub.times, pub.events, strict=True) if e["type"] == "depth"]
     assert all(b - a >= 0.045 for a, b in itertools.pairwise(times))  # 5 ms for a busy machine's scheduling
     assert len(depth) < len(deltas) / 5
     record = conn.status()["books"]

@@ -17,11 +17,11 @@ from control.settings import Settings
 from control.store import ControlStore
 from scripts.sim import tapes as sim_tapes
 from scripts.simulator import ExchangeSimulator
+from tests.workers._recording import RecordingPublisher
 from tests.workers.books._world import (
     BN_DEPTH,
     FAST,
     DroppingAdapter,
-    RecordingPublisher,
     stream_events,
 )
 from workers.books import BookKeeper

@@ -6,8 +6,6 @@ open/close) or ``RecordingPublisher.wait_for`` (re-checked on every publish/set_
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,8 +15,8 @@ from redis.asyncio import Redis
 from control import keys
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator, SimConnection
+from tests.workers._recording import RecordingPublisher
 from workers.exchanges import get_adapter
-from workers.publisher import Publisher
 
 FAST = {
     "SUBSCRIBE_DELAY_MS": "50",
@@ -31,32 +29,6 @@ FAST = {
 BM_TRADE = Topic.parse("bitmart:trade:BTCUSDT")
 BM_KLINE = Topic.parse("bitmart:kline:BTCUSDT:1m")
 BN_TRADE = Topic.parse("binanceusdm:trade:BTCUSDT")
-
-
-class RecordingPublisher(Publisher):
-    """The real Publisher, also counting calls so tests can await conditions on them."""
-
-    def __init__(self, redis: Redis, **kw: Any) -> None:
-        super().__init__(redis, **kw)
-        self.counts: Counter[str] = Counter()
-        self.states: dict[str, dict[str, Any]] = {}
-        self._poke = asyncio.Event()
-
-    def publish(self, topic: str, event: dict[str, Any], conn_id: str | None = None) -> None:
-        super().publish(topic, event, conn_id)
-        self.counts[topic] += 1
-        self._poke.set()
-
-    def set_state(self, topic: str, record: dict[str, Any], conn_id: str | None = None) -> None:
-        super().set_state(topic, record, conn_id)
-        self.states[topic] = record
-        self._poke.set()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._poke.clear()
-                await self._poke.wait()
 
 
 def bitmart_url(sim: ExchangeSimulator) -> str:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Callable, Iterable
 
-import aiohttp
 import pytest
 from redis.asyncio import Redis
 
 from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
-from tests.workers.connection._world import FAST, RecordingPublisher
+from tests.workers._recording import ConnFactory, RecordingPublisher
+from tests.workers.connection._world import FAST
 from workers.connection import ExchangeConnection
 from workers.exchanges.base import ExchangeAdapter
 
@@ -42,23 +41,13 @@ async def make_conn(
     settings: Settings, pub: RecordingPublisher
 ) -> AsyncIterator[Callable[..., tuple[ExchangeConnection, asyncio.Task[None]]]]:
     """Factory: start a connection's run() for ``topics``; every one is stopped at teardown."""
-    session = aiohttp.ClientSession()
-    started: list[tuple[ExchangeConnection, asyncio.Task[None]]] = []
+    conns = ConnFactory(settings, pub, seed=42)
 
     def factory(
         adapter: ExchangeAdapter, url: str, topics: Iterable[Topic], settings: Settings = settings
     ) -> tuple[ExchangeConnection, asyncio.Task[None]]:
-        conn = ExchangeConnection(
-            conn_id=f"c{len(started) + 1}", adapter=adapter, url=url, settings=settings, session=session,
-            publisher=pub, worker_id="w1", rng=random.Random(42),
-        )
-        conn.set_topics(topics)
-        task = asyncio.create_task(conn.run())
-        started.append((conn, task))
-        return conn, task
+        return conns.start(adapter, url, topics, settings=settings)
 
     yield factory
-    for conn, task in started:
-        await conn.stop(timeout_s=2.0)
-        await task
-    await session.close()
+    await conns.close()
+
