@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from control.redis_client import make_redis
 from control.settings import Settings
-from tests.e2e.harness import RedisServer
+from tests.e2e.harness import RedisServer, redis_server
 
 #: A given Redis database for the whole suite (e.g. CI's own); unset: a private redis-server per session.
 REDIS_URL_OVERRIDE = os.environ.get("FEEDPLANE_TEST_REDIS_URL", "")
@@ -106,3 +106,18 @@ def make_settings(redis_url: str) -> Callable[..., Settings]:
         return Settings.from_env(base)
 
     return factory
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private, non-persistent redis-server that the test may stop and start (a restart comes back empty)."""
+    with redis_server(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
+    """A bytes client of ``own_redis``."""
+    client = make_redis(own_redis.url(), decode=False)
+    yield client
+    await client.aclose()

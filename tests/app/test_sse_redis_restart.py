@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from control.redis_client import make_redis
 from tests.app._sse import KLINE, TRADE, alternating, connect, payload, xadd_many
 from tests.e2e.harness import RedisServer, redis_server
 
@@ -22,13 +21,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server keeping an append-only file, so a stop/start keeps the streams (a real restart)."""
     with redis_server(tmp_path / "redis", persistent=True) as server:
         yield server
-
-
-@pytest.fixture
-async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
-    client = make_redis(own_redis.url(), decode=False)
-    yield client
-    await client.aclose()
 
 
 async def test_redis_restart_keeps_streams_open_and_loses_nothing(

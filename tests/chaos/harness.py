@@ -11,7 +11,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tests.e2e.harness import (
     stream_ids,
     workers_alive,
 )
+from tests.loss import Loss, align
 
 WORKERS = 3
 LEASE_TTL_S = 3.0
@@ -150,62 +151,6 @@ def sent_trade_ids(sim: ExchangeSimulator, native: str) -> list[int]:
         else:  # BitMart: {"group": ..., "data": [{"trade_id": ...}, ...]}
             out.extend(int(item["trade_id"]) for item in data)
     return out
-
-
-@dataclass
-class Loss:
-    """Result of aligning sent trades with a topic's stream (see the module docstring)."""
-
-    lost: int = 0
-    announced: int = 0
-    in_flight: int = 0
-    duplicates: int = 0
-    unknown: int = 0  # stored trades never sent (must be 0)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-
-    def __add__(self, other: Loss) -> Loss:
-        return Loss(
-            self.lost + other.lost,
-            self.announced + other.announced,
-            self.in_flight + other.in_flight,
-            self.duplicates + other.duplicates,
-            self.unknown + other.unknown,
-            self.gaps + other.gaps,
-        )
-
-
-def align(sent: list[int], stored: list[dict[str, Any]]) -> Loss:
-    """Greedy in-order alignment of stored trade events against the trade ids sent (replays repeat ids, so the
-    match must respect order, not membership)."""
-    result = Loss()
-    seen: set[tuple[str, int]] = set()
-    i = 0
-    gap_pending = False
-    for event in stored:
-        if event.get("type") == "gap":
-            gap_pending = True
-            result.gaps.append(event)
-            continue
-        key = (event["trade_id"], event["ts_received"])
-        if key in seen:
-            result.duplicates += 1
-            continue
-        seen.add(key)
-        trade_id = int(event["trade_id"])
-        j = i
-        while j < len(sent) and sent[j] != trade_id:
-            j += 1
-        if j == len(sent):
-            result.unknown += 1
-            continue
-        skipped = j - i
-        result.lost += skipped
-        if gap_pending:
-            result.announced += skipped
-        gap_pending = False
-        i = j + 1
-    result.in_flight = len(sent) - i
-    return result
 
 
 async def stream_events(r: Redis, topic: str, after: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -17,7 +17,7 @@ its whole standby buffer. Printed::
 
 - *lost / announced*: over both trade topics, the trades of the tape between two stored trades that are not
   stored (announced: a ``gap`` event sits there). Measured against the tape, not against ``sim.sent_data``
-  (``harness.align``): during a handover two sockets replay the same tape at different offsets, and the
+  (``tests.loss.align``): during a handover two sockets replay the same tape at different offsets, and the
   taker's socket, behind, is filtered until it passes the last stored trade; its repeats are not losses.
 - *duplicated*: trade ids stored twice (the trade tapes do not loop within the run), plus kline updates of a bar
   stored after a newer bar (a buffer published again). The short kline tapes loop every few seconds, so equal

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,44 +69,60 @@ async def worker_pids(s: System) -> dict[str, int]:
     return {w["id"]: w["pid"] for w in (await s.status())["workers"]}
 
 
+@dataclass
+class Watch:
+    """A running system with an SSE client and the figures taken before the fault."""
+
+    s: System
+    sse: SSEReader
+    pids: dict[str, int]
+    opened: int
+
+    @classmethod
+    async def start(cls, s: System) -> Watch:
+        sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={SSE_TOPIC}")
+        sse.start()
+        await poll(_async(lambda: len(sse.events) > 10), 10, "SSE events")
+        pids = await worker_pids(s)
+        baseline = await trade_loss(s)
+        assert baseline.lost == 0, baseline
+        return cls(s, sse, pids, sockets_opened(s))
+
+    async def ride_out(self, name: str, t0: float, what: str, note: str) -> None:
+        """After the fault ended at ``t0``: recovered, caught up, observed; print the figure (and ``note``) and
+        assert nothing was lost, duplicated or reconnected."""
+        s, sse = self.s, self.sse
+        await s.recovered(timeout_s=30)
+        await poll(lambda: _caught_up(s), 30, f"events held during {what} written to Redis")
+        recovered_s = time.monotonic() - t0
+        await asyncio.sleep(OBSERVE_S)
+        await poll(_async(lambda: sse.connected), 10, "the SSE client connected")
+        after = await s.status()
+        loss = await trade_loss(s)
+        reconnects = sockets_opened(s) - self.opened
+        lost_sse = await sse_lost(s, sse)
+        restarted = sorted(w["id"] for w in after["workers"] if self.pids.get(w["id"]) != w["pid"])
+        role_figure(name, recovered_s, loss, reconnects, lost_sse)
+        print(f"  {note}; workers restarted {restarted}; {loss}; "
+              f"publishers {[w['publisher'] for w in after['workers']]}")  # fmt: skip
+        await sse.stop()
+        await assert_rode_out(s, s.watch.extra_after(t0), loss, lost_sse, restarted, what)
+        assert (loss.lost, loss.duplicates, reconnects) == (0, 0, 0), loss
+
+
 async def test_replica_demotion_under_load(tmp_path: Path) -> None:
     """The master answers READONLY for 1.5 s (demoted, then promoted back): nothing lost, nothing twice."""
     async with chaos_system(tmp_path) as s:
         pair = await asyncio.to_thread(redis_roles.ReplicaPair.start_replica_of, s.redis, tmp_path / "replica")
         try:
-            sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={SSE_TOPIC}")
-            sse.start()
-            await poll(_async(lambda: len(sse.events) > 10), 10, "SSE events")
-            pids = await worker_pids(s)
-            baseline = await trade_loss(s)
-            assert baseline.lost == 0, baseline
-            opened = sockets_opened(s)
-
+            watch = await Watch.start(s)
             await asyncio.to_thread(pair.demote)
             t_demoted = time.monotonic()
             assert await asyncio.to_thread(pair.role) == "slave"
             await asyncio.sleep(DEMOTED_S)  # the fault: writes answer READONLY while trades flow
             await asyncio.to_thread(pair.promote_back)
             t0 = time.monotonic()
-            demoted_s = t0 - t_demoted
-            await s.recovered(timeout_s=30)
-            await poll(lambda: _caught_up(s), 30, "events held during the demotion written to Redis")
-            recovered_s = time.monotonic() - t0
-            await asyncio.sleep(OBSERVE_S)
-            await poll(_async(lambda: sse.connected), 10, "the SSE client connected")
-
-            after = await s.status()
-            loss = await trade_loss(s)
-            reconnects = sockets_opened(s) - opened
-            lost_sse = await sse_lost(s, sse)
-            restarted = sorted(w["id"] for w in after["workers"] if pids.get(w["id"]) != w["pid"])
-            role_figure("replica-demotion", recovered_s, loss, reconnects, lost_sse)
-            print(f"  demoted for {demoted_s:.2f} s; workers restarted {restarted}; {loss}; "
-                  f"publishers {[w['publisher'] for w in after['workers']]}")  # fmt: skip
-            await sse.stop()
-
-            await assert_rode_out(s, s.watch.extra_after(t0), loss, lost_sse, restarted, "the demotion")
-            assert (loss.lost, loss.duplicates, reconnects) == (0, 0, 0), loss
+            await watch.ride_out("replica-demotion", t0, "the demotion", f"demoted for {t0 - t_demoted:.2f} s")
         finally:
             pair.replica.kill()
 
@@ -113,15 +130,9 @@ async def test_replica_demotion_under_load(tmp_path: Path) -> None:
 async def test_loading_after_restart_under_load(tmp_path: Path) -> None:
     """Redis restarts with a data set it loads for a while (LOADING): what the workers got meanwhile arrives after."""
     async with chaos_system(tmp_path) as s:
-        sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={SSE_TOPIC}")
-        sse.start()
-        await poll(_async(lambda: len(sse.events) > 10), 10, "SSE events")
-        pids = await worker_pids(s)
         await asyncio.to_thread(redis_roles.fill, s.redis, FILLER_KEYS, "chaos:filler")
         await asyncio.to_thread(redis_roles.rewrite_aof, s.redis)
-        baseline = await trade_loss(s)
-        assert baseline.lost == 0, baseline
-        opened = sockets_opened(s)
+        watch = await Watch.start(s)
 
         t_down = time.monotonic()
         await s.redis.astop()
@@ -134,23 +145,6 @@ async def test_loading_after_restart_under_load(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         await starting
         t0 = time.monotonic()
-        unavailable_s = t0 - t_down
-        await s.recovered(timeout_s=30)
-        await poll(lambda: _caught_up(s), 30, "events held during LOADING written to Redis")
-        recovered_s = time.monotonic() - t0
-        await asyncio.sleep(OBSERVE_S)
-        await poll(_async(lambda: sse.connected), 10, "the SSE client connected")
-
-        after = await s.status()
-        loss = await trade_loss(s)
-        reconnects = sockets_opened(s) - opened
-        lost_sse = await sse_lost(s, sse)
-        restarted = sorted(w["id"] for w in after["workers"] if pids.get(w["id"]) != w["pid"])
-        role_figure("loading", recovered_s, loss, reconnects, lost_sse)
-        print(f"  Redis unavailable {unavailable_s:.2f} s (LOADING seen: {loading_seen}); workers restarted "
-              f"{restarted}; {loss}; publishers {[w['publisher'] for w in after['workers']]}")  # fmt: skip
-        await sse.stop()
-
         assert loading_seen, "Redis never answered LOADING: the data set loaded too fast"
-        await assert_rode_out(s, s.watch.extra_after(t0), loss, lost_sse, restarted, "the LOADING restart")
-        assert (loss.lost, loss.duplicates, reconnects) == (0, 0, 0), loss
+        await watch.ride_out("loading", t0, "the LOADING restart",
+                             f"Redis unavailable {t0 - t_down:.2f} s (LOADING seen: {loading_seen})")  # fmt: skip

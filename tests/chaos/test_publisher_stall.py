@@ -47,7 +47,7 @@ from scripts.sim import tapes as sim_tapes
 from tests.chaos import harness
 from tests.chaos.harness import NATIVES, OBSERVE_S, OUTAGE_S, TRADE_TOPICS, System, chaos_system, sent_trade_ids
 from tests.e2e.harness import ROOT, RedisServer, SSEReader, free_port, poll
-from tests.workers.test_backpressure import Loss, align
+from tests.loss import Loss, align
 from workers.connection import ExchangeConnection
 from workers.exchanges import configured_adapters
 from workers.publisher import Publisher

@@ -35,8 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from control.redis_client import make_redis
 from scripts.simulator import ExchangeSimulator
 from tests.chaos.harness import OUTAGE_S
 from tests.e2e.harness import ROOT, Feedplane, RedisServer, free_port, get_json, poll, post_json, workers_alive
-from tests.workers.test_backpressure import Loss
+from tests.loss import Loss, align_stream
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -168,51 +167,6 @@ async def stream_entries(r: Redis, topic: str) -> AsyncIterator[dict[str, Any]]:
         if len(entries) < 20_000:
             return
         start = "(" + entries[-1][0].decode()
-
-
-async def align_stream(sent: Sequence[int], events: AsyncIterator[dict[str, Any]]) -> tuple[Loss, int]:
-    """``tests.workers.test_backpressure.align`` over a streamed topic (identical entries, ``Loss.duplicates``, are
-    looked for among the last 100,000 stored trades: a resent batch sits right after the original); also returns
-    how many identical entries come after the first gap."""
-    out = Loss()
-    resent_after_gap = 0
-    window: deque[tuple[str, int]] = deque()
-    seen: set[tuple[str, int]] = set()
-    i, pending = 0, False
-    async for event in events:
-        if event.get("type") == "gap":
-            if not out.reasons:
-                resent_after_gap = -out.duplicates
-            out.reasons.append(event["reason"])
-            dropped = event.get("dropped")
-            if isinstance(dropped, int):
-                out.lost += dropped
-                out.announced += dropped
-                i += dropped
-            else:
-                pending = True
-            continue
-        key = (event["trade_id"], event["ts_received"])
-        if key in seen:
-            out.duplicates += 1
-            continue
-        seen.add(key)
-        window.append(key)
-        if len(window) > 100_000:
-            seen.discard(window.popleft())
-        out.stored += 1
-        trade_id, j = int(event["trade_id"]), i
-        while j < len(sent) and sent[j] != trade_id:
-            j += 1
-        if j == len(sent):
-            out.unknown += 1
-            continue
-        out.lost += j - i
-        if pending:
-            out.announced += j - i
-        pending, i = False, j + 1
-    out.in_flight = max(0, len(sent) - i)
-    return out, (resent_after_gap + out.duplicates if out.reasons else 0)
 
 
 async def _status(http: aiohttp.ClientSession, fp: Feedplane) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from control.settings import Settings
 from control.topics import Topic
 from scripts.simulator import ExchangeSimulator
 from tests.e2e.harness import RedisServer
+from tests.loss import align
 from workers.connection import DEAD_PEER, SILENT_FEED, ExchangeConnection
 from workers.exchanges import get_adapter
 from workers.exchanges.base import ExchangeAdapter
@@ -53,66 +54,6 @@ PAUSE_S = 3.0
 REDIS_REASONS = {"backpressure", "redis_unavailable"}
 TOPICS = {"bitmart": "bitmart:trade:BTCUSDT", "binanceusdm": "binanceusdm:trade:BTCUSDT"}
 NATIVES = {"bitmart": "futures/trade:BTCUSDT", "binanceusdm": "btcusdt@trade"}
-
-
-@dataclass
-class Loss:
-    """Result of ``align``."""
-
-    stored: int = 0
-    lost: int = 0
-    announced: int = 0
-    duplicates: int = 0
-    unknown: int = 0
-    in_flight: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def __add__(self, other: Loss) -> Loss:
-        return Loss(self.stored + other.stored, self.lost + other.lost, self.announced + other.announced,
-                    self.duplicates + other.duplicates, self.unknown + other.unknown, self.in_flight + other.in_flight,
-                    self.reasons + other.reasons)  # fmt: skip
-
-    def line(self) -> str:
-        return (f"stored {self.stored}, lost {self.lost} (announced {self.announced}), duplicated {self.duplicates}, "
-                f"unknown {self.unknown}, in flight {self.in_flight}, gaps {self.reasons}")  # fmt: skip
-
-
-def align(sent: Sequence[int], stored: list[dict[str, Any]]) -> Loss:
-    """Walk the stream against the trade ids sent, in order. A gap with ``dropped`` skips exactly that many sent
-    trades (announced); a trade that does not match the next sent one is found further on, and the skipped ones
-    are lost (announced only when a gap without a count precedes them). Trailing sent trades are in flight."""
-    out = Loss()
-    seen: set[tuple[str, int]] = set()
-    i, pending = 0, False
-    for event in stored:
-        if event.get("type") == "gap":
-            out.reasons.append(event["reason"])
-            dropped = event.get("dropped")
-            if isinstance(dropped, int):
-                out.lost += dropped
-                out.announced += dropped
-                i += dropped
-            else:
-                pending = True
-            continue
-        key = (event["trade_id"], event["ts_received"])
-        if key in seen:
-            out.duplicates += 1
-            continue
-        seen.add(key)
-        out.stored += 1
-        trade_id, j = int(event["trade_id"]), i
-        while j < len(sent) and sent[j] != trade_id:
-            j += 1
-        if j == len(sent):
-            out.unknown += 1
-            continue
-        out.lost += j - i
-        if pending:
-            out.announced += j - i
-        pending, i = False, j + 1
-    out.in_flight = max(0, len(sent) - i)
-    return out
 
 
 def sent_trade_ids(sim: ExchangeSimulator, native: str) -> list[int]:

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from control import keys
 from control.redis_client import make_redis
 from tests.e2e import redis_roles
-from tests.e2e.harness import RedisServer, redis_server
+from tests.e2e.harness import RedisServer
 from tests.workers._publisher_world import TOPICS, stream_events, trade, wait_stats
 from workers.publisher import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, Publisher
 
@@ -122,19 +122,6 @@ async def test_demoted_master_readonly_is_retried_not_dropped(pair: redis_roles.
             assert pub.stats["dropped"] == 0
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
-    client = make_redis(own_redis.url(), decode=False)
-    yield client
-    await client.aclose()
 
 
 async def test_stale_replica_masterdown_is_retried_not_dropped(own_redis: RedisServer, own_client: Redis) -> None:

@@ -7,16 +7,12 @@ the machine's shared Redis is never stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 from redis.asyncio import Redis
 
 from control import keys
-from control.redis_client import make_redis
-from tests.e2e.harness import RedisServer, redis_server
+from tests.e2e.harness import RedisServer
 from tests.workers._publisher_world import TOPICS, gap, stream_events, trade, wait_stats
 from workers.leases import Leases
 from workers.publisher import Publisher
@@ -98,20 +94,6 @@ async def test_without_a_worker_id_connection_ids_are_ignored(raw: Redis) -> Non
 
 
 # -- a real Redis restart (a private redis-server) --------------------------------------------------------
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private, non-persistent redis-server: a restart comes back empty."""
-    with redis_server(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
-    client = make_redis(own_redis.url(), decode=False)
-    yield client
-    await client.aclose()
 
 
 async def test_recovers_after_a_real_redis_restart_in_order(own_redis: RedisServer, own_client: Redis) -> None:

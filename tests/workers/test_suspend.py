@@ -34,12 +34,12 @@ from control.store import ControlStore
 from scripts.simulator import ExchangeSimulator
 from tests.chaos.harness import sent_trade_ids
 from tests.e2e.harness import RedisServer
+from tests.loss import Loss, align
 from workers.connection import TAKEOVER
 from workers.runtime import WorkerRuntime
 
 from ._failover_world import BM_TRADE, BN_TRADE, FAST, RAW_TRADES, LiveExchange
 from .tcp_proxy import TcpProxy
-from .test_backpressure import Loss, align
 from .test_runtime import native, steady, wait_until
 
 pytestmark = pytest.mark.timeout(90)
