@@ -218,6 +218,18 @@ class System:
         states = {s["topic"]: s["state"] for s in body["subscriptions"]}
         return all(states.get(topic) == "active" for topic in NATIVES)
 
+    async def balanced(self) -> bool:
+        """No live worker above its share of the connections (rounded up) and no handover under way: the planner has
+        nothing left to move, so no planned handover opens sockets during an observation window."""
+        body = await status_or_none(self.http, self.fp)
+        if body is None:
+            return False
+        live = [w for w in body["workers"] if w.get("alive")]
+        if not live:
+            return False
+        share = -(-sum(len(w["connections"]) for w in live) // len(live))
+        return not any(len(w["connections"]) > share or w.get("taking") or w.get("offered") for w in live)
+
     async def trades_fresh(self, since_ms: int) -> bool:
         """Both trade streams have an entry added after ``since_ms`` (epoch ms, Redis clock). Only trades: the
         kline tapes are short, and after each loop of the replay the adapters drop the repeated older bars, so
@@ -234,8 +246,8 @@ class System:
     async def recovered(
         self, timeout_s: float, *, sockets_after: float | None = None, natives: set[str] | None = None
     ) -> None:
-        """Each stream on exactly one socket and flowing again, every subscription active in /status, and new
-        trades in Redis. With ``sockets_after`` (monotonic), the sockets carrying ``natives`` (default: all
+        """Each stream on exactly one socket and flowing again, every subscription active in /status, new trades
+        in Redis, and the connections balanced over the live workers (``balanced``). With ``sockets_after`` (monotonic), the sockets carrying ``natives`` (default: all
         streams) must have been opened after it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -255,6 +267,8 @@ class System:
         since_ms = await self.redis_ms()
         await poll(self.all_active, max(0.1, deadline - loop.time()), "every subscription active in /status")
         await poll(lambda: self.trades_fresh(since_ms), max(0.1, deadline - loop.time()), "new trades in Redis")
+        # a restarted or idle worker may be handed a connection (make-before-break) only now: wait for that too
+        await poll(self.balanced, max(0.1, deadline - loop.time()), "connections balanced, no handover under way")
         await self.sim.wait_for(lambda: each_native_once(self.sim), timeout=max(0.1, deadline - loop.time()))
 
     async def redis_ms(self) -> int:
