@@ -4,9 +4,9 @@ with tokens on, so the page works the way it must in a secured deployment.
 
 Checks: the page loads with no console error; the token pasted into the page opens the live feed; a
 subscription made through the page's form shows ``active`` within 5 s; its event count rises; a simulator drop
-(``POST /_sim/drop``, the simulator's control API) shows up on the page as a reconnect. A 1280x800 screenshot is
-saved as a build artefact: ``$FEEDPLANE_ARTIFACTS/dashboard.png`` when that is set (``.ci/run`` sets it), else in
-the test's tmp dir; it is never committed.
+(``POST /_sim/drop``, the simulator's control API) shows up on the page as a reconnect. Screenshots at 1280x800
+and at phone width are saved as build artefacts: ``$FEEDPLANE_ARTIFACTS/dashboard.png`` and
+``dashboard-phone.png`` when that is set (``.ci/run`` sets it), else in the test's tmp dir; never committed.
 
 Selenium is blocking and the simulator runs on this test's event loop, so the browser part runs in a thread.
 """
@@ -119,10 +119,13 @@ def _drive(base: str, sim_url: str, shot: Path) -> dict[str, Any]:
         seen["console"] = driver.get_log("browser")
         seen["overflow_px"] = driver.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        driver.set_window_size(390, 844)  # a phone: nothing wider than the screen but the tables' own scrollers
+        # a phone (390 CSS px wide): nothing wider than the screen but the tables' own scrollers
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})  # fmt: skip
         width = "return document.documentElement.clientWidth"
-        _wait(lambda: driver.execute_script(width) < 500, 5, "the phone width")
-        seen["phone_overflow_px"] = driver.execute_script(width.replace("clientWidth", "scrollWidth") + " - " + width[7:])
+        _wait(lambda: driver.execute_script(width) == 390, 5, "the phone width")
+        seen["phone_overflow_px"] = driver.execute_script(width.replace("clientWidth", "scrollWidth") + " - 390")
+        driver.save_screenshot(str(shot.with_name("dashboard-phone.png")))
         seen["console"] += driver.get_log("browser")
     except BaseException:
         driver.save_screenshot(str(shot.with_name("dashboard-failure.png")))  # what the page showed, for the report

@@ -222,7 +222,7 @@
       $("auth-note").textContent = "This server has tokens on: paste a read or control token to see it live.";
       return;
     }
-    $("auth-note").textContent = secured ? "" : "This server runs without tokens (loopback, open mode).";
+    $("auth-note").textContent = secured ? "" : "Open mode: this server has no tokens (loopback).";
     const url = "/dashboard/feed" + (token ? "?access_token=" + encodeURIComponent(token) : "");
     setFeedState("warn", "\u25D4", "connecting");
     source = new EventSource(url);
