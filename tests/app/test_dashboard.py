@@ -155,3 +155,22 @@ async def test_one_sampler_serves_every_client_and_stops_with_the_last(
     await feed.leave()
     assert feed._task is None and task.done() and feed.clients == 0
 
+
+
+async def test_redis_down_gives_an_error_snapshot_not_a_dead_feed(make_settings: Any) -> None:
+    from control.redis_client import make_redis
+    from tests.e2e.harness import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    dead, dead_bytes = make_redis(url, retries=0), make_redis(url, decode=False, retries=0)
+    feed = DashboardFeed(SimpleNamespace(store=ControlStore(dead), settings=make_settings()), dead_bytes, 0.05)
+    feed.join()
+    try:
+        number, snapshot = await feed.next(0)
+        assert snapshot["error"] == "redis_unavailable" and snapshot["log"] == []
+        later, _ = await feed.next(number)  # the sampler keeps going, and picks up once Redis is back
+        assert later > number
+    finally:
+        await feed.leave()
+        await dead.aclose()
+        await dead_bytes.aclose()
