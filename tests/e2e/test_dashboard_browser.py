@@ -14,7 +14,6 @@ Selenium is blocking and the simulator runs on this test's event loop, so the br
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -58,25 +57,20 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Re-check the page (another process: nothing to await) every 50 ms until ``check()`` is truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):  # an element replaced between two reads (the page re-renders)
-            result = check()
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def _drive(base: str, sim_url: str, shot: Path) -> dict[str, Any]:
     """The browser scenario (blocking). Returns what it saw, for the assertions."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = _browser()
+
+    def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        """Re-check the page every 50 ms until ``check()`` is truthy (elements re-rendered meanwhile are retried)."""
+        ignored = (NoSuchElementException, StaleElementReferenceException, ValueError)
+        waiter = WebDriverWait(driver, timeout_s, poll_frequency=0.05, ignored_exceptions=ignored)
+        return waiter.until(lambda _: check(), f"timed out after {timeout_s} s waiting for {what}")
+
     seen: dict[str, Any] = {}
     try:
         driver.get(f"{base}/dashboard")
