@@ -3,7 +3,8 @@
 Modes:
     open     no token configured (CONTROL_TOKEN, READ_TOKEN, ACCOUNTS_FILE "tokens") and CTRL_ADDR on loopback:
              every request passes without a token and without rate limits, as before tokens existed.
-    secured  any token configured: every route needs one (an unknown path needs any valid token, then 404).
+    secured  any token configured: every route needs one but the ``public`` ones (the dashboard's static files);
+             an unknown path needs any valid token, then 404.
     refused  no token configured and CTRL_ADDR not loopback: ``check_exposure`` raises SettingsError at start.
 
 Per request in secured mode (``AuthMiddleware``):
@@ -210,7 +211,7 @@ class AuthMiddleware:
             return
         rule = self.rule_for(scope)
         query_tokens, in_query = scrub_access_token(scope)
-        if rule is PUBLIC_RULE:
+        if rule is not None and rule.access == PUBLIC:
             await self.app(scope, receive, send)
             return
         if self.authenticator.open:
