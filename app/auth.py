@@ -3,12 +3,15 @@
 Modes:
     open     no token configured (CONTROL_TOKEN, READ_TOKEN, ACCOUNTS_FILE "tokens") and CTRL_ADDR on loopback:
              every request passes without a token and without rate limits, as before tokens existed.
-    secured  any token configured: every route needs one (an unknown path needs any valid token, then 404).
+    secured  any token configured: every route needs one but the ``public`` ones (the dashboard's static files);
+             an unknown path needs any valid token, then 404.
     refused  no token configured and CTRL_ADDR not loopback: ``check_exposure`` raises SettingsError at start.
 
 Per request in secured mode (``AuthMiddleware``):
     1. The route's ``Rule`` (declared with the routes, ``app.routes.access_policy``): ``read``, ``control``,
-       or ``account`` (private SSE: any valid token here, the handler calls ``require_account``).
+       or ``account`` (private SSE: any valid token here, the handler calls ``require_account``), or ``public``:
+       the dashboard's static page and assets (no data in them), served without a token or rate limit so a
+       browser can load the page and then paste a token into it (``?access_token=`` is still cut out).
     2. The token: ``Authorization: Bearer <token>``. On SSE GET routes (``Rule.stream``) the query parameter
        ``access_token`` works too, because a browser ``EventSource`` cannot send headers. It is cut out of the
        query string before anything else (route, logs) sees it. Elsewhere ``?access_token=`` is 400
@@ -53,12 +56,13 @@ logger = logging.getLogger(__name__)
 AUTH_SCOPE_KEY = "feedplane.auth"
 ACCESS_TOKEN_PARAM = "access_token"
 ACCOUNT = "account"
+PUBLIC = "public"
 _REALM = 'Bearer realm="feedplane"'
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What a route needs: ``access`` = ``read`` | ``control`` | ``account``; ``stream`` = an SSE route
+    """What a route needs: ``access`` = ``read`` | ``control`` | ``account`` | ``public``; ``stream`` = an SSE route
     (``?access_token=`` accepted on GET, counted as a new SSE connection)."""
 
     access: str
@@ -74,6 +78,8 @@ READ_RULE = Rule(READ_SCOPE)
 CONTROL_RULE = Rule(CONTROL_SCOPE)
 SSE_RULE = Rule(READ_SCOPE, stream=True)
 PRIVATE_SSE_RULE = Rule(ACCOUNT, stream=True)
+#: Static files without data (the dashboard page): no token needed.
+PUBLIC_RULE = Rule(PUBLIC)
 
 Policy = Sequence[tuple[BaseRoute, Rule]]
 
@@ -205,6 +211,9 @@ class AuthMiddleware:
             return
         rule = self.rule_for(scope)
         query_tokens, in_query = scrub_access_token(scope)
+        if rule is not None and rule.access == PUBLIC:
+            await self.app(scope, receive, send)
+            return
         if self.authenticator.open:
             scope[AUTH_SCOPE_KEY] = OPEN
             await self.app(scope, receive, send)

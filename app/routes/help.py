@@ -59,6 +59,8 @@ _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
      "one account's private orders (topic bitmart:order:default), after POST /orders/subscribe; as /sse"),
     ("GET", "/sse/positions/default", None, "?exchange=bitmart", "one account's private positions, as above"),
     ("GET", "/sse/balances/default", None, "?exchange=bitmart", "one account's private balances, as above"),
+    ("GET", "/dashboard", None, "", "the live dashboard: open it in a browser (no token needed for the page itself)"),
+    ("GET", "/dashboard/feed", None, "", "the dashboard's SSE feed: one status snapshot with rates and latency a second"),
 ]
 #: Accounts (kept apart from ``_ENDPOINTS``: adding one needs FEEDPLANE_SECRET_KEY and real credentials).
 _ACCOUNT_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
@@ -72,8 +74,8 @@ _TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$
 
 def _curl(base: str, method: str, path: str, body: str | None, query: str, auth: str | None) -> str:
     url = f"'{base}{path}{query}'" if query else f"{base}{path}"
-    header = f' -H "Authorization: Bearer {_TOKEN_VARS[auth]}"' if auth else ""
-    if path.startswith("/sse"):
+    header = f' -H "Authorization: Bearer {_TOKEN_VARS[auth]}"' if auth in _TOKEN_VARS else ""
+    if path.startswith(("/sse", "/dashboard/feed")):
         return f"curl -N{header} {url}"
     if method == "GET":
         return f"curl -s{header} {url}"
@@ -83,7 +85,7 @@ def _curl(base: str, method: str, path: str, body: str | None, query: str, auth:
 
 
 def access_of(policy: Sequence[tuple[BaseRoute, Any]], method: str, path: str) -> str:
-    """The auth an endpoint needs (``read``, ``control`` or ``account``), from the app's access policy."""
+    """The auth an endpoint needs (``read``, ``control``, ``account`` or ``public``), from the app's access policy."""
     scope = {"type": "http", "method": method, "path": path, "root_path": ""}
     for route, rule in policy:
         if route.matches(scope)[0] == Match.FULL:

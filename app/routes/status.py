@@ -89,10 +89,14 @@ def gap_summary(connections: list[dict[str, Any]], workers: list[dict[str, Any]]
     return dict(sorted(total.items()))
 
 
-async def status(request: Request) -> Response:
-    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``."""
-    store = request.app.state.store
-    settings = request.app.state.settings
+async def status_snapshot(state: Any) -> dict[str, Any]:
+    """The ``/status`` document from ``state`` (an app's ``state``: ``store``, ``settings``).
+
+    ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``; also
+    what the dashboard feed (``app.dashboard_feed``) pushes. Raises redis errors (the callers' handlers map them).
+    """
+    store = state.store
+    settings = state.settings
     paused, version, workers, connections, subscriptions = await asyncio.gather(
         store.is_paused(), store.version(), store.workers(), store.connections(), store.subscriptions()
     )
@@ -100,17 +104,20 @@ async def status(request: Request) -> Response:
     now = now_ms()
     workers = decorate_workers(workers, settings, now)
     connections = decorate_connections(connections, leases, now)
-    return JSONResponse(
-        {
-            "server_time": now,
-            "paused": paused,
-            "desired_version": version,
-            "workers": workers,
-            "connections": connections,
-            "subscriptions": decorate_subscriptions(subscriptions, settings, now),
-            "gaps": gap_summary(connections, workers),
-        }
-    )
+    return {
+        "server_time": now,
+        "paused": paused,
+        "desired_version": version,
+        "workers": workers,
+        "connections": connections,
+        "subscriptions": decorate_subscriptions(subscriptions, settings, now),
+        "gaps": gap_summary(connections, workers),
+    }
+
+
+async def status(request: Request) -> Response:
+    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``."""
+    return JSONResponse(await status_snapshot(request.app.state))
 
 
 ROUTES = [Route("/status", status, methods=["GET"])]

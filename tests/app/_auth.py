@@ -26,7 +26,11 @@ PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/")
 
 
 def expected_access(path: str) -> str:
-    """The spec (issue #3), independent of the app's own table: what each endpoint needs."""
+    """The spec (issues #3, #13), independent of the app's own table: what each endpoint needs."""
+    if path == "/dashboard/feed":
+        return "read"
+    if path == "/dashboard" or path.startswith("/dashboard/assets/"):
+        return "public"
     if path.startswith(PRIVATE_PREFIXES):
         return "account"
     if path.startswith("/sse") or path in ("/status", "/help"):
@@ -70,7 +74,7 @@ def call(client: TestClient, method: str, path: str, token: str | None = None, *
     """One request; SSE GETs are streamed and closed at once (status and headers only)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     headers.update(kwargs.pop("headers", {}))
-    if method == "GET" and path.startswith("/sse"):
+    if method == "GET" and path.startswith(("/sse", "/dashboard/feed")):
         with client.stream(method, path, headers=headers, **kwargs) as resp:
             if resp.status_code != 200:  # an error envelope: read it; a stream: leave it (closing cancels it)
                 resp.read()

@@ -95,7 +95,7 @@ def _replay(client: TestClient, curl: str) -> int:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     target = target.replace("wait=5", "wait=0.1")  # nothing activates topics here; keep the test fast
-    if parts.path.startswith("/sse"):
+    if parts.path.startswith(("/sse", "/dashboard/feed")):
         with client.stream(method, target) as resp:
             return resp.status_code
     headers = {"content-type": "application/json"} if body is not None else {}
