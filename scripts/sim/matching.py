@@ -283,10 +283,10 @@ class MatchingEngine:
             pos.entry = ZERO
         pos.realised += pnl
         pos.update_ms = self.now_ms()
+        book.balance += pnl  # before the pushes: a position push may carry the balance (Binance ACCOUNT_UPDATE)
         self._finish(exchange, api_key, o, "filled")
-        self._changed(exchange, api_key, "position", pos)
+        self._changed(exchange, api_key, "position", pos, {"order": o})
         if pnl:
-            book.balance += pnl
             self._changed(exchange, api_key, "balance", book, {"change": pnl, "reason": "pnl"})
 
     def _finish(self, exchange: str, api_key: str, o: SimOrder, finish_as: str) -> None:

@@ -83,8 +83,8 @@ class Pushes:
     """The private pushes of one socket, read in order; ``next`` returns the first unread push that matches and
     keeps the others for later calls (so a test may read an order's push after its position's)."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, since_ms: int = 0) -> None:
+        self.ws, self.since_ms = ws, since_ms  # Binance: events with an earlier E (the fixtures) never match
         self.unread: list[dict[str, Any]] = []
 
     async def next(self, match: Any) -> dict[str, Any]:
@@ -115,17 +115,16 @@ class Pushes:
         return await self.next(match)
 
     async def binance(self, event: str, symbol: str = "BTCUSDT", **where: Any) -> dict[str, Any]:
-        """The next Binance ``event`` about ``symbol`` (``ACCOUNT_UPDATE``: with a position of it, or a balance-only
-        one) whose ``o`` has the ``where`` values; the nautilus fixture events never match (other ids/symbols)."""
+        """The next Binance ``event`` about ``symbol`` with ``E`` >= ``since_ms`` (the replayed fixture events are
+        older) whose ``o`` has the ``where`` values (``ACCOUNT_UPDATE``: all of its positions of ``symbol``)."""
 
         def match(msg: dict[str, Any]) -> bool:
-            if msg.get("e") != event:
+            if msg.get("e") != event or not isinstance(msg.get("E"), int) or msg["E"] < self.since_ms:
                 return False
             if event == "ACCOUNT_UPDATE":
-                return msg["a"]["m"] == "ORDER" and all(p["s"] == symbol for p in msg["a"]["P"]) and msg["E"] > 0
+                return all(p["s"] == symbol for p in msg["a"]["P"])
             o = msg["o"]
-            return o["s"] == symbol and all(o.get(k) == v for k, v in where.items()) and str(
-                o.get("c", o.get("caid", ""))).startswith("fp")  # fmt: skip
+            return o["s"] == symbol and all(o.get(k) == v for k, v in where.items())
 
         return await self.next(match)
 

@@ -90,7 +90,11 @@ async def test_limit_order_rests_and_fills_when_the_replayed_tape_crosses(
     market = await session.ws_connect(sim.gate_ws_url)
     await send(market, {"time": 1, "channel": "futures.trades", "event": "subscribe", "payload": ["BTC_USDT"]})
     filled = parsed(await pushes.gate("futures.orders", status="finished"))
-    assert (filled["status"], filled["avg_fill_price"], filled["filled_size"]) == ("filled", format(low.normalize(), "f"), "3")
+    assert (filled["status"], filled["avg_fill_price"], filled["filled_size"]) == (
+        "filled",
+        format(low.normalize(), "f"),
+        "3",
+    )
     await market.close()
     await ws.close()
 
