@@ -26,6 +26,7 @@ ORDER_TRADE_UPDATE precedes its TRIGGERED (live Binance sends TRIGGERING/TRIGGER
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import string
@@ -43,6 +44,8 @@ from scripts.sim.tapes import BINANCE
 
 if TYPE_CHECKING:
     from scripts.sim.binance import BinanceVenue
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BINANCE_TRADED", "BinanceOrders"]
 
@@ -103,6 +106,9 @@ class BinanceOrders:
             except Rejected as exc:
                 code, msg = wire.ERRORS.get(exc.reason, (-1000, exc.detail))
                 data, status = {"code": code, "msg": msg}, 400
+            except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:  # a parameter of an unexpected form
+                log.warning("binance %s: malformed request: %r", name, exc)
+                data, status = {"code": -1100, "msg": "Illegal characters found in a parameter."}, 400
             await self.sim.flush_orders()  # pushes go out before the answer, in the engine's order
             return self.sim._rest_done(request, BINANCE, json_response(data, status), path_qs=safe_path(request))
 

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from scripts.sim import tapes
 from scripts.sim.conn import int_param, json_response, read_json_body
+from scripts.sim.private import mask_key
 
 if TYPE_CHECKING:
     from scripts.sim.server import ExchangeSimulator
@@ -90,8 +91,29 @@ def build_status(sim: ExchangeSimulator) -> dict[str, Any]:
         },
         "rest_snapshots": rest,
         "private": sim._private.status(),
+        "orders": _orders_status(sim),
         "counters": dict(sim.stats),
     }
+
+
+def _orders_status(sim: ExchangeSimulator) -> dict[str, Any]:
+    """The order API's prices and, per account (key masked), balance, open orders/triggers and non-flat positions."""
+    engine = sim.engine
+    prices = {
+        f"{e}:{s}": {"last": format(engine.price(e, s), "f"), "mark": format(engine.price(e, s, "mark"), "f"),
+                     "pinned": engine.pinned(e, s)}
+        for e, s in engine.contracts
+    }  # fmt: skip
+    accounts = [
+        {
+            "exchange": exchange, "key": mask_key(api_key), "balance": format(book.balance, "f"), "dual": book.dual,
+            "open_orders": sum(1 for o in book.orders.values() if o.status == "open"),
+            "open_triggers": sum(1 for t in book.triggers.values() if t.status == "open"),
+            "positions": {f"{p.symbol}:{p.leg}": format(p.size, "f") for p in book.positions.values() if p.size},
+        }
+        for (exchange, api_key), book in engine.books.items()
+    ]  # fmt: skip
+    return {"prices": prices, "accounts": accounts}
 
 
 class Control:

@@ -21,6 +21,7 @@ request carries ``X-Gate-Size-Decimal: 1``); prices decimal strings. Pushes: ``f
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ from scripts.sim.tapes import GATE
 
 if TYPE_CHECKING:
     from scripts.sim.gate import GateVenue
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GATE_TRADED", "GateOrders"]
 
@@ -116,6 +119,9 @@ class GateOrders:
             except Rejected as exc:
                 status, label = _LABELS.get(exc.reason, (400, "INVALID_PARAM_VALUE"))
                 data = {"label": label, "message": exc.detail or exc.reason}
+            except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:  # a field of an unexpected type
+                log.warning("gate %s: malformed request: %r", name, exc)
+                data, status = {"label": "INVALID_PARAM_VALUE", "message": "Invalid request parameter"}, 400
             await self.sim.flush_orders()  # pushes go out before the answer, in the engine's order
             return self.sim._rest_done(request, GATE, json_response(data, status))
 
@@ -229,12 +235,14 @@ class GateOrders:
         decimal = _decimal_sizes(request)
         size = number(initial.get("size", 0), "initial.size", integral=not decimal)
         price = number(initial.get("price", "0"), "initial.price")
-        price_type = _PRICE_TYPES.get(trigger.get("price_type", 0))  # type: ignore[arg-type]
-        rule = {1: ">=", 2: "<="}.get(trigger.get("rule"))  # type: ignore[arg-type]
+        raw_type, raw_rule = trigger.get("price_type", 0), trigger.get("rule")
+        price_type = _PRICE_TYPES.get(raw_type) if type(raw_type) is int else None
+        rule = {1: ">=", 2: "<="}.get(raw_rule) if type(raw_rule) is int else None
         if price_type is None or rule is None or trigger.get("strategy_type", 0) != 0:
             raise bad("trigger", "strategy_type 0, price_type 0|1|2, rule 1|2")
-        order_type = req.get("order_type", "")
-        auto_size = initial.get("auto_size") or ""
+        order_type, auto_size = req.get("order_type", ""), initial.get("auto_size") or ""
+        if not isinstance(order_type, str) or auto_size not in ("", "close_long", "close_short"):
+            raise bad("order_type" if not isinstance(order_type, str) else "initial.auto_size")
         closing = initial.get("close") is True or bool(auto_size) or str(order_type).endswith("-position")
         if size == 0 and not closing:
             raise bad("initial.size")
@@ -245,6 +253,8 @@ class GateOrders:
             side = "buy" if size > 0 else "sell"
         text = initial.get("text") or "api"
         tif = initial.get("tif") or ("ioc" if price == 0 else "gtc")
+        if not isinstance(text, str) or tif not in ("gtc", "ioc", "poc", "fok"):
+            raise bad("initial.text" if not isinstance(text, str) else "initial.tif")
         template = SimOrder(0, text if text != "api" else "", contract, side, abs(size), None if price == 0 else price,
                             tif, reduce_only=initial.get("reduce_only") is True or closing, close_position=closing,
                             leg=leg, venue={"text": text, "decimal": decimal, "close": closing, "auto_size": auto_size,

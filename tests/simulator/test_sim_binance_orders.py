@@ -5,6 +5,7 @@ events run through the Binance adapter's own parser."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +15,7 @@ import pytest
 
 from scripts.sim.binance_private import binance_sign
 from scripts.sim.tapes import BINANCE, cached_tape, get_tape
-from scripts.simulator import ExchangeSimulator
+from scripts.simulator import ExchangeSimulator, _read_accounts
 from tests.simulator._helpers import send
 from tests.simulator._orders import BinanceClient, Pushes, binance_socket
 from tests.simulator._private import BN_KEY, BN_SECRET
@@ -204,3 +205,15 @@ async def test_signature_checked_over_query_and_body(sim: ExchangeSimulator, bn:
     async with bn.session.post(f"{sim.binance_rest_url}{ORDER}", data=form, headers=headers) as r:
         assert r.status == 200 and (await r.json())["clientOrderId"] == "fp-body"
     assert sim.stats["rest_auth_failures"] == 1
+
+
+def test_accounts_file_of_the_cli(tmp_path: Path) -> None:
+    good = tmp_path / "accounts.json"
+    good.write_text(orjson.dumps([{"exchange": BINANCE, "api_key": BN_KEY, "api_secret": BN_SECRET}]).decode())
+    assert _read_accounts(good)[0]["api_key"] == BN_KEY
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"exchange": "binanceusdm"}')
+    with pytest.raises(SystemExit, match="expected a list"):
+        _read_accounts(bad)
+    with pytest.raises(SystemExit, match="missing.json"):
+        _read_accounts(tmp_path / "missing.json")

@@ -236,3 +236,35 @@ async def test_price_control_endpoint(sim: ExchangeSimulator, session: aiohttp.C
     status, err = await gate.call("POST", "/orders", body={"contract": "BTC_USDT", "size": 10, "price": "0",
                                                            "tif": "ioc"})  # fmt: skip
     assert (status, err["label"]) == (400, "INSUFFICIENT_AVAILABLE")  # 10 x 0.0001 x 63000.5 / 10x > 5 USDT
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "label"),
+    [
+        ("/orders", [1, 2], "INVALID_REQUEST_BODY"),
+        ("/orders", {"contract": "BTC_USDT", "size": [1], "price": "0", "tif": "ioc"}, "INVALID_PARAM_VALUE"),
+        ("/orders", {"contract": "BTC_USDT", "size": 1, "price": {"p": 1}}, "INVALID_PARAM_VALUE"),
+        ("/orders", {"contract": "BTC_USDT", "size": 1, "price": "0", "tif": ["ioc"]}, "INVALID_PARAM_VALUE"),
+        ("/price_orders", {"initial": {"contract": "BTC_USDT", "size": 0, "close": True, "auto_size": ["x"]},
+                           "trigger": {"price_type": 0, "price": "70000", "rule": 1}}, "INVALID_PARAM_VALUE"),
+        ("/price_orders", {"initial": {"contract": "BTC_USDT", "size": 0, "close": True},
+                           "trigger": {"price_type": [0], "price": "70000", "rule": 1}}, "INVALID_PARAM_VALUE"),
+        ("/price_orders", {"initial": {"contract": "BTC_USDT", "size": 0, "close": True}, "order_type": 5,
+                           "trigger": {"price_type": 0, "price": "70000", "rule": 1}}, "INVALID_PARAM_VALUE"),
+        ("/price_orders", {"initial": "x", "trigger": {}}, "MISSING_REQUIRED_PARAM"),
+    ],
+)  # fmt: skip
+async def test_malformed_requests_answer_400(gate: GateClient, path: str, body: Any, label: str) -> None:
+    status, err = await gate.call("POST", path, body=body)
+    assert (status, err["label"]) == (400, label), err
+
+
+async def test_status_shows_the_order_books_without_secrets(sim: ExchangeSimulator, gate: GateClient) -> None:
+    await gate.call("POST", "/orders", body={"contract": "BTC_USDT", "size": 2, "price": "0", "tif": "ioc"})
+    orders = sim.status()["orders"]
+    assert orders["prices"]["gateio:BTC_USDT"] == {"last": "61800.0", "mark": "61800.0", "pinned": True}
+    (account,) = orders["accounts"]
+    assert account["positions"] == {"BTC_USDT:both": "2"} and account["open_orders"] == 0
+    assert (
+        GATE_KEY not in orjson.dumps(sim.status()).decode() and GATE_SECRET not in orjson.dumps(sim.status()).decode()
+    )
