@@ -32,7 +32,7 @@ __all__ = [
     "trade_price",
 ]  # fmt: skip
 
-#: Engine reason -> (code, msg) (error-code page; -5022 and -4120 texts as quoted in third-party reports, UNVERIFIED).
+#: Engine reason -> (code, msg) (error-code page above; the -5022 text as quoted in third-party reports, UNVERIFIED).
 ERRORS: dict[str, tuple[int, str]] = {
     "unknown_symbol": (-1121, "Invalid symbol."),
     "bad_tick": (-4014, "Price not increased by tick size."),

@@ -14,7 +14,10 @@ binance_usdm.md §8), under https://developers.binance.com/docs/derivatives/usds
   ``algoType CONDITIONAL, symbol, side, type STOP_MARKET|TAKE_PROFIT_MARKET|STOP|TAKE_PROFIT, quantity`` or
   ``closePosition=true, price, triggerPrice, workingType CONTRACT_PRICE|MARK_PRICE, reduceOnly, clientAlgoId``),
   ``GET /fapi/v1/algoOrder`` (Query-Algo-Order, ``algoId`` or ``clientAlgoId``), ``DELETE /fapi/v1/algoOrder``
-  (Cancel-Algo-Order), ``GET /fapi/v1/openAlgoOrders``; conditional types on ``/fapi/v1/order``: -4120.
+  (Cancel-Algo-Order: ``{"algoId","clientAlgoId","code":"200","msg":"success"}``, the shape nautilus_trader's
+  ``BinanceFuturesAlgoOrderCancelResponse`` decodes), ``GET /fapi/v1/openAlgoOrders``; conditional types on
+  ``/fapi/v1/order``: -4120 "Order type not supported for this endpoint. Please use the Algo Order API endpoints
+  instead." (freqtrade/freqtrade#12610, ccxt/ccxt#27474).
 - ``GET /fapi/v1/exchangeInfo`` (public): PRICE_FILTER ``tickSize``, LOT_SIZE ``stepSize``/``minQty``, MIN_NOTIONAL.
 
 Triggers: STOP* fire when the price reaches ``triggerPrice`` against the side (BUY: >=, SELL: <=), TAKE_PROFIT*
@@ -120,7 +123,9 @@ class BinanceOrders:
         spec = self.engine.contract(BINANCE, _need(q, "symbol"))
         side, kind = _side(q), _need(q, "type")
         if kind in _CONDITIONAL:
-            raise BinanceError(-4120, "Order type not supported for this endpoint. Please use the Algo Order API.")
+            raise BinanceError(  # the live text, e.g. freqtrade/freqtrade#12610 (2025-12-09)
+                -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+            )
         if kind not in ("LIMIT", "MARKET"):
             raise BinanceError(-1116, "Invalid orderType.")
         if q.get("positionSide", "BOTH") != "BOTH":

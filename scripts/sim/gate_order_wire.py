@@ -146,10 +146,13 @@ def position_json(
     return d
 
 
-def trigger_json(t: SimTrigger) -> dict[str, Any]:
-    """A FuturesPriceTriggeredOrder (REST and the ``futures.autoorders`` item): ``initial``/``trigger`` as sent,
-    ``status`` open|finished, ``finish_as`` succeeded|cancelled|failed, ``trade_id`` the order it placed."""
-    return {
+def trigger_json(t: SimTrigger, *, ws: bool = False) -> dict[str, Any]:
+    """A FuturesPriceTriggeredOrder: ``initial``/``trigger`` as sent, ``status`` open|finished, ``finish_as``
+    succeeded|cancelled|failed, ``trade_id`` the order it placed. ``ws``: the ``futures.autoorders`` item, which
+    adds ``name``, ``is_stop_order`` and ``stop_trigger`` (fields of the doc's "Auto orders notification",
+    https://www.gate.com/docs/developers/futures/ws/en/#auto-orders-notification; their values UNVERIFIED)."""
+    extra = {"name": "price_autoorders", "is_stop_order": False, "stop_trigger": {}} if ws else {}
+    return extra | {
         "initial": t.venue["initial"], "trigger": t.venue["trigger"], "id": t.trigger_id,
         "user": uid_value(t.venue.get("uid", "")), "create_time": t.create_ms / 1000,
         "finish_time": t.update_ms / 1000 if t.status != "open" else 0, "trade_id": t.actual_id,
@@ -169,7 +172,7 @@ def push_frame(
     elif kind == "position":
         channel, result = "futures.positions", [position_json(engine, api_key, uid, obj, ws=True)]
     elif kind == "trigger":
-        channel, result = "futures.autoorders", [trigger_json(obj)]
+        channel, result = "futures.autoorders", [trigger_json(obj, ws=True)]
     else:
         reason = extra.get("reason", "pnl")
         channel, result = "futures.balances", [{
