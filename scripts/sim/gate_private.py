@@ -55,12 +55,25 @@ class GatePrivate(PrivateVenue):
         router.add_get("/api/v4/futures/usdt/positions", partial(self._h_rest, name="gate_positions"))
 
     def push_targets(self, acct: SimAccount, channel: str, text: str) -> list[tuple[SimConnection, str]]:
-        """Sockets where ``acct`` subscribed ``channel`` (its first such native on each)."""
+        """Sockets where ``acct`` subscribed ``channel`` (its first such native on each) for ``!all`` or for a
+        contract one of the frame's ``result`` items is about (items without a contract reach every subscription)."""
+        contracts: set[str] | None = None
+        try:
+            msg = orjson.loads(text)
+            items = msg.get("result") if isinstance(msg, dict) else None
+            if isinstance(items, list):
+                contracts = {_contract(i) for i in items if isinstance(i, dict)} - {""}
+        except orjson.JSONDecodeError:
+            pass
         targets = []
         for conn, state in self.side.conns(GATE):
-            native = next((n for n, a in state.gate.items() if a is acct and n.startswith(channel + ":")), None)
-            if native is not None:
-                targets.append((conn, native))
+            for native, owner in state.gate.items():
+                parts = native.split(":")
+                if owner is not acct or parts[0] != channel:
+                    continue
+                if len(parts) < 3 or parts[2] == "!all" or not contracts or parts[2] in contracts:
+                    targets.append((conn, native))
+                    break
         return targets
 
     async def frame(self, conn: SimConnection, text: str) -> bool:
@@ -229,3 +242,10 @@ class GatePrivate(PrivateVenue):
         if contract:
             data = [d for d in data if d.get("contract") == contract]
         return sim._rest_done(request, GATE, json_response(data, 200))
+
+
+def _contract(item: dict[str, Any]) -> str:
+    """The contract a push item is about (``contract``, or ``initial.contract`` of a price order), else ``""``."""
+    initial = item.get("initial")
+    contract = item.get("contract", initial.get("contract") if isinstance(initial, dict) else "")
+    return contract if isinstance(contract, str) else ""

@@ -84,6 +84,7 @@ async def test_limit_order_rests_and_fills_when_the_replayed_tape_crosses(
         tape = cached_tape(BINANCE, "btcusdt@trade", None)
     except LookupError:
         tape = get_tape(BINANCE, "btcusdt@trade", None)
+    assert tape is not None
     low = min(Decimal(orjson.loads(f)["p"]) for f in tape.frames)
     sim.engine.release(BINANCE, "BTCUSDT")
     user = await pushes(sim, session)

@@ -12,9 +12,9 @@ import pytest
 
 from scripts.sim.tapes import GATE, cached_tape, get_tape
 from scripts.simulator import ExchangeSimulator
-from tests.simulator._helpers import send
+from tests.simulator._helpers import nothing_arrives, send
 from tests.simulator._orders import GateClient, Pushes, gate_socket
-from tests.simulator._private import GATE_KEY, GATE_SECRET, GATE_UID
+from tests.simulator._private import GATE_KEY, GATE_SECRET, GATE_UID, gate_sub
 from workers.exchanges.gateio import GateioAdapter
 
 PARSER = GateioAdapter().new_parser("main")
@@ -268,3 +268,20 @@ async def test_status_shows_the_order_books_without_secrets(sim: ExchangeSimulat
     assert (
         GATE_KEY not in orjson.dumps(sim.status()).decode() and GATE_SECRET not in orjson.dumps(sim.status()).decode()
     )
+
+
+async def test_pushes_reach_only_subscriptions_of_that_contract(
+    sim: ExchangeSimulator, session: aiohttp.ClientSession, gate: GateClient
+) -> None:
+    sockets = {}
+    for contract in ("ETH_USDT", "BTC_USDT"):
+        ws = sockets[contract] = await session.ws_connect(sim.gate_ws_url)
+        sim.set_clock(1_700_000_000_000)  # the subscribe vector's time
+        await send(ws, gate_sub("futures.orders", [GATE_UID, contract]))
+        assert (await Pushes(ws).next(lambda m: m.get("event") == "subscribe"))["result"] == {"status": "success"}
+        sim.set_clock(None)
+    await gate.call("POST", "/orders", body={"contract": "BTC_USDT", "size": 1, "price": "0", "tif": "ioc"})
+    assert (await Pushes(sockets["BTC_USDT"]).gate("futures.orders"))["result"][0]["contract"] == "BTC_USDT"
+    await nothing_arrives(sockets["ETH_USDT"])
+    for ws in sockets.values():
+        await ws.close()
