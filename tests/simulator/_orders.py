@@ -37,11 +37,13 @@ class GateClient:
         self.sim, self.session = sim, session
         self.creds = Creds("gateio", "main", key, secret, GATE_UID)
 
-    async def call(self, method: str, path: str, query: str = "", body: Any = None, **headers: str) -> Any:
+    async def call(self, method: str, path: str, query: str = "", body: Any = None, *, decimal: bool = True) -> Any:
+        """``decimal=False`` drops the adapter's ``X-Gate-Size-Decimal: 1`` (sizes then travel as ints)."""
         data = orjson.dumps(body) if body is not None else b""
         path = f"/api/v4/futures/usdt{path}"
         signed = rest_headers(self.creds, method, path, query, data, self.sim.now_ms())
-        signed |= headers
+        if not decimal:
+            signed.pop("X-Gate-Size-Decimal", None)
         if body is not None:
             signed["Content-Type"] = "application/json"
         url = URL(f"{self.sim.gate_rest_url}{path}{'?' + query if query else ''}", encoded=True)

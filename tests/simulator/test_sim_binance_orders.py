@@ -218,3 +218,10 @@ def test_accounts_file_of_the_cli(tmp_path: Path) -> None:
         _read_accounts(bad)
     with pytest.raises(SystemExit, match="missing.json"):
         _read_accounts(tmp_path / "missing.json")
+
+
+async def test_ioc_and_fok_limits_that_cannot_fill_expire(bn: BinanceClient) -> None:
+    for tif in ("IOC", "FOK"):
+        status, order = await bn.call("POST", ORDER, symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce=tif,
+                                      quantity="0.002", price="61000.00", newOrderRespType="RESULT")  # fmt: skip
+        assert (status, order["status"], order["executedQty"]) == (200, "EXPIRED", "0.000"), order

@@ -285,3 +285,11 @@ async def test_pushes_reach_only_subscriptions_of_that_contract(
     await nothing_arrives(sockets["ETH_USDT"])
     for ws in sockets.values():
         await ws.close()
+
+
+async def test_sizes_are_ints_without_the_decimal_header_and_ioc_limits_expire(gate: GateClient) -> None:
+    body = {"contract": "BTC_USDT", "size": -2, "price": "62000", "tif": "ioc", "text": "t-ioc"}
+    status, order = await gate.call("POST", "/orders", body=body, decimal=False)
+    assert status == 200 and (order["size"], order["left"], order["finish_as"]) == (-2, -2, "ioc"), order
+    status, pos = await gate.call("GET", "/positions/BTC_USDT", decimal=False)
+    assert status == 200 and pos["size"] == 0
