@@ -73,7 +73,8 @@ class SimCore:
         #: rest_throttled (429), rest_errors (400). Private side: logins_ok, logins_failed, gate_auth_failures,
         #: bogus_listen_key_sockets, listen_keys_expired, private_pushes, private_pushes_withheld, rest_listen_key,
         #: rest_{bitmart_open_orders,bitmart_positions,binance_open_orders,binance_position_risk,gate_orders,
-        #: gate_positions}, rest_auth_failures.
+        #: gate_positions}, rest_auth_failures. Order API: rest_gate_<handler>, rest_binance_<handler> (place, get,
+        #: cancel, place_trigger, leverage ...), order_pushes, order_pushes_dropped (account gone).
         self.stats: Counter[str] = Counter()
         #: Benchmark hook ``(native, raw_frame, time.time_ns())`` called right before each data frame is sent.
         self.on_send: Callable[[str, str, int], None] | None = None

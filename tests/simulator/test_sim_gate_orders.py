@@ -181,6 +181,11 @@ async def test_cancel_leverage_dual_mode_and_contract(gate: GateClient, session:
     assert status == 200 and closed["finish_as"] == "filled" and closed["auto_size"] == "close_long"
     status, legs = await gate.call("GET", "/dual_comp/positions/BTC_USDT")
     assert [(p["mode"], p["size"]) for p in legs] == [("dual_long", "0"), ("dual_short", "-3")]
+    status, legs = await gate.call("POST", "/dual_comp/positions/BTC_USDT/leverage", query="leverage=5")
+    assert status == 200 and [p["leverage"] for p in legs] == ["5", "5"]
+    status, listed = await gate.call("GET", "/positions")  # the account's open legs (flat ones left out)
+    assert status == 200 and [(p["contract"], p["mode"], p["size"]) for p in listed] == [
+        ("BTC_USDT", "dual_short", "-3")]  # fmt: skip
 
     async with session.get(f"{gate.sim.gate_rest_url}/api/v4/futures/usdt/contracts/BTC_USDT") as r:
         contract = await r.json()
