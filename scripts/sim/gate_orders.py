@@ -247,8 +247,10 @@ class GateOrders:
         if size == 0 and not closing:
             raise bad("initial.size")
         leg = {"close_long": "long", "close_short": "short"}.get(auto_size, "both")
-        if "long" in order_type or "short" in order_type:
-            side = "sell" if "long" in order_type else "buy"
+        if "long" in order_type or "short" in order_type or auto_size:
+            side = "sell" if "long" in order_type or auto_size == "close_long" else "buy"
+        elif closing:
+            side = ""  # close=true, size 0: the side that closes the position held when it fires
         else:
             side = "buy" if size > 0 else "sell"
         text = initial.get("text") or "api"

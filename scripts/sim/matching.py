@@ -134,9 +134,14 @@ class MatchingEngine:
         return spec
 
     def place(self, exchange: str, api_key: str, order: SimOrder) -> SimOrder:
-        """Check, book and match a new order (``order_id`` set by the caller). Raises Rejected (nothing booked)."""
+        """Check, book and match a new order (``order_id`` set by the caller). A ``close_position`` order with an
+        empty ``side`` takes the side that closes the position held then. Raises Rejected (nothing booked)."""
         book, spec = self.book(exchange, api_key), self.check(exchange, order)
         order.create_ms = order.update_ms = self.now_ms()
+        if order.close_position and not order.side:  # a close that names no side closes whatever is held
+            held = book.positions.get((order.symbol, order.leg if book.dual else "both"))
+            signed = ZERO if held is None else (-held.size if held.leg == "short" else held.size)
+            order.side = "sell" if signed > 0 else "buy"
         if order.reduce_only or order.close_position:
             pos = self._position(book, order)
             have = pos.size if pos.leg != "short" else -pos.size

@@ -78,3 +78,13 @@ def test_dual_mode_legs_and_trigger_close() -> None:
     assert short.realised == 0  # closed at the last price 60000 = its entry (the mark only triggered it)
     with pytest.raises(Rejected, match="would_trigger"):
         e.add_trigger("x", "k", SimTrigger(e.next_id(), "", "BTC_USDT", D(61000), "<=", "last", close))
+
+
+def test_a_close_without_a_side_closes_whatever_is_held_when_it_fires() -> None:
+    e = engine()
+    order(e, "sell", 4)  # short 4
+    close = SimOrder(0, "", "BTC_USDT", "", D(0), None, "ioc", reduce_only=True, close_position=True)
+    trig = e.add_trigger("x", "k", SimTrigger(e.next_id(), "", "BTC_USDT", D(59000), "<=", "last", close))
+    e.set_price("x", "BTC_USDT", D(59000))
+    assert (trig.status, close.side, close.size, e.positions("x", "k", "BTC_USDT")[0].size) == (
+        "triggered", "buy", D(4), D(0))  # fmt: skip
