@@ -88,3 +88,25 @@ def test_a_close_without_a_side_closes_whatever_is_held_when_it_fires() -> None:
     e.set_price("x", "BTC_USDT", D(59000))
     assert (trig.status, close.side, close.size, e.positions("x", "k", "BTC_USDT")[0].size) == (
         "triggered", "buy", D(4), D(0))  # fmt: skip
+
+
+def test_tape_frames_move_the_price_and_fill_resting_orders_unless_pinned() -> None:
+    e = MatchingEngine(lambda: 0)
+    e.add_contract("x", SPEC)
+    e.watch("trades", "x", "BTC_USDT", lambda frame: frame)  # the frame is the price text
+    assert e.price("x", "BTC_USDT") == D(60000)  # the reference until a trade played
+    e.on_tape_frame("trades", "61000.5")
+    assert e.price("x", "BTC_USDT") == D("61000.5")
+    e.on_tape_frame("trades", "not a price")  # malformed: the price stays
+    assert e.price("x", "BTC_USDT") == D("61000.5")
+    buy = order(e, "buy", 1, "60900")
+    e.on_tape_frame("trades", "60950")
+    assert buy.status == "open"
+    e.on_tape_frame("trades", "60900")  # matched as it is sent: a resting order waits on this symbol
+    assert (buy.status, buy.avg_price) == ("finished", D(60900))
+    e.set_price("x", "BTC_USDT", D(62000))
+    e.on_tape_frame("trades", "50000")
+    assert e.price("x", "BTC_USDT") == D(62000)  # pinned
+    e.release("x", "BTC_USDT")
+    e.on_tape_frame("trades", "50000")
+    assert e.price("x", "BTC_USDT") == D(50000)
