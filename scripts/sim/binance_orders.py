@@ -89,7 +89,8 @@ class BinanceOrders:
         r.add_get("/fapi/v1/exchangeInfo", self._h_exchange_info)
 
     def active(self, acct: SimAccount) -> bool:
-        """Whether the account has a book (it traded or set something): its REST lists then come from the engine."""
+        """Whether the account used the order API (any order, trigger, position, leverage or margin call): its REST
+        lists (open orders, positions) then come from the engine instead of the fixtures."""
         return (BINANCE, acct.api_key) in self.engine.books
 
     def _h(self, fn: Any) -> Any:

@@ -97,7 +97,8 @@ class GateOrders:
         r.add_get(f"{BASE}/contracts/{{contract}}", self._h_contract)
 
     def active(self, acct: SimAccount) -> bool:
-        """Whether the account has a book (it traded or set something): its REST lists then come from the engine."""
+        """Whether the account used the order API (any order, trigger, position, leverage or margin call): its REST
+        lists (open orders, positions) then come from the engine instead of the fixtures."""
         return (GATE, acct.api_key) in self.engine.books
 
     # ------------------------------------------------------------------ handler plumbing
