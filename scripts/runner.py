@@ -113,6 +113,8 @@ class Runner:
         """Start the local exchange simulator and point every exchange (WebSocket and REST) at it."""
         port = self.args.sim_port
         cmd = [sys.executable, "-m", "scripts.simulator", "--port", str(port), "--speed", str(self.args.speed), "--loop"]
+        if self.args.sim_accounts is not None:  # the API keys the simulated order APIs accept (secrets stay in the file)
+            cmd += ["--accounts-file", str(self.args.sim_accounts)]
         log(f"--replay: starting the exchange simulator on 127.0.0.1:{port} (recorded frames, speed x{self.args.speed})")
         self.spawn("simulator", cmd)
         wait_until(lambda: port_open("127.0.0.1", port), 60, "the simulator")
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor with --replay (0 = max)")
     parser.add_argument("--sim-port", type=int, default=9100, help="simulator port with --replay")
     parser.add_argument("--workers", type=int, default=0, help="number of workers (default: $WORKERS or 2)")
+    parser.add_argument("--sim-accounts", type=Path, default=None,
+                        help='with --replay: JSON list of {"exchange","api_key","api_secret","memo"} the simulator '
+                             "accepts (its order and private APIs)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

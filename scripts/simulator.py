@@ -18,7 +18,11 @@ Endpoints:
 - Private side (``scripts.sim.private`` and ``scripts.sim.<exchange>_private``): BitMart ``/user?protocol=1.1`` (login + orders, positions,
   assets), Binance ``POST/PUT/DELETE /fapi/v1/listenKey`` and ``/private/ws[/<listenKey>]``, Gate
   ``futures.orders|positions|balances`` with per-request auth, signed REST snapshots of open orders and
-  positions for all three; accounts via ``add_account`` or ``POST /_sim/accounts``.
+  positions for all three; accounts via ``add_account``, ``POST /_sim/accounts`` or ``--accounts-file``.
+- Order execution (``scripts.sim.matching`` engine; ``gate_orders``, ``binance_orders``): Gate
+  ``/api/v4/futures/usdt/{orders,price_orders,positions/{c}[/leverage],dual_comp/…,dual_mode,accounts,contracts/{c}}``,
+  Binance ``/fapi/v1/{order,algoOrder,openAlgoOrders,leverage,marginType,exchangeInfo}``; fills at the replayed
+  trades' price, pushed on the account's private sockets; ``POST /_sim/price`` pins a price (tests of TP/SL).
 - Control (JSON, ``scripts.sim.control``): ``GET /_sim/status``,
   ``POST /_sim/drop[?exchange=bitmart|binanceusdm|gateio]``, ``POST /_sim/dead?on=1|0``, ``POST /_sim/silent?on=1|0``,
   ``POST /_sim/reject?native=<n>[&error=<text>]``, ``DELETE /_sim/reject[?native=<n>]``, ``POST /_sim/fail_rest?n=<count>``.
@@ -42,7 +46,8 @@ Facts marked UNVERIFIED are choices where the reference docs say nothing.
 Code (``scripts.sim``): ``server`` (``ExchangeSimulator``, the public surface), ``core`` (state, sockets,
 sending), ``replay``, ``control`` (``/_sim/*``, status), ``venue`` (the per-exchange contract) and ``registry``
 (the list of venues); one module per exchange — ``bitmart``, ``binance``, ``gate`` (+ ``gate_wire``) — and its
-private side ``<exchange>_private`` on ``private`` (accounts, clock, pushes); ``tapes/`` (what is replayed).
+private side ``<exchange>_private`` on ``private`` (accounts, clock, pushes); the order API: ``matching`` (+
+``matching_types``) and ``<exchange>_orders`` (+ ``<exchange>_order_wire``); ``tapes/`` (what is replayed).
 This module is the entry point and re-exports the public names.
 """
 
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -90,12 +96,30 @@ async def _run_cli(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await sim.preload()  # ~1 s, so the first client is not kept waiting
+    for acct in _read_accounts(args.accounts_file):
+        sim.add_account(acct["exchange"], acct["api_key"], acct["api_secret"], acct.get("memo", acct.get("uid", "")))
     async with sim:
         for name, url in sim.urls().items():
             print(f"{name}={url}", flush=True)
         print(f"# control: {sim.http_url}/_sim/status  (Ctrl-C to stop)", flush=True)
         await stop.wait()
     print("# simulator stopped", flush=True)
+
+
+def _read_accounts(path: Path | None) -> list[dict[str, str]]:
+    """``--accounts-file``: a JSON list of ``{"exchange","api_key","api_secret"[,"memo"|"uid"]}`` (secrets stay out
+    of the command line and the process list). Raises SystemExit with the reason when it is unreadable."""
+    if path is None:
+        return []
+    try:
+        accounts = json.loads(path.read_text())
+        if not isinstance(accounts, list) or not all(
+            isinstance(a, dict) and {"exchange", "api_key", "api_secret"} <= a.keys() for a in accounts
+        ):
+            raise ValueError('expected a list of {"exchange","api_key","api_secret"[,"memo"]} objects')
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--accounts-file {path}: {exc}") from None
+    return accounts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=None, help="fixed frames/s per stream (overrides --speed)")
     p.add_argument("--loop", action="store_true", help="restart each tape when it ends")
     p.add_argument("--samples-dir", type=Path, default=None, help="recordings folder (default: FEEDPLANE_SAMPLES)")
+    p.add_argument("--accounts-file", type=Path, default=None,
+                   help='JSON list of {"exchange","api_key","api_secret","memo"} accounts the private APIs accept')  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, web
 
+from scripts.sim.binance_orders import BinanceOrders
 from scripts.sim.binance_private import BinancePrivate
 from scripts.sim.conn import SimConnection, int_param, json_response
 from scripts.sim.core import SimCore
@@ -93,6 +94,7 @@ class BinanceVenue(Venue):
         super().__init__(sim)
         self.keepalive_s = (ping_interval_s, pong_timeout_s)
         self.private: BinancePrivate = BinancePrivate(self, listen_key_ttl_s=listen_key_ttl_s)
+        self.orders: BinanceOrders = BinanceOrders(self)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/fapi/v1/depth", self._h_depth)
@@ -103,6 +105,7 @@ class BinanceVenue(Venue):
                 if mode == "ws":
                     router.add_get(f"{prefix}/ws/{{streams:.+}}", handler)
         self.private.add_routes(router)
+        self.orders.add_routes(router)
 
     def urls(self) -> dict[str, str]:
         # The client appends ``/market/stream``, ``/public/ws`` ... and ``/fapi/v1/depth?...``.

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
@@ -233,31 +234,33 @@ class BinancePrivate(PrivateVenue):
             resp = json_response({}, 200)
         return self.sim._rest_done(request, BINANCE, resp, path_qs=request.path)
 
-    async def _h_rest(
-        self, request: web.Request, *, name: str, build: Callable[..., list[dict[str, Any]]]
-    ) -> web.Response:
-        """Binance ``GET /fapi/v1/openOrders`` | ``/fapi/v2/positionRisk`` ``?[symbol=…&]recvWindow=…&timestamp=…&signature=…``.
-
-        ``X-MBX-APIKEY`` unknown: 401 ``-2015``. The signature is checked over the query string exactly as
-        sent, less the ``signature`` parameter: mismatch 400 ``-1022``; missing timestamp/signature 400
-        ``-1102``; recvWindow over 60000 400 ``-1131``; ``timestamp >= now + 1000`` or ``now - timestamp >
-        recvWindow`` 400 ``-1021`` (§8, against the simulator clock). The logged path hides the signature.
-        """
-        self.rest_start(name)
+    async def authenticate(self, request: web.Request) -> tuple[SimAccount, dict[str, str]] | web.Response:
+        """Check a signed call (§8): ``X-MBX-APIKEY`` known, else 401 ``-2015``; the hex HMAC-SHA256 ``signature``
+        (in the query or the form body) over totalParams = the query string exactly as sent, then the body, each
+        less the ``signature`` parameter: mismatch 400 ``-1022``; missing timestamp/signature 400 ``-1102``;
+        recvWindow over 60000 400 ``-1131``; ``timestamp >= now + 1000`` or ``now - timestamp > recvWindow`` 400
+        ``-1021`` (against the simulator clock). Returns ``(account, params)`` (query and body merged) or the answer
+        (counted in ``rest_auth_failures``; the logged path hides the signature)."""
         acct = self.side.account(BINANCE, request.headers.get("X-MBX-APIKEY", ""))
         if acct is None:
             body = {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
             return self.auth_failed(request, body, 401)
-        raw = request.rel_url.raw_query_string
-        parts = raw.split("&") if raw else []
-        signatures = [p.partition("=")[2] for p in parts if p.startswith("signature=")]
-        payload = "&".join(p for p in parts if not p.startswith("signature="))
-        query = request.query
+        raw_query = request.rel_url.raw_query_string
+        raw_body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
+        signatures: list[str] = []
+        payload = ""
+        for raw in (raw_query, raw_body):
+            parts = raw.split("&") if raw else []
+            signatures += [p.partition("=")[2] for p in parts if p.startswith("signature=")]
+            payload += "&".join(p for p in parts if not p.startswith("signature="))
+        params: dict[str, str] = {**request.query}
+        if raw_body:
+            params |= {k: v for k, v in parse_qsl(raw_body, keep_blank_values=True)}
 
         def missing(param: str) -> dict[str, Any]:
             return {"code": -1102, "msg": f"Mandatory parameter '{param}' was not sent, was empty/null, or malformed."}
 
-        ts_text, window_text = query.get("timestamp", ""), query.get("recvWindow", str(BINANCE_DEFAULT_RECV_WINDOW_MS))
+        ts_text, window_text = params.get("timestamp", ""), params.get("recvWindow", str(BINANCE_DEFAULT_RECV_WINDOW_MS))
         if not ts_text.isdigit():
             return self.auth_failed(request, missing("timestamp"), 400)
         if len(signatures) != 1 or not signatures[0]:
@@ -275,8 +278,26 @@ class BinancePrivate(PrivateVenue):
         if now - ts > int(window_text):
             body = {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
             return self.auth_failed(request, body, 400)
-        data = build(self.sim._samples_dir)
-        symbol = query.get("symbol")
+        params.pop("signature", None)
+        return acct, params
+
+    async def _h_rest(
+        self, request: web.Request, *, name: str, build: Callable[..., list[dict[str, Any]]]
+    ) -> web.Response:
+        """Binance ``GET /fapi/v1/openOrders`` | ``/fapi/v2/positionRisk`` ``?[symbol=…&]recvWindow=…&timestamp=…&signature=…``
+        (signed as ``authenticate``). Fixture data, unless the account has traded on the simulator: then its own
+        open orders and positions (``BinanceOrders``)."""
+        self.rest_start(name)
+        auth = await self.authenticate(request)
+        if isinstance(auth, web.Response):
+            return auth
+        acct, params = auth
+        orders = self.venue.orders
+        if orders.active(acct):
+            data = orders.open_orders(acct) if name == "binance_open_orders" else orders.position_risk(acct)
+        else:
+            data = build(self.sim._samples_dir)
+        symbol = params.get("symbol")
         if symbol:
             data = [d for d in data if d.get("symbol") == symbol]
         return self.sim._rest_done(request, BINANCE, json_response(data, 200), path_qs=safe_path(request))

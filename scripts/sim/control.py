@@ -6,6 +6,14 @@ private side: ``POST /_sim/accounts`` ``{"exchange","api_key","api_secret","memo
 uid), ``DELETE /_sim/accounts`` ``{"exchange","api_key"}``, ``POST /_sim/push_private``
 ``{"exchange","api_key","channel","frame"}``, ``POST /_sim/clock?ms=<epoch ms>`` (``DELETE`` restores the real
 clock). Venues add their own (Binance: ``POST /_sim/expire_listen_key``).
+
+Order API (``scripts.sim.matching``): ``POST /_sim/price`` ``{"exchange","symbol","last"[,"mark"]}`` pins a traded
+symbol's last (and mark/index, default = last) price — the tape no longer moves it — matches resting orders and
+fires triggers, and answers ``{"exchange","symbol","last","mark","pinned":true}`` only after the resulting order,
+position and balance pushes were sent; ``DELETE /_sim/price?exchange=&symbol=`` hands the price back to the tape.
+``GET /_sim/price?exchange=&symbol=`` reads it. ``POST /_sim/balance`` ``{"exchange","api_key","balance"}`` sets an
+account's USDT margin balance. Prices and balances are decimal strings; errors 400 (unknown exchange/symbol, bad
+number) or 404 (unknown account).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +29,7 @@ from aiohttp import web
 
 from scripts.sim import tapes
 from scripts.sim.conn import int_param, json_response, read_json_body
+from scripts.sim.private import mask_key
 
 if TYPE_CHECKING:
     from scripts.sim.server import ExchangeSimulator
@@ -81,8 +91,29 @@ def build_status(sim: ExchangeSimulator) -> dict[str, Any]:
         },
         "rest_snapshots": rest,
         "private": sim._private.status(),
+        "orders": _orders_status(sim),
         "counters": dict(sim.stats),
     }
+
+
+def _orders_status(sim: ExchangeSimulator) -> dict[str, Any]:
+    """The order API's prices and, per account (key masked), balance, open orders/triggers and non-flat positions."""
+    engine = sim.engine
+    prices = {
+        f"{e}:{s}": {"last": format(engine.price(e, s), "f"), "mark": format(engine.price(e, s, "mark"), "f"),
+                     "pinned": engine.pinned(e, s)}
+        for e, s in engine.contracts
+    }  # fmt: skip
+    accounts = [
+        {
+            "exchange": exchange, "key": mask_key(api_key), "balance": format(book.balance, "f"), "dual": book.dual,
+            "open_orders": sum(1 for o in book.orders.values() if o.status == "open"),
+            "open_triggers": sum(1 for t in book.triggers.values() if t.status == "open"),
+            "positions": {f"{p.symbol}:{p.leg}": format(p.size, "f") for p in book.positions.values() if p.size},
+        }
+        for (exchange, api_key), book in engine.books.items()
+    ]  # fmt: skip
+    return {"prices": prices, "accounts": accounts}
 
 
 class Control:
@@ -105,6 +136,8 @@ class Control:
         r.add_post("/_sim/push_private", self._h_push)
         r.add_post("/_sim/clock", self._h_clock)
         r.add_delete("/_sim/clock", self._h_clock)
+        r.add_route("*", "/_sim/price", self._h_price)
+        r.add_post("/_sim/balance", self._h_balance)
 
     async def _h_status(self, request: web.Request) -> web.Response:
         return json_response(self.sim.status())
@@ -173,3 +206,42 @@ class Control:
                 raise web.HTTPBadRequest(text="ms must be epoch milliseconds")
             self.sim.set_clock(int(ms))
         return json_response({"now_ms": self.sim.now_ms(), "clock_offset_ms": self.sim._private.clock_offset_ms})
+
+    async def _h_price(self, request: web.Request) -> web.Response:
+        body = await read_json_body(request) if request.method == "POST" else dict(request.query)
+        exchange, symbol = str(body.get("exchange", "")), str(body.get("symbol", ""))
+        engine = self.sim.engine
+        if (exchange, symbol) not in engine.contracts:
+            traded = sorted(f"{e}:{s}" for e, s in engine.contracts)
+            raise web.HTTPBadRequest(text=f"exchange/symbol must be one of {', '.join(traded)}")
+        if request.method == "POST":
+            last, mark = _decimal(body.get("last")), _decimal(body.get("mark", body.get("last")))
+            await self.sim.set_price(exchange, symbol, last, mark)
+        elif request.method == "DELETE":
+            engine.release(exchange, symbol)
+        elif request.method != "GET":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "DELETE"])
+        return json_response({
+            "exchange": exchange, "symbol": symbol, "last": format(engine.price(exchange, symbol), "f"),
+            "mark": format(engine.price(exchange, symbol, "mark"), "f"), "pinned": engine.pinned(exchange, symbol),
+        })  # fmt: skip
+
+    async def _h_balance(self, request: web.Request) -> web.Response:
+        body = await read_json_body(request)
+        exchange, api_key = str(body.get("exchange", "")), str(body.get("api_key", ""))
+        if self.sim._private.account(exchange, api_key) is None:
+            raise web.HTTPNotFound(text="no such account")
+        balance = _decimal(body.get("balance"))
+        self.sim.engine.book(exchange, api_key).balance = balance
+        return json_response({"exchange": exchange, "balance": format(balance, "f")})
+
+
+def _decimal(value: object) -> Decimal:
+    """A positive decimal string (or number) as a Decimal; 400 otherwise."""
+    try:
+        number = Decimal(str(value)) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number <= 0:
+        raise web.HTTPBadRequest(text=f"expected a positive decimal string, got {value!r}")
+    return number

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from scripts.sim.conn import CLOSE_TIMEOUT_S, ReceivedFrame, RestRequest, SimConnection, guarded, reraise_if_cancelling
+from scripts.sim.matching import MatchingEngine
 from scripts.sim.private import PrivateSide
 
 if TYPE_CHECKING:
@@ -72,13 +73,19 @@ class SimCore:
         #: rest_throttled (429), rest_errors (400). Private side: logins_ok, logins_failed, gate_auth_failures,
         #: bogus_listen_key_sockets, listen_keys_expired, private_pushes, private_pushes_withheld, rest_listen_key,
         #: rest_{bitmart_open_orders,bitmart_positions,binance_open_orders,binance_position_risk,gate_orders,
-        #: gate_positions}, rest_auth_failures.
+        #: gate_positions}, rest_auth_failures. Order API: rest_gate_<handler>, rest_binance_<handler> (place, get,
+        #: cancel, place_trigger, leverage ...), order_pushes, order_pushes_dropped (account gone).
         self.stats: Counter[str] = Counter()
         #: Benchmark hook ``(native, raw_frame, time.time_ns())`` called right before each data frame is sent.
         self.on_send: Callable[[str, str, int], None] | None = None
         #: Exchange id -> its simulated venue (``scripts.sim.registry.VENUES``), filled by the subclass.
         self.venues: dict[str, Venue] = {}
         self._private = PrivateSide(self)
+        #: Orders, positions and prices of every venue's order API (``scripts.sim.matching``).
+        self.engine = MatchingEngine(self._private.now_ms)
+        self.engine.on_change = self._orders_changed
+        self._flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ observation
 
@@ -248,6 +255,8 @@ class SimCore:
             self.sent_data.setdefault(native, []).append(frame)
         conn.sent_count += 1
         self.stats["data_frames_sent"] += 1
+        if native in self.engine.watched:  # a trade of a symbol the order API trades: its price moved
+            self.engine.on_tape_frame(native, frame)
         self._notify()
         return True
 
@@ -295,6 +304,36 @@ class SimCore:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # no frame of it may follow the ack
         self._notify()
+
+    # ------------------------------------------------------------------ order pushes
+
+    def _orders_changed(self) -> None:
+        """The engine recorded changes outside a REST call (tape price, ``set_price``): push them soon."""
+        if self._flush_task is None or self._flush_task.done():
+            try:
+                self._flush_task = asyncio.get_running_loop().create_task(self.flush_orders(), name="sim-order-push")
+            except RuntimeError:  # no loop (a synchronous unit test): the next flush sends them
+                return
+            self._tasks.add(self._flush_task)
+            self._flush_task.add_done_callback(self._tasks.discard)
+
+    async def flush_orders(self) -> None:
+        """Push the engine's pending changes, in order, on each account's private sockets (venue ``orders``
+        builds the frames; ``PrivateSide.push`` addresses them). A removed account's changes are dropped."""
+        async with self._flush_lock:
+            while self.engine.changes:
+                changes, self.engine.changes = self.engine.changes, []
+                for exchange, api_key, kind, obj, extra in changes:
+                    orders = self.venues[exchange].orders
+                    if orders is None:
+                        continue
+                    for channel, frame in orders.push_frames(api_key, kind, obj, extra):
+                        try:
+                            await self._private.push(exchange, api_key, channel, frame)
+                        except KeyError:
+                            self.stats["order_pushes_dropped"] += 1
+                        else:
+                            self.stats["order_pushes"] += 1
 
     # ------------------------------------------------------------------ REST bookkeeping
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from scripts.sim import gate_wire, tapes
 from scripts.sim.conn import SimConnection, int_param, json_response
 from scripts.sim.core import SimCore
+from scripts.sim.gate_orders import GateOrders
 from scripts.sim.gate_private import GatePrivate
 from scripts.sim.replay import load_rest_snapshot, start_replay
 from scripts.sim.tapes import GATE
@@ -39,11 +40,13 @@ class GateVenue(Venue):
         super().__init__(sim)
         self.keepalive_s = (ping_interval_s, pong_timeout_s)
         self.private: GatePrivate = GatePrivate(self)
+        self.orders: GateOrders = GateOrders(self)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v4/ws/usdt", self._ws)
         router.add_get("/api/v4/futures/usdt/order_book", self._h_order_book)
         self.private.add_routes(router)
+        self.orders.add_routes(router)
 
     def urls(self) -> dict[str, str]:
         # ``wss://fx-ws.gateio.ws/v4/ws/usdt`` in production; the REST client appends ``/api/v4/futures/usdt/...``.

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GATE_PRIVATE_CHANNELS", "GATE_REST_WINDOW_S", "GatePrivate", "gate_rest_sign", "gate_ws_sign"]
 
-GATE_PRIVATE_CHANNELS = frozenset({"futures.orders", "futures.positions", "futures.balances"})
+GATE_PRIVATE_CHANNELS = frozenset({"futures.orders", "futures.positions", "futures.balances", "futures.autoorders"})
 GATE_REST_WINDOW_S = 60.0  # §2.7: Timestamp within 60 s of server time
 _EMPTY_SHA512 = hashlib.sha512(b"").hexdigest()
 
@@ -55,12 +55,25 @@ class GatePrivate(PrivateVenue):
         router.add_get("/api/v4/futures/usdt/positions", partial(self._h_rest, name="gate_positions"))
 
     def push_targets(self, acct: SimAccount, channel: str, text: str) -> list[tuple[SimConnection, str]]:
-        """Sockets where ``acct`` subscribed ``channel`` (its first such native on each)."""
+        """Sockets where ``acct`` subscribed ``channel`` (its first such native on each) for ``!all`` or for a
+        contract one of the frame's ``result`` items is about (items without a contract reach every subscription)."""
+        contracts: set[str] | None = None
+        try:
+            msg = orjson.loads(text)
+            items = msg.get("result") if isinstance(msg, dict) else None
+            if isinstance(items, list):
+                contracts = {_contract(i) for i in items if isinstance(i, dict)} - {""}
+        except orjson.JSONDecodeError:
+            pass
         targets = []
         for conn, state in self.side.conns(GATE):
-            native = next((n for n, a in state.gate.items() if a is acct and n.startswith(channel + ":")), None)
-            if native is not None:
-                targets.append((conn, native))
+            for native, owner in state.gate.items():
+                parts = native.split(":")
+                if owner is not acct or parts[0] != channel:
+                    continue
+                if len(parts) < 3 or parts[2] == "!all" or not contracts or parts[2] in contracts:
+                    targets.append((conn, native))
+                    break
         return targets
 
     async def frame(self, conn: SimConnection, text: str) -> bool:
@@ -166,16 +179,14 @@ class GatePrivate(PrivateVenue):
             return frames
         return tuple(f for f in frames if any(r.get("contract") == target for r in orjson.loads(f)["result"]))
 
-    async def _h_rest(self, request: web.Request, *, name: str) -> web.Response:
-        """Gate ``GET /api/v4/futures/usdt/orders?status=open|finished[&contract=C]`` | ``/api/v4/futures/usdt/positions``.
+    async def authenticate(self, request: web.Request) -> tuple[SimAccount, bytes] | web.Response:
+        """Check a signed REST call (headers ``KEY``, ``Timestamp`` s within 60 s, ``SIGN`` =
+        ``gate_rest_sign(secret, method, path, <query as sent>, body, <Timestamp header text>)``; §2.7).
 
-        Headers ``KEY``, ``Timestamp`` (s, within 60 s), ``SIGN`` = ``gate_rest_sign(secret, "GET", path,
-        <query as sent>, b"", <Timestamp header text>)``. Failures HTTP 401: unknown key
+        Returns ``(account, body bytes)``, or the 401 answer (counted in ``rest_auth_failures``): unknown key
         ``{"label":"INVALID_KEY","message":"Invalid key provided"}``, bad or missing SIGN/Timestamp
-        ``{"label":"INVALID_SIGNATURE","message":"Signature mismatch"}``, stale ``{"label":"REQUEST_EXPIRED",
-        …}`` (texts other than the brief's UNVERIFIED). ``status`` missing: 400 ``MISSING_REQUIRED_PARAM``.
+        ``{"label":"INVALID_SIGNATURE","message":"Signature mismatch"}``, stale ``{"label":"REQUEST_EXPIRED",…}``.
         """
-        self.rest_start(name)
         h = request.headers
         acct = self.side.account(GATE, h.get("KEY", ""))
         if acct is None:
@@ -195,15 +206,35 @@ class GatePrivate(PrivateVenue):
         expected = gate_rest_sign(acct.api_secret, request.method, request.path, request.rel_url.query_string, body, ts)
         if not same_signature(sign, expected):
             return self.auth_failed(request, bad_sign, 401)
+        return acct, body
+
+    async def _h_rest(self, request: web.Request, *, name: str) -> web.Response:
+        """Gate ``GET /api/v4/futures/usdt/orders?status=open|finished[&contract=C]`` | ``/api/v4/futures/usdt/positions``.
+
+        Headers ``KEY``, ``Timestamp`` (s, within 60 s), ``SIGN`` = ``gate_rest_sign(secret, "GET", path,
+        <query as sent>, b"", <Timestamp header text>)``. Failures HTTP 401: unknown key
+        ``{"label":"INVALID_KEY","message":"Invalid key provided"}``, bad or missing SIGN/Timestamp
+        ``{"label":"INVALID_SIGNATURE","message":"Signature mismatch"}``, stale ``{"label":"REQUEST_EXPIRED",
+        …}`` (texts other than the brief's UNVERIFIED). ``status`` missing: 400 ``MISSING_REQUIRED_PARAM``.
+        Fixture data, unless the account has traded on the simulator (``GateOrders.list_rest``).
+        """
+        self.rest_start(name)
+        auth = await self.authenticate(request)
+        if isinstance(auth, web.Response):
+            return auth
+        acct, _ = auth
         sim = self.sim
-        if name == "gate_orders":
-            status = request.query.get("status")
-            if status is None:
-                body_ = {"label": "MISSING_REQUIRED_PARAM", "message": "Missing required parameter: status"}
-                return sim._rest_done(request, GATE, json_response(body_, 400))
-            if status not in ("open", "finished"):
-                body_ = {"label": "INVALID_PARAM_VALUE", "message": "Invalid parameter value: status"}
-                return sim._rest_done(request, GATE, json_response(body_, 400))
+        status = request.query.get("status")
+        if name == "gate_orders" and status is None:
+            body_ = {"label": "MISSING_REQUIRED_PARAM", "message": "Missing required parameter: status"}
+            return sim._rest_done(request, GATE, json_response(body_, 400))
+        if name == "gate_orders" and status not in ("open", "finished"):
+            body_ = {"label": "INVALID_PARAM_VALUE", "message": "Invalid parameter value: status"}
+            return sim._rest_done(request, GATE, json_response(body_, 400))
+        orders = self.venue.orders
+        if orders.active(acct):  # an account that traded on the simulator gets its own orders and positions
+            data = orders.orders_rest(request, acct, status) if status else orders.positions_rest(request, acct)
+        elif status:
             data = tapes.gate_orders(status, sim._samples_dir)
         else:
             data = tapes.gate_positions(sim._samples_dir)
@@ -211,3 +242,10 @@ class GatePrivate(PrivateVenue):
         if contract:
             data = [d for d in data if d.get("contract") == contract]
         return sim._rest_done(request, GATE, json_response(data, 200))
+
+
+def _contract(item: dict[str, Any]) -> str:
+    """The contract a push item is about (``contract``, or ``initial.contract`` of a price order), else ``""``."""
+    initial = item.get("initial")
+    contract = item.get("contract", initial.get("contract") if isinstance(initial, dict) else "")
+    return contract if isinstance(contract, str) else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
@@ -202,6 +203,15 @@ class ExchangeSimulator(SimCore):
     def now_ms(self) -> int:
         """The simulator clock in epoch milliseconds (see ``set_clock``)."""
         return self._private.now_ms()
+
+    # ------------------------------------------------------------------ order API (scripts.sim.matching)
+
+    async def set_price(self, exchange: str, symbol: str, last: Decimal, mark: Decimal | None = None) -> None:
+        """Pin a traded symbol's last (and mark/index) price, match resting orders and fire triggers, and return
+        once the resulting pushes were sent. ``engine.release(exchange, symbol)`` hands it back to the tape.
+        Raises ``matching_types.Rejected`` for a symbol the order API does not trade."""
+        self.engine.set_price(exchange, symbol, last, mark)
+        await self.flush_orders()
 
     # ------------------------------------------------------------------ faults
 

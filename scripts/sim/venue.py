@@ -8,7 +8,7 @@ give it tapes in ``scripts.sim.tapes``, and add the class to ``scripts.sim.regis
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
 
@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from scripts.sim.core import SimCore
     from scripts.sim.private import PrivateVenue
 
-__all__ = ["Venue"]
+__all__ = ["OrderApi", "Venue"]
+
+
+class OrderApi(Protocol):
+    """A venue's order API on the matching engine (``scripts.sim.gate_orders``, ``binance_orders``)."""
+
+    def push_frames(self, api_key: str, kind: str, obj: Any, extra: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(channel, frame text)`` pairs announcing one engine change on the account's private sockets."""
+        ...
 
 
 class Venue:
@@ -27,7 +35,8 @@ class Venue:
     Class data: ``name`` (the exchange id, as in ``control``), ``label`` (for the status banner),
     ``wraps_frames`` (replayed payloads go through ``wrap``). Instance data: ``keepalive_s`` =
     ``(ping interval, pong timeout)`` in seconds when the server pings (None: the client pings), and
-    ``private`` (accounts, private sockets and signed REST; None when the venue has no private side).
+    ``private`` (accounts, private sockets and signed REST; None when the venue has no private side) and
+    ``orders`` (its order API on the matching engine; None when it has none).
     Constructor options are keyword floats (``ExchangeSimulator`` passes its per-exchange arguments).
     """
 
@@ -41,6 +50,7 @@ class Venue:
         self.sim = sim
         self.keepalive_s: tuple[float, float] | None = None
         self.private: PrivateVenue | None = None
+        self.orders: OrderApi | None = None
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Register this venue's WebSocket and REST endpoints (private ones via ``self.private``)."""
