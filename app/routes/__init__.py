@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.auth import CONTROL_RULE, READ_RULE, Rule
-from app.routes import accounts, control, sse, status
+from app.routes import accounts, control, orders, seed_compat, sse, status
 from app.routes import help as help_page
 
 
@@ -13,7 +13,8 @@ def access_policy() -> list[tuple[BaseRoute, Rule]]:
     """Every route with its auth rule: the one table ``all_routes`` and ``app.auth.AuthMiddleware`` share.
 
     status, help: ``read``; control commands and accounts: ``control``; SSE: ``read`` (public) or ``account``
-    (private, checked against the account by the handler).
+    (private, checked against the account by the handler); orders (and the seed's ``/gate/*``): ``account``;
+    ``/trading/halt|resume``: ``control``.
     """
     return [
         *((route, READ_RULE) for route in status.ROUTES),
@@ -21,6 +22,8 @@ def access_policy() -> list[tuple[BaseRoute, Rule]]:
         *((route, CONTROL_RULE) for route in control.ROUTES),
         *((route, CONTROL_RULE) for route in accounts.ROUTES),
         *sse.POLICY,
+        *orders.POLICY,
+        *seed_compat.POLICY,
     ]
 
 

@@ -14,11 +14,14 @@ from workers.exchanges.base import AdapterError, BookAdapter, ExchangeAdapter, P
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
 from workers.exchanges.bitmart import BitmartAdapter
 from workers.exchanges.gateio import GateioAdapter
+from workers.exchanges.gateio.orders import GateioOrders
+from workers.exchanges.order_contract import OrderAdapter
 
 if TYPE_CHECKING:
     from control.settings import Settings
 
 __all__ = [
+    "ORDER_ADAPTERS",
     "REGISTRY",
     "BookAdapter",
     "ExchangeAdapter",
@@ -33,6 +36,12 @@ REGISTRY: dict[str, ExchangeAdapter] = {
     "bitmart": BitmartAdapter(),
     "binanceusdm": BinanceUsdmAdapter(),
     "gateio": GateioAdapter(),
+}
+
+#: Order execution (``workers.orders``), per exchange that has it. BitMart has none on purpose: it announced its
+#: shutdown by 2027-01-31 (README "Orders").
+ORDER_ADAPTERS: dict[str, OrderAdapter] = {
+    "gateio": GateioOrders(),
 }
 
 

@@ -1,0 +1,77 @@
+"""Fixtures of the order tests: a fake Gate.io REST server (``_fake_gate``), settings with orders on, the control
+server (TestClient, called from a thread so the in-process order executor keeps running on the test's loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography.fernet import Fernet
+from redis.asyncio import Redis
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from control.redis_client import make_redis
+from control.settings import Settings
+from tests.orders._fake_gate import KEY, SECRET, UID, FakeGate
+from workers.orders import OrderExecutor
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[FakeGate]:
+    fake = FakeGate()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def order_env(gate: FakeGate) -> dict[str, str]:
+    """Environment of a Gate.io account ``default`` on the fake exchange, orders on."""
+    return {"ORDERS_ENABLED": "1", "ORDERS_TIMEOUT_S": "3", "GATEIO_REST_URI": gate.url, "GATEIO_API_KEY": KEY,
+            "GATEIO_API_SECRET": SECRET, "GATEIO_UID": UID, "CTRL_ADDR": "127.0.0.1:18089",
+            "FEEDPLANE_SECRET_KEY": Fernet.generate_key().decode()}  # fmt: skip
+
+
+@pytest.fixture
+def order_settings(make_settings: Callable[..., Settings], order_env: dict[str, str]) -> Settings:
+    return make_settings(**order_env)
+
+
+@pytest.fixture
+async def executor(order_settings: Settings, redis: Redis) -> AsyncIterator[OrderExecutor]:
+    async with aiohttp.ClientSession() as session:
+        blocking = make_redis(order_settings.redis_url, max_connections=1)
+        ex = OrderExecutor(order_settings, redis=redis, blocking=blocking, session=session, worker_id="w-test")
+        ex.start()
+        yield ex
+        await ex.stop()
+        await blocking.aclose()
+
+
+class Api:
+    """The control server, called from a thread (``await api.post(...)``)."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        return await asyncio.to_thread(self.client.request, method, path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Any:
+        return await self.request("POST", path, **kw)
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        return await self.request("GET", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Any:
+        return await self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def api(order_settings: Settings, redis: Redis) -> Iterator[Api]:
+    with TestClient(create_app(order_settings)) as client:
+        yield Api(client)
