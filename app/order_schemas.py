@@ -19,7 +19,7 @@ from control.exchanges import DECLARATIONS
 from control.topics import EXCHANGE_ALIASES, TopicError, validate_account
 
 #: What a client order id may hold before the exchange's own form is applied (Binance's rule, the stricter).
-CLIENT_ID_RE = re.compile(r"[.A-Za-z0-9_:/-]{1,36}")
+CLIENT_ID_RE = re.compile(r"[.A-Za-z0-9_:/-]{1,36}\Z")
 ORDER_EXCHANGES = tuple(d.id for d in DECLARATIONS.values() if d.orders)
 
 
@@ -43,8 +43,8 @@ class DecimalText(fields.Field[str]):
 def _exchange(value: str) -> str:
     exchange = EXCHANGE_ALIASES.get(value, value)
     if exchange not in ORDER_EXCHANGES:
-        raise ValidationError(f"orders are available on {', '.join(ORDER_EXCHANGES)} (BitMart is left out: it shuts "
-                              "down by 2027-01-31)")  # fmt: skip
+        message = f"orders are available on {', '.join(ORDER_EXCHANGES)} (BitMart is left out: it shuts down by 2027-01-31)"
+        raise ValidationError({"exchange": [message]})
     return exchange
 
 
@@ -75,7 +75,7 @@ class _AccountSchema(_Strict):
 class OrderSchema(_AccountSchema):
     """``POST /orders``."""
 
-    symbol = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_\-]{1,40}$"))
+    symbol = fields.String(required=True, validate=validate.Regexp(r"[A-Za-z0-9_\-]{1,40}\Z"))
     type = fields.String(required=True, validate=validate.OneOf(("market", "limit")))
     side = fields.String(load_default=None, validate=validate.OneOf(("buy", "sell")))
     position_type = fields.String(load_default=None, validate=validate.OneOf(("long", "short")))
@@ -105,7 +105,7 @@ class OrderSchema(_AccountSchema):
 class CloseSchema(_AccountSchema):
     """``POST /positions/close``: ``side`` long|short, or the seed's ``auto_size`` close_long|close_short."""
 
-    symbol = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_\-]{1,40}$"))
+    symbol = fields.String(required=True, validate=validate.Regexp(r"[A-Za-z0-9_\-]{1,40}\Z"))
     side = fields.String(load_default=None, validate=validate.OneOf(("long", "short")))
     auto_size = fields.String(load_default=None, validate=validate.OneOf(("close_long", "close_short")))
     client_order_id = fields.String(load_default=None, validate=validate.Regexp(CLIENT_ID_RE))
@@ -169,7 +169,7 @@ def order_ref(query: Any, order_id: str | None, client_order_id: str | None,
     try:
         exchange = _exchange(query.get("exchange") or default_exchange)
     except ValidationError as exc:
-        errors["exchange"] = [str(exc.messages[0] if isinstance(exc.messages, list) else exc)]
+        errors.update(exc.normalized_messages())
     account = query.get("account") or "default"
     try:
         _account(account)

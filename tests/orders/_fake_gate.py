@@ -35,6 +35,7 @@ class FakeGate:
         self.refuse: dict[str, tuple[int, str, str]] = {}  # "METHOD path-suffix" -> (status, label, message)
         self.hold_place = False
         self.placed = asyncio.Event()
+        self._closing = asyncio.Event()
         self._next = 1000
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -50,6 +51,7 @@ class FakeGate:
         self.url = f"http://127.0.0.1:{port}"
 
     async def close(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -149,5 +151,5 @@ class FakeGate:
         self.placed.set()
         if self.hold_place:
             self.hold_place = False
-            await asyncio.sleep(3600)  # the answer is lost: the worker dies meanwhile
+            await self._closing.wait()  # the answer is lost: the worker dies meanwhile
         return web.json_response(order, status=201)

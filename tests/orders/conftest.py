@@ -4,6 +4,7 @@ server (TestClient, called from a thread so the in-process order executor keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -41,15 +42,24 @@ def order_settings(make_settings: Callable[..., Settings], order_env: dict[str, 
     return make_settings(**order_env)
 
 
+@contextlib.asynccontextmanager
+async def running_executor(settings: Settings, redis: Redis) -> AsyncIterator[OrderExecutor]:
+    """An ``OrderExecutor`` serving the queue on this loop (as a worker process does)."""
+    async with aiohttp.ClientSession() as session:
+        blocking = make_redis(settings.redis_url, max_connections=1)
+        ex = OrderExecutor(settings, redis=redis, blocking=blocking, session=session, worker_id="w-test")
+        ex.start()
+        try:
+            yield ex
+        finally:
+            await ex.stop()
+            await blocking.aclose()
+
+
 @pytest.fixture
 async def executor(order_settings: Settings, redis: Redis) -> AsyncIterator[OrderExecutor]:
-    async with aiohttp.ClientSession() as session:
-        blocking = make_redis(order_settings.redis_url, max_connections=1)
-        ex = OrderExecutor(order_settings, redis=redis, blocking=blocking, session=session, worker_id="w-test")
-        ex.start()
+    async with running_executor(order_settings, redis) as ex:
         yield ex
-        await ex.stop()
-        await blocking.aclose()
 
 
 class Api:

@@ -167,8 +167,9 @@ class GateioOrders:
     # -- orders --------------------------------------------------------------------------------------------
 
     def order_request(self, creds: Credentials, spec: OrderSpec, now_ms: int) -> RestRequest:
-        """``POST /futures/usdt/orders`` with ``{"contract","size","price","tif","text","reduce_only"}`` (+ ``close``
-        / ``auto_size`` for a whole-position close: ``spec.size`` ``"0"``)."""
+        """``POST /futures/usdt/orders`` with ``{"contract","size","price","tif","text"}``, ``reduce_only: true`` when
+        asked (left out otherwise, Gate's default), ``close: true`` (single mode) or ``auto_size`` + ``reduce_only``
+        (dual mode) for a whole-position close (``spec.size`` ``"0"``)."""
         body: dict[str, Any] = {"contract": spec.symbol}
         closing = Decimal(spec.size) == 0
         body["size"] = 0 if closing else _size_json(spec.size, spec.side == "sell")
@@ -181,8 +182,8 @@ class GateioOrders:
         body["text"] = spec.client_order_id
         if closing and spec.position_side is None:
             body["close"] = True
-        else:
-            body["reduce_only"] = spec.reduce_only
+        elif spec.reduce_only or closing:
+            body["reduce_only"] = True
         if closing and spec.position_side is not None:
             body["auto_size"] = f"close_{spec.position_side}"
         return _signed(creds, "POST", ORDERS_PATH, {}, orjson.dumps(body), now_ms)
