@@ -126,11 +126,17 @@ async def execute(ex: OrderExecutor, request: OrderRequest) -> Answer:
 async def _check_rules(run: Run, spec: OrderSpec) -> None:
     """Guards (symbol, leverage, notional) and the contract's tick/lot rules when the exchange gave them."""
     ex, args = run.ex, run.args
+    for kind in ("take_profit", "stop_loss"):  # refused before anything is placed
+        if args.get(kind) and args[kind].get("price_type", "last") not in run.adapter.price_types:
+            raise run.fail(400, "invalid_order", f"{kind}: {run.adapter.id} triggers fire on the "
+                           f"{' or '.join(sorted(run.adapter.price_types))} price", "rules")  # fmt: skip
     guard = ex.settings.order_guard(run.request.exchange, run.request.account)
     refusal = guard.refusal(spec.symbol, args.get("leverage"))
     rules = await ex.rules(run.adapter, spec.symbol)
     if refusal is None and guard.max_notional is not None and not spec.reduce_only:
         price = spec.price or (rules.ref_price if rules else None)
+        if price is None:
+            price = await ex.last_price(run.request.exchange, spec.symbol)
         notional = None
         if price is not None and (rules is not None or not run.adapter.contract_sized):
             notional = Decimal(spec.size) * Decimal(rules.multiplier if rules else "1") * Decimal(price)

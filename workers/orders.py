@@ -179,6 +179,22 @@ class OrderExecutor:
         self._rules[key] = (now + (RULES_TTL_S if rules else RULES_RETRY_S), rules)
         return rules
 
+    async def last_price(self, exchange: str, symbol: str) -> str | None:
+        """The latest price Feedplane streamed for ``symbol`` (its ``ticker`` mark/last, else its last ``trade``), or
+        None: a reference for the notional of a market order when the contract info has no price."""
+        try:
+            ticker, trade = await self.redis.mget(keys.latest(f"{exchange}:ticker:{symbol}"),
+                                                  keys.latest(f"{exchange}:trade:{symbol}"))  # fmt: skip
+            for raw, names in ((ticker, ("mark_price", "last")), (trade, ("price",))):
+                if raw:
+                    event = orjson.loads(raw)
+                    for name in names:
+                        if event.get(name):
+                            return str(event[name])
+        except (RedisError, ValueError) as exc:
+            log.info("orders: no streamed price for %s %s (%s)", exchange, symbol, exc)
+        return None
+
     async def audit(self, request: OrderRequest, outcome: str, data: dict[str, Any]) -> None:
         """Append to ``fp:audit:{exchange}:{account}`` (never fatal; ``data`` holds no secret)."""
         fields = audit_fields(request.op, request.exchange, request.account, outcome,

@@ -17,6 +17,8 @@ from starlette.testclient import TestClient
 from app.main import create_app
 from control.redis_client import make_redis
 from control.settings import Settings
+from tests.orders import _fake_binance
+from tests.orders._fake_binance import FakeBinance
 from tests.orders._fake_gate import KEY, SECRET, UID, FakeGate
 from workers.orders import OrderExecutor
 
@@ -30,11 +32,20 @@ async def gate() -> AsyncIterator[FakeGate]:
 
 
 @pytest.fixture
-def order_env(gate: FakeGate) -> dict[str, str]:
-    """Environment of a Gate.io account ``default`` on the fake exchange, orders on."""
+async def binance() -> AsyncIterator[FakeBinance]:
+    fake = FakeBinance()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def order_env(gate: FakeGate, binance: FakeBinance) -> dict[str, str]:
+    """Environment of the ``default`` accounts of Gate.io and Binance USD-M on the fake exchanges, orders on."""
     return {"ORDERS_ENABLED": "1", "ORDERS_TIMEOUT_S": "3", "GATEIO_REST_URI": gate.url, "GATEIO_API_KEY": KEY,
-            "GATEIO_API_SECRET": SECRET, "GATEIO_UID": UID, "CTRL_ADDR": "127.0.0.1:18089",
-            "FEEDPLANE_SECRET_KEY": Fernet.generate_key().decode()}  # fmt: skip
+            "GATEIO_API_SECRET": SECRET, "GATEIO_UID": UID, "BINANCE_USDM_REST_URI": binance.url,
+            "BINANCE_API_KEY": _fake_binance.KEY, "BINANCE_API_SECRET": _fake_binance.SECRET,
+            "CTRL_ADDR": "127.0.0.1:18089", "FEEDPLANE_SECRET_KEY": Fernet.generate_key().decode()}  # fmt: skip
 
 
 @pytest.fixture

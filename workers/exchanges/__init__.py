@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from workers.exchanges.base import AdapterError, BookAdapter, ExchangeAdapter, PrivateAdapter, PublicAdapter
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
+from workers.exchanges.binanceusdm.orders import BinanceUsdmOrders
 from workers.exchanges.bitmart import BitmartAdapter
 from workers.exchanges.gateio import GateioAdapter
 from workers.exchanges.gateio.orders import GateioOrders
@@ -42,6 +43,7 @@ REGISTRY: dict[str, ExchangeAdapter] = {
 #: shutdown by 2027-01-31 (README "Orders").
 ORDER_ADAPTERS: dict[str, OrderAdapter] = {
     "gateio": GateioOrders(),
+    "binanceusdm": BinanceUsdmOrders(),
 }
 
 
