@@ -102,10 +102,6 @@ async def execute(ex: OrderExecutor, request: OrderRequest) -> Answer:
         return 400, error_body("unknown_account", f"unknown account {request.exchange}:{request.account}")
     run = Run(ex, request, adapter, creds)
     try:
-        if request.op in (PLACE, CLOSE):
-            entries = await ex.redis.hgetall(HALT)  # type: ignore[misc]
-            if halted(entries, request.exchange, request.account):
-                raise run.fail(423, "trading_halted", "trading is halted (POST /trading/resume)", "halt")
         handler = {PLACE: place, CLOSE: close, CANCEL: cancel, GET: get, CANCEL_OPEN: cancel_open}[request.op]
         status, body = await handler(run)
     except StepFailed as exc:
@@ -157,14 +153,25 @@ async def _check_rules(run: Run, spec: OrderSpec) -> None:
 
 
 async def _progress(run: Run, coid: str) -> dict[str, Any]:
-    """Take the client order id's lock (409 when held) and read what earlier attempts did."""
+    """One pipeline: the kill switch (423), the client order id's lock (409 when another attempt holds it), what
+    earlier attempts did, and the mark that an attempt started (a later retry then looks the order up first)."""
     req = run.request
-    key = lock_key(req.exchange, req.account, coid)
+    key = progress_key(req.exchange, req.account, coid)
     # held until the request's deadline (+1 s): past it no call of this attempt is still running (``Run.send``)
     ttl_ms = min(LOCK_TTL_MS, max(1000, req.deadline_ms - run.ex.now_ms() + 1000))
-    if not await run.ex.redis.set(key, req.id, nx=True, px=ttl_ms):
+    async with run.ex.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(HALT)
+        pipe.set(lock_key(req.exchange, req.account, coid), req.id, nx=True, px=ttl_ms)
+        pipe.hgetall(key)
+        pipe.hsetnx(key, "attempt", orjson.dumps({"request_id": req.id, "ts": run.ex.now_ms()}).decode())
+        pipe.expire(key, PROGRESS_TTL_S)
+        halts, locked, raw, _, _ = await pipe.execute()
+    if halted(halts, req.exchange, req.account):
+        if locked:
+            await _release(run, coid)
+        raise run.fail(423, "trading_halted", "trading is halted (POST /trading/resume)", "halt")
+    if not locked:
         raise run.fail(409, "order_in_progress", f"client_order_id {coid} is being executed; retry shortly", "lock")
-    raw = await run.ex.redis.hgetall(progress_key(req.exchange, req.account, coid))  # type: ignore[misc]
     return {k: orjson.loads(v) for k, v in raw.items()}
 
 
@@ -205,7 +212,6 @@ async def _entry(run: Run, spec: OrderSpec, progress: dict[str, Any]) -> tuple[d
             return order, True
         if not adapter.is_not_found(refusal):
             raise run.refused("lookup", refusal)
-    await _remember(run, coid, "attempt", {"request_id": run.request.id, "ts": ex.now_ms()})
     body = await run.send("entry", adapter.order_request(run.creds, spec, ex.now_ms()))
     order = adapter.parse_order(body, run.request.account, ex.now_ms())
     await _remember(run, coid, "entry", order)

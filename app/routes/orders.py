@@ -26,7 +26,8 @@ from starlette.routing import Route
 from app import order_schemas
 from app.auth import CONTROL_RULE, PRIVATE_SSE_RULE, Rule, auth_context, require_account
 from app.errors import ApiError, error_response, now_ms
-from app.routes.control import known_accounts, read_json
+from app.routes.control import read_json
+from control import keys
 from control.accounts import CONTROL, api_account_records, configured_accounts
 from control.orders import (
     CANCEL,
@@ -97,22 +98,32 @@ def _enabled(request: Request) -> None:
 
 async def prepare(request: Request, exchange: str, account: str, args: dict[str, Any], *, new: bool) -> None:
     """The checks every order route makes before a worker sees the request (see the module docstring); for a new
-    order (``new``) also the kill switch, the guards, a client order id and the order topic subscription."""
+    order (``new``) also the kill switch, the guards, a client order id and the order topic subscription. One Redis
+    round trip (a pipeline), plus one more the first time the order topic is subscribed."""
     require_account(request, exchange, account)
-    if f"{exchange}:{account}" not in await known_accounts(request):
-        message = f"unknown account {exchange}:{account}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
+    settings = request.app.state.settings
+    store = request.app.state.store
+    ref, topic = f"{exchange}:{account}", f"{exchange}:order:{account}"
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(keys.ACCOUNTS, ref)
+        pipe.hgetall(HALT)
+        pipe.hexists(keys.DESIRED, topic)
+        stored, halts, subscribed = await pipe.execute()
+    known = any(a.ref == ref for a in configured_accounts(settings)) or (stored and settings.secret_key)
+    if not known:
+        message = f"unknown account {ref}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
         raise ValidationError({"account": [message]})
     if not new:
         return
-    store = request.app.state.store
-    if (ref := halted(await store.redis.hgetall(HALT), exchange, account)) is not None:
-        raise ApiError(423, "trading_halted", f"trading is halted for {ref} (POST /trading/resume)")
-    guard = request.app.state.settings.order_guard(exchange, account)
+    if (halt_ref := halted(halts, exchange, account)) is not None:
+        raise ApiError(423, "trading_halted", f"trading is halted for {halt_ref} (POST /trading/resume)")
+    guard = settings.order_guard(exchange, account)
     refusal = guard.refusal(args["symbol"], args.get("leverage"))
     if refusal is not None:
         raise ApiError(403, refusal[0], refusal[1])
     args["client_order_id"] = args.get("client_order_id") or new_client_order_id()
-    await request.app.state.dispatcher.subscribe([f"{exchange}:order:{account}"], now_ms())
+    if not subscribed:  # the order's updates arrive on the account's order topic
+        await request.app.state.dispatcher.subscribe([topic], now_ms())
 
 
 async def place_order(request: Request) -> Response:
