@@ -192,29 +192,39 @@ async def _release(run: Run, coid: str) -> None:
         pass  # expires by itself (LOCK_TTL_MS)
 
 
-async def _entry(run: Run, spec: OrderSpec, progress: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The entry order: from progress, found at the exchange by client order id (retry), or placed now."""
+async def _recorded(run: Run, symbol: str, coid: str, progress: dict[str, Any]) -> dict[str, Any] | None:
+    """The order an earlier attempt placed: from progress, or, when an attempt started and died before recording
+    it, looked up at the exchange by client order id. None when there is none (place it now)."""
     if "entry" in progress:
         run.done("entry", "already_done", order_id=progress["entry"]["order_id"])
-        return progress["entry"], True
-    adapter, ex, coid = run.adapter, run.ex, spec.client_order_id
-    if "attempt" in progress:  # an earlier attempt may have placed it and died: look it up first
-        try:
-            req = adapter.get_request(run.creds, spec.symbol, None, coid, ex.now_ms())
-            status, body = await ex.call(adapter.id, req, run.request.deadline_ms)
-        except RestError as exc:
-            raise run.fail(504, "exchange_timeout", f"lookup by client_order_id: no answer ({exc})", "lookup") from None
-        refusal = adapter.refusal(status, body)
-        if refusal is None:
-            order = adapter.parse_order(body, run.request.account, ex.now_ms())
-            await _remember(run, coid, "entry", order)
-            run.done("entry", "recovered", order_id=order["order_id"])
-            return order, True
-        if not adapter.is_not_found(refusal):
-            raise run.refused("lookup", refusal)
-    body = await run.send("entry", adapter.order_request(run.creds, spec, ex.now_ms()))
+        return dict(progress["entry"])
+    if "attempt" not in progress:
+        return None
+    adapter, ex = run.adapter, run.ex
+    try:
+        req = adapter.get_request(run.creds, symbol, None, coid, ex.now_ms())
+        status, body = await ex.call(adapter.id, req, run.request.deadline_ms)
+    except RestError as exc:
+        raise run.fail(504, "exchange_timeout", f"lookup by client_order_id: no answer ({exc})", "lookup") from None
+    refusal = adapter.refusal(status, body)
+    if refusal is not None:
+        if adapter.is_not_found(refusal):
+            return None
+        raise run.refused("lookup", refusal)
     order = adapter.parse_order(body, run.request.account, ex.now_ms())
     await _remember(run, coid, "entry", order)
+    run.done("entry", "recovered", order_id=order["order_id"])
+    return order
+
+
+async def _entry(run: Run, spec: OrderSpec, progress: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The entry order: recorded or found (``_recorded``, ``recovered`` True), or placed now."""
+    found = await _recorded(run, spec.symbol, spec.client_order_id, progress)
+    if found is not None:
+        return found, True
+    body = await run.send("entry", run.adapter.order_request(run.creds, spec, run.ex.now_ms()))
+    order = run.adapter.parse_order(body, run.request.account, run.ex.now_ms())
+    await _remember(run, spec.client_order_id, "entry", order)
     run.done("entry", order_id=order["order_id"])
     return order, False
 
@@ -303,14 +313,14 @@ async def close(run: Run) -> Answer:
     try:
         if "answer" in progress:
             return 200, {**progress["answer"], "replayed": True}
-        if "entry" not in progress and "attempt" not in progress:
+        order = await _recorded(run, a["symbol"], coid, progress)  # a close that an earlier attempt sent
+        recovered = order is not None
+        if order is None:
             positions = await _positions(run, a["symbol"])
             spec = adapter.close_spec(a["symbol"], a["side"], positions, coid)
             if spec is None:
                 raise run.fail(409, "no_position", f"no {a['side']} position on {a['symbol']} to close", "positions")
-        else:
-            spec = OrderSpec(a["symbol"], "sell", "market", "0", None, "ioc", True, coid)  # only looked up
-        order, recovered = await _entry(run, spec, progress)
+            order, _ = await _entry(run, spec, {})
         result = {"order": order, "client_order_id": coid, "steps": run.steps, "recovered": recovered}
         await _remember(run, coid, "answer", result)
         return 201, result

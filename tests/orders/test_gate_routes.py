@@ -68,8 +68,12 @@ async def test_market_order_and_close(api: Api, executor: OrderExecutor, gate: F
     assert gate.positions["BTC_USDT"]["size"] == "-3"
     flat = await api.post("/positions/close", json={"exchange": "gateio", "symbol": "BTC_USDT", "side": "long"})
     assert flat.status_code == 409 and flat.json()["error"]["code"] == "no_position"
-    closed = await api.post("/positions/close", json={"exchange": "gateio", "symbol": "BTC_USDT", "side": "short"})
+    close = {"exchange": "gateio", "symbol": "BTC_USDT", "side": "short", "client_order_id": "close-1"}
+    closed = await api.post("/positions/close", json=close)
     assert closed.status_code == 201, closed.text
+    again = await api.post("/positions/close", json=close)  # a retry: answered from what was done, nothing sent
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    assert sum(1 for m, t in gate.calls if (m, t) == ("POST", "orders")) == 2
     assert gate.orders[int(closed.json()["order"]["order_id"])]["is_reduce_only"] is True
     assert gate.positions["BTC_USDT"]["size"] == "0"
 
