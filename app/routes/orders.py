@@ -56,19 +56,27 @@ class OrderGateway:
     """Puts order requests on ``fp:orders:queue`` and waits (BLPOP) for the worker's answer."""
 
     def __init__(self, request: Request) -> None:
-        self.app = request.app
         self.settings = request.app.state.settings
         self.redis = request.app.state.store.redis
 
-    async def ask(self, op: str, exchange: str, account: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """``(status, body)`` of the worker's answer; 504 ``order_timeout`` after ``ORDERS_TIMEOUT_S``."""
-        timeout_s = self.settings.orders_timeout_s
+    def request(self, op: str, exchange: str, account: str, args: dict[str, Any]) -> OrderRequest:
+        """A request whose deadline is ``ORDERS_TIMEOUT_S`` from now."""
         sent = now_ms()
-        req = OrderRequest(op, exchange, account, args, deadline_ms=sent + int(timeout_s * 1000), sent_ms=sent)
+        deadline = sent + int(self.settings.orders_timeout_s * 1000)
+        return OrderRequest(op, exchange, account, args, deadline_ms=deadline, sent_ms=sent)
+
+    async def ask(self, op: str, exchange: str, account: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Queue a request and wait for its answer."""
+        req = self.request(op, exchange, account, args)
         await self.redis.lpush(QUEUE, req.encode())
+        return await self.wait(req)
+
+    async def wait(self, req: OrderRequest) -> tuple[int, dict[str, Any]]:
+        """``(status, body)`` of the worker's answer to ``req``; 504 ``order_timeout`` after ``ORDERS_TIMEOUT_S``."""
+        timeout_s = self.settings.orders_timeout_s
         got = await self.redis.blpop([reply_key(req.id)], timeout=timeout_s)
         if got is None:
-            details = {"client_order_id": args.get("client_order_id")} if op in (PLACE, CLOSE) else {}
+            details = {"client_order_id": req.args.get("client_order_id")} if req.op in (PLACE, CLOSE) else {}
             return 504, {"error": {"code": "order_timeout", "message": f"no worker answered within {timeout_s:g} s; "
                          "the outcome is unknown: retry with the same client_order_id (never placed twice), or read "
                          "the order with GET /orders/client/{client_order_id}", "details": details}}  # fmt: skip
@@ -96,34 +104,37 @@ def _enabled(request: Request) -> None:
                        "workers) to turn it on")  # fmt: skip
 
 
-async def prepare(request: Request, exchange: str, account: str, args: dict[str, Any], *, new: bool) -> None:
-    """The checks every order route makes before a worker sees the request (see the module docstring); for a new
-    order (``new``) also the kill switch, the guards, a client order id and the order topic subscription. One Redis
-    round trip (a pipeline), plus one more the first time the order topic is subscribed."""
+async def submit(request: Request, op: str, exchange: str, account: str, args: dict[str, Any]) -> Response:
+    """Check, queue and answer one request (see the module docstring).
+
+    One Redis round trip carries the checks (account known, kill switch, order topic subscribed) and the ``LPUSH``:
+    a request refused here is also refused by the worker that takes it (unknown account 400, halted 423), so it is
+    queued at once and the answer given without waiting. Then ``BLPOP`` for the worker's answer."""
     require_account(request, exchange, account)
     settings = request.app.state.settings
-    store = request.app.state.store
+    new = op in (PLACE, CLOSE)
+    if new:
+        refusal = settings.order_guard(exchange, account).refusal(args["symbol"], args.get("leverage"))
+        if refusal is not None:
+            raise ApiError(403, refusal[0], refusal[1])
+        args["client_order_id"] = args.get("client_order_id") or new_client_order_id()
+    gateway = OrderGateway(request)
+    req = gateway.request(op, exchange, account, args)
     ref, topic = f"{exchange}:{account}", f"{exchange}:order:{account}"
-    async with store.redis.pipeline(transaction=False) as pipe:
+    async with gateway.redis.pipeline(transaction=False) as pipe:
         pipe.hexists(keys.ACCOUNTS, ref)
         pipe.hgetall(HALT)
         pipe.hexists(keys.DESIRED, topic)
-        stored, halts, subscribed = await pipe.execute()
-    known = any(a.ref == ref for a in configured_accounts(settings)) or (stored and settings.secret_key)
-    if not known:
+        pipe.lpush(QUEUE, req.encode())
+        stored, halts, subscribed, _ = await pipe.execute()
+    if not (any(a.ref == ref for a in configured_accounts(settings)) or (stored and settings.secret_key)):
         message = f"unknown account {ref}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
         raise ValidationError({"account": [message]})
-    if not new:
-        return
-    if (halt_ref := halted(halts, exchange, account)) is not None:
+    if new and (halt_ref := halted(halts, exchange, account)) is not None:
         raise ApiError(423, "trading_halted", f"trading is halted for {halt_ref} (POST /trading/resume)")
-    guard = settings.order_guard(exchange, account)
-    refusal = guard.refusal(args["symbol"], args.get("leverage"))
-    if refusal is not None:
-        raise ApiError(403, refusal[0], refusal[1])
-    args["client_order_id"] = args.get("client_order_id") or new_client_order_id()
-    if not subscribed:  # the order's updates arrive on the account's order topic
+    if new and not subscribed:  # the order's updates arrive on the account's order topic
         await request.app.state.dispatcher.subscribe([topic], now_ms())
+    return _respond(*await gateway.wait(req))
 
 
 async def place_order(request: Request) -> Response:
@@ -131,8 +142,7 @@ async def place_order(request: Request) -> Response:
     _enabled(request)
     body = await read_json(request)
     exchange, account, args = order_schemas.order_args(body, request.app.state.settings.default_exchange)
-    await prepare(request, exchange, account, args, new=True)
-    return _respond(*await OrderGateway(request).ask(PLACE, exchange, account, args))
+    return await submit(request, PLACE, exchange, account, args)
 
 
 async def close_position(request: Request) -> Response:
@@ -140,8 +150,7 @@ async def close_position(request: Request) -> Response:
     _enabled(request)
     body = await read_json(request)
     exchange, account, args = order_schemas.close_args(body, request.app.state.settings.default_exchange)
-    await prepare(request, exchange, account, args, new=True)
-    return _respond(*await OrderGateway(request).ask(CLOSE, exchange, account, args))
+    return await submit(request, CLOSE, exchange, account, args)
 
 
 async def order(request: Request) -> Response:
@@ -151,9 +160,7 @@ async def order(request: Request) -> Response:
     default = request.app.state.settings.default_exchange
     exchange, account, args = order_schemas.order_ref(request.query_params, request.path_params["order_id"], None,
                                                       default)  # fmt: skip
-    await prepare(request, exchange, account, args, new=False)
-    op = CANCEL if request.method == "DELETE" else GET
-    return _respond(*await OrderGateway(request).ask(op, exchange, account, args))
+    return await submit(request, CANCEL if request.method == "DELETE" else GET, exchange, account, args)
 
 
 async def order_by_client_id(request: Request) -> Response:
@@ -162,8 +169,7 @@ async def order_by_client_id(request: Request) -> Response:
     default = request.app.state.settings.default_exchange
     exchange, account, args = order_schemas.order_ref(request.query_params, None,
                                                       request.path_params["client_order_id"], default)  # fmt: skip
-    await prepare(request, exchange, account, args, new=False)
-    return _respond(*await OrderGateway(request).ask(GET, exchange, account, args))
+    return await submit(request, GET, exchange, account, args)
 
 
 async def _order_accounts(request: Request) -> list[tuple[str, str]]:

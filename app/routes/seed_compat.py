@@ -149,8 +149,7 @@ async def place(request: Request) -> Response:
     payload = order_body(data, user)
     exchange, account, args = order_schemas.order_args(payload, EXCHANGE)
     await _store_keys(request, user)
-    await orders.prepare(request, exchange, account, args, new=True)
-    return orders._respond(*await orders.OrderGateway(request).ask(orders.PLACE, exchange, account, args))
+    return await orders.submit(request, orders.PLACE, exchange, account, args)
 
 
 async def close(request: Request) -> Response:
@@ -162,8 +161,7 @@ async def close(request: Request) -> Response:
     payload = {"exchange": EXCHANGE, "account": user, "symbol": data.get("contract"), "auto_size": data.get("auto_size")}
     exchange, account, args = order_schemas.close_args(payload, EXCHANGE)
     await _store_keys(request, user)
-    await orders.prepare(request, exchange, account, args, new=True)
-    return orders._respond(*await orders.OrderGateway(request).ask(orders.CLOSE, exchange, account, args))
+    return await orders.submit(request, orders.CLOSE, exchange, account, args)
 
 
 async def _by_trade_id(request: Request, op: str) -> Response:
@@ -177,8 +175,7 @@ async def _by_trade_id(request: Request, op: str) -> Response:
              "symbol": q.get("contract")}  # fmt: skip
     exchange, account, args = order_schemas.order_ref({k: v for k, v in query.items() if v}, trade_id, None, EXCHANGE)
     await _store_keys(request, user)
-    await orders.prepare(request, exchange, account, args, new=False)
-    return orders._respond(*await orders.OrderGateway(request).ask(op, exchange, account, args))
+    return await orders.submit(request, op, exchange, account, args)
 
 
 async def cancel(request: Request) -> Response:

@@ -71,3 +71,17 @@ async def test_market_close_and_refusal(api: Api, executor: OrderExecutor, binan
     index = await api.post("/orders", json={**LIMIT, "client_order_id": "bn-4", "take_profit": {"price": "1",
                                                                                                "price_type": "index"}})
     assert index.status_code == 400 and "last or mark" in index.json()["error"]["message"]
+
+
+async def test_halt_cancels_open_binance_orders(api: Api, executor: OrderExecutor, binance: FakeBinance) -> None:
+    placed = await api.post("/orders", json=LIMIT)
+    assert placed.status_code == 201, placed.text
+    halted = await api.post("/trading/halt", json={"exchange": "binanceusdm", "account": "default",
+                                                   "cancel_open": True})  # fmt: skip
+    [outcome] = halted.json()["cancel_open"]
+    assert outcome["status"] == 200, outcome
+    assert sorted(c["kind"] for c in outcome["canceled"]) == ["order", "trigger", "trigger"]
+    assert all(o["status"] == "CANCELED" for o in binance.orders.values())
+    assert all(a["algoStatus"] == "CANCELED" for a in binance.algos.values())
+    refused = await api.post("/orders", json={**LIMIT, "client_order_id": "bn-9"})
+    assert refused.status_code == 423
