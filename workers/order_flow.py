@@ -110,6 +110,9 @@ async def execute(ex: OrderExecutor, request: OrderRequest) -> Answer:
         status, body = 400, error_body("invalid_order", str(exc), {"steps": run.steps})
     except RedisError as exc:
         status, body = 503, error_body("redis_unavailable", f"order state unreachable ({type(exc).__name__})")
+    except (ValueError, ArithmeticError) as exc:  # an exchange answer we cannot read
+        status, body = 502, error_body("exchange_error", f"{request.exchange} answered something unreadable: {exc}",
+                                       {"steps": run.steps, **run.partial})  # fmt: skip
     outcome = "ok" if status < 400 else body["error"]["code"]
     await ex.audit(request, outcome, {"status": status, "args": request.args, "steps": run.steps,
                                       "result": body if status < 400 else body["error"]})  # fmt: skip

@@ -109,3 +109,22 @@ async def test_stop_loss_failure_after_a_fill_alerts(api: Api, executor: OrderEx
     assert retry.status_code == 201, retry.text
     assert retry.json()["order"]["order_id"] == details["order"]["order_id"]
     assert sum(1 for m, t in gate.calls if (m, t) == ("POST", "orders")) == 1 and len(gate.triggers) == 1
+
+
+async def test_bad_queue_items_and_bad_exchange_answers(api: Api, executor: OrderExecutor, gate: FakeGate,
+                                                        redis: Redis) -> None:  # fmt: skip
+    from control.orders import QUEUE
+
+    await redis.lpush(QUEUE, b"not json", b'{"op":"explode"}')  # dropped and logged; the executor keeps serving
+    gate.refuse.clear()
+    original = gate._place
+
+    async def garbled(data: dict[str, object]) -> object:
+        from aiohttp import web
+
+        await original(data)
+        return web.Response(status=201, body=b'{"id": 1, "size": "x"}', content_type="application/json")
+
+    gate._place = garbled  # type: ignore[method-assign]
+    resp = await api.post("/orders", json={**LIMIT, "client_order_id": "garbled-1"})
+    assert resp.status_code == 502 and resp.json()["error"]["code"] == "exchange_error", resp.text
