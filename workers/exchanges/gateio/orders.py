@@ -134,7 +134,7 @@ class GateioOrders:
             if not isinstance(p, dict) or p.get("contract") != symbol:
                 continue
             e = position_event(p, "orders", 0, rest=True)
-            out.append(PositionInfo(symbol, e["side"], e["size"], e["leverage"], e["margin_mode"],
+            out.append(PositionInfo(symbol, e["side"], str(e["size"]), e["leverage"], e["margin_mode"],
                                     e["mode"] == "hedge"))  # fmt: skip
         return out
 
