@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import os
+from collections.abc import Callable
+from pathlib import Path
 
+import orjson
+from redis.asyncio import Redis
+from starlette.testclient import TestClient
+
+from app.main import create_app
 from control import keys
+from control.settings import Settings
 from tests.orders._fake_gate import KEY, SECRET, FakeGate
-from tests.orders.conftest import Api
+from tests.orders.conftest import Api, running_executor
 from workers.orders import OrderExecutor
 
 #: The connector's place body (its zod schema ``placeFuturesOrdersSchema``: numeric price/size, ISOLATED|CROSS,
@@ -57,3 +65,29 @@ async def test_seed_sse_route_and_bad_bodies(api: Api) -> None:
     assert bad.status_code == 400 and "leverage_type" in bad.json()["error"]["details"]
     missing = await api.get("/gate/get-futures-order")
     assert missing.status_code == 400 and "trade_id" in missing.json()["error"]["details"]
+
+
+async def test_tokens_and_the_key_headers(make_settings: Callable[..., Settings], order_env: dict[str, str],
+                                          redis: Redis, gate: FakeGate, tmp_path: Path) -> None:  # fmt: skip
+    control, trader = "control-token-0123456789abcdef", "trader-token-0123456789abcdef"
+    path = tmp_path / "accounts.json"
+    path.write_bytes(orjson.dumps({"tokens": [{"token": trader, "accounts": ["gateio:16778193"]}]}))
+    os.chmod(path, 0o600)
+    settings = make_settings(**order_env, CONTROL_TOKEN=control, ACCOUNTS_FILE=str(path))
+    as_trader = {**HEADERS, "Authorization": f"Bearer {trader}"}
+    async with running_executor(settings, redis):
+        with TestClient(create_app(settings)) as client:
+            api = Api(client)
+            refused = await api.post("/gate/place-futures-order", content=SEED_BODY, headers=as_trader)
+            assert refused.status_code == 403, refused.text  # an account token may not store keys
+            assert await redis.hget(keys.ACCOUNTS, "gateio:16778193") is None
+            stored = await api.post("/gate/place-futures-order", content=SEED_BODY,
+                                    headers={**HEADERS, "Authorization": f"Bearer {control}"})  # fmt: skip
+            assert stored.status_code == 201, stored.text
+            own = {"Authorization": f"Bearer {trader}", "Content-Type": "application/json"}
+            mine = await api.post("/gate/place-futures-order", content=SEED_BODY.replace(b"limit", b"market"),
+                                  headers=own)  # fmt: skip
+            assert mine.status_code == 201, mine.text  # its own account, keys already stored
+            other = await api.post("/orders", json={"exchange": "gateio", "account": "default", "symbol": "BTC_USDT",
+                                                    "type": "market", "side": "buy", "size": "1"}, headers=own)
+            assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
