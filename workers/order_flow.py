@@ -322,8 +322,10 @@ async def close(run: Run) -> Answer:
             positions = await _positions(run, a["symbol"])
             spec = adapter.close_spec(a["symbol"], a["side"], positions, coid)
             if spec is None:
-                raise run.fail(409, "no_position", f"no {a['side']} position on {a['symbol']} to close", "positions")
+                raise run.fail(409, "no_position", f"no {a['side']} position on {a['symbol']} to close", "close")
             order, _ = await _entry(run, spec, {})
+            if order.get("size") in ("0", 0):  # a whole-position close (Gate size 0): its side is the close's
+                order = {**order, "side": spec.side}
         result = {"order": order, "client_order_id": coid, "steps": run.steps, "recovered": recovered}
         await _remember(run, coid, "answer", result)
         return 201, result
