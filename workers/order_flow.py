@@ -36,7 +36,8 @@ from control.orders import (
     lock_key,
     progress_key,
 )
-from workers.exchanges.base import AdapterError, OrderAdapter, OrderSpec, RestRequest, TriggerSpec, VenueRefusal
+from workers.exchanges.base import AdapterError, RestRequest
+from workers.exchanges.order_contract import OrderAdapter, OrderSpec, TriggerSpec, VenueRefusal
 from workers.rest import RestError
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from control.accounts import Account, load_accounts
 from control.orders import AUDIT_MAXLEN, QUEUE, REPLY_TTL_S, OrderRequest, answer, audit_fields, audit_key, error_body
 from control.settings import Settings
 from workers.exchanges import ORDER_ADAPTERS, REGISTRY
-from workers.exchanges.base import ContractRules, OrderAdapter, RestRequest, SnapshotRequest
+from workers.exchanges.base import RestRequest, SnapshotRequest
+from workers.exchanges.order_contract import ContractRules, OrderAdapter
 from workers.rest import RestError, fetch, request_url
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ One typed contract per role, so no caller looks a method up by name:
   REST snapshots and the exchange's REST error shape (``workers.private.PrivateSession``).
 - ``BookAdapter``: the order-book sequencing rule (a ``workers.orderbook.BookSync`` subclass), REST or on-socket
   snapshots (``workers.books.BookKeeper``).
-- ``OrderAdapter``: placing, reading and cancelling one account's orders and take-profit/stop-loss trigger orders,
-  leverage and margin mode, as signed ``RestRequest`` values and parsers of the answers (``workers.orders``). Not part
-  of ``ExchangeAdapter``: a venue offers it in ``workers.exchanges.ORDER_ADAPTERS`` (Gate.io, Binance USD-M).
+- ``OrderAdapter`` (orders, TP/SL, leverage; ``workers.orders``): in ``workers.exchanges.order_contract`` (this module's
+  size cap), offered per venue in ``workers.exchanges.ORDER_ADAPTERS`` (Gate.io, Binance USD-M).
 - ``ExchangeAdapter``: the first three, what every registered venue is (``workers.exchanges.REGISTRY``).
 
 Each venue is a package ``workers/exchanges/<id>/`` (``wire.py`` data, ``public.py``, ``private.py``, ``book.py``,
@@ -112,15 +111,14 @@ class BookUpdate:
 
 @dataclass(frozen=True, slots=True)
 class RestRequest:
-    """A signed REST call for private data: ``method`` ``{rest base}{path}?{params}`` with ``headers`` and ``body``
-    (JSON bytes, Gate.io order calls; empty for none)."""
+    """A signed REST call for private data: ``method`` ``{rest base}{path}?{params}`` with ``headers`` (and ``body``)."""
 
     method: str
     path: str
     # Both may hold an API key or a signature: never in reprs (and never logged).
     params: dict[str, str] = field(repr=False)
     headers: dict[str, str] = field(repr=False)
-    body: bytes = field(default=b"", repr=False)
+    body: bytes = field(default=b"", repr=False)  # JSON (Gate.io order calls); b"" for none
 
 
 class Credentials(Protocol):
@@ -395,23 +393,3 @@ class BookAdapter(Protocol):
 
 class ExchangeAdapter(PublicAdapter, PrivateAdapter, BookAdapter, Protocol):
     """A venue serving every role: what ``workers.exchanges.REGISTRY`` holds and a connection is given."""
-
-
-
-# The order-execution contract (``OrderAdapter`` and its value types) lives in ``workers.exchanges.order_contract``
-# (this module would pass 400 lines); it is re-exported here so every adapter contract is importable from one place.
-from workers.exchanges.order_contract import (
-    ContractRules,
-    OrderAdapter,
-    OrderSpec,
-    PositionInfo,
-    TriggerSpec,
-    VenueRefusal,
-)
-
-__all__ = [
-    "Ack", "AdapterError", "BookAdapter", "BookUpdate", "ContractRules", "Credentials", "ExchangeAdapter",
-    "FrameParser", "ListenKeySession", "OrderAdapter", "OrderSpec", "OutFrame", "Parsed", "PositionInfo",
-    "PrivateAdapter", "PublicAdapter", "RestRequest", "SnapshotRequest", "TriggerSpec", "VenueRefusal",
-    "match_request", "parser_counters",
-]  # fmt: skip

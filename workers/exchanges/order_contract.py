@@ -1,7 +1,7 @@
 """The order-execution contract: ``OrderAdapter`` (what ``workers.orders`` needs of an exchange to place, read and
 cancel orders, take-profit/stop-loss triggers, leverage and margin mode) and its value types. Pure: adapters build
-signed ``RestRequest`` values and parse answers; ``workers.orders`` does the I/O. Re-exported by
-``workers.exchanges.base`` next to the other adapter contracts.
+signed ``RestRequest`` values and parse answers; ``workers.orders`` does the I/O. A sibling of
+``workers.exchanges.base`` (which lists it with the other adapter contracts and would pass 400 lines with it).
 """
 
 from __future__ import annotations

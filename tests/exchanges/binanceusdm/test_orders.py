@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from workers.exchanges.base import AdapterError, OrderSpec, PositionInfo, TriggerSpec
+from workers.exchanges.base import AdapterError
 from workers.exchanges.binanceusdm.orders import BinanceUsdmOrders
 from workers.exchanges.binanceusdm.private import signed_request
+from workers.exchanges.order_contract import OrderSpec, PositionInfo, TriggerSpec
 
 ORDERS = BinanceUsdmOrders()
 DOC_SECRET = "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9"

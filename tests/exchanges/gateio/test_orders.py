@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from workers.exchanges.base import AdapterError, OrderSpec, PositionInfo, TriggerSpec
+from workers.exchanges.base import AdapterError
 from workers.exchanges.gateio.orders import GateioOrders
+from workers.exchanges.order_contract import OrderSpec, PositionInfo, TriggerSpec
 
 ORDERS = GateioOrders()
 

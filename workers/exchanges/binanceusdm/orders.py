@@ -44,19 +44,10 @@ from typing import Any
 
 import orjson
 
-from workers.exchanges.base import (
-    AdapterError,
-    ContractRules,
-    Credentials,
-    OrderSpec,
-    PositionInfo,
-    RestRequest,
-    SnapshotRequest,
-    TriggerSpec,
-    VenueRefusal,
-)
+from workers.exchanges.base import AdapterError, Credentials, RestRequest, SnapshotRequest
 from workers.exchanges.binanceusdm.private import REST_ORDER_FIELDS, order_event, signed_request
 from workers.exchanges.binanceusdm.wire import EXCHANGE_ID, POSITIONS_PATH
+from workers.exchanges.order_contract import ContractRules, OrderSpec, PositionInfo, TriggerSpec, VenueRefusal
 
 ORDER_PATH = "/fapi/v1/order"
 LEVERAGE_PATH = "/fapi/v1/leverage"

@@ -38,19 +38,10 @@ from typing import Any
 
 import orjson
 
-from workers.exchanges.base import (
-    AdapterError,
-    ContractRules,
-    Credentials,
-    OrderSpec,
-    PositionInfo,
-    RestRequest,
-    SnapshotRequest,
-    TriggerSpec,
-    VenueRefusal,
-)
+from workers.exchanges.base import AdapterError, Credentials, RestRequest, SnapshotRequest
 from workers.exchanges.gateio.private import order_event, position_event, rest_headers
 from workers.exchanges.gateio.wire import EXCHANGE_ID, _text
+from workers.exchanges.order_contract import ContractRules, OrderSpec, PositionInfo, TriggerSpec, VenueRefusal
 
 BASE = "/api/v4/futures/usdt"
 ORDERS_PATH = f"{BASE}/orders"
