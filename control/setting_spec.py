@@ -79,7 +79,7 @@ def shown_default(spec: Setting[Any]) -> str:
     if spec.shown_default is not None:
         return f"`{spec.shown_default}`"
     value = spec.default
-    if value in ("", ()):
+    if value is None or value in ("", ()):
         return "empty"
     if isinstance(value, float):
         return f"`{value:g}`"

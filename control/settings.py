@@ -20,12 +20,14 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from control.credentials import TOKEN_MIN_CHARS, TOKEN_RE
 from control.errors import SettingsError
 from control.exchange_settings import ExchangeSettings, declarations_or_registry, read_exchanges
 from control.exchanges import ExchangeDeclaration
+from control.orders import DECIMAL_LIMIT, FLAG, GUARDS, SYMBOLS, Guard, guard_for
 from control.redis_client import display_url
 from control.secrets_file import SecretsFile, check_env_overlap, load_secrets_file
 from control.settings_table import (
@@ -152,6 +154,24 @@ class Settings:
     #: Origins allowed by CORS (browser SSE clients); empty = no CORS headers at all.
     cors_origins: tuple[str, ...] = setting(
         "CORS_ORIGINS", (), ORIGINS, "origins allowed to call the API from a browser; empty: no CORS headers")
+    # -- orders (control.orders) --------------------------------------------------------------------------
+    orders_enabled: bool = setting(
+        "ORDERS_ENABLED", False, FLAG, "`1` turns order execution on (`POST /orders` ...); off, they answer 409 "
+        "`orders_disabled`")  # fmt: skip
+    orders_timeout_s: float = setting(
+        "ORDERS_TIMEOUT_S", 10.0, POSITIVE, "how long the control server waits for a worker's answer to an order "
+        "request (then 504 `order_timeout`: retry with the same `client_order_id`)")  # fmt: skip
+    orders_max_notional: Decimal | None = setting(  # noqa: RUF009 (frozen: read once)
+        "ORDERS_MAX_NOTIONAL", None, DECIMAL_LIMIT, "default guard: largest notional (quote currency) of one new "
+        "order; empty = no limit")  # fmt: skip
+    orders_max_leverage: int = setting(
+        "ORDERS_MAX_LEVERAGE", 0, int_range(0, 1000), "default guard: highest leverage an order may ask; 0 = no limit")
+    orders_symbols: frozenset[str] | None = setting(
+        "ORDERS_SYMBOLS", None, SYMBOLS, "default guard: the only symbols orders may use; empty = any",
+    )  # fmt: skip
+    orders_guards: dict[str, Guard] | None = setting(  # noqa: RUF009 (frozen: read once)
+        "ORDERS_GUARDS", None, GUARDS, "per-account guards replacing the three defaults for that account",
+    )  # fmt: skip
     #: Every exchange's own variables, read from its declaration (``control/exchanges/<id>.py``), in
     #: ``DECLARATIONS`` order; defaults when built without ``from_env``. Its repr shows no secret.
     exchanges: tuple[ExchangeSettings, ...] = field(default_factory=lambda: read_exchanges(None, {}))
@@ -161,6 +181,11 @@ class Settings:
         """``host:port`` the control server binds."""
         host = f"[{self.ctrl_host}]" if ":" in self.ctrl_host else self.ctrl_host
         return f"{host}:{self.ctrl_port}"
+
+    def order_guard(self, exchange: str, account: str) -> Guard:
+        """The guard of ``exchange:account``'s new orders (``control.orders.guard_for``)."""
+        defaults = Guard(self.orders_max_notional, self.orders_max_leverage or None, self.orders_symbols)
+        return guard_for(defaults, self.orders_guards or {}, exchange, account)
 
     def exchange(self, exchange: str) -> ExchangeSettings:
         """The values of ``exchange``'s declared variables; raises KeyError for an exchange not declared."""

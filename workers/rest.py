@@ -1,7 +1,7 @@
 """One REST call with the rules every worker fetch follows: a timeout, ``Retry-After`` on 429/418, errors as one type.
 
-Used by the order-book keeper (``workers.books``: public snapshots) and the private sessions (``workers.private``:
-listenKeys, signed open-order and position snapshots). Retrying is the caller's: it waits at least
+Used by the order-book keeper (``workers.books``: public snapshots), the private sessions (``workers.private``:
+listenKeys, signed open-order and position snapshots) and order execution (``workers.orders``). Retrying is the caller's: it waits at least
 ``RestError.retry_after_s`` when set (binance_usdm.md §8: 429 means back off, 418 is an IP ban; both carry
 ``Retry-After``). Nothing here logs: a signed URL or header carries an API key.
 """
@@ -59,12 +59,14 @@ async def fetch(
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     retry_after_default_s: float = 1.0,
+    data: bytes | None = None,
 ) -> tuple[int, bytes]:
-    """``(status, body)`` of one call. Raises RestError on a timeout, a transport error, or 429/418 (with
-    ``retry_after_s``). Other statuses are returned: what an error body means is the caller's business."""
+    """``(status, body)`` of one call (``data``: the request body, e.g. Gate.io's JSON orders). Raises RestError on a
+    timeout, a transport error, or 429/418 (with ``retry_after_s``). Other statuses are returned: what an error body
+    means is the caller's business."""
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.request(method, url, params=params, headers=headers) as resp:
+            async with session.request(method, url, params=params, headers=headers, data=data) as resp:
                 status, body = resp.status, await resp.read()
                 retry_after = resp.headers.get("Retry-After")
     except TimeoutError:

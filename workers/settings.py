@@ -6,7 +6,8 @@ a not-yet-connected client of the sentinels' current master instead. ``on_startu
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
 every line), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
-bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``. ``on_shutdown``
+bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]`` and, with ``ORDERS_ENABLED=1``, a
+``workers.orders.OrderExecutor`` (``ctx["orders"]``). ``on_shutdown``
 drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
 
 The worker id is ``WORKER_ID`` (supervisord sets one per process) or ``{host}-{pid}``.
@@ -28,6 +29,7 @@ from control.logging_config import configure_logging
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
+from workers.orders import OrderExecutor
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["runtime"] = runtime
     await runtime.start()
+    if settings.orders_enabled:  # order requests (control.orders): a blocking read on a connection of its own
+        ctx["redis_orders"] = make_redis(settings.redis_url, max_connections=1)
+        executor = OrderExecutor(settings, redis=ctx["redis_text"], blocking=ctx["redis_orders"], session=session,
+                                 worker_id=settings.worker_id)  # fmt: skip
+        executor.start()
+        ctx["orders"] = executor
     log.info("worker %s: started (%s)", settings.worker_id, settings)
 
 
@@ -119,13 +127,16 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     """arq ``on_shutdown``: drain the runtime, then close the session and Redis clients.
 
     Tolerates a partial ``startup`` (arq runs this even when startup failed)."""
+    executor: OrderExecutor | None = ctx.pop("orders", None)
+    if executor is not None:
+        await executor.stop()
     runtime: WorkerRuntime | None = ctx.pop("runtime", None)
     if runtime is not None:
         await runtime.stop(drain=True)
     session: aiohttp.ClientSession | None = ctx.pop("session", None)
     if session is not None:
         await session.close()
-    for name in ("redis_bytes", "redis_text"):
+    for name in ("redis_orders", "redis_bytes", "redis_text"):
         client = ctx.pop(name, None)
         if client is not None:
             await client.aclose()

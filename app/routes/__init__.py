@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.auth import CONTROL_RULE, READ_RULE, Rule
-from app.routes import accounts, control, dashboard, sse, status
+from app.routes import accounts, control, dashboard, orders, seed_compat, sse, status
 from app.routes import help as help_page
 
 
@@ -14,7 +14,7 @@ def access_policy() -> list[tuple[BaseRoute, Rule]]:
 
     status, help: ``read``; control commands and accounts: ``control``; SSE: ``read`` (public) or ``account``
     (private, checked against the account by the handler); the dashboard: its page and assets ``public``, its
-    feed ``read`` (SSE).
+    feed ``read`` (SSE); orders (and the seed's ``/gate/*``): ``account``; ``/trading/halt|resume``: ``control``.
     """
     return [
         *((route, READ_RULE) for route in status.ROUTES),
@@ -23,6 +23,8 @@ def access_policy() -> list[tuple[BaseRoute, Rule]]:
         *((route, CONTROL_RULE) for route in accounts.ROUTES),
         *sse.POLICY,
         *dashboard.POLICY,
+        *orders.POLICY,
+        *seed_compat.POLICY,
     ]
 
 

@@ -69,6 +69,20 @@ _ACCOUNT_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
      "", "add/replace an account at run time (needs FEEDPLANE_SECRET_KEY; stored only encrypted)"),
     ("DELETE", "/accounts/bitmart/alice", None, "", "forget an account added with POST /accounts"),
 ]
+#: Orders (issue 14; off unless ORDERS_ENABLED=1; kept apart: they need an account and move real money live).
+_ORDER_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
+    ("POST", "/orders", ('{"exchange":"gateio","account":"default","symbol":"BTC_USDT","type":"limit","side":"buy",'
+     '"size":"1","price":"60000","leverage":10,"margin_mode":"isolated","client_order_id":"bot-1",'
+     '"take_profit":{"price":"63000"},"stop_loss":{"price":"58000","price_type":"mark"}}'), "",
+     "place an order (then its take-profit/stop-loss); idempotent by client_order_id"),
+    ("GET", "/orders/123", None, "?exchange=gateio&account=default", "an order as the exchange has it"),
+    ("GET", "/orders/client/bot-1", None, "?exchange=gateio", "an order by client order id"),
+    ("DELETE", "/orders/123", None, "?exchange=gateio&tp_id=456&sl_id=457", "cancel an order and its TP/SL"),
+    ("POST", "/positions/close", '{"exchange":"gateio","symbol":"BTC_USDT","side":"long"}', "",
+     "reduce-only market close of the whole position"),
+    ("POST", "/trading/halt", '{"cancel_open":true}', "", "kill switch: refuse new orders, cancel open ones"),
+    ("POST", "/trading/resume", None, "", "lift the kill switch"),
+]
 _TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$ACCOUNT_TOKEN"}
 
 
@@ -134,7 +148,8 @@ def _auth_text(s: Settings, secured: bool) -> list[str]:
 
 def _text(settings: Settings, policy: Sequence[tuple[BaseRoute, Any]], secured: bool) -> str:
     lines = [f"Feedplane control server on http://{settings.ctrl_addr}", ""]
-    for title, table in (("", _ENDPOINTS), ("accounts (control):", _ACCOUNT_ENDPOINTS)):
+    for title, table in (("", _ENDPOINTS), ("accounts (control):", _ACCOUNT_ENDPOINTS),
+                         ("orders (ORDERS_ENABLED=1):", _ORDER_ENDPOINTS)):
         if title:
             lines += ["", title]
         for item in endpoints(settings, policy, secured, table):
@@ -165,6 +180,7 @@ async def help_page(request: Request) -> Response:
             {
                 "endpoints": endpoints(settings, policy, secured),
                 "accounts": endpoints(settings, policy, secured, _ACCOUNT_ENDPOINTS),
+                "orders": endpoints(settings, policy, secured, _ORDER_ENDPOINTS),
                 "auth": {
                     "mode": "secured" if secured else "open",
                     "header": "Authorization: Bearer <token>",

@@ -301,16 +301,20 @@ async def sse_trades(request: Request) -> Response:
     return await _respond(request, topics)
 
 
+async def private_stream(request: Request, channel: str, exchange: str, account: str) -> Response:
+    """The SSE stream of ``{exchange}:{channel}:{account}`` (400 bad names, 403 when the token may not read it)."""
+    try:
+        topic = private_topic(exchange, channel, account)
+    except TopicError as exc:
+        raise ValidationError({exc.field: [str(exc)]}) from None
+    require_account(request, topic.split(":", 1)[0], account)
+    return await _respond(request, [topic])
+
+
 def _private(channel: str) -> Any:
     async def endpoint(request: Request) -> Response:
         exchange = request.query_params.get("exchange") or request.app.state.settings.default_exchange
-        account = request.path_params["account"]
-        try:
-            topic = private_topic(exchange, channel, account)
-        except TopicError as exc:
-            raise ValidationError({exc.field: [str(exc)]}) from None
-        require_account(request, topic.split(":", 1)[0], account)
-        return await _respond(request, [topic])
+        return await private_stream(request, channel, exchange, request.path_params["account"])
 
     endpoint.__name__ = f"sse_{channel}s"
     endpoint.__doc__ = (

@@ -26,6 +26,7 @@ BINANCEUSDM = ExchangeDeclaration(
     timeframes=("1m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w"),
     # the @depth diff stream is not windowed and the REST snapshot has 1000 levels (§6): the API-wide
     # control.topics.DEPTH_LEVELS_MAX (100) applies
+    orders=True,  # workers/exchanges/<id>/orders.py
     depth_levels_cap=100,
     settings=(
         # one base; routes /market, /public, /private are added (§1)

@@ -39,6 +39,8 @@ class ExchangeDeclaration:
             base (``WS``, required), the private one (``PRIVATE_WS``, optional: else the public base serves
             private sockets too), the REST base (``REST``, required) and the default account's credential fields
             (``API_KEY`` and ``API_SECRET`` required, ``MEMO``, ``UID``).
+        orders: order execution is offered (``POST /orders`` ...; the worker side is the venue's
+            ``workers.exchanges.ORDER_ADAPTERS`` entry). False for BitMart (shutting down by 2027-01-31).
     """
 
     id: str
@@ -49,6 +51,7 @@ class ExchangeDeclaration:
     depth_levels_cap: int
     aliases: tuple[str, ...] = ()
     settings: tuple[Setting[Any], ...] = field(default=())
+    orders: bool = False
 
     def __post_init__(self) -> None:
         envs = [s.env for s in self.settings]

@@ -15,6 +15,7 @@ GATEIO = ExchangeDeclaration(
     # so a 2h subscription is refused rather than guessed.
     timeframes=("1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"),
     # futures.order_book_update level "100" notifies updates within the top 100; the REST snapshot takes limit=100
+    orders=True,  # workers/exchanges/<id>/orders.py
     depth_levels_cap=100,
     settings=(
         # one USDT futures socket for public and private channels (§2.1)

@@ -16,22 +16,26 @@ from control.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 CONTROL = "control-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
-ALICE = "alice-token-0123456789abcdef"  # account-only: bitmart:alice, no scopes
+ALICE = "alice-token-0123456789abcdef"  # account-only: bitmart:alice and gateio:alice, no scopes
 BOB = "bob-token-0123456789abcdef"  # account-only: bitmart:bob
 FILE_CONTROL = "file-control-token-0123456789"
 WRONG = "wrong-token-0123456789abcdef"
 #: Path parameter values used to build a concrete URL for every route (a new parameter name fails loudly).
-SAMPLE_PARAMS = {"symbol": "BTCUSDT", "account": "alice", "exchange": "bitmart"}
-PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/")
+SAMPLE_PARAMS = {"symbol": "BTCUSDT", "account": "alice", "exchange": "bitmart", "order_id": "1",
+                 "client_order_id": "c1", "userId": "alice"}
+PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/", "/sse/sse/orders/")
+#: Order routes (issue #14): a control token, or an account token for its own account.
+ORDER_PATHS = ("/orders", "/orders/1", "/orders/client/c1", "/positions/close", "/gate/place-futures-order",
+               "/gate/close-futures-order", "/gate/cancel-futures-order", "/gate/get-futures-order")
 
 
 def expected_access(path: str) -> str:
-    """The spec (issues #3, #13), independent of the app's own table: what each endpoint needs."""
+    """The spec (issues #3, #13, #14), independent of the app's own table: what each endpoint needs."""
     if path == "/dashboard/feed":
         return "read"
     if path == "/dashboard" or path.startswith("/dashboard/assets/"):
         return "public"
-    if path.startswith(PRIVATE_PREFIXES):
+    if path.startswith(PRIVATE_PREFIXES) or path in ORDER_PATHS:
         return "account"
     if path.startswith("/sse") or path in ("/status", "/help"):
         return "read"
@@ -58,7 +62,7 @@ def write_secrets(tmp_path: Path, extra_tokens: list[dict[str, Any]] | None = No
             {"exchange": "bitmart", "account": "alice", "api_key": "alice-key-012345", "api_secret": "alice-s-012345"}
         ],
         "tokens": [
-            {"token": ALICE, "accounts": ["bitmart:alice"]},
+            {"token": ALICE, "accounts": ["bitmart:alice", "gateio:alice"]},
             {"token": BOB, "scopes": [], "accounts": ["bitmart:bob"]},
             {"token": FILE_CONTROL, "scopes": ["control"]},
             *(extra_tokens or []),

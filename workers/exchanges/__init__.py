@@ -12,13 +12,17 @@ from typing import TYPE_CHECKING
 
 from workers.exchanges.base import AdapterError, BookAdapter, ExchangeAdapter, PrivateAdapter, PublicAdapter
 from workers.exchanges.binanceusdm import BinanceUsdmAdapter
+from workers.exchanges.binanceusdm.orders import BinanceUsdmOrders
 from workers.exchanges.bitmart import BitmartAdapter
 from workers.exchanges.gateio import GateioAdapter
+from workers.exchanges.gateio.orders import GateioOrders
+from workers.exchanges.order_contract import OrderAdapter
 
 if TYPE_CHECKING:
     from control.settings import Settings
 
 __all__ = [
+    "ORDER_ADAPTERS",
     "REGISTRY",
     "BookAdapter",
     "ExchangeAdapter",
@@ -33,6 +37,13 @@ REGISTRY: dict[str, ExchangeAdapter] = {
     "bitmart": BitmartAdapter(),
     "binanceusdm": BinanceUsdmAdapter(),
     "gateio": GateioAdapter(),
+}
+
+#: Order execution (``workers.orders``), per exchange that has it. BitMart has none on purpose: it announced its
+#: shutdown by 2027-01-31 (README "Orders").
+ORDER_ADAPTERS: dict[str, OrderAdapter] = {
+    "gateio": GateioOrders(),
+    "binanceusdm": BinanceUsdmOrders(),
 }
 
 

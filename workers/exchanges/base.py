@@ -9,7 +9,9 @@ One typed contract per role, so no caller looks a method up by name:
   REST snapshots and the exchange's REST error shape (``workers.private.PrivateSession``).
 - ``BookAdapter``: the order-book sequencing rule (a ``workers.orderbook.BookSync`` subclass), REST or on-socket
   snapshots (``workers.books.BookKeeper``).
-- ``ExchangeAdapter``: all three, what every registered venue is (``workers.exchanges.REGISTRY``).
+- ``OrderAdapter`` (orders, TP/SL, leverage; ``workers.orders``): in ``workers.exchanges.order_contract`` (this module's
+  size cap), offered per venue in ``workers.exchanges.ORDER_ADAPTERS`` (Gate.io, Binance USD-M).
+- ``ExchangeAdapter``: the first three, what every registered venue is (``workers.exchanges.REGISTRY``).
 
 Each venue is a package ``workers/exchanges/<id>/`` (``wire.py`` data, ``public.py``, ``private.py``, ``book.py``,
 ``rest.py``); ``workers/exchanges/_template.py`` is the skeleton to copy.
@@ -109,13 +111,14 @@ class BookUpdate:
 
 @dataclass(frozen=True, slots=True)
 class RestRequest:
-    """A signed REST call for private data: ``method`` ``{rest base}{path}?{params}`` with ``headers``."""
+    """A signed REST call for private data: ``method`` ``{rest base}{path}?{params}`` with ``headers`` (and ``body``)."""
 
     method: str
     path: str
     # Both may hold an API key or a signature: never in reprs (and never logged).
     params: dict[str, str] = field(repr=False)
     headers: dict[str, str] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)  # JSON (Gate.io order calls); b"" for none
 
 
 class Credentials(Protocol):
