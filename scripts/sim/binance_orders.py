@@ -188,11 +188,17 @@ class BinanceOrders:
         orders = self.engine.book(BINANCE, acct.api_key).orders.values()
         return [wire.order_json(self.engine, o) for o in orders if o.status == "open"]
 
-    def position_risk(self, acct: SimAccount) -> list[dict[str, Any]]:
-        """``GET /fapi/v2/positionRisk`` of an account that traded here: every traded symbol (flat ones too)."""
+    def trades(self, symbol: str) -> bool:
+        """Whether the engine trades ``symbol`` (``BINANCE_TRADED``)."""
+        return any(spec.symbol == symbol for spec in BINANCE_TRADED)
+
+    def position_risk(self, acct: SimAccount, symbols: list[str] | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v2/positionRisk`` from the engine: every traded symbol (or those of ``symbols``), flat ones
+        too, one-way (``BOTH``) items."""
         return [
             wire.position_json(self.engine, acct.api_key, p, self._margin.get((acct.api_key, spec.symbol), "cross"))
             for spec in BINANCE_TRADED
+            if symbols is None or spec.symbol in symbols
             for p in self.engine.positions(BINANCE, acct.api_key, spec.symbol)
         ]
 

@@ -286,18 +286,23 @@ class BinancePrivate(PrivateVenue):
     ) -> web.Response:
         """Binance ``GET /fapi/v1/openOrders`` | ``/fapi/v2/positionRisk`` ``?[symbol=…&]recvWindow=…&timestamp=…&signature=…``
         (signed as ``authenticate``). Fixture data, unless the account has traded on the simulator: then its own
-        open orders and positions (``BinanceOrders``)."""
+        open orders and positions (``BinanceOrders``). ``positionRisk?symbol=`` of a symbol the engine trades is
+        always the engine's one-way position (flat before any trade)."""
         self.rest_start(name)
         auth = await self.authenticate(request)
         if isinstance(auth, web.Response):
             return auth
         acct, params = auth
         orders = self.venue.orders
+        symbol = params.get("symbol")
         if orders.active(acct):
             data = orders.open_orders(acct) if name == "binance_open_orders" else orders.position_risk(acct)
+        elif name != "binance_open_orders" and symbol is not None and orders.trades(symbol):
+            # One symbol the engine trades: its one-way (BOTH) position, as the engine will take orders for it;
+            # the fixture positions are a hedge-mode recording and stay for the all-symbols snapshot only.
+            data = orders.position_risk(acct, [symbol])
         else:
             data = build(self.sim._samples_dir)
-        symbol = params.get("symbol")
         if symbol:
             data = [d for d in data if d.get("symbol") == symbol]
         return self.sim._rest_done(request, BINANCE, json_response(data, 200), path_qs=safe_path(request))

@@ -53,10 +53,7 @@ async def test_every_route(sim_api: Api, sim_settings: Settings, redis: Redis, e
     base = {"exchange": exchange, "symbol": symbol, "size": size}
     q = {"exchange": exchange, **query}
     async with running_executor(sim_settings, redis):
-        # a first plain order: until an account trades, the simulator's Binance positionRisk answers its recorded
-        # fixture (hedge-mode LONG/SHORT items) while its engine is one-way only
-        first = await api.post("/orders", json={**base, "type": "market", "side": "buy", "client_order_id": "s-0"})
-        assert first.status_code == 201, first.text
+        # the account's first order asks for leverage, margin mode and TP/SL: positions are read before it
         filled = await api.post("/orders", json={**base, "type": "market", "side": "buy", "client_order_id": "s-m1",
                                                  "leverage": 5, "margin_mode": "isolated", **FAR})  # fmt: skip
         assert filled.status_code == 201, filled.text
