@@ -1,0 +1,141 @@
+"""From the shared ``SSEHub`` reader to one ``/ws`` client: one forwarder per subscribe message.
+
+A ``Group`` holds the hub ``Subscription`` of the topics one subscribe message added and a task that forwards its
+entries, exactly as the SSE route joins the hub: the hub subscription is made first, then ``catch_up`` replays
+every entry after each topic's start (the client's ``since``, or the stream's last id read just before joining),
+then the live entries follow; an entry is sent only when its id is past the topic's last one sent, so a topic
+is never delivered twice, and nothing between the start and the live entries is skipped. The hub reads each
+topic once per process whatever the number of clients; each entry's message text is built once per process
+(``EventTexts``) and shared by every client.
+
+When the hub drops this subscription's queue (its ``overflowed``: the forwarder was busy replaying), the group
+replays from its cursors again: the Stream still holds everything. A client that is too slow is cut by the send
+queue (``app.ws.connection``), never here. Redis errors during a replay are retried with backoff, from the
+cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisError
+
+from app.sse_hub import Entry, SSEHub, StreamId, Subscription, catch_up
+from app.ws import protocol as p
+
+if TYPE_CHECKING:
+    from app.ws.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
+
+
+class EventTexts:
+    """Message text per stream entry, built once per process for every client (FIFO-bounded to ``size``)."""
+
+    def __init__(self, size: int = 16_384) -> None:
+        self.size = size
+        self._texts: dict[tuple[str, StreamId], str] = {}
+
+    def text(self, entry: Entry) -> str:
+        """``protocol.event_text(entry)``, from the cache when another client already had it."""
+        key = (entry.topic, entry.sid)
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= self.size:
+                del self._texts[next(iter(self._texts))]
+            text = self._texts[key] = p.event_text(entry)
+        return text
+
+
+TEXTS = EventTexts()
+
+
+class Group:
+    """The topics of one subscribe message on one connection (module docstring).
+
+    ``owner``/``last`` are the connection's maps (topic -> owning group, topic -> last id queued); a topic
+    unsubscribed, or subscribed again by a later message, is no longer this group's and its entries are skipped.
+    """
+
+    def __init__(self, conn: Connection, hub: SSEHub, redis: Redis, sub: Subscription,
+                 owner: dict[str, Group], last: dict[str, StreamId]) -> None:  # fmt: skip
+        self.conn = conn
+        self.hub = hub
+        self.redis = redis
+        self.sub = sub
+        self.owner = owner
+        self.last = last
+        self.task: asyncio.Task[None] | None = None
+
+    def mine(self) -> list[str]:
+        """Topics of this group still owned by it."""
+        return [t for t in self.sub.topics if self.owner.get(t) is self]
+
+    def start(self) -> None:
+        """Start forwarding (catch-up, then live)."""
+        self.task = self.conn.spawn(self._run(), f"ws-feed-{self.conn.id}")
+
+    def stop(self) -> None:
+        """Stop forwarding and leave the hub (synchronous, idempotent)."""
+        if self.task is not None:
+            self.task.cancel()
+        self.hub.unsubscribe(self.sub)
+
+    def deliver(self, entries: Iterable[Entry]) -> bool:
+        """Queue the entries past each topic's cursor; False once the connection refuses (cut or closing)."""
+        owner, last, conn, texts = self.owner, self.last, self.conn, TEXTS
+        for entry in entries:
+            topic = entry.topic
+            if owner.get(topic) is not self or entry.sid <= last[topic]:
+                continue
+            last[topic] = entry.sid
+            if not conn.send_event(texts.text(entry), topic, entry.id):
+                return False
+        return True
+
+    async def _run(self) -> None:
+        sub = self.sub
+        try:
+            if not await self._replay():
+                return
+            while True:
+                if sub.overflowed:
+                    sub.overflowed = False
+                    if not await self._replay():
+                        return
+                    continue
+                batch = sub.take()
+                if batch:
+                    if not self.deliver(batch):
+                        return
+                    continue
+                await sub.wait()
+        finally:
+            self.hub.unsubscribe(sub)
+
+    async def _replay(self) -> bool:
+        """Everything after each owned topic's cursor up to the stream's end; False when the connection refused."""
+        failures = 0
+        while True:
+            cursors = {t: self.last[t] for t in self.mine()}
+            if not cursors:
+                return True
+            try:
+                async for entry in catch_up(self.redis, cursors):
+                    if self.conn.queued >= self.conn.limits.send_queue_max // 2:
+                        await self.conn.room()  # replaying is our pace, not the client's fault: wait, do not cut
+                    if not self.deliver((entry,)):
+                        return False
+                return True
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if failures == 1:
+                    logger.warning("ws %s: replay waits for redis (%s: %s)", self.conn.id, type(exc).__name__, exc)
+                await asyncio.sleep(_BACKOFF.compute(failures - 1))
