@@ -164,8 +164,9 @@ class Settings:
     ws_idle_timeout_s: float = setting(
         "WS_IDLE_TIMEOUT_S", 300.0, POSITIVE, "a `/ws` connection without any subscription this long is closed")
     ws_send_queue_max: int = setting(
-        "WS_SEND_QUEUE_MAX", 5000, int_range(10, 1_000_000),
-        "events queued for one `/ws` client; a client further behind gets `CONNECTION_LOST` and is closed")  # fmt: skip
+        "WS_SEND_QUEUE_MAX", 5000, int_range(1000, 1_000_000),
+        "events queued for one `/ws` client (≥ 2 × the 500 one hub read hands over at once); a client further "
+        "behind gets `CONNECTION_LOST` and is closed")  # fmt: skip
     #: Origins allowed by CORS (browser SSE clients); empty = no CORS headers at all.
     cors_origins: tuple[str, ...] = setting(
         "CORS_ORIGINS", (), ORIGINS, "origins allowed to call the API from a browser; empty: no CORS headers")

@@ -8,7 +8,7 @@ to ``app.ws.session.Session``), one sender, and one forwarder per subscribe mess
   taking data, so the sender waits in Hypercorn's ``drain``): the queue is dropped, the client gets
   ``CONNECTION_LOST`` naming the reason and, per topic, the ``cursor`` of the last event handed to its socket,
   and the socket is closed with 1013 (try again later). It resumes with ``since``; others never wait for it.
-* Batching: the sender takes every event queued at that moment (up to ``BATCH_MAX``) and, unless the client
+* Batching: the sender takes every event queued at that moment (up to ``BATCH_MAX`` / ``BATCH_MAX_CHARS``) and, unless the client
   asked for ``?batch=0``, sends them as one frame holding a JSON array of event messages. A frame is therefore
   a JSON object (one message) or an array of event messages; under load this is what lets one process serve
   1,000 clients (a Python WebSocket frame costs tens of microseconds, per client).
@@ -40,8 +40,10 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_LATER = 1013
-#: Most event messages in one batched frame.
+#: Most event messages in one batched frame, and the size after which no further one is added (characters):
+#: a frame stays well under common clients' 1-4 MiB message limits unless one event alone is larger.
 BATCH_MAX = 500
+BATCH_MAX_CHARS = 256 * 1024
 #: Seconds a cut connection gets to flush its error and close frame before its socket is dropped.
 CLOSE_GRACE_S = 2.0
 #: Largest client frame read (a subscribe of 200 topics fits easily).
@@ -233,11 +235,13 @@ class Connection:
                     await send({"type": "websocket.send", "text": text})
                     continue
                 batch = [text]
+                size = len(text)
                 self._sent[topic] = cursor  # type: ignore[assignment]
                 if self.limits.batch:
-                    while out and out[0][1] is not None and len(batch) < BATCH_MAX:
+                    while out and out[0][1] is not None and len(batch) < BATCH_MAX and size < BATCH_MAX_CHARS:
                         text, topic, cursor = out.popleft()
                         batch.append(text)
+                        size += len(text)
                         self._sent[topic] = cursor  # type: ignore[index,assignment]
                 self._events_queued = max(0, self._events_queued - len(batch))
                 if self._events_queued < self.limits.send_queue_max // 2:

@@ -41,16 +41,21 @@ class EventTexts:
 
     def __init__(self, size: int = 16_384) -> None:
         self.size = size
-        self._texts: dict[tuple[str, StreamId], str] = {}
+        self._texts: dict[tuple[str, StreamId], tuple[bytes, str]] = {}
 
     def text(self, entry: Entry) -> str:
-        """``protocol.event_text(entry)``, from the cache when another client already had it."""
+        """``protocol.event_text(entry)``, from the cache when another client already had it.
+
+        The cached text is used only for the same event bytes: a stream that was recreated (key deleted, in-memory
+        Redis restarted) reuses ids for other events."""
         key = (entry.topic, entry.sid)
-        text = self._texts.get(key)
-        if text is None:
-            if len(self._texts) >= self.size:
-                del self._texts[next(iter(self._texts))]
-            text = self._texts[key] = p.event_text(entry)
+        cached = self._texts.get(key)
+        if cached is not None and (cached[0] is entry.data or cached[0] == entry.data):
+            return cached[1]
+        if len(self._texts) >= self.size:
+            del self._texts[next(iter(self._texts))]
+        text = p.event_text(entry)
+        self._texts[key] = (entry.data, text)
         return text
 
 

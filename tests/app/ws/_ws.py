@@ -24,6 +24,7 @@ class WSClient:
         self.ws = ws
         self.pending: deque[dict[str, Any]] = deque()
         self.frames = 0
+        self.close_code: int | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_bytes(orjson.dumps(message))
@@ -34,7 +35,9 @@ class WSClient:
             while not self.pending:
                 msg = await self.ws.receive()
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise ConnectionResetError(f"closed: {msg.type.name} {self.ws.close_code}")
+                    # the code the server sent (aiohttp's own close_code reads 1006 when the server then drops)
+                    self.close_code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+                    raise ConnectionResetError(f"closed: {msg.type.name} {msg.data} {msg.extra}")
                 self.frames += 1
                 value = orjson.loads(msg.data)
                 self.pending.extend(value if isinstance(value, list) else [value])
@@ -65,7 +68,7 @@ class WSClient:
             while True:
                 seen.append(await self.next(timeout_s))
         except ConnectionResetError:
-            return seen, self.ws.close_code
+            return seen, self.close_code
 
 
 async def open_ws(session: aiohttp.ClientSession, server: Server, query: str = "", **kw: Any) -> WSClient:
