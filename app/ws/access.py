@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sse_starlette.sse import AppStatus
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -72,12 +74,24 @@ class Access:
         return None
 
 
+#: How often the shutdown watcher looks at ``AppStatus.should_exit`` (set by ``app.serve`` on SIGTERM), seconds.
+SHUTDOWN_POLL_S = 0.25
+
+
 class Registry:
-    """Open ``/ws`` connections of this process, counted per token (``WS_CONNECTIONS_PER_TOKEN``)."""
+    """Open ``/ws`` connections of this process, counted per token (``WS_CONNECTIONS_PER_TOKEN``).
+
+    While any is open, a watcher polls ``AppStatus.should_exit`` (the flag ``app.serve`` sets on SIGTERM, which
+    also ends the SSE streams): on shutdown every connection gets ``CONNECTION_LOST`` (reason ``shutdown``, with
+    its cursors) and close code 1001 instead of being cut at the end of the drain timeout.
+    """
 
     def __init__(self, per_token: int) -> None:
         self.per_token = per_token
         self.open = 0
+        #: Each open connection's ``shutdown()`` callback.
+        self.connections: dict[int, Callable[[], None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
         #: Connections closed by the server, per reason (``slow client``, ``idle``, ``heartbeat missed``).
         self.closes: Counter[str] = Counter()
         self._by_token: Counter[str] = Counter()
@@ -96,6 +110,24 @@ class Registry:
         """Until ``count`` connections were closed for ``reason`` (tests, benchmarks)."""
         async with self._closed:
             await self._closed.wait_for(lambda: self.closes[reason] >= count)
+
+    def watch(self, key: int, shutdown: Callable[[], None]) -> None:
+        """Call ``shutdown`` when the server stops (until ``unwatch(key)``)."""
+        self.connections[key] = shutdown
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_shutdown())
+
+    def unwatch(self, key: int) -> None:
+        """Forget a closed connection's callback."""
+        self.connections.pop(key, None)
+
+    async def _watch_shutdown(self) -> None:
+        while self.connections:
+            if AppStatus.should_exit:
+                for shutdown in list(self.connections.values()):
+                    shutdown()
+                return
+            await asyncio.sleep(SHUTDOWN_POLL_S)
 
     def add(self, access: Access) -> None:
         """Count a new connection; raises Refused (RATE_LIMITED) when its token already holds the maximum."""

@@ -15,6 +15,7 @@ to ``app.ws.session.Session``), one sender, and one forwarder per subscribe mess
 * Heartbeat: every ``WS_HEARTBEAT_S`` the server sends ``{"type":"ping","timestamp"}``; any client frame
   (``{"type":"pong"}`` or anything else) answers it. A client that let two pings pass without a frame is
   closed at the third tick (``CONNECTION_LOST``, close code 1001).
+* Shutdown: ``CONNECTION_LOST`` (reason ``shutdown``) and close code 1001 (``app.ws.access.Registry``).
 * Idle: no subscription for ``WS_IDLE_TIMEOUT_S`` (from the connect or the last unsubscribe) closes the
   connection (``CONNECTION_LOST``, close code 1000).
 """
@@ -143,6 +144,10 @@ class Connection:
         logger.info("ws %s: closing (%d): %s", self.id, close_code, message)
         if self.on_close is not None:
             self.on_close(reason)
+
+    def shutdown(self) -> None:
+        """The server stops: ``CONNECTION_LOST`` (reason ``shutdown``, with the cursors), close code 1001."""
+        self.cut("server shutting down; reconnect and resume with since", CLOSE_GOING_AWAY, "shutdown")
 
     # -- timers ---------------------------------------------------------------------------------------------
 

@@ -57,9 +57,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         }  # fmt: skip
         conn.send_control(p.dumps(connected))
         logger.debug("ws %s: connected from %s (%s)", conn_id, access.address, access.token_id or "open")
+        registry.watch(id(conn), conn.shutdown)
         try:
             await conn.run()
         finally:
+            registry.unwatch(id(conn))
             session.close()
     finally:
         registry.remove(access)

@@ -143,3 +143,21 @@ async def test_slow_client_is_cut_others_get_everything_and_it_resumes_by_cursor
     await resumed.until("subscribed")
     rest = await resumed.events(len(sent) - len(cursors))
     assert cursors + [m["cursor"] for m in rest] == sent
+
+
+async def test_server_shutdown_closes_with_1001_and_cursors(start_server: Start, session: aiohttp.ClientSession,
+                                                            redis: Redis) -> None:  # fmt: skip
+    await desire(redis, TRADE, state="active")
+    server = await start_server()
+    ws = await open_ws(session, server)
+    await ws.until("connected")
+    await ws.send({"type": "subscribe", "topics": [TRADE]})
+    await ws.until("subscribed")
+    ids = await xadd_range(redis, TRADE, 0, 2)
+    assert [m["cursor"] for m in await ws.events(2)] == ids
+    stopping = asyncio.create_task(server.stop())
+    seen, code = await ws.closed()
+    await stopping
+    assert (
+        code == 1001 and seen[-1]["error"]["reason"] == "shutdown" and seen[-1]["error"]["cursors"] == {TRADE: ids[-1]}
+    )
