@@ -101,17 +101,24 @@ class Connection:
             self._out.append((text, None, None))
             self._has_out.set()
 
-    def send_event(self, text: str, topic: str, cursor: str) -> bool:
-        """Queue an event message; False when the connection is closing, or is cut now because it is too far behind."""
+    @property
+    def closing(self) -> bool:
+        """True once the connection is being closed (nothing more is queued)."""
+        return self._closing is not None
+
+    def send_events(self, items: list[tuple[str, str, str]]) -> bool:
+        """Queue event messages ``(text, topic, cursor)``; False when the connection is closing, or is cut now
+        because it is too far behind (more than ``send_queue_max`` events would wait)."""
         if self._closing is not None:
             return False
-        if self._events_queued >= self.limits.send_queue_max:
+        queued = self._events_queued + len(items)
+        if queued > self.limits.send_queue_max:
             self.cut(f"slow client: more than {self.limits.send_queue_max} events waiting to be sent; resume with since",
                      CLOSE_TRY_LATER, "slow client")  # fmt: skip
             return False
-        self._out.append((text, topic, cursor))
-        self._events_queued += 1
-        if self._events_queued >= self.limits.send_queue_max // 2:
+        self._out.extend(items)
+        self._events_queued = queued
+        if queued >= self.limits.send_queue_max // 2:
             self._room.clear()
         self._has_out.set()
         return True

@@ -6,7 +6,7 @@ every entry after each topic's start (the client's ``since``, or the stream's la
 then the live entries follow; an entry is sent only when its id is past the topic's last one sent, so a topic
 is never delivered twice, and nothing between the start and the live entries is skipped. The hub reads each
 topic once per process whatever the number of clients; each entry's message text is built once per process
-(``EventTexts``) and shared by every client.
+(``EventTexts``) and shared by every client of the hub's entry.
 
 When the hub drops this subscription's queue (its ``overflowed``: the forwarder was busy replaying), the group
 replays from its cursors again: the Stream still holds everything. A client that is too slow is cut by the send
@@ -37,25 +37,26 @@ _BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 
 
 class EventTexts:
-    """Message text per stream entry, built once per process for every client (FIFO-bounded to ``size``)."""
+    """Message text per stream entry, built once per process and shared by every client it reaches.
 
-    def __init__(self, size: int = 16_384) -> None:
+    The hub hands the same ``Entry`` object to every subscriber of its topic, so the cache is keyed by the
+    object's identity and keeps the entry alive while cached (its id cannot be reused meanwhile). Entries a
+    client replays from Redis are its own objects: their text is built for that client. FIFO-bounded to ``size``.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._texts: dict[tuple[str, StreamId], tuple[bytes, str]] = {}
+        self._texts: dict[int, tuple[Entry, str]] = {}
 
     def text(self, entry: Entry) -> str:
-        """``protocol.event_text(entry)``, from the cache when another client already had it.
-
-        The cached text is used only for the same event bytes: a stream that was recreated (key deleted, in-memory
-        Redis restarted) reuses ids for other events."""
-        key = (entry.topic, entry.sid)
-        cached = self._texts.get(key)
-        if cached is not None and (cached[0] is entry.data or cached[0] == entry.data):
+        """``protocol.event_text(entry)``, from the cache when another client already had this entry."""
+        cached = self._texts.get(id(entry))
+        if cached is not None and cached[0] is entry:
             return cached[1]
         if len(self._texts) >= self.size:
             del self._texts[next(iter(self._texts))]
         text = p.event_text(entry)
-        self._texts[key] = (entry.data, text)
+        self._texts[id(entry)] = (entry, text)
         return text
 
 
@@ -95,15 +96,15 @@ class Group:
 
     def deliver(self, entries: Iterable[Entry]) -> bool:
         """Queue the entries past each topic's cursor; False once the connection refuses (cut or closing)."""
-        owner, last, conn, texts = self.owner, self.last, self.conn, TEXTS
+        owner, last, text = self.owner, self.last, TEXTS.text
+        out = []
         for entry in entries:
             topic = entry.topic
             if owner.get(topic) is not self or entry.sid <= last[topic]:
                 continue
             last[topic] = entry.sid
-            if not conn.send_event(texts.text(entry), topic, entry.id):
-                return False
-        return True
+            out.append((text(entry), topic, entry.id))
+        return self.conn.send_events(out) if out else not self.conn.closing
 
     async def _run(self) -> None:
         sub = self.sub
