@@ -204,7 +204,7 @@ async def run_once(n: int, args: argparse.Namespace, redis_url: str, ctrl_port: 
     await ControlStore(redis).add_desired([TOPIC], int(time.time() * 1000))
     env = {**os.environ, "REDIS_URL": redis_url, "CTRL_ADDR": f"127.0.0.1:{ctrl_port}", "LOG_LEVEL": "WARNING",
            "WS_HEARTBEAT_S": "30", "WS_NEW_PER_MIN": "0", "WS_CONNECTIONS_PER_TOKEN": "0"}  # fmt: skip
-    cmd = [sys.executable, "-m", "app.serve"]
+    cmd = [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "-m", "app.serve"]
     if args.server_cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", args.server_cpu, *cmd]
     server = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-base", type=int, default=23000)
     parser.add_argument("--server-cpu", default=None, help="taskset CPU list for the control server, e.g. 1")
     parser.add_argument("--quiet", action="store_true", help="hide the control server's stderr")
+    parser.add_argument("--profile", default="", help="write a cProfile of the control server to this file")
     parser.add_argument("--publish", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
