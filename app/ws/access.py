@@ -95,21 +95,18 @@ class Registry:
         #: Connections closed by the server, per reason (``slow client``, ``idle``, ``heartbeat missed``).
         self.closes: Counter[str] = Counter()
         self._by_token: Counter[str] = Counter()
-        self._closed = asyncio.Condition()
+        self._closed = asyncio.Event()
 
     def note_close(self, reason: str) -> None:
         """Count a server-side close (``Connection.on_close``)."""
         self.closes[reason] += 1
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._closed:
-            self._closed.notify_all()
+        event, self._closed = self._closed, asyncio.Event()
+        event.set()
 
     async def wait_closes(self, reason: str, count: int) -> None:
         """Until ``count`` connections were closed for ``reason`` (tests, benchmarks)."""
-        async with self._closed:
-            await self._closed.wait_for(lambda: self.closes[reason] >= count)
+        while self.closes[reason] < count:
+            await self._closed.wait()
 
     def watch(self, key: int, shutdown: Callable[[], None]) -> None:
         """Call ``shutdown`` when the server stops (until ``unwatch(key)``)."""

@@ -1,8 +1,8 @@
 """``GET /ws``: the WebSocket fan-out endpoint (``app.ws`` package docstring has the protocol).
 
 The handshake is always accepted, so that a refused client can read why: a refusal is the spec's error event
-(``UNAUTHORIZED``, ``RATE_LIMITED``, ``CONNECTION_LOST`` when Redis cannot check the limits) followed by close
-code 1008. An accepted client first gets ``{"type":"connected","connection_id","protocol","limits",
+(``UNAUTHORIZED``, ``RATE_LIMITED``) followed by close code 1008 (``CONNECTION_LOST`` and 1013 when Redis cannot
+check the limits). An accepted client first gets ``{"type":"connected","connection_id","protocol","limits",
 "timestamp"}``. ``?batch=0`` asks for one message per frame (default: several queued events share a frame
 as a JSON array).
 """
@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 from app.errors import now_ms
 from app.ws import protocol as p
 from app.ws.access import Refused, Registry, admit
-from app.ws.connection import CLOSE_POLICY, Connection, Limits
+from app.ws.connection import CLOSE_POLICY, CLOSE_TRY_LATER, Connection, Limits
 from app.ws.session import Session
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     except Refused as exc:
         await websocket.accept()
         await websocket.send_text(p.error(exc.code, exc.message, now_ms()))
-        await websocket.close(CLOSE_POLICY, exc.code)
+        await websocket.close(CLOSE_TRY_LATER if exc.code == p.CONNECTION_LOST else CLOSE_POLICY, exc.code)
         return
     try:
         await websocket.accept()

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from app.serve import RedactingAccessLogger
 from app.ws.access import Registry
 from control.redact import MASK
+from control.store import ControlStore
 from tests.app._auth import ALICE, CONTROL, READ, WRONG, write_secrets
 from tests.app.ws._ws import TRADE, WSClient, desire, open_ws
 
@@ -71,6 +72,15 @@ async def test_token_ways_and_scopes_per_topic(start_server: Start, session: aio
     await control.until("connected")
     await control.send({"type": "subscribe", "topics": ["bitmart:trade:OTHERUSDT"], "ensure": True})
     assert (await control.next())["subscriptions"][0]["state"] == "pending"
+    await control.send({"type": "subscribe", "channel": "positions", "parameters": {"account": "zed"}, "ensure": True})
+    unknown = await control.next()
+    assert unknown["error"]["code"] == "INVALID_SUBSCRIPTION" and "unknown account" in unknown["error"]["message"]
+    await control.send(
+        {"type": "subscribe", "channel": "positions", "parameters": {"account": "alice"}, "ensure": True}
+    )
+    assert (await control.next())["subscriptions"][0] == {"topic": "bitmart:position:alice", "state": "pending",
+                                                          "error": None, "cursor": "0-0"}  # fmt: skip
+    assert "bitmart:position:zed" not in await ControlStore(redis).desired()
 
 
 async def test_three_connections_per_token(start_server: Start, session: aiohttp.ClientSession,
