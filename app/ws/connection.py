@@ -68,6 +68,29 @@ class Limits:
                    settings.ws_send_queue_max, batch)  # fmt: skip
 
 
+class Framed:
+    """``"[" + chunk + "]"`` per joined chunk text, built once for every client that sends that chunk alone
+    (keyed by the text object's identity; the text is kept alive while cached). FIFO-bounded to ``size``."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._frames: dict[int, tuple[str, str]] = {}
+
+    def framed(self, chunk: str) -> str:
+        """The JSON array frame of ``chunk`` (event messages joined with ",")."""
+        cached = self._frames.get(id(chunk))
+        if cached is not None and cached[0] is chunk:
+            return cached[1]
+        if len(self._frames) >= self.size:
+            del self._frames[next(iter(self._frames))]
+        frame = "[" + chunk + "]"
+        self._frames[id(chunk)] = (chunk, frame)
+        return frame
+
+
+FRAMES = Framed()
+
+
 class Connection:
     """The transport side of one accepted client (module docstring). ``on_text`` handles each client frame."""
 
@@ -79,8 +102,9 @@ class Connection:
         #: Called with the reason when the server closes the connection (``Registry.note_close``).
         self.on_close: Callable[[str], None] | None = None
         self.closed = False
-        #: (text, topic, cursor) of queued messages; topic None for control messages.
-        self._out: deque[tuple[str, str | None, str | None]] = deque()
+        #: (text, topic, cursor, events) of queued messages: topic None for control messages; ``events`` > 1 for a
+        #: chunk of one topic's events already joined with "," (``app.ws.feed.Chunks``), ``cursor`` its last id.
+        self._out: deque[tuple[str, str | None, str | None, int]] = deque()
         self._events_queued = 0
         self._has_out = asyncio.Event()
         self._room = asyncio.Event()
@@ -98,7 +122,7 @@ class Connection:
     def send_control(self, text: str) -> None:
         """Queue a control message (never refused while open)."""
         if self._closing is None:
-            self._out.append((text, None, None))
+            self._out.append((text, None, None, 0))
             self._has_out.set()
 
     @property
@@ -106,12 +130,13 @@ class Connection:
         """True once the connection is being closed (nothing more is queued)."""
         return self._closing is not None
 
-    def send_events(self, items: list[tuple[str, str, str]]) -> bool:
-        """Queue event messages ``(text, topic, cursor)``; False when the connection is closing, or is cut now
-        because it is too far behind (more than ``send_queue_max`` events would wait)."""
+    def send_events(self, items: list[tuple[str, str, str, int]], count: int) -> bool:
+        """Queue event items ``(text, topic, cursor, events)`` holding ``count`` events in all; False when the
+        connection is closing, or is cut now because it is too far behind (more than ``send_queue_max`` events
+        would wait)."""
         if self._closing is not None:
             return False
-        queued = self._events_queued + len(items)
+        queued = self._events_queued + count
         if queued > self.limits.send_queue_max:
             self.cut(f"slow client: more than {self.limits.send_queue_max} events waiting to be sent; resume with since",
                      CLOSE_TRY_LATER, "slow client")  # fmt: skip
@@ -143,7 +168,7 @@ class Connection:
         self._events_queued = 0
         self._room.set()
         extra = {"reason": reason, "cursors": cursors} if code == p.CONNECTION_LOST else {}
-        self._out.append((p.error(code, message, now_ms(), **extra), None, None))
+        self._out.append((p.error(code, message, now_ms(), **extra), None, None, 0))
         self._closing = (close_code, reason[:120])
         self._has_out.set()
         # if the socket does not take the error and close frame in time, stop anyway (the server drops it)
@@ -242,25 +267,31 @@ class Connection:
                     self._has_out.clear()
                     await self._has_out.wait()
                     continue
-                text, topic, cursor = out.popleft()
+                text, topic, cursor, events = out.popleft()
                 if topic is None:
                     await send({"type": "websocket.send", "text": text})
                     continue
-                batch = [text]
+                parts = [text]
                 size = len(text)
                 self._sent[topic] = cursor  # type: ignore[assignment]
                 if self.limits.batch:
-                    while out and out[0][1] is not None and len(batch) < BATCH_MAX and size < BATCH_MAX_CHARS:
-                        text, topic, cursor = out.popleft()
-                        batch.append(text)
+                    while out and out[0][1] is not None and events < BATCH_MAX and size < BATCH_MAX_CHARS:
+                        text, topic, cursor, more = out.popleft()
+                        parts.append(text)
                         size += len(text)
+                        events += more
                         self._sent[topic] = cursor  # type: ignore[index,assignment]
-                self._events_queued = max(0, self._events_queued - len(batch))
+                self._events_queued = max(0, self._events_queued - events)
                 if self._events_queued < self.limits.send_queue_max // 2:
                     self._room.set()
-                frame = batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]"
+                if events == 1:
+                    frame = parts[0]
+                elif len(parts) == 1:
+                    frame = FRAMES.framed(parts[0])  # a chunk every client of the topic got: bracketed once
+                else:
+                    frame = "[" + ",".join(parts) + "]"
                 await send({"type": "websocket.send", "text": frame})
-                self.stats["events"] += len(batch)
+                self.stats["events"] += events
                 self.stats["frames"] += 1
         except (WebSocketDisconnect, RuntimeError, OSError):
             return

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from app.sse_hub import Entry, SSEHub, StreamId, Subscription, catch_up
 from app.ws import protocol as p
+from app.ws.connection import BATCH_MAX, BATCH_MAX_CHARS
 
 if TYPE_CHECKING:
     from app.ws.connection import Connection
@@ -63,6 +64,49 @@ class EventTexts:
 TEXTS = EventTexts()
 
 
+class Chunks:
+    """Queue items for runs of one topic's entries: ``(texts joined with ",", topic, last cursor, events)``.
+
+    Every client of a topic gets the same ``Entry`` objects from the hub in the same runs, so a chunk is joined
+    once per process and shared (keyed by its first and last entry's identity and its length; the entries are
+    kept alive while cached). A run is cut into chunks of at most ``BATCH_MAX`` events and ``BATCH_MAX_CHARS``
+    characters, decided by the entries alone, so equal runs give equal chunks. FIFO-bounded to ``size``.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._chunks: dict[tuple[int, int, int], tuple[Entry, Entry, str]] = {}
+
+    def items(self, topic: str, entries: list[Entry]) -> list[tuple[str, str, str, int]]:
+        """The queue items of ``entries`` (all of ``topic``, oldest first)."""
+        out = []
+        start, size = 0, 0
+        text = TEXTS.text
+        for i, entry in enumerate(entries):
+            size += len(text(entry))
+            if i + 1 - start >= BATCH_MAX or size >= BATCH_MAX_CHARS or i + 1 == len(entries):
+                out.append(self._item(topic, entries, start, i + 1))
+                start, size = i + 1, 0
+        return out
+
+    def _item(self, topic: str, entries: list[Entry], start: int, end: int) -> tuple[str, str, str, int]:
+        first, last, n = entries[start], entries[end - 1], end - start
+        if n == 1:
+            return TEXTS.text(first), topic, first.id, 1
+        key = (id(first), id(last), n)
+        cached = self._chunks.get(key)
+        if cached is not None and cached[0] is first and cached[1] is last:
+            return cached[2], topic, last.id, n
+        if len(self._chunks) >= self.size:
+            del self._chunks[next(iter(self._chunks))]
+        joined = ",".join([TEXTS.text(e) for e in entries[start:end]])
+        self._chunks[key] = (first, last, joined)
+        return joined, topic, last.id, n
+
+
+CHUNKS = Chunks()
+
+
 class Group:
     """The topics of one subscribe message on one connection (module docstring).
 
@@ -94,17 +138,30 @@ class Group:
             self.task.cancel()
         self.hub.unsubscribe(self.sub)
 
-    def deliver(self, entries: Iterable[Entry]) -> bool:
-        """Queue the entries past each topic's cursor; False once the connection refuses (cut or closing)."""
-        owner, last, text = self.owner, self.last, TEXTS.text
+    def deliver(self, entries: Sequence[Entry]) -> bool:
+        """Queue the entries past each topic's cursor; False once the connection refuses (cut or closing).
+
+        A one-topic group of a batching client queues shared chunks (``Chunks``); otherwise one item per event."""
+        owner, last = self.owner, self.last
+        single = self.sub.topics[0] if len(self.sub.topics) == 1 else None
+        if single is not None and self.conn.limits.batch:
+            if owner.get(single) is not self:
+                return not self.conn.closing
+            after = last[single]
+            fresh = entries if entries and entries[0].sid > after else [e for e in entries if e.sid > after]
+            if not fresh:
+                return not self.conn.closing
+            last[single] = fresh[-1].sid
+            return self.conn.send_events(CHUNKS.items(single, list(fresh)), len(fresh))
+        text = TEXTS.text
         out = []
         for entry in entries:
             topic = entry.topic
             if owner.get(topic) is not self or entry.sid <= last[topic]:
                 continue
             last[topic] = entry.sid
-            out.append((text(entry), topic, entry.id))
-        return self.conn.send_events(out) if out else not self.conn.closing
+            out.append((text(entry), topic, entry.id, 1))
+        return self.conn.send_events(out, len(out)) if out else not self.conn.closing
 
     async def _run(self) -> None:
         sub = self.sub

@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 
 from app.sse_hub import Entry
 from app.ws import protocol as p
-from app.ws.feed import EventTexts
+from app.ws.feed import Chunks, EventTexts
 
 
 def parse(message: dict[str, object]) -> p.Request:
@@ -73,3 +73,17 @@ def test_event_text_splices_the_raw_event_and_the_cache_checks_the_bytes() -> No
     assert texts.text(entry) is texts.text(entry)  # built once for the entry the hub hands every client
     reused = entry._replace(event="gap", data=b'{"type":"gap","topic":"x"}')  # same id, stream recreated
     assert orjson.loads(texts.text(reused))["type"] == "gap" and orjson.loads(texts.text(entry))["type"] == "trade"
+
+
+def test_chunks_are_joined_once_per_run_and_split_by_count() -> None:
+    topic = "bitmart:trade:BTCUSDT"
+    run = [Entry((i, 0), f"{i}-0", topic, "trade", b'{"type":"trade","i":%d}' % i) for i in range(1, 1203)]
+    chunks = Chunks()
+    items = chunks.items(topic, run)
+    assert [(n, cursor) for _, _, cursor, n in items] == [(500, "500-0"), (500, "1000-0"), (202, "1202-0")]
+    assert [orjson.loads(f"[{text}]")[0]["cursor"] for text, *_ in items] == ["1-0", "501-0", "1001-0"]
+    again = chunks.items(topic, run)  # another client of the same hub run: the same text objects
+    assert all(a[0] is b[0] for a, b in zip(items, again))
+    lagging = chunks.items(topic, run[700:])  # a client behind gets its own chunks, right content
+    assert sum(n for *_, n in lagging) == 502 and orjson.loads(f"[{lagging[0][0]}]")[0]["cursor"] == "701-0"
+    assert chunks.items(topic, run[:1]) == [(p.event_text(run[0]), topic, "1-0", 1)]
