@@ -7,7 +7,8 @@ then a publisher process XADDs trade events to the topic's Stream at ``--rate`` 
 ``--burst`` (each stamped with ``time.time_ns()``). Reports:
 
 - delay publish -> client, p50/p99/max, over every event of the sample clients (``--sample`` of them);
-- lost: events published that a client never received (after a drain wait), summed over all clients, and
+- missing: events published that a client had not received ``--drain-s`` after the publisher stopped, summed over
+  all clients (0 when every client got every event; a client cut as too slow counts here, see ``cut``), and
   per-client minimum/maximum received; duplicates/out-of-order on the sample clients;
 - the control server's CPU (% of one core over the publish window, and CPU microseconds per event delivered
   to one client: the figure least sensitive to a loaded machine) and RSS (end, and peak VmHWM);
@@ -243,7 +244,7 @@ async def run_once(n: int, args: argparse.Namespace, redis_url: str, ctrl_port: 
             "clients": n, "rate": args.rate, "published": published, "publish_s": round(wall_pub, 2),
             "p50_ms": round(pct(delays, 50), 1), "p99_ms": round(pct(delays, 99), 1),
             "max_ms": round(max(delays, default=float("nan")), 1),
-            "lost": sum(max(0, published - r) for r in received), "min_received": min(received),
+            "missing": sum(max(0, published - r) for r in received), "min_received": min(received),
             "max_received": max(received), "cut": sum(c.closed for c in clients), "disordered": disorder,
             "server_cpu_pct": round(100 * cpu_pub / wall_pub, 1),
             "server_us_per_delivery": round(1e6 * cpu_pub / max(1, sum(received)), 2), "server_rss_mb": round(mem_mb(server.pid, "VmRSS")),
@@ -278,7 +279,7 @@ async def bench(args: argparse.Namespace) -> None:
                 result = await run_once(n, args, redis_url, ctrl_port)
                 print(orjson.dumps(result).decode(), flush=True)
                 runs.append(result)
-            keys_ = ("p50_ms", "p99_ms", "max_ms", "lost", "server_cpu_pct", "server_us_per_delivery", "server_rss_mb",
+            keys_ = ("p50_ms", "p99_ms", "max_ms", "missing", "server_cpu_pct", "server_us_per_delivery", "server_rss_mb",
                      "server_peak_mb", "bench_cpu_pct")  # fmt: skip
             summary = {k: f"{statistics.median(r[k] for r in runs)} ({min(r[k] for r in runs)}-"
                           f"{max(r[k] for r in runs)})" for k in keys_}  # fmt: skip
