@@ -65,68 +65,72 @@ TEXTS = EventTexts()
 
 
 class Chunks:
-    """Queue items for runs of one topic's entries: ``(texts joined with ",", topic, last cursor, events)``.
+    """Queue items for a run of one topic's entries: ``(texts joined with ",", topic, last cursor, events)``.
 
-    Every client of a topic gets the same ``Entry`` objects from the hub in the same runs, so a chunk is joined
-    once per process and shared (keyed by its first and last entry's identity and its length; the entries are
-    kept alive while cached). A run is cut into chunks of at most ``BATCH_MAX`` events and ``BATCH_MAX_CHARS``
-    characters, decided by the entries alone, so equal runs give equal chunks. FIFO-bounded to ``size``.
+    Every client of a topic gets the same ``Entry`` objects from the hub in the same runs, so a run's items are
+    built once per process and shared (keyed by the run's first and last entry's identity and its length; the
+    entries are kept alive while cached): for the other clients a run costs one dict lookup, not one per event.
+    A run is cut into chunks of at most ``BATCH_MAX`` events and ``BATCH_MAX_CHARS`` characters. A client
+    behind the others gets other runs, built for it. FIFO-bounded to ``size``.
     """
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._chunks: dict[tuple[int, int, int], tuple[Entry, Entry, str]] = {}
+        self._runs: dict[tuple[int, int, int], tuple[Entry, Entry, list[tuple[str, str, str, int]]]] = {}
 
-    def items(self, topic: str, entries: list[Entry]) -> list[tuple[str, str, str, int]]:
-        """The queue items of ``entries`` (all of ``topic``, oldest first)."""
-        out = []
-        start, size = 0, 0
-        text = TEXTS.text
-        for i, entry in enumerate(entries):
-            size += len(text(entry))
-            if i + 1 - start >= BATCH_MAX or size >= BATCH_MAX_CHARS or i + 1 == len(entries):
-                out.append(self._item(topic, entries, start, i + 1))
-                start, size = i + 1, 0
-        return out
-
-    def _item(self, topic: str, entries: list[Entry], start: int, end: int) -> tuple[str, str, str, int]:
-        first, last, n = entries[start], entries[end - 1], end - start
-        if n == 1:
-            return TEXTS.text(first), topic, first.id, 1
-        key = (id(first), id(last), n)
-        cached = self._chunks.get(key)
+    def items(self, topic: str, entries: Sequence[Entry]) -> list[tuple[str, str, str, int]]:
+        """The queue items of ``entries`` (non-empty, all of ``topic``, oldest first); the list is shared: read only."""
+        first, last = entries[0], entries[-1]
+        key = (id(first), id(last), len(entries))
+        cached = self._runs.get(key)
         if cached is not None and cached[0] is first and cached[1] is last:
-            return cached[2], topic, last.id, n
-        if len(self._chunks) >= self.size:
-            del self._chunks[next(iter(self._chunks))]
-        joined = ",".join([TEXTS.text(e) for e in entries[start:end]])
-        self._chunks[key] = (first, last, joined)
-        return joined, topic, last.id, n
+            return cached[2]
+        out: list[tuple[str, str, str, int]] = []
+        text = TEXTS.text
+        parts: list[str] = []
+        size = 0
+        for entry in entries:
+            part = text(entry)
+            parts.append(part)
+            size += len(part)
+            if len(parts) >= BATCH_MAX or size >= BATCH_MAX_CHARS:
+                out.append((parts[0] if len(parts) == 1 else ",".join(parts), topic, entry.id, len(parts)))
+                parts, size = [], 0
+        if parts:
+            out.append((parts[0] if len(parts) == 1 else ",".join(parts), topic, last.id, len(parts)))
+        if len(self._runs) >= self.size:
+            del self._runs[next(iter(self._runs))]
+        self._runs[key] = (first, last, out)
+        return out
 
 
 CHUNKS = Chunks()
 
 
 class Group:
-    """The topics of one subscribe message on one connection (module docstring).
+    """The topics of one subscribe message on one connection (module docstring): ``sub`` the hub subscription of
+    ``topics`` (only the hub's public API is used: ``take``, ``wait``, ``overflowed``, ``unsubscribe``).
 
     ``owner``/``last`` are the connection's maps (topic -> owning group, topic -> last id queued); a topic
     unsubscribed, or subscribed again by a later message, is no longer this group's and its entries are skipped.
     """
 
-    def __init__(self, conn: Connection, hub: SSEHub, redis: Redis, sub: Subscription,
+    def __init__(self, conn: Connection, hub: SSEHub, redis: Redis, sub: Subscription, topics: Sequence[str],
                  owner: dict[str, Group], last: dict[str, StreamId]) -> None:  # fmt: skip
         self.conn = conn
         self.hub = hub
         self.redis = redis
         self.sub = sub
+        self.topics = tuple(topics)
+        #: The one topic of a one-topic group (then a batching client gets shared chunks), else None.
+        self.single = self.topics[0] if len(self.topics) == 1 else None
         self.owner = owner
         self.last = last
         self.task: asyncio.Task[None] | None = None
 
     def mine(self) -> list[str]:
         """Topics of this group still owned by it."""
-        return [t for t in self.sub.topics if self.owner.get(t) is self]
+        return [t for t in self.topics if self.owner.get(t) is self]
 
     def start(self) -> None:
         """Start forwarding (catch-up, then live)."""
@@ -143,7 +147,7 @@ class Group:
 
         A one-topic group of a batching client queues shared chunks (``Chunks``); otherwise one item per event."""
         owner, last = self.owner, self.last
-        single = self.sub.topics[0] if len(self.sub.topics) == 1 else None
+        single = self.single
         if single is not None and self.conn.limits.batch:
             if owner.get(single) is not self:
                 return not self.conn.closing
@@ -152,7 +156,7 @@ class Group:
             if not fresh:
                 return not self.conn.closing
             last[single] = fresh[-1].sid
-            return self.conn.send_events(CHUNKS.items(single, list(fresh)), len(fresh))
+            return self.conn.send_events(CHUNKS.items(single, fresh), len(fresh))
         text = TEXTS.text
         out = []
         for entry in entries:

@@ -119,7 +119,7 @@ class Session:
         group = None
         if accepted_new:
             sub = await self.hub.subscribe(accepted_new)
-            group = Group(self.conn, self.hub, self.redis, sub, self.owner, self.last)
+            group = Group(self.conn, self.hub, self.redis, sub, accepted_new, self.owner, self.last)
             for topic in accepted_new:
                 self.owner[topic] = group
                 self.last[topic] = starts[topic]
