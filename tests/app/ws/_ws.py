@@ -72,7 +72,7 @@ class WSClient:
 
 
 async def open_ws(session: aiohttp.ClientSession, server: Server, query: str = "", **kw: Any) -> WSClient:
-    """Connect to ``/ws`` and read the ``connected`` message."""
+    """Connect to ``/ws`` (the first message the server sends is ``connected``, or a refusal)."""
     url = server.url.replace("http://", "ws://") + "/ws" + (f"?{query}" if query else "")
     client = WSClient(await session.ws_connect(url, autoping=True, **kw))
     return client
