@@ -56,7 +56,7 @@ async def test_heartbeat_two_missed_pings_close(start_server: Start, session: ai
 async def test_idle_without_subscriptions_is_closed(start_server: Start, session: aiohttp.ClientSession,
                                                     redis: Redis) -> None:  # fmt: skip
     await desire(redis, TRADE)
-    server = await start_server(WS_IDLE_TIMEOUT_S="0.3")
+    server = await start_server(WS_IDLE_TIMEOUT_S="1")  # the busy client subscribes well within it
     idle = await open_ws(session, server)
     busy = await open_ws(session, server)
     await busy.until("connected")
