@@ -13,9 +13,10 @@ Per request in secured mode (``AuthMiddleware``):
        the dashboard's static page and assets (no data in them), served without a token or rate limit so a
        browser can load the page and then paste a token into it (``?access_token=`` is still cut out).
     2. The token: ``Authorization: Bearer <token>``. On SSE GET routes (``Rule.stream``) the query parameter
-       ``access_token`` works too, because a browser ``EventSource`` cannot send headers. It is cut out of the
-       query string before anything else (route, logs) sees it. Elsewhere ``?access_token=`` is 400
-       ``token_in_query``: the header is the only way there.
+       ``token`` (or ``access_token``) works too, because a browser ``EventSource`` cannot send headers. It is
+       cut out of the query string before anything else (route, logs) sees it. Elsewhere ``?token=`` and
+       ``?access_token=`` are 400 ``token_in_query``: the header is the only way there. (WebSocket requests do
+       not pass here: ``app.ws.access`` checks ``GET /ws`` the same way.)
     3. Verification: the token's sha256 is compared with ``hmac.compare_digest`` to the digest of every
        configured token, with no early exit. Raw tokens are never kept or compared.
     4. Rate limit (``app.ratelimit``, one Redis round trip). A missing or unknown token is charged to the
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 AUTH_SCOPE_KEY = "feedplane.auth"
 ACCESS_TOKEN_PARAM = "access_token"
+#: Query parameters that carry a token (SSE routes and ``GET /ws``); both are scrubbed from the scope.
+TOKEN_PARAMS = (ACCESS_TOKEN_PARAM, "token")
 ACCOUNT = "account"
 PUBLIC = "public"
 _REALM = 'Bearer realm="feedplane"'
@@ -174,17 +177,17 @@ def require_account(request: Request, exchange: str, account: str) -> None:
 
 
 def scrub_access_token(scope: Scope) -> tuple[list[str], bool]:
-    """Remove every ``access_token`` parameter from ``scope["query_string"]`` in place.
+    """Remove every ``token`` and ``access_token`` parameter from ``scope["query_string"]`` in place.
 
     Returns the removed values (decoded) and whether any was present. The other parameters keep their exact bytes.
     """
     raw: bytes = scope.get("query_string", b"")
-    if b"access_token" not in raw and b"%" not in raw:  # fast path; names may be percent-encoded: decoded below
+    if b"token" not in raw and b"%" not in raw:  # fast path; names may be percent-encoded: decoded below
         return [], False
     kept, found = [], []
     for part in raw.split(b"&"):
         name, _, value = part.partition(b"=")
-        if unquote_plus(name.decode("latin-1")) == ACCESS_TOKEN_PARAM:
+        if unquote_plus(name.decode("latin-1")) in TOKEN_PARAMS:
             found.append(unquote_plus(value.decode("latin-1")))
         else:
             kept.append(part)
@@ -261,7 +264,7 @@ class AuthMiddleware:
             return _rate_limited(decision)
         if grant is None:
             if missing:
-                hint = " or ?access_token=<token>" if rule is not None and rule.stream else ""
+                hint = " or ?token=<token> (alias ?access_token=)" if rule is not None and rule.stream else ""
                 message = f"authentication required: send Authorization: Bearer <token>{hint}"
                 return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": _REALM})
             logger.info("rejected invalid token from %s on %s %s", address, scope["method"], scope["path"])
@@ -287,9 +290,9 @@ def _bearer(header: str | None) -> str:
 
 def _query_token_problem(scope: Scope, rule: Rule | None, header: str | None, values: list[str]) -> str | None:
     if rule is None or not rule.stream or scope["method"] not in ("GET", "HEAD"):
-        return "access_token is accepted only on GET /sse routes; send the header Authorization: Bearer <token>"
+        return "?token= (or ?access_token=) is accepted only on GET /sse routes; send Authorization: Bearer <token>"
     if header is not None or len(values) != 1:
-        return "give the token once: either Authorization: Bearer <token> or one ?access_token="
+        return "give the token once: either Authorization: Bearer <token> or one ?token="
     return None
 
 

@@ -23,6 +23,8 @@ from app.keepalive import DRAIN_MIN_BYTES, DrainUnreadBody
 from app.lifespan import lifespan
 from app.ratelimit import RateLimiter
 from app.routes import access_policy
+from app.ws.access import Registry
+from app.ws.route import ROUTES as WS_ROUTES
 from control.settings import Settings
 
 #: Browser SSE clients send Authorization and, on reconnect, Last-Event-ID.
@@ -45,7 +47,7 @@ def create_app(settings: Settings) -> Starlette:
     """Build the control server for ``settings``; connects to nothing until lifespan startup.
 
     Raises SettingsError (CTRL_ADDR) for a non-loopback address without any token. ``app.state.settings`` and
-    ``app.state.access_policy``/``auth_open`` are set here; lifespan adds ``store``, ``dispatcher``,
+    ``app.state.access_policy``/``auth_open``/``authenticator``/``limiter``/``ws_registry`` are set here; lifespan adds ``store``, ``dispatcher``,
     ``sse_redis`` and ``hub``.
     """
     authenticator = Authenticator.from_settings(settings)
@@ -62,13 +64,10 @@ def create_app(settings: Settings) -> Starlette:
                 expose_headers=CORS_EXPOSE_HEADERS,
             )
         )
-    middleware.append(
-        Middleware(
-            AuthMiddleware, policy=policy, authenticator=authenticator, limiter=RateLimiter.from_settings(settings)
-        )
-    )
+    limiter = RateLimiter.from_settings(settings)
+    middleware.append(Middleware(AuthMiddleware, policy=policy, authenticator=authenticator, limiter=limiter))
     app = FeedplaneApp(
-        routes=[route for route, _ in policy],
+        routes=[*(route for route, _ in policy), *WS_ROUTES],  # /ws authenticates itself (app.ws.access)
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
@@ -77,4 +76,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.access_policy = policy
     app.state.auth_open = authenticator.open
+    app.state.authenticator = authenticator
+    app.state.limiter = limiter
+    app.state.ws_registry = Registry(settings.ws_connections_per_token)
     return app

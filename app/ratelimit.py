@@ -12,6 +12,7 @@ Counters (``kind``/``who``)::
     control/<token id>   RATE_LIMIT_CONTROL_PER_MIN   control-scope endpoints
     read/<token id>      RATE_LIMIT_READ_PER_MIN      status, help, ... (everything else that is not SSE)
     sse/<token id>       RATE_LIMIT_SSE_PER_MIN       new SSE connections
+    ws/<address>         WS_NEW_PER_MIN               new WebSocket connections per client address (``app.ws``)
     authfail/<address>   RATE_LIMIT_AUTH_FAIL_PER_MIN requests without a valid token (missing or unknown)
 
 Token guessing: once an address is over its auth-failure limit, *every* request from it gets 429, valid token
@@ -55,7 +56,7 @@ if n > limit then return {0, ttl, 1} end
 return {1, ttl, 1}
 """
 
-CONTROL, READ, SSE, AUTH_FAIL = "control", "read", "sse", "authfail"
+CONTROL, READ, SSE, WS, AUTH_FAIL = "control", "read", "sse", "ws", "authfail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +73,19 @@ class Decision:
 class RateLimiter:
     """Checks and charges request counters (see module docstring). Raises redis errors (callers answer 503)."""
 
-    def __init__(self, *, control: int, read: int, sse: int, auth_fail: int) -> None:
-        self.limits = {CONTROL: control, READ: read, SSE: sse, AUTH_FAIL: auth_fail}
+    def __init__(self, *, control: int, read: int, sse: int, auth_fail: int, ws: int = 0) -> None:
+        self.limits = {CONTROL: control, READ: read, SSE: sse, WS: ws, AUTH_FAIL: auth_fail}
         self._script: AsyncScript | None = None  # registered on first use (needs a client for its encoder)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
-        """Limits from RATE_LIMIT_*_PER_MIN."""
+        """Limits from RATE_LIMIT_*_PER_MIN and WS_NEW_PER_MIN."""
         return cls(
             control=settings.rate_limit_control_per_min,
             read=settings.rate_limit_read_per_min,
             sse=settings.rate_limit_sse_per_min,
             auth_fail=settings.rate_limit_auth_fail_per_min,
+            ws=settings.ws_new_per_min,
         )
 
     async def hit(self, redis: Redis, kind: str, token_id: str, address: str) -> Decision:

@@ -10,7 +10,7 @@ is not a loopback address; refusing to serve without CONTROL_TOKEN/READ_TOKEN ..
 
 Secrets stay out of the logs. ``control.redact.install_redaction`` masks every configured token, API key and
 secret in every log record. The access log line is ``ACCESS_LOG_FORMAT``, whose request line has no query
-string (an SSE ``?access_token=`` would be in it). ``RedactingAccessLogger`` also masks ``access_token`` values
+string (an SSE or ``/ws`` ``?token=`` would be in it). ``RedactingAccessLogger`` also masks ``token``/``access_token`` values
 and the Authorization/Cookie headers in every access-log atom, and drops the environment atoms, so a changed
 format cannot leak them either.
 """
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: Hypercorn's default line, with the request line spelled out as method, path (no query string), protocol.
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
-_TOKEN_IN_QUERY = re.compile(r"(?i)(access_token=)[^&\s\"]*")
+_TOKEN_IN_QUERY = re.compile(r"(?i)(\b(?:access_)?token=)[^&\s\"]*")
 _SECRET_HEADER_ATOMS = ("{authorization}i", "{proxy-authorization}i", "{cookie}i", "{x-api-key}i")
 
 
@@ -58,7 +58,7 @@ class RedactingAccessLogger(HypercornLogger):
             if name in atoms:
                 atoms[name] = MASK
         for name, value in list(atoms.items()):
-            if isinstance(value, str) and "access_token" in value.lower():
+            if isinstance(value, str) and "token=" in value.lower():
                 atoms[name] = _TOKEN_IN_QUERY.sub(r"\1" + MASK, value)
         return atoms  # type: ignore[no-any-return]
 

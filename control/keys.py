@@ -58,7 +58,7 @@ ACCOUNTS = "fp:accounts"
 
 
 def rate_limit(kind: str, who: str) -> str:
-    """Counter of rate-limit class ``kind`` (control, read, sse, authfail) for ``who`` (token id or address)."""
+    """Counter of rate-limit class ``kind`` (control, read, sse, ws, authfail) for ``who`` (token id or address)."""
     return f"fp:rl:{kind}:{who}"
 
 

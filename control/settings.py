@@ -151,6 +151,24 @@ class Settings:
     rate_limit_auth_fail_per_min: int = setting(
         "RATE_LIMIT_AUTH_FAIL_PER_MIN", 30, int_range(0, 1_000_000),
         "failed authentications per minute per client address; 0 = unlimited")  # fmt: skip
+    #: WebSocket fan-out (``GET /ws``, ``app.ws``): the realtime spec's limits. 0 = unlimited where noted.
+    ws_connections_per_token: int = setting(
+        "WS_CONNECTIONS_PER_TOKEN", 3, int_range(0, 1_000_000),
+        "open `/ws` connections per token (per control process); 0 = unlimited")  # fmt: skip
+    ws_subscriptions_max: int = setting(
+        "WS_SUBSCRIPTIONS_MAX", 50, int_range(1, 10_000), "topics one `/ws` connection may subscribe to")
+    ws_new_per_min: int = setting(
+        "WS_NEW_PER_MIN", 5, int_range(0, 1_000_000),
+        "new `/ws` connections per minute per client address (secured mode); 0 = unlimited")  # fmt: skip
+    ws_heartbeat_s: float = setting(
+        "WS_HEARTBEAT_S", 30.0, POSITIVE,
+        '`/ws` server `{"type":"ping"}` interval; a client silent through two of them is closed')  # fmt: skip
+    ws_idle_timeout_s: float = setting(
+        "WS_IDLE_TIMEOUT_S", 300.0, POSITIVE, "a `/ws` connection without any subscription this long is closed")
+    ws_send_queue_max: int = setting(
+        "WS_SEND_QUEUE_MAX", 5000, int_range(1000, 1_000_000),
+        "events queued for one `/ws` client (≥ 2 × the 500 one hub read hands over at once); a client further "
+        "behind gets `CONNECTION_LOST` and is closed")  # fmt: skip
     #: Origins allowed by CORS (browser SSE clients); empty = no CORS headers at all.
     cors_origins: tuple[str, ...] = setting(
         "CORS_ORIGINS", (), ORIGINS, "origins allowed to call the API from a browser; empty: no CORS headers")

@@ -132,8 +132,8 @@ def _auth_text(s: Settings, secured: bool) -> list[str]:
         mode = "open: no token configured and CTRL_ADDR is loopback, so no token is needed and there are no limits"
     return [
         f"auth:       {mode}",
-        "            send Authorization: Bearer <token>; GET /sse... also take ?access_token=<token> (EventSource",
-        "            cannot send headers; other endpoints refuse it with 400 token_in_query)",
+        "            send Authorization: Bearer <token>; GET /sse... and GET /ws (WebSocket) also take ?token=<token>",
+        "            (alias ?access_token=; EventSource cannot send headers; other endpoints refuse it: 400 token_in_query)",
         "            control = CONTROL_TOKEN or ACCOUNTS_FILE tokens with scope control (implies read, every account)",
         "            read    = READ_TOKEN or file tokens with scope read: status, help, public SSE",
         '            account = a file token listing "exchange:account" (or control): /sse/{orders,positions,balances}',
@@ -184,7 +184,7 @@ async def help_page(request: Request) -> Response:
                 "auth": {
                     "mode": "secured" if secured else "open",
                     "header": "Authorization: Bearer <token>",
-                    "query_parameter": "access_token (GET /sse routes only)",
+                    "query_parameter": "token or access_token (GET /sse routes and GET /ws only)",
                     "scopes": {
                         "control": "subscribe/unsubscribe, stop/start, accounts; implies read and every account",
                         "read": "status, help, public SSE",
