@@ -5,7 +5,8 @@ the default) and arq connects when the worker starts. With a ``redis+sentinel://
 a not-yet-connected client of the sentinels' current master instead. ``on_startup`` then reads every setting with
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
-every line), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
+every line, ``LOG_FORMAT`` text or json; arq's own logger too), serves this process's Prometheus metrics on
+``METRICS_PORT + PROCESS_NUM`` (``workers.metrics``; bound to CTRL_ADDR's host; 0 = off), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
 bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``. ``on_shutdown``
 drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
 
@@ -28,6 +29,7 @@ from control.logging_config import configure_logging
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
+from workers.metrics import registry_for, serve_metrics
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -97,8 +99,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     except SettingsError as exc:
         log.critical("worker: invalid settings: %s", exc)
         raise
-    configure_logging(level=settings.log_level, loggers=("workers", "control"), stream="stdout",
-                      worker_id=settings.worker_id)  # fmt: skip
+    configure_logging(level=settings.log_level, loggers=("workers", "control", "arq"), stream="stdout",
+                      worker_id=settings.worker_id, fmt=settings.log_format, role="worker")  # fmt: skip
     session = aiohttp.ClientSession()
     ctx["session"] = session
     ctx["redis_text"] = make_redis(settings.redis_url)
@@ -112,6 +114,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["runtime"] = runtime
     await runtime.start()
+    if settings.metrics_port:
+        port = settings.metrics_port + settings.process_num
+        ctx["metrics_stop"] = await serve_metrics(registry_for(runtime), settings.ctrl_host, port)
     log.info("worker %s: started (%s)", settings.worker_id, settings)
 
 
@@ -119,6 +124,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     """arq ``on_shutdown``: drain the runtime, then close the session and Redis clients.
 
     Tolerates a partial ``startup`` (arq runs this even when startup failed)."""
+    metrics_stop = ctx.pop("metrics_stop", None)
+    if metrics_stop is not None:
+        await metrics_stop()
     runtime: WorkerRuntime | None = ctx.pop("runtime", None)
     if runtime is not None:
         await runtime.stop(drain=True)

@@ -29,7 +29,7 @@ def expected_access(path: str) -> str:
     """The spec (issue #3), independent of the app's own table: what each endpoint needs."""
     if path.startswith(PRIVATE_PREFIXES):
         return "account"
-    if path.startswith("/sse") or path in ("/status", "/help"):
+    if path.startswith("/sse") or path in ("/status", "/help", "/metrics"):
         return "read"
     return "control"
 
