@@ -5,12 +5,14 @@
 "Format string 'unix://%(ENV_FEEDPLANE_RUN_DIR)s/supervisor.sock' ... cannot be expanded" when they are unset.
 ``ctl_env`` fills in what ``scripts/run`` would have used (``<project>/run``, ``WORKERS`` or 2, this Python), keeping
 any value already set, so the same supervisord that ``scripts/run`` started is reached: ``ctl status``,
-``ctl restart api``, ``ctl tail -f worker_00``.
+``ctl restart api``, ``ctl tail -f worker_00`` (a bare worker name gets its group, ``worker:worker_00``; each program
+logs to ``<run dir>/<name>.log``, which ``tail`` reads).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,8 @@ from pathlib import Path
 #: The project folder of this checkout (supervisord.conf, run/).
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKERS = "2"
+#: A worker's process name without its group (``worker_00``): supervisorctl wants ``worker:worker_00``.
+_BARE_WORKER = re.compile(r"worker_\d+")
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -43,8 +47,9 @@ def ctl_env(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> dict
 
 
 def ctl_command(args: Sequence[str], root: Path = ROOT) -> list[str]:
-    """The supervisorctl command line for ``args``."""
-    return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(config_path(root)), *args]
+    """The supervisorctl command line for ``args``; a bare ``worker_00`` becomes ``worker:worker_00``."""
+    names = [f"worker:{a}" if _BARE_WORKER.fullmatch(a) else a for a in args]
+    return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(config_path(root)), *names]
 
 
 def run_ctl(args: Sequence[str], environ: Mapping[str, str] | None = None, root: Path | None = None) -> int:

@@ -39,8 +39,9 @@ PRIVATE = ("orders", "positions", "balances")
 _TIMEFRAME = re.compile(r"\d+[mhdwMHDW]")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Feedplane control API from the shell.")
-console = Console()
-errors = Console(stderr=True)
+#: Tables are not cut to 80 columns when the output goes to a file or a pipe.
+console = Console(width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 _addr: str | None = None
 
 Exchange = Annotated[str | None, typer.Option("--exchange", "-e", help="exchange id (default: the server's)")]
@@ -62,7 +63,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except CliError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2 if exc.status == 0 else 1) from None
 
 
