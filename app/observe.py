@@ -10,7 +10,7 @@ Metrics (prometheus-client, one ``CollectorRegistry`` per app, served at ``GET /
 format; the route needs the ``read`` scope like ``/status``)::
 
     feedplane_http_requests_total{method,route,status}        requests by route template (/sse/klines/{symbol}),
-                                                             ``<unmatched>`` for no route
+                                                             ``<unmatched>`` for no route (``route_template``)
     feedplane_http_request_duration_seconds{method,route}     histogram, until the response headers were sent
                                                              (an SSE stream's duration is not a latency)
     feedplane_sse_clients                                     SSE streams open now
@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.logging_config import request_id_var
@@ -118,14 +118,25 @@ class Observer:
             request_id_var.reset(token)
 
     def _observe(self, scope: Scope, status: int, elapsed_s: float) -> None:
-        route = scope.get("route")
-        template = route.path if isinstance(route, Route) else UNMATCHED
+        template = route_template(scope)
         method = scope.get("method", "")
         m = self.metrics
         m.requests.labels(method, template, str(status)).inc()
         m.latency.labels(method, template).observe(elapsed_s)
         if status == 429:
             m.rate_limited.labels(template).inc()
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the request's route (``/sse/klines/{symbol}``): the one the router chose, else (a request
+    answered before routing: 401, 403, 429, 413) the first route whose path matches; ``UNMATCHED`` for none."""
+    route = scope.get("route")
+    if isinstance(route, Route):
+        return route.path
+    for candidate in getattr(scope.get("app"), "routes", ()):
+        if isinstance(candidate, Route) and candidate.matches(scope)[0] is not Match.NONE:
+            return candidate.path
+    return UNMATCHED
 
 
 async def metrics_endpoint(request: Request) -> Response:

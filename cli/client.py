@@ -9,6 +9,7 @@ the server's own message; a server that cannot be reached is ``CliError`` with c
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ class CliError(Exception):
 
     def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
+        self.request_id: str | None = None  # set by ApiClient.request: the X-Request-ID it sent
         self.status = status
         self.code = code
         self.message = message
@@ -33,6 +35,11 @@ class CliError(Exception):
     def __str__(self) -> str:
         where = f"HTTP {self.status} " if self.status else ""
         return f"{where}{self.code}: {self.message}"
+
+
+def new_request_id() -> str:
+    """A request id for ``X-Request-ID``: ``cli-`` and 16 hex digits (the server logs it, and the worker's job)."""
+    return f"cli-{uuid.uuid4().hex[:16]}"
 
 
 def base_url(addr: str | None = None) -> str:
@@ -77,22 +84,34 @@ class ApiClient:
         body: Any = None,
         params: Sequence[tuple[str, str]] | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        request_id: str | None = None,
     ) -> tuple[int, Any]:
         """``(status, JSON body)`` of a 2xx answer; raises ``CliError`` otherwise (envelope message) or when the
-        server does not answer within ``timeout_s`` seconds."""
+        server does not answer within ``timeout_s`` seconds. Sends ``X-Request-ID: request_id`` (default: a new
+        one); the error carries it (``CliError.request_id``)."""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        rid = request_id or new_request_id()
+        headers = self.headers({"X-Request-ID": rid})
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.request(method, self.base + path, json=body, params=params, headers=self.headers()) as resp,
-            ):
-                text = await resp.text()
-                try:
-                    data = await resp.json(content_type=None) if text else None
-                except ValueError:
-                    data = None
-                if resp.status >= 400:
-                    raise error_from(resp.status, data, text)
-                return resp.status, data if data is not None else text
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CliError(0, "unreachable", f"no answer from {self.base}: {type(exc).__name__}: {exc}") from exc
+            try:
+                return await self._send(method, path, body, params, headers, timeout)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise CliError(0, "unreachable", f"no answer from {self.base}: {type(exc).__name__}: {exc}") from exc
+        except CliError as exc:
+            exc.request_id = rid
+            raise
+
+    async def _send(self, method: str, path: str, body: Any, params: Sequence[tuple[str, str]] | None,
+                    headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> tuple[int, Any]:  # fmt: skip
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.request(method, self.base + path, json=body, params=params, headers=headers) as resp,
+        ):
+            text = await resp.text()
+            try:
+                data = await resp.json(content_type=None) if text else None
+            except ValueError:
+                data = None
+            if resp.status >= 400:
+                raise error_from(resp.status, data, text)
+            return resp.status, data if data is not None else text

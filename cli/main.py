@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 
 from cli import render
-from cli.client import ApiClient, CliError
+from cli.client import ApiClient, CliError, new_request_id
 from cli.ctl import run_ctl
 from cli.tail import SseEvent, tail
 
@@ -63,7 +63,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except CliError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        rid = f" (request id {exc.request_id})" if exc.request_id else ""
+        errors.print(f"[bold red]error:[/] {exc}{rid}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2 if exc.status == 0 else 1) from None
 
 
@@ -144,11 +145,13 @@ def subscribe(
     """Subscribe (POST /{channel}/subscribe); prints the answer, with each topic's state when --wait."""
     body = request_body(channel, list(args or []), exchange, levels)
     params = [("wait", f"{wait:g}")] if wait is not None else []
-    timeout = 15.0 + (wait or 0.0)
-    code, answer = _run(_client().request("POST", f"/{channel}/subscribe", body=body, params=params, timeout_s=timeout))
+    timeout, rid = 15.0 + (wait or 0.0), new_request_id()
+    code, answer = _run(_client().request("POST", f"/{channel}/subscribe", body=body, params=params, timeout_s=timeout,
+                                          request_id=rid))  # fmt: skip
     console.print(f"accepted {len(answer.get('accepted', []))}: added {answer.get('added', [])}, "
                   f"already {answer.get('already', [])}{' (paused)' if answer.get('paused') else ''}",
                   highlight=False)  # fmt: skip
+    console.print(f"request id {rid}", style="dim", highlight=False)  # in the server's and the worker's log lines
     if "subscriptions" in answer:
         console.print(render.subscriptions_table(answer["subscriptions"]))
         if any(s.get("state") == "failed" for s in answer["subscriptions"]):
