@@ -78,11 +78,12 @@ class IngestStats:
             return
         self.by_topic.update(map(_topic_of, items))
         stamps = list(map(_ts_of, items))
-        if None in stamps:
-            stamps = [t for t in stamps if isinstance(t, int)]
+        try:
+            stamps.sort()  # in receive order already: linear
+        except TypeError:  # an event without ts_received (None): rare, leave those out
+            stamps = sorted(t for t in stamps if isinstance(t, int))
         if not stamps:
             return
-        stamps.sort()
         n = len(stamps)
         cumulative = self.cumulative
         for i, bound in enumerate(LATENCY_BUCKETS_MS):
