@@ -127,7 +127,12 @@ def status(
     records = render.filter_subscriptions(body.get("subscriptions") or [], state=state, exchange=exchange,
                                           topic=topic, stale=stale)  # fmt: skip
     if summary:
-        counts = body.get("summary") if isinstance(body.get("summary"), dict) else render.summary_of(records)
+        if isinstance(body.get("summary"), dict):  # the server's own summary (/status?summary=1)
+            counts = body["summary"]
+        elif "subscriptions" in body:  # a server without it: counted here
+            counts = render.summary_of(records)
+        else:  # a summary under other keys: every mapping of counts it has
+            counts = {k: v for k, v in body.items() if isinstance(v, dict)}
         _json(counts) if as_json else console.print(render.counts_table("subscriptions", counts))
         return
     if as_json:

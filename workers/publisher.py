@@ -316,13 +316,13 @@ class Publisher:
 
     def _written(self, batch: list[Item], start: int, gaps: Gaps, fenced: int, lost: list[int], fenced_conns: set[str]
                  ) -> None:  # fmt: skip
-        """Account for a batch the script ran (``lost``: see ``EventQueue.written``; ``fenced_conns``: the
-        connections whose events were not written)."""
+        """Account for a batch the script ran (``lost``: ``EventQueue.written``; ``fenced_conns``: not written)."""
         refused = self._events.written(batch, start, gaps, lost)
+        taken = batch
         if fenced or lost:  # rare: only the events Redis took count as published
             skip = {int(n) - 1 - len(gaps) for n in lost}
-            batch = [it for i, it in enumerate(batch) if i not in skip and it[3] not in fenced_conns]
-        self.ingest.written(batch, time.time_ns() // 1_000_000)
+            taken = [it for i, it in enumerate(batch) if i not in skip and it[3] not in fenced_conns]
+        self.ingest.written(taken, time.time_ns() // 1_000_000)
         for i, drops in enumerate(gaps.values()):
             if i not in refused:
                 self._gaps_published[drops.reason] += 1
