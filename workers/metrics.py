@@ -62,7 +62,7 @@ _topic_of, _ts_of = itemgetter(0), itemgetter(2)
 class IngestStats:
     """Events written per topic and the ts_received -> Redis latency histogram (cumulative bucket counts)."""
 
-    __slots__ = ("by_topic", "count", "cumulative", "sum_ms")
+    __slots__ = ("by_topic", "count", "cumulative", "errors", "sum_ms")
 
     def __init__(self) -> None:
         self.by_topic: Counter[str] = Counter()
@@ -70,20 +70,30 @@ class IngestStats:
         self.cumulative = [0] * len(LATENCY_BUCKETS_MS)
         self.count = 0  # events with a ts_received (the +Inf bucket)
         self.sum_ms = 0
+        self.errors = 0  # batches whose accounting failed (a bug; never raised into the writer)
 
     def written(self, batch: Iterable[tuple[Any, ...]], now_ms: int) -> None:
-        """Account for publisher items ``(topic, payload, ts_received ms or None, ...)`` written at ``now_ms``."""
-        items = batch if isinstance(batch, list) else list(batch)
+        """Account for publisher items ``(topic, payload, ts_received ms or None, ...)`` written at ``now_ms``.
+
+        Never raises (it runs in the publisher's writer task): anything unexpected is counted in ``errors``."""
+        try:
+            self._written(batch if isinstance(batch, list) else list(batch), now_ms)
+        except Exception:  # noqa: BLE001 - metrics must never stop the writer
+            self.errors += 1
+
+    def _written(self, items: list[tuple[Any, ...]], now_ms: int) -> None:
         if not items:
             return
         self.by_topic.update(map(_topic_of, items))
         stamps = list(map(_ts_of, items))
         try:
             stamps.sort()  # in receive order already: linear
-        except TypeError:  # an event without ts_received (None): rare, leave those out
-            stamps = sorted(t for t in stamps if isinstance(t, int))
-        if not stamps:
-            return
+        except TypeError:  # None (no ts_received, e.g. a gap event) among ints
+            stamps = []
+        if not stamps or not isinstance(stamps[0], int):  # mixed, or [None] (sorts without a comparison)
+            stamps = sorted(t for t in map(_ts_of, items) if isinstance(t, int))
+            if not stamps:
+                return
         n = len(stamps)
         cumulative = self.cumulative
         for i, bound in enumerate(LATENCY_BUCKETS_MS):

@@ -22,11 +22,13 @@ def test_latency_buckets_are_cumulative_and_exact() -> None:
     latencies = [0, 1, 2, 3, 7, 30, 400, 20_000]
     stats.written([item("binanceusdm:trade:BTCUSDT", now - ms) for ms in reversed(latencies)], now)
     stats.written([item("bitmart:kline:BTCUSDT:1m", None), item("bitmart:kline:BTCUSDT:1m", now - 5)], now)
+    stats.written([item("binanceusdm:depth:BTCUSDT", None)], now)  # a gap event alone: counted, no latency
     latencies.append(5)
     expected = [sum(1 for ms in latencies if ms <= bound) for bound in LATENCY_BUCKETS_MS]
     assert stats.cumulative == expected
     assert stats.count == len(latencies) and stats.sum_ms == sum(latencies)
-    assert stats.by_channel() == {("binanceusdm", "trade"): 8, ("bitmart", "kline"): 2}
+    assert stats.by_channel() == {("binanceusdm", "trade"): 8, ("bitmart", "kline"): 2, ("binanceusdm", "depth"): 1}
+    assert stats.errors == 0
 
 
 def test_collector_families_from_runtime_state() -> None:
