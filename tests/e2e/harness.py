@@ -250,6 +250,7 @@ class Feedplane:
             "HEARTBEAT_INTERVAL_S": "0.5",
             "LEASE_TTL_S": "3",
             "PYTHONUNBUFFERED": "1",
+            "METRICS_PORT": "0",  # no worker metrics ports unless a test asks (parallel runs share the host)
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
