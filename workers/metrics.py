@@ -29,6 +29,9 @@ Every family (``feedplane_worker_`` prefix; ``exchange``/``conn`` labels where t
                                                    ``trades_without_side``)
     book_updates_total{exchange,conn,kind}         order-book counters (applied, buffered, stale, gaps, resyncs, ...)
     backpressure_total{exchange,conn,kind}         holds, sheds, shed (events shed)
+    reconnect_requests_total{exchange,conn}        reconnects the exchange asked for
+    private_total{exchange,conn,kind}              private session counters (accounts' sockets)
+    suspension_total{exchange,conn,kind}           suspensions (Redis outages) and events dropped meanwhile
 
 ``serve_metrics`` exposes them over HTTP (aiohttp, in the worker's event loop, so a scrape reads a consistent
 state) on ``METRICS_PORT + PROCESS_NUM``.
@@ -171,8 +174,8 @@ def _publisher(stats: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
-    frames, malformed, unknown = [], [], []
-    reconnects, gaps, parser, books, backpressure = [], [], [], [], []
+    frames, malformed, unknown, requests = [], [], [], []
+    reconnects, gaps, parser, books, backpressure, private, suspension = [], [], [], [], [], [], []
     conn_states: Counter[tuple[str, str]] = Counter()
     sub_states: Counter[tuple[str, str]] = Counter()
     for exchange, conn_id, conn in records:
@@ -181,11 +184,14 @@ def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
         frames.append((key, status["messages_received"]))
         malformed.append((key, status["malformed_frames"]))
         unknown.append((key, status["unknown_frames"]))
+        requests.append((key, status.get("reconnect_requests") or 0))
         reconnects += [([*key, reason], n) for reason, n in sorted(status["reasons"].items())]
         gaps += [([*key, reason], n) for reason, n in sorted(status["gaps"].items())]
         parser += [([*key, name], n) for name, n in sorted(status["parser"].items())]
         books += _numbers(key, status.get("books") or {}, exclude=("books", "synced"))
         backpressure += _numbers(key, status.get("backpressure") or {}, exclude=("held_s", "shedding"))
+        private += _numbers(key, status.get("private") or {}, exclude=("listen_key_renewed_at",))
+        suspension += _numbers(key, status.get("suspension") or {}, exclude=())
         conn_states[(exchange, status["state"])] += 1
         subs = getattr(conn, "subs", None)
         for state, n in (getattr(subs, "counts", None) or {}).items():
@@ -201,6 +207,11 @@ def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
                    parser)  # fmt: skip
     yield _counter("book_updates", "order-book counters by kind", [*conn_labels, "kind"], books)
     yield _counter("backpressure", "reader holds, sheds and events shed", [*conn_labels, "kind"], backpressure)
+    yield _counter("reconnect_requests", "reconnects the exchange asked for", conn_labels, requests)
+    yield _counter("private", "private session counters (logins, snapshots, listenKey renewals, ...)",
+                   [*conn_labels, "kind"], private)  # fmt: skip
+    yield _counter("suspension", "Redis-outage suspensions of the connection and events dropped meanwhile",
+                   [*conn_labels, "kind"], suspension)  # fmt: skip
     yield _gauge("connections", "connections held by state", ["exchange", "state"],
                  ((list(k), n) for k, n in sorted(conn_states.items())))  # fmt: skip
     yield _gauge("subscriptions", "subscriptions on this worker's sockets by state", ["exchange", "state"],

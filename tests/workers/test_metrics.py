@@ -40,7 +40,9 @@ def test_collector_families_from_runtime_state() -> None:
     status = {"messages_received": 12, "malformed_frames": 1, "unknown_frames": 0, "state": "open",
               "reasons": {"dead_peer": 2}, "gaps": {"reconnect": 2}, "parser": {"stale_klines": 3},
               "books": {"books": 1, "synced": 1, "applied": 40, "gaps": 1, "last_error": None},
-              "backpressure": {"holds": 1, "held_s": 0.2, "sheds": 0, "shed": 0, "shedding": False}}  # fmt: skip
+              "backpressure": {"holds": 1, "held_s": 0.2, "sheds": 0, "shed": 0, "shedding": False},
+              "suspension": {"suspended": False, "suspensions": 2, "dropped": 5, "suspended_s": 1.5},
+              "reconnect_requests": 1}  # fmt: skip
     conn = SimpleNamespace(status=lambda: status, subs=SimpleNamespace(counts={"pending": 1, "active": 4, "failed": 0}))
     held = {"gateio.public.1": SimpleNamespace(exchange="gateio", conn=conn)}
     runtime = SimpleNamespace(publisher=SimpleNamespace(ingest=ingest, stats=stats),
@@ -59,6 +61,9 @@ def test_collector_families_from_runtime_state() -> None:
                                                   ("exchange", "gateio")))] == 3  # fmt: skip
     assert got[("feedplane_worker_book_updates_total", (("conn", "gateio.public.1"), ("exchange", "gateio"),
                                                         ("kind", "applied")))] == 40  # fmt: skip
+    assert got[("feedplane_worker_suspension_total", (*conn_labels, ("kind", "dropped")))] == 5
+    assert got[("feedplane_worker_reconnect_requests_total", conn_labels)] == 1
+    assert ("feedplane_worker_suspension_total", (*conn_labels, ("kind", "suspended"))) not in got  # a bool
     assert got[("feedplane_worker_events_lost_total", (("reason", "redis_backlog_overflow"),))] == 3
     assert got[("feedplane_worker_publisher_backlog_events", ())] == 9
     assert got[("feedplane_worker_publisher_oldest_queued_age_seconds", ())] == 1.5
