@@ -1,7 +1,8 @@
 """The ONLY module of the control server that writes desired state or enqueues jobs.
 
 Every change to the desired set or to the pause flag is followed by a nudge: an arq job
-``control.jobs.RECONCILE(version, request_id=...)`` (the request's ``X-Request-ID``, ``app.observe``) with the deterministic ``_job_id=reconcile_job_id(version)`` on
+``control.jobs.RECONCILE(version, request_id=...)`` (the request's ``X-Request-ID``, ``app.observe``, so the
+worker's log line for the job carries it) with the deterministic ``_job_id=reconcile_job_id(version)`` on
 ``control.keys.ARQ_QUEUE``, plus ``ControlStore.notify("plan")``. The job is only a nudge; workers also
 reconcile on their heartbeat, so a failed enqueue is logged and the request still succeeds (the truth,
 the desired state, was already written).
