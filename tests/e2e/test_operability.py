@@ -179,6 +179,10 @@ async def test_operator_session(tmp_path: Path) -> None:
                                                       stdout=asyncio.subprocess.PIPE)  # fmt: skip
         listing = (await status.communicate())[0].decode()
         assert "api " in listing and "worker:worker_00" in listing and "RUNNING" in listing
+        tail_log = await asyncio.create_subprocess_exec("scripts/ctl", "tail", "worker_01", cwd=ROOT, env=ctl_env,
+                                                        stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        logged = (await tail_log.communicate())[0].decode()  # the end of the worker's own log file
+        assert '"worker_id": "' in logged and "ERROR (no such process name)" not in logged, logged
 
 
 async def test_cli_error_when_nothing_answers() -> None:
