@@ -7,7 +7,8 @@ given cursor the same way. ``gap`` events (a resume that could not be exact) are
 ``ready`` and ``bye`` are control events: ``ready`` is not printed, ``bye`` (server shutdown) triggers the resume.
 
 Output: one JSON line per event (the event exactly as stored), or with ``pretty`` a compact table row per event.
-An HTTP error answer (401, 403, 400 ...) ends the tail with the server's message (``CliError``), never retried.
+An HTTP error answer (401, 403, 400 ...) ends the tail with the server's message (``CliError``); only a reconnect
+answered 429 (the SSE rate limit) or 503 (Redis away) is tried again, after its ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ from cli.client import ApiClient, CliError, error_from
 
 #: Events the server sends for the stream itself, not data.
 CONTROL_EVENTS = frozenset({"ready", "bye"})
+#: Answers to a *reconnect* that are waited out (``Retry-After``) instead of ending the tail: rate limit, Redis away.
+RETRIED = frozenset({429, 503})
+#: Longest wait for one ``Retry-After``, seconds.
+MAX_RETRY_AFTER_S = 60.0
+
+
+def _retry_after(value: str | None, default_s: float) -> float:
+    try:
+        return min(MAX_RETRY_AFTER_S, max(default_s, float(value or "")))
+    except ValueError:
+        return default_s
 
 
 @dataclass(slots=True)
@@ -91,6 +103,9 @@ async def tail(
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as http,
                 http.get(client.base + "/sse", params=params, headers=headers) as resp,
             ):
+                if resp.status in RETRIED and connects:  # a resume refused for now: wait as told, try again
+                    await asyncio.sleep(_retry_after(resp.headers.get("Retry-After"), retry_s))
+                    continue
                 if resp.status >= 400:
                     text = await resp.text()
                     try:
