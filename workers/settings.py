@@ -5,10 +5,10 @@ the default) and arq connects when the worker starts. With a ``redis+sentinel://
 a not-yet-connected client of the sentinels' current master instead. ``on_startup`` then reads every setting with
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
-every line, ``LOG_FORMAT`` text or json; arq's own logger too), serves this process's Prometheus metrics on
-``METRICS_PORT + PROCESS_NUM`` (``workers.metrics``; bound to CTRL_ADDR's host; 0 = off), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
-bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``. ``on_shutdown``
-drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
+every line, ``LOG_FORMAT`` text or json; arq's own logger too), opens an ``aiohttp.ClientSession`` and two Redis
+clients (text for control state, bytes for events), starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``,
+and serves this process's Prometheus metrics on ``METRICS_PORT + PROCESS_NUM`` (``workers.metrics``; bound to
+CTRL_ADDR's host; 0 = off). ``on_shutdown`` drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
 
 The worker id is ``WORKER_ID`` (supervisord sets one per process) or ``{host}-{pid}``.
 """
