@@ -139,6 +139,9 @@ def status(
         _json({**body, "subscriptions": records})
         return
     render.print_status(console, body, records)
+    more = next((body[k] for k in ("next", "next_cursor", "next_page") if body.get(k)), None)
+    if more is not None:  # a server that pages its subscription list
+        errors.print(f"more subscriptions on the server (next: {more}); narrow with --state/--exchange/--topic")
 
 
 @app.command()
