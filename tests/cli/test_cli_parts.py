@@ -74,6 +74,7 @@ def test_ctl_fills_in_what_scripts_run_sets(tmp_path: Path) -> None:
     assert project_root(ROOT) == ROOT and project_root(tmp_path) == ROOT
 
 
+@pytest.mark.integration  # subprocesses
 def test_ctl_works_without_the_runner_environment(tmp_path: Path) -> None:
     """Plain supervisorctl fails on supervisord.conf's environment names; scripts/ctl reaches the socket (here
     absent: no supervisord runs in this run dir, so it says so instead of failing to read its configuration)."""
