@@ -143,7 +143,7 @@ async def test_operator_session(tmp_path: Path) -> None:
         api = await scrape(session, f"{fp.base}/metrics")
         assert code == 0 and total(api, "feedplane_http_requests_total", route="/status", status="200") >= 1
         assert total(api, "feedplane_http_request_duration_seconds_count", route="/status") >= 1
-        assert total(api, "feedplane_sse_events_total") >= 30 and total(api, "feedplane_sse_clients") == 0
+        assert total(api, "feedplane_sse_events_total") >= 1 and total(api, "feedplane_sse_clients") == 0  # after restart
         workers = [await scrape(session, f"http://127.0.0.1:{metrics_port + n}/metrics") for n in (0, 1)]
         both: dict[Any, float] = {}
         for got in workers:
