@@ -257,6 +257,8 @@ class AuthMiddleware:
             else:
                 decision = await self.limiter.hit(redis, (rule or READ_RULE).limit_kind, grant.id, address)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if (metrics := getattr(scope["app"].state, "metrics", None)) is not None:
+                metrics.redis_error("rate_limit")
             logger.warning("redis unavailable for %s %s (rate limit): %s: %s", scope["method"], scope["path"],
                            type(exc).__name__, exc)  # fmt: skip
             return error_response(503, "redis_unavailable", "Redis is unreachable; try again shortly")

@@ -1,7 +1,8 @@
 """The ONLY module of the control server that writes desired state or enqueues jobs.
 
 Every change to the desired set or to the pause flag is followed by a nudge: an arq job
-``control.jobs.RECONCILE(version)`` with the deterministic ``_job_id=reconcile_job_id(version)`` on
+``control.jobs.RECONCILE(version, request_id=...)`` (the request's ``X-Request-ID``, ``app.observe``, so the
+worker's log line for the job carries it) with the deterministic ``_job_id=reconcile_job_id(version)`` on
 ``control.keys.ARQ_QUEUE``, plus ``ControlStore.notify("plan")``. The job is only a nudge; workers also
 reconcile on their heartbeat, so a failed enqueue is logged and the request still succeeds (the truth,
 the desired state, was already written).
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 
 from control import keys
 from control.jobs import RECONCILE, reconcile_job_id
+from control.logging_config import request_id_var
 from control.redis_client import parse_sentinel_url, sentinel_master
 from control.store import ControlStore
 
@@ -120,7 +122,8 @@ class Dispatcher:
         try:
             pool = await self._pool()
             job = await pool.enqueue_job(
-                RECONCILE, version, _job_id=reconcile_job_id(version), _queue_name=keys.ARQ_QUEUE
+                RECONCILE, version, request_id=request_id_var.get(), _job_id=reconcile_job_id(version),
+                _queue_name=keys.ARQ_QUEUE,
             )
             if job is None:
                 logger.debug("reconcile job for version %d already queued", version)

@@ -124,6 +124,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.redis_error("request")
     logger.warning("redis unavailable for %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return error_response(503, "redis_unavailable", "Redis is unreachable; try again shortly")
 

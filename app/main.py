@@ -4,7 +4,7 @@ Routes with their auth rules (``app.routes.access_policy``), exception handlers 
 (``app.lifespan``), the request body limit (``settings.max_body_bytes`` via Starlette's ``max_body_size``; over
 it -> 413 envelope), CORS when CORS_ORIGINS is set, and ``app.auth.AuthMiddleware`` (tokens, scopes, rate limits).
 
-Middleware order, outermost first: unread-body drain (``app.keepalive``: an answer given before the body was
+Middleware order, outermost first: request id and HTTP metrics (``app.observe``), unread-body drain
 read leaves the keep-alive connection usable), 413 envelope, Starlette's error and body-limit layers, CORS (a
 browser's preflight is answered without a token, and error answers carry the CORS headers too), auth, exception
 handlers, routes.
@@ -21,6 +21,7 @@ from app.auth import Authenticator, AuthMiddleware, check_exposure
 from app.errors import EXCEPTION_HANDLERS, PayloadTooLargeEnvelope
 from app.keepalive import DRAIN_MIN_BYTES, DrainUnreadBody
 from app.lifespan import lifespan
+from app.observe import ControlMetrics, Observer
 from app.ratelimit import RateLimiter
 from app.routes import access_policy
 from app.ws.access import Registry
@@ -33,21 +34,24 @@ CORS_EXPOSE_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
 class FeedplaneApp(Starlette):
-    """Starlette with two pure-ASGI wrappers outside it: the 413 envelope (Starlette's body limit answers 413 on
-    its own) and, outermost, the unread-body drain."""
+    """Starlette with three pure-ASGI wrappers outside it: the 413 envelope (Starlette's body limit answers 413 on
+    its own), the unread-body drain and, outermost, the request id and HTTP metrics (``app.observe``)."""
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack wrapped in ``PayloadTooLargeEnvelope``, that in ``DrainUnreadBody`` (which drains up
-        to max(1 MiB, MAX_BODY_BYTES), so an over-limit body that is not huge still keeps the connection)."""
-        app = PayloadTooLargeEnvelope(super().build_middleware_stack(), self.max_body_size or 0)
-        return DrainUnreadBody(app, max(DRAIN_MIN_BYTES, self.max_body_size or 0))
+        to max(1 MiB, MAX_BODY_BYTES), so an over-limit body that is not huge still keeps the connection), that in
+        ``Observer`` (every answer counted and given an ``X-Request-ID``)."""
+        app: ASGIApp = PayloadTooLargeEnvelope(super().build_middleware_stack(), self.max_body_size or 0)
+        app = DrainUnreadBody(app, max(DRAIN_MIN_BYTES, self.max_body_size or 0))
+        return Observer(app, self.state.metrics)
 
 
 def create_app(settings: Settings) -> Starlette:
     """Build the control server for ``settings``; connects to nothing until lifespan startup.
 
     Raises SettingsError (CTRL_ADDR) for a non-loopback address without any token. ``app.state.settings`` and
-    ``app.state.access_policy``/``auth_open``/``authenticator``/``limiter``/``ws_registry`` are set here; lifespan adds ``store``, ``dispatcher``,
+    ``app.state.access_policy``/``auth_open``/``authenticator``/``limiter``/``ws_registry`` and ``metrics``
+    (``app.observe.ControlMetrics``) are set here; lifespan adds ``store``, ``dispatcher``,
     ``sse_redis`` and ``hub``.
     """
     authenticator = Authenticator.from_settings(settings)
@@ -74,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.metrics = ControlMetrics()
     app.state.access_policy = policy
     app.state.auth_open = authenticator.open
     app.state.authenticator = authenticator

@@ -72,7 +72,8 @@ def hypercorn_config(settings: Settings) -> Config:
         {
             "bind": [settings.ctrl_addr],
             "graceful_timeout": settings.drain_timeout_s,
-            "accesslog": "-",
+            # text: hypercorn's own stdout handler; json: through the one handler, as a JSON line like the rest
+            "accesslog": logging.getLogger("hypercorn.access") if settings.log_format == "json" else "-",
             "access_log_format": ACCESS_LOG_FORMAT,
             "errorlog": logging.getLogger("hypercorn.error"),  # through the root handler (stderr), logged once
             "loglevel": settings.log_level,
@@ -117,7 +118,8 @@ def main(environ: dict[str, str] | None = None) -> int:
     install_redaction(secret_values(settings))
     # sse-starlette logs every chunk it sends at DEBUG: private order/position/balance data stays out of the logs
     quiet = max(logging.INFO, logging.getLevelNamesMapping()[settings.log_level])
-    configure_logging(level=settings.log_level, stream="stderr", levels={"sse_starlette": quiet})
+    configure_logging(level=settings.log_level, stream="stderr", levels={"sse_starlette": quiet},
+                      fmt=settings.log_format, role="api")  # fmt: skip
     if app.state.auth_open:
         logger.info("auth: open mode (no tokens configured, %s is loopback); no rate limits", settings.ctrl_addr)
     else:

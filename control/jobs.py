@@ -6,8 +6,9 @@ harmless because every worker also reconciles on its heartbeat.
 
 from __future__ import annotations
 
-#: Job ``reconcile(version: int)``: re-plan connections for the desired state at ``version`` and
-#: wake every worker. Returns ``{"version", "connections", "topics"}``.
+#: Job ``reconcile(version: int, request_id: str | None = None)``: re-plan connections for the desired state at
+#: ``version`` and wake every worker; ``request_id`` is the control request's ``X-Request-ID``, carried into the
+#: worker's log lines for the job. Returns ``{"version", "connections", "topics"}``.
 RECONCILE = "reconcile"
 
 

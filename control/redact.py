@@ -95,6 +95,11 @@ def install_redaction(secrets: Iterable[str]) -> RedactingFilter:
         return redactor
 
 
+def current_redactor() -> RedactingFilter | None:
+    """The filter ``install_redaction`` installed in this process, or None (formatters mask whole lines with it)."""
+    return _installed[0] if _installed is not None else None
+
+
 def uninstall_redaction() -> None:
     """Restore the record factory that ``install_redaction`` replaced (tests)."""
     global _installed

@@ -120,6 +120,16 @@ class Settings:
         "HANDOVER_TIMEOUT_S", 30.0, POSITIVE,
         "bound on one rebalancing handover or roll (offer lifetime, standby socket readiness)")  # fmt: skip
     log_level: str = setting("LOG_LEVEL", "INFO", one_of(("DEBUG", "INFO", "WARNING", "ERROR")), "log level")
+    log_format: str = setting(
+        "LOG_FORMAT", "text", one_of(("text", "json")),
+        "log lines as plain text, or one JSON object per line (role, worker id, request id, connection, topic)")
+    #: Prometheus metrics of each worker process on METRICS_PORT + PROCESS_NUM (``workers.metrics``); 0 = off.
+    metrics_port: int = setting(
+        "METRICS_PORT", 9300, int_range(0, 65_000),
+        "worker metrics on `http://<host>:METRICS_PORT+PROCESS_NUM/metrics`; 0 = off (the control server's are on "
+        "`GET /metrics`)")  # fmt: skip
+    process_num: int = setting(
+        "PROCESS_NUM", 0, int_range(0, 255), "set per worker by supervisord (its process number): the metrics port offset")
 
     # -- control server -------------------------------------------------------------------------------------
     ctrl_host: str = setting(

@@ -9,7 +9,9 @@ recorded ``btcusdt@trade`` frames. One frame is one event either way. Measures:
 - events/s: events published / (last event seen on pub/sub - first frame sent);
 - latency simulator-send -> Redis (time the event reached a pub/sub subscriber) and
   -> an SSE client of the control server, p50/p99, matched by sequence (one stream, in order);
-- worker peak RSS (VmHWM).
+- worker peak RSS (VmHWM);
+- worker CPU time per event (user + system, from subscribe to the last event; the figure other processes on a
+  shared machine disturb least).
 
 Runs three modes by default: as fast as possible, paced at 5,000 and at 20,000 frames/s.
 The simulator runs in its own process; the two measuring clients run in this one.
@@ -117,6 +119,12 @@ async def _sse_clock(base: str, frames: int, out: array, ready: asyncio.Event) -
                     return
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -174,12 +182,14 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path, s
         ps_task = asyncio.create_task(_pubsub_clock(redis_url, frames, redis_times, ps_ready, done))
         sse_task = asyncio.create_task(_sse_clock(base, frames, sse_times, sse_ready))
         await asyncio.wait_for(asyncio.gather(ps_ready.wait(), sse_ready.wait()), 10)
+        cpu_start = _cpu_s(worker.pid)
         body = {"symbol": "BTCUSDT", "exchange": "binanceusdm"}
         async with aiohttp.ClientSession() as http, http.post(f"{base}/trades/subscribe", json=body) as r:
             assert r.status == 202, await r.text()
         budget = 60 + frames / (rate or 20_000)
         await asyncio.wait_for(asyncio.gather(ps_task, sse_task), budget)
         rss_mb = _peak_rss_mb(worker.pid)
+        cpu_s = _cpu_s(worker.pid) - cpu_start
     finally:
         for proc in (worker, api, sim):
             proc.send_signal(signal.SIGTERM)
@@ -203,6 +213,7 @@ async def run_mode(rate: float | None, frames: int, redis_url: str, tmp: Path, s
         "sse_p50_ms": statistics.median(to_sse),
         "sse_p99_ms": pct(to_sse, 99),
         "worker_peak_rss_mb": rss_mb,
+        "worker_cpu_us_per_event": cpu_s / n * 1e6,
     }
 
 
@@ -227,11 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     rates = modes[args.mode]
     tmp = ROOT / "run" / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
-    print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'redis p50':>11}{'p99':>8}{'sse p50':>10}{'p99':>8}{'RSS MB':>8}")
+    print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'redis p50':>11}{'p99':>8}{'sse p50':>10}{'p99':>8}{'RSS MB':>8}"
+          f"{'CPU us/ev':>10}")
     for rate in rates:
         r = asyncio.run(run_mode(rate, args.frames, args.redis_url, tmp, args.trade_stream))
         print(f"{r['mode']:<16}{r['events']:>8}{r['events_per_s']:>11,.0f}{r['redis_p50_ms']:>10.1f}m"
-              f"{r['redis_p99_ms']:>7.1f}m{r['sse_p50_ms']:>9.1f}m{r['sse_p99_ms']:>7.1f}m{r['worker_peak_rss_mb']:>8.0f}",
+              f"{r['redis_p99_ms']:>7.1f}m{r['sse_p50_ms']:>9.1f}m{r['sse_p99_ms']:>7.1f}m{r['worker_peak_rss_mb']:>8.0f}"
+              f"{r['worker_cpu_us_per_event']:>10.1f}",
               flush=True)
     return 0
 

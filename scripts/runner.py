@@ -25,6 +25,7 @@ from redis.sentinel import Sentinel
 
 from control.redis_client import display_url, parse_sentinel_url
 from control.settings import Settings, SettingsError
+from scripts.logfollow import LogFollower
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,8 +151,11 @@ class Runner:
             supervisord = self.spawn("supervisord", [sys.executable, "-m", "supervisor.supervisord", "-c", "supervisord.conf"])
             log(f"control server on http://{self.settings.ctrl_addr} with {self.env['WORKERS']} workers; "
                 f"try: curl -s http://{self.settings.ctrl_addr}/help   (Ctrl-C stops everything)")
+            follower = LogFollower(run_dir, sys.stdout.buffer)  # each program logs to run/<name>.log
             while supervisord.poll() is None and not stopping:
+                follower.poll()
                 time.sleep(0.2)
+            follower.poll()
             return supervisord.returncode or 0
         finally:
             self.stop_all()

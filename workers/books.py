@@ -184,7 +184,7 @@ class BookKeeper:
         try:
             outcome = book.sync.feed(update)
         except Exception as exc:  # noqa: BLE001 - a malformed level: the book may be half-updated, so start over
-            self._log_limited("%s: bad book update (%r); resyncing", update.topic, exc)
+            self._log_limited("%s: bad book update (%r); resyncing", update.topic, exc, topic=update.topic)
             book.sync.reset(requested=True)
             outcome = Outcome(GAP, reason="sequence")
         kind = outcome.kind
@@ -279,7 +279,7 @@ class BookKeeper:
         self._gap_event(book, reason)
         book.last = None
         self._dirty.discard(book.topic)
-        self._log_limited("%s: %s gap; resyncing", book.topic, reason)
+        self._log_limited("%s: %s gap; resyncing", book.topic, reason, topic=book.topic)
         self._request_snapshot(book)
 
     def _gap_event(self, book: _Book, reason: str) -> None:
@@ -341,7 +341,7 @@ class BookKeeper:
         retry_after = exc.retry_after_s if isinstance(exc, RestError) else None
         if retry_after is not None:
             delay = max(delay, retry_after)
-        self._log_limited("%s: snapshot failed (%s); retrying in %.2f s", book.topic, exc, delay)
+        self._log_limited("%s: snapshot failed (%s); retrying in %.2f s", book.topic, exc, delay, topic=book.topic)
         if not book.failing:
             book.failing = True
             self._gap_event(book, "snapshot_failed")
@@ -368,6 +368,6 @@ class BookKeeper:
             raise SnapshotError(f"HTTP {status}: {body[:200]!r}", status=status, body=body[:200])
         return self.adapter.parse_snapshot(book.symbol, body, int(self.clock() * 1000))
 
-    def _log_limited(self, fmt: str, *args: object) -> None:
-        self._limited_log.warning("%s: " + fmt, self.conn_id, *args)
+    def _log_limited(self, fmt: str, *args: object, topic: str | None = None) -> None:
+        self._limited_log.warning("%s: " + fmt, self.conn_id, *args, topic=topic)
 

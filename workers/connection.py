@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from control.logging_config import conn_id_var
 from control.settings import Settings
 from control.store import PENDING
 from control.topics import DEPTH_LEVELS_DEFAULT, DEPTH_LEVELS_MAX, Topic
@@ -331,7 +332,9 @@ class ExchangeConnection:
         """
         if self._stopping or self._main is not None:
             return
+        token = conn_id_var.set(self.conn_id)  # the loop's tasks (and their log lines) carry the connection id
         self._main = main = asyncio.get_running_loop().create_task(self._loop(), name=f"conn-{self.conn_id}")
+        conn_id_var.reset(token)
         try:
             await asyncio.shield(main)
         except asyncio.CancelledError:

@@ -32,12 +32,13 @@ class RateLimitedLog:
         self._suppressed = 0
         self._key = ""
 
-    def warning(self, fmt: str, *args: object) -> bool:
+    def warning(self, fmt: str, *args: object, topic: str | None = None) -> bool:
         """Log ``fmt % args`` + `` (N similar suppressed)`` unless a line went out less than ``every_s`` ago (then
-        count it). Returns True when the line was logged."""
-        return self.log(logging.WARNING, fmt, *args)
+        count it). ``topic``: the record's ``topic`` field (``control.logging_config``). Returns True when the
+        line was logged."""
+        return self.log(logging.WARNING, fmt, *args, topic=topic)
 
-    def log(self, level: int, fmt: str, *args: object, key: str = "") -> bool:
+    def log(self, level: int, fmt: str, *args: object, key: str = "", topic: str | None = None) -> bool:
         """As ``warning`` at ``level``; a line whose ``key`` (e.g. the error text) differs from the last one logged
         goes out at once: a new kind of trouble is never hidden behind the old one."""
         now = self._clock()
@@ -46,5 +47,6 @@ class RateLimitedLog:
             return False
         self._next, self._key = now + self.every_s, key
         suppressed, self._suppressed = self._suppressed, 0
-        self._logger.log(level, fmt + " (%d similar suppressed)", *args, suppressed)
+        extra = {"topic": topic} if topic is not None else None
+        self._logger.log(level, fmt + " (%d similar suppressed)", *args, suppressed, extra=extra)
         return True

@@ -13,34 +13,32 @@ Lua script that does, inside Redis::
 A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms). The script, its
 argument layout and reply, and which Redis errors are transient live in ``workers.publish_script``.
 
-Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it.
-For every connection present in a batch the script reads its lease once and writes that
-connection's events (and its ``set_state`` records) only when the lease holds this publisher's
-``worker_id`` at that instant; the rest are skipped and counted (``stats["fenced"]``). The check
-and the writes are one atomic script, so a worker that lost its lease can never write after
-another worker took the connection over. Events without a ``conn_id`` (or a publisher without a
-``worker_id``) are not fenced. Callers must flush before releasing a lease on a graceful stop,
-or the events still queued for that connection are fenced.
+Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it. For every connection
+present in a batch the script reads its lease once and writes that connection's events (and its ``set_state`` records)
+only when the lease holds this publisher's ``worker_id`` at that instant; the rest are skipped and counted
+(``stats["fenced"]``). The check and the writes are one atomic script, so a worker that lost its lease can never write
+after another worker took the connection over. Events without a ``conn_id`` (or a publisher without a ``worker_id``)
+are not fenced. Callers must flush before releasing a lease on a graceful stop, or the events still queued for that
+connection are fenced.
 
-Redis outages. A batch whose script call failed on a connection error,
-or on an error reply of a Redis that cannot take writes *now* (``READONLY`` from a demoted master or a
-replica, ``LOADING``, ``MASTERDOWN``, ``TRYAGAIN``, ``OOM``, ...: ``workers.publish_script.is_transient``)
-is sent again whole (with backoff) until Redis takes it, in order. Nothing is written twice: Redis
-refuses such a batch before writing any of it, and a batch it executed but whose reply was lost
-with the connection is recognised by its number when resent (``fp:batch:{publisher}``, see
-``workers.publish_script``). Meanwhile new events queue up, in order, to
-``max_queue`` (plus the one batch in flight); ``stats`` reports the backlog (``queue_depth``,
-``inflight``, ``oldest_queued_age_ms``). Beyond the bound the OLDEST queued event is dropped.
+Redis outages. A batch whose script call failed on a connection error, or on an error reply of a Redis that cannot
+take writes *now* (``READONLY`` from a demoted master or a replica, ``LOADING``, ``MASTERDOWN``, ``TRYAGAIN``,
+``OOM``, ...: ``workers.publish_script.is_transient``) is sent again whole (with backoff) until Redis takes it, in
+order. Nothing is written twice: Redis refuses such a batch before writing any of it, and a batch it executed but
+whose reply was lost with the connection is recognised by its number when resent (``fp:batch:{publisher}``, see
+``workers.publish_script``). Meanwhile new events queue up, in order, to ``max_queue`` (plus the one batch in flight);
+``stats`` reports the backlog (``queue_depth``, ``inflight``, ``oldest_queued_age_ms``). Beyond the bound the OLDEST
+queued event is dropped.
 
-Losses are always announced: every event that does not reach its stream is counted per topic and reason,
-and a later batch starts with one ``gap`` event per (topic, reason), before any later event of that topic;
-a gap event Redis refuses in turn is tried again, with backoff, until it is written. The queue, the gap
-event's shape, its ``reason`` codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
+Losses are always announced: every event that does not reach its stream is counted per topic and reason, and a later
+batch starts with one ``gap`` event per (topic, reason), before any later event of that topic; a gap event Redis
+refuses in turn is tried again, with backoff, until it is written. The queue, the gap event's shape, its ``reason``
+codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
 
 Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
-events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``):
-its queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches``
-counts, per connection, the batches in which its events were fenced.
+events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``): its
+queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches`` counts,
+per connection, the batches in which its events were fenced.
 """
 
 from __future__ import annotations
@@ -60,6 +58,7 @@ from redis.exceptions import RedisError
 
 from workers.backoff import Backoff
 from workers.logutil import RateLimitedLog
+from workers.metrics import IngestStats
 from workers.publish_queue import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, GAP_REASON_UNSERIALIZABLE, EventQueue, Gaps
 from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
 
@@ -87,14 +86,14 @@ class Publisher:
         written only while ``fp:lease:{conn_id}`` holds this id. "" turns fencing off.
 
     ``stats`` (a fresh dict on each read): ``events_published`` (written, gap events included), ``batches``,
-    ``max_batch_seen``, ``queue_depth`` (queued, not yet in a batch), ``inflight`` (events of the batch being written),
-    ``oldest_queued_age_ms`` (age of the oldest unwritten event, in flight included; 0 when none),
+    ``max_batch_seen``, ``queue_depth`` (queued, not yet in a batch), ``inflight`` (events of the batch being
+    written), ``oldest_queued_age_ms`` (age of the oldest unwritten event, in flight included; 0 when none),
     ``dropped`` (all events lost, each announced by a gap event), ``dropped_by_topic`` (losses per topic),
     ``dropped_by_reason`` (losses per gap reason), ``gaps_published`` (gap events written for them),
-    ``gaps_by_reason`` (the same per reason), ``gaps_pending`` (gap events waiting to be written),
-    ``fenced`` (events skipped because their connection's lease was not ours), ``redis_errors`` (failed
-    batch writes plus failed commands), ``resends_skipped`` (batches found already written when resent after a
-    lost reply), ``last_error`` (str or None).
+    ``gaps_by_reason`` (the same per reason), ``gaps_pending`` (gap events waiting to be written), ``fenced``
+    (events skipped because their connection's lease was not ours), ``redis_errors`` (failed batch writes plus
+    failed commands), ``resends_skipped`` (batches found already written when resent after a lost reply),
+    ``last_error`` (str or None).
     """
 
     def __init__(
@@ -149,6 +148,8 @@ class Publisher:
         self._last_error: str | None = None
         #: A broken key fails every batch: its error is logged now and then (a new error text at once).
         self._error_log = RateLimitedLog(log, _ERROR_LOG_EVERY_S)
+        #: Events written per topic and their ts_received -> Redis latency, once per batch (``workers.metrics``).
+        self.ingest = IngestStats()
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -214,21 +215,15 @@ class Publisher:
         """Counters, see the class docstring."""
         events = self._events
         return {
-            "events_published": self._published,
-            "batches": self._batches,
-            "max_batch_seen": self._max_batch_seen,
-            "queue_depth": len(events.items),
-            "inflight": events.inflight_n,
+            "events_published": self._published, "batches": self._batches, "max_batch_seen": self._max_batch_seen,
+            "queue_depth": len(events.items), "inflight": events.inflight_n,
             "oldest_queued_age_ms": events.oldest_age_ms(),
-            "dropped": events.dropped,
-            "dropped_by_topic": dict(events.dropped_by_topic),
+            "dropped": events.dropped, "dropped_by_topic": dict(events.dropped_by_topic),
             "dropped_by_reason": dict(events.dropped_by_reason),
             "gaps_published": self._gaps_published.total(),
             "gaps_by_reason": dict(self._gaps_published),
             "gaps_pending": events.gaps_pending,
-            "fenced": self._fenced,
-            "redis_errors": self._redis_errors,
-            "resends_skipped": self._resends_skipped,
+            "fenced": self._fenced, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
             "last_error": self._last_error,
         }
 
@@ -319,9 +314,15 @@ class Publisher:
             events.after_batch()
             self._notify()
 
-    def _written(self, batch: list[Item], start: int, gaps: Gaps, fenced: int, lost: list[int]) -> None:
-        """Account for a batch the script ran (``lost``: see ``EventQueue.written``)."""
+    def _written(self, batch: list[Item], start: int, gaps: Gaps, fenced: int, lost: list[int], fenced_conns: set[str]
+                 ) -> None:  # fmt: skip
+        """Account for a batch the script ran (``lost``: ``EventQueue.written``; ``fenced_conns``: not written)."""
         refused = self._events.written(batch, start, gaps, lost)
+        taken = batch
+        if fenced or lost:  # rare: only the events Redis took count as published
+            skip = {int(n) - 1 - len(gaps) for n in lost}
+            taken = [it for i, it in enumerate(batch) if i not in skip and it[3] not in fenced_conns]
+        self.ingest.written(taken, time.time_ns() // 1_000_000)
         for i, drops in enumerate(gaps.values()):
             if i not in refused:
                 self._gaps_published[drops.reason] += 1
@@ -345,12 +346,12 @@ class Publisher:
 
     async def _write(
         self, batch: list[Item], states: dict[str, tuple[bytes, str | None]], gaps: Gaps
-    ) -> tuple[int, list[int]] | None:
+    ) -> tuple[int, list[int], set[str]] | None:
         """Send one batch; while Redis is unreachable or cannot take writes (``is_transient``) retry the same
         batch with backoff until it succeeds.
 
-        Returns ``(fenced events, numbers of the events whose XADD failed)``, or None when Redis refused the
-        whole batch with an error resending would repeat (``NOPERM``, a script error).
+        Returns ``(fenced events, numbers of the events whose XADD failed, fenced connections)``, or None when
+        Redis refused the whole batch with an error resending would repeat (``NOPERM``, a script error).
         """
         backoff: Backoff | None = None
         outage_since = 0.0
@@ -390,11 +391,10 @@ class Publisher:
                 self._last_error = f"ResponseError: {text}"
                 self._error_log.log(logging.ERROR, "%d redis commands failed in a batch, %d events not written "
                                     "(announced by gap events); first: %s", failed, len(lost), text, key=text)  # fmt: skip
-            if fenced_conns:
+            fenced_ids = {conns[int(i) - 1] for i in fenced_conns}
+            if fenced_ids:
                 self._fenced += int(fenced)
-                self.fenced_batches.update(conns[int(i) - 1] for i in fenced_conns)
-                log.warning(
-                    "worker %s does not hold the lease of %s: %d events not written (fenced)",
-                    self.worker_id, ", ".join(conns[int(i) - 1] for i in fenced_conns), fenced,
-                )  # fmt: skip
-            return int(fenced), lost
+                self.fenced_batches.update(fenced_ids)
+                log.warning("worker %s does not hold the lease of %s: %d events not written (fenced)",
+                            self.worker_id, ", ".join(sorted(fenced_ids)), fenced)  # fmt: skip
+            return int(fenced), lost, fenced_ids

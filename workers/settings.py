@@ -5,10 +5,11 @@ the default) and arq connects when the worker starts. With a ``redis+sentinel://
 a not-yet-connected client of the sentinels' current master instead. ``on_startup`` then reads every setting with
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
-every line), opens an ``aiohttp.ClientSession`` and two Redis clients (text for control state,
-bytes for events), and starts a ``WorkerRuntime`` kept in ``ctx["runtime"]`` and, with ``ORDERS_ENABLED=1``, a
-``workers.orders.OrderExecutor`` (``ctx["orders"]``). ``on_shutdown``
-drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
+every line, ``LOG_FORMAT`` text or json; arq's own logger too), opens an ``aiohttp.ClientSession`` and two Redis
+clients (text for control state, bytes for events), starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``, with
+``ORDERS_ENABLED=1`` a ``workers.orders.OrderExecutor`` (``ctx["orders"]``), and serves this process's Prometheus
+metrics on ``METRICS_PORT + PROCESS_NUM`` (``workers.metrics``; bound to CTRL_ADDR's host; 0 = off).
+``on_shutdown`` drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
 
 The worker id is ``WORKER_ID`` (supervisord sets one per process) or ``{host}-{pid}``.
 """
@@ -29,6 +30,7 @@ from control.logging_config import configure_logging
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
 from control.settings import Settings, SettingsError
 from workers.jobs import reconcile
+from workers.metrics import registry_for, serve_metrics
 from workers.orders import OrderExecutor
 from workers.runtime import WorkerRuntime
 
@@ -99,8 +101,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     except SettingsError as exc:
         log.critical("worker: invalid settings: %s", exc)
         raise
-    configure_logging(level=settings.log_level, loggers=("workers", "control"), stream="stdout",
-                      worker_id=settings.worker_id)  # fmt: skip
+    configure_logging(level=settings.log_level, loggers=("workers", "control", "arq"), stream="stdout",
+                      worker_id=settings.worker_id, fmt=settings.log_format, role="worker")  # fmt: skip
     session = aiohttp.ClientSession()
     ctx["session"] = session
     ctx["redis_text"] = make_redis(settings.redis_url)
@@ -120,6 +122,9 @@ async def startup(ctx: dict[str, Any]) -> None:
                                  worker_id=settings.worker_id)  # fmt: skip
         executor.start()
         ctx["orders"] = executor
+    if settings.metrics_port:
+        port = settings.metrics_port + settings.process_num
+        ctx["metrics_stop"] = await serve_metrics(registry_for(runtime), settings.ctrl_host, port)
     log.info("worker %s: started (%s)", settings.worker_id, settings)
 
 
@@ -130,6 +135,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     executor: OrderExecutor | None = ctx.pop("orders", None)
     if executor is not None:
         await executor.stop()
+    metrics_stop = ctx.pop("metrics_stop", None)
+    if metrics_stop is not None:
+        await metrics_stop()
     runtime: WorkerRuntime | None = ctx.pop("runtime", None)
     if runtime is not None:
         await runtime.stop(drain=True)

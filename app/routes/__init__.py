@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from app import observe
 from app.auth import CONTROL_RULE, READ_RULE, Rule
 from app.routes import accounts, control, dashboard, orders, seed_compat, sse, status
 from app.routes import help as help_page
@@ -12,13 +13,15 @@ from app.routes import help as help_page
 def access_policy() -> list[tuple[BaseRoute, Rule]]:
     """Every route with its auth rule: the one table ``all_routes`` and ``app.auth.AuthMiddleware`` share.
 
-    status, help: ``read``; control commands and accounts: ``control``; SSE: ``read`` (public) or ``account``
-    (private, checked against the account by the handler); the dashboard: its page and assets ``public``, its
-    feed ``read`` (SSE); orders (and the seed's ``/gate/*``): ``account``; ``/trading/halt|resume``: ``control``.
+    status, help, metrics: ``read``; control commands and accounts: ``control``; SSE: ``read`` (public) or
+    ``account`` (private, checked against the account by the handler); the dashboard: its page and assets
+    ``public``, its feed ``read`` (SSE); orders (and the seed's ``/gate/*``): ``account``; ``/trading/halt|resume``:
+    ``control``.
     """
     return [
         *((route, READ_RULE) for route in status.ROUTES),
         *((route, READ_RULE) for route in help_page.ROUTES),
+        *((route, READ_RULE) for route in observe.ROUTES),
         *((route, CONTROL_RULE) for route in control.ROUTES),
         *((route, CONTROL_RULE) for route in accounts.ROUTES),
         *sse.POLICY,

@@ -24,6 +24,7 @@ _JSON = "-H 'Content-Type: application/json'"
 _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
     ("GET", "/status", None, "", "workers, connections, subscriptions (state, stale), pause flag"),
     ("GET", "/help", None, "", "this list; JSON with -H 'Accept: application/json' or ?format=json"),
+    ("GET", "/metrics", None, "", "Prometheus metrics of the control server (workers: METRICS_PORT + process number)"),
     ("POST", "/klines/subscribe", '{"symbol":"BTCUSDT","tfs":["1m","5m"]}', "",
      'subscribe klines; "symbols":[...] for bulk (<=200), "exchange" optional; ?wait=S waits for active'),
     ("POST", "/klines/subscribe", '{"symbols":["BTCUSDT","ETHUSDT"],"tfs":["1H"],"exchange":"bitmart"}', "?wait=5",

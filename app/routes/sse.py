@@ -62,6 +62,7 @@ from starlette.routing import Route
 from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
+from app.observe import ControlMetrics, metrics_of
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
 from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
 from control import keys
@@ -127,8 +128,10 @@ class _ClientStream:
     """
 
     def __init__(
-        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], shutdown: anyio.Event
+        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], shutdown: anyio.Event,
+        metrics: ControlMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.hub = hub
         self.redis = redis
         self.topics = topics
@@ -148,14 +151,19 @@ class _ClientStream:
     def accept(self, entries: Any, out: list[bytes]) -> None:
         """Append to ``out`` the frames of ``entries`` past the cursor, moving the cursor (never sends twice)."""
         index, last, ids = self.index, self.last, self.ids
+        before = len(out)
         for entry in entries:
             i = index[entry.topic]
             if entry.sid > last[i]:
                 last[i], ids[i] = entry.sid, entry.id
                 out.append(self.frame(entry.event, entry.data))
+        if self.metrics is not None and len(out) > before:
+            self.metrics.sse_events.inc(len(out) - before)  # once per batch, not per event
 
     async def _outage_wait(self, failures: int, what: str, exc: BaseException) -> bool:
         """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
+        if self.metrics is not None:
+            self.metrics.redis_error("sse")
         if failures == 1:
             logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(self.topics), what,
                            type(exc).__name__, exc)  # fmt: skip
@@ -223,6 +231,8 @@ class _ClientStream:
         if sub is None:
             return
         relay = asyncio.create_task(_relay_shutdown(self.shutdown, sub.wake))
+        if self.metrics is not None:
+            self.metrics.sse_clients.inc()
         try:
             for gap in gaps:
                 yield self.frame("gap", orjson.dumps(gap))
@@ -234,6 +244,8 @@ class _ClientStream:
         except (RedisError, OSError) as exc:
             logger.warning("sse stream for %d topics ended: redis %s: %s", len(self.topics), type(exc).__name__, exc)
         finally:
+            if self.metrics is not None:
+                self.metrics.sse_clients.dec()
             relay.cancel()
             self.hub.unsubscribe(sub)
 
@@ -257,12 +269,14 @@ async def _respond(request: Request, topics: list[str]) -> Response:
         else:
             cursor = await _start_cursor(state.sse_redis, topics, backlog)
     except _UNREACHABLE as exc:
+        if (metrics := metrics_of(request.app)) is not None:
+            metrics.redis_error("sse")
         logger.warning("sse request refused: redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, "redis_unavailable", "Redis is unreachable; retry shortly (Last-Event-ID resumes)",
                               headers={"Retry-After": RETRY_AFTER_S})  # fmt: skip
     shutdown = anyio.Event()
     return EventSourceResponse(
-        _ClientStream(state.hub, state.sse_redis, topics, cursor, shutdown).events(gaps),
+        _ClientStream(state.hub, state.sse_redis, topics, cursor, shutdown, metrics_of(request.app)).events(gaps),
         ping=state.settings.sse_ping_s,
         sep="\n",
         shutdown_event=shutdown,

@@ -37,7 +37,7 @@ def expected_access(path: str) -> str:
         return "public"
     if path.startswith(PRIVATE_PREFIXES) or path in ORDER_PATHS:
         return "account"
-    if path.startswith("/sse") or path in ("/status", "/help"):
+    if path.startswith("/sse") or path in ("/status", "/help", "/metrics"):
         return "read"
     return "control"
 

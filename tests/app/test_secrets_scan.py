@@ -1,6 +1,8 @@
 """No secret anywhere: every endpoint exercised (failures included) on a real Hypercorn, then every log record
-(caplog at DEBUG), every access-log line, every response and every Redis key/value is searched for each
-secret and each 8-character piece of one. Also: the redaction filter and the sanitised access-log atoms."""
+(caplog at DEBUG), every line as the JSON formatter writes it (``LOG_FORMAT=json``), every access-log line, every
+response and every Redis key/value is searched for each secret and each 8-character piece of one. Also: the
+redaction filter and the sanitised access-log atoms (JSON lines whose context carries a secret:
+tests/control/test_logging_config.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from control import keys
 from control.accounts import secret_values
 from control.redact import MASK, install_redaction, uninstall_redaction
 from control.settings import Settings
+from tests.app._logs import LineHandler, json_handler
 
 PIECE = 8  # no substring of a secret this long may appear anywhere
 
@@ -79,13 +82,17 @@ def world(make_settings: Callable[..., Settings], tmp_path: Path) -> World:
     return w
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
+ListHandler = LineHandler
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+
+@pytest.fixture
+def json_log() -> Iterator[LineHandler]:
+    """Every record of the root logger, as JSON lines."""
+    handler = json_handler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
 
 
 @pytest.fixture
@@ -257,7 +264,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 @pytest.mark.parametrize("redaction", ["raw", "redacted"])
 async def test_no_secret_in_logs_responses_or_redis(
     world: World, server: str, access_log: Any, redis: Redis, redis_bytes: Redis, caplog: pytest.LogCaptureFixture,
-    redaction: str,
+    redaction: str, json_log: LineHandler,
 ) -> None:  # fmt: skip
     """``raw``: the code itself writes no secret anywhere. ``redacted``: as app.serve runs it (filter installed)."""
     caplog.set_level(logging.DEBUG)
@@ -277,12 +284,15 @@ async def test_no_secret_in_logs_responses_or_redis(
         "log records": records,
         "formatted logs": caplog.text,
         "access log": "\n".join(handler.lines),
+        "json logs": "\n".join(json_log.lines),
         "responses": "\n".join(client.seen),
         "redis": await dump_redis(redis_bytes),
     }
     assert_no_secret(corpus, world.secrets)
     # the scan looked at real material
     assert "rejected invalid token" in records and "account bitmart:carol added (key" in records
+    parsed = [orjson.loads(line) for line in json_log.lines]  # every line is one JSON object
+    assert any("rejected invalid token" in p["message"] and p["role"] == "api" and p["request_id"] for p in parsed)
     assert any('"GET /sse/orders/alice 1.1" ' in line for line in handler.lines)  # status "-": client left
     assert any('"POST /stop 1.1" 400' in line for line in handler.lines)
     assert not any("access_token" in line for line in handler.lines)

@@ -250,6 +250,7 @@ class Feedplane:
             "HEARTBEAT_INTERVAL_S": "0.5",
             "LEASE_TTL_S": "3",
             "PYTHONUNBUFFERED": "1",
+            "METRICS_PORT": "0",  # no worker metrics ports unless a test asks (parallel runs share the host)
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -280,7 +281,9 @@ class Feedplane:
         return out.decode(errors="replace")
 
     def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+        """The end of supervisord's output and of each program's log file (``<tmp>/<program>.log``)."""
+        logs = [self.log, *sorted(self.tmp.glob("*.log"))]
+        return "".join(f"== {p.name}\n" + p.read_text(errors="replace")[-chars:] for p in logs if p.exists())
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:

@@ -61,7 +61,7 @@ async def running_system(
             await sim.stop()
             await flush.flushdb()
             await flush.aclose()
-            print(fp.log.read_text(errors="replace")[-4000:])
+            print(fp.tail())
 
 
 @pytest.fixture

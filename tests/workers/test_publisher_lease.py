@@ -35,6 +35,9 @@ async def test_fencing_writes_only_while_this_worker_holds_the_lease(raw: Redis,
     assert await stream_events(raw, TOPICS[2]) == []
     assert (a.stats["fenced"], b.stats["fenced"]) == (0, 2)
     assert b.stats["events_published"] == 1
+    # the metrics count what Redis took, fenced events left out (workers.metrics)
+    assert (dict(a.ingest.by_topic), dict(b.ingest.by_topic)) == ({TOPICS[0]: 1}, {TOPICS[1]: 1})
+    assert (a.ingest.count, b.ingest.count) == (1, 1)
 
     # Takeover: a's lease is gone and b holds c1 now. From here only b writes, states included.
     await redis.delete(keys.lease("c1"))
@@ -49,6 +52,7 @@ async def test_fencing_writes_only_while_this_worker_holds_the_lease(raw: Redis,
     assert int(await raw.hget(keys.TOPIC_LAST_EVENT, TOPICS[0])) == trade(5, TOPICS[0])["ts_received"]
     assert orjson.loads(await raw.hget(keys.SUB_STATE, TOPICS[0]))["state"] == "active"
     assert a.stats["fenced"] == 1
+    assert (a.ingest.by_topic[TOPICS[0]], b.ingest.by_topic[TOPICS[0]]) == (1, 1)
     await a.close()
     await b.close()
 

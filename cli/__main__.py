@@ -1,0 +1,5 @@
+"""``python -m cli`` = ``feedplane``."""
+
+from cli.main import main
+
+main()
