@@ -8,7 +8,9 @@ Modes:
 
 Per request in secured mode (``AuthMiddleware``):
     1. The route's ``Rule`` (declared with the routes, ``app.routes.access_policy``): ``read``, ``control``,
-       or ``account`` (private SSE: any valid token here, the handler calls ``require_account``).
+       or ``account`` (private SSE: any valid token here, the handler calls ``require_account``); ``public``
+       routes (``/health/live``, ``/health/ready``, ``/openapi.json``, ``/docs``) need no token, are not
+       rate-limited and never touch Redis here (a probe must not depend on Redis or on a token).
     2. The token: ``Authorization: Bearer <token>``. On SSE GET routes (``Rule.stream``) the query parameter
        ``access_token`` works too, because a browser ``EventSource`` cannot send headers. It is cut out of the
        query string before anything else (route, logs) sees it. Elsewhere ``?access_token=`` is 400
@@ -53,12 +55,14 @@ logger = logging.getLogger(__name__)
 AUTH_SCOPE_KEY = "feedplane.auth"
 ACCESS_TOKEN_PARAM = "access_token"
 ACCOUNT = "account"
+#: ``Rule.access`` of routes that need no token (probes, the API description); see the module docstring.
+PUBLIC = "public"
 _REALM = 'Bearer realm="feedplane"'
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What a route needs: ``access`` = ``read`` | ``control`` | ``account``; ``stream`` = an SSE route
+    """What a route needs: ``access`` = ``read`` | ``control`` | ``account`` | ``public``; ``stream`` = an SSE route
     (``?access_token=`` accepted on GET, counted as a new SSE connection)."""
 
     access: str
@@ -74,6 +78,7 @@ READ_RULE = Rule(READ_SCOPE)
 CONTROL_RULE = Rule(CONTROL_SCOPE)
 SSE_RULE = Rule(READ_SCOPE, stream=True)
 PRIVATE_SSE_RULE = Rule(ACCOUNT, stream=True)
+PUBLIC_RULE = Rule(PUBLIC)
 
 Policy = Sequence[tuple[BaseRoute, Rule]]
 
@@ -205,8 +210,9 @@ class AuthMiddleware:
             return
         rule = self.rule_for(scope)
         query_tokens, in_query = scrub_access_token(scope)
-        if self.authenticator.open:
-            scope[AUTH_SCOPE_KEY] = OPEN
+        if self.authenticator.open or (rule is not None and rule.access == PUBLIC):
+            if self.authenticator.open:
+                scope[AUTH_SCOPE_KEY] = OPEN
             await self.app(scope, receive, send)
             return
         header = Headers(scope=scope).get("authorization")

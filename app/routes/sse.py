@@ -275,6 +275,11 @@ async def sse(request: Request) -> Response:
 
     400 for bad topics or ``backlog``; an unusable cursor (``Last-Event-ID``/``last_event_id``) is not an error:
     the stream starts live after one ``gap`` per topic with ``reason: "invalid_cursor"`` (module docstring).
+    ---
+    get:
+      summary: Server-Sent Events of 1..50 public topics; resume with Last-Event-ID
+      parameters: [{in: query, schema: SseQuerySchema}, LastEventId]
+      responses: {200: EventStream}
     """
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
     private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
@@ -285,7 +290,13 @@ async def sse(request: Request) -> Response:
 
 
 async def sse_klines(request: Request) -> Response:
-    """``GET /sse/klines/{symbol}?tf=1m[&tf=5m][&exchange=..]`` -> same as ``/sse`` for those kline topics."""
+    """``GET /sse/klines/{symbol}?tf=1m[&tf=5m][&exchange=..]`` -> same as ``/sse`` for those kline topics.
+    ---
+    get:
+      summary: Server-Sent Events of one symbol's klines (shortcut of /sse)
+      parameters: [{in: query, schema: SseKlinesQuerySchema}, LastEventId]
+      responses: {200: EventStream}
+    """
     q = request.query_params
     default = request.app.state.settings.default_exchange
     symbol = request.path_params["symbol"]
@@ -294,7 +305,13 @@ async def sse_klines(request: Request) -> Response:
 
 
 async def sse_trades(request: Request) -> Response:
-    """``GET /sse/trades/{symbol}[?exchange=..]`` -> same as ``/sse`` for that trade topic."""
+    """``GET /sse/trades/{symbol}[?exchange=..]`` -> same as ``/sse`` for that trade topic.
+    ---
+    get:
+      summary: Server-Sent Events of one symbol's public trades (shortcut of /sse)
+      parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]
+      responses: {200: EventStream}
+    """
     exchange = request.query_params.get("exchange")
     default = request.app.state.settings.default_exchange
     topics = schemas.shortcut_topics("trade", request.path_params["symbol"], exchange, [], default)
@@ -315,7 +332,10 @@ def _private(channel: str) -> Any:
     endpoint.__name__ = f"sse_{channel}s"
     endpoint.__doc__ = (
         f"``GET /sse/{channel}s/{{account}}[?exchange=..]`` -> the ``{{exchange}}:{channel}:{{account}}`` stream, as "
-        "``/sse`` (400 bad account/exchange, 403 when the token may not read that account)."
+        "``/sse`` (400 bad account/exchange, 403 when the token may not read that account).\n---\nget:\n"
+        f"  summary: one account's private {channel} events (a control token or one listing the account)\n"
+        "  parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]\n"
+        "  responses: {200: EventStream}\n"
     )
     return endpoint
 

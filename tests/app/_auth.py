@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from app.main import create_app
@@ -23,21 +23,29 @@ WRONG = "wrong-token-0123456789abcdef"
 #: Path parameter values used to build a concrete URL for every route (a new parameter name fails loudly).
 SAMPLE_PARAMS = {"symbol": "BTCUSDT", "account": "alice", "exchange": "bitmart"}
 PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/")
+#: No token (issue #12): probes and the API description.
+PUBLIC_PATHS = ("/health/live", "/health/ready", "/openapi.json", "/docs")
 
 
 def expected_access(path: str) -> str:
     """The spec (issue #3), independent of the app's own table: what each endpoint needs."""
     if path.startswith(PRIVATE_PREFIXES):
         return "account"
-    if path.startswith("/sse") or path in ("/status", "/help"):
+    if path in PUBLIC_PATHS or path.startswith("/docs/"):
+        return "public"
+    if path.startswith("/sse") or path in ("/status", "/help", "/health"):
         return "read"
     return "control"
 
 
 def route_requests(app: Any) -> list[tuple[str, str]]:
-    """(method, concrete path) for every method of every route of ``app`` (HEAD rides on GET)."""
+    """(method, concrete path) for every method of every route of ``app`` (HEAD rides on GET); the docs page's
+    static files (a Mount) as one asset."""
     out = []
     for route in app.routes:
+        if isinstance(route, Mount):
+            out.append(("GET", f"{route.path}/swagger-ui.css"))
+            continue
         assert isinstance(route, Route), route
         params = {name: SAMPLE_PARAMS[name] for name in route.param_convertors}
         path = route.path_format.format(**params)
