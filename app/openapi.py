@@ -20,6 +20,8 @@ so a docstring only states what is particular to it:
 * path parameters (``{symbol}``) as strings, unless declared;
 * ``security`` from the route's ``app.auth.Rule``: ``bearer`` with the scope (``read``, ``control``,
   ``account``); SSE routes also accept ``access_token`` in the query; public routes (``PUBLIC_RULE``) none;
+  in open mode (no token configured) every requirement also lists ``{}``: the document served describes
+  the server as configured;
 * error answers (``ErrorEnvelopeSchema``): 400, 401, 403, 429 and 503 on every route behind a token (a bad
   query or token in the query, missing/invalid token, scope, rate limit, Redis unreachable), 413 on every
   route that takes a body. A status the docstring declares itself is kept as it is.
@@ -54,6 +56,17 @@ _COMMON_ERRORS = {
     "429": "rate_limited: over a per-minute limit (Retry-After, seconds)",
     "503": "redis_unavailable: Redis is unreachable; retry shortly",
 }
+#: One Server-Sent Event of a stream (the media type's schema describes each event, as schemathesis checks it).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "the stored event's type (kline, trade, ...), or gap, ready, bye"},
+        "data": {"type": "string", "description": "the event as JSON, exactly as the worker stored it"},
+        "id": {"type": "string", "description": "the resume cursor (opaque): send it back as Last-Event-ID"},
+        "retry": {"type": "integer", "description": "reconnect delay hint in ms (first event)"},
+    },
+    "required": ["data"],
+}
 _BODY_ERRORS = {"413": "payload_too_large: the body is larger than MAX_BODY_BYTES"}
 
 
@@ -83,12 +96,14 @@ def account_request_schema() -> dict[str, Any]:
     }
 
 
-def _security(rule: Rule) -> list[dict[str, list[str]]]:
+def _security(rule: Rule, open_mode: bool) -> list[dict[str, list[str]]]:
     if rule.access == PUBLIC:
         return []
     requirement = [{"bearer": [rule.access]}]
     if rule.stream:  # EventSource cannot send headers
         requirement.append({"access_token": [rule.access]})
+    if open_mode:  # no token configured: any request passes (the empty requirement: no authentication)
+        requirement.append({})
     return requirement
 
 
@@ -108,14 +123,14 @@ def _path_parameters(route: Route, declared: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _complete(route: Route, rule: Rule, method: str, operation: dict[str, Any]) -> dict[str, Any]:
+def _complete(route: Route, rule: Rule, method: str, operation: dict[str, Any], open_mode: bool) -> dict[str, Any]:
     """The operation with shared parts added (see module docstring); ``operation`` is not changed."""
     op = dict(operation)
     op.setdefault("operationId", f"{method}_{route.name}")
     op["parameters"] = [*op.get("parameters", []), *_path_parameters(route, op.get("parameters", []))]
     if not op["parameters"]:
         del op["parameters"]
-    op["security"] = _security(rule)
+    op["security"] = _security(rule, open_mode)
     answers = {str(status): value for status, value in op.get("responses", {}).items()}
     shared = {} if rule.access == PUBLIC else dict(_COMMON_ERRORS)
     if "requestBody" in op:
@@ -133,8 +148,11 @@ def documented_operations(route: BaseRoute) -> dict[str, dict[str, Any]]:
     return load_operations_from_docstring(route.endpoint.__doc__ or "")
 
 
-def build_spec(policy: Sequence[tuple[BaseRoute, Rule]], server_url: str | None = None) -> dict[str, Any]:
+def build_spec(
+    policy: Sequence[tuple[BaseRoute, Rule]], server_url: str | None = None, open_mode: bool = False
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document (a JSON-ready dict) of the routes in ``policy`` (``app.routes.access_policy``).
+    ``open_mode``: the server has no token configured, so every security requirement also lists ``{}`` (none).
 
     Raises ``apispec.exceptions.APISpecError`` (or marshmallow's RegistryError) for a docstring naming an
     unknown schema or an invalid operation: a programming error, found by the tests.
@@ -167,7 +185,7 @@ def build_spec(policy: Sequence[tuple[BaseRoute, Rule]], server_url: str | None 
     })  # fmt: skip
     spec.components.response("EventStream", {
         "description": "an event stream: gap events, catch-up, ready, then live events; bye on shutdown",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     })  # fmt: skip
     for route, rule in policy:
         operations = documented_operations(route)
@@ -175,7 +193,7 @@ def build_spec(policy: Sequence[tuple[BaseRoute, Rule]], server_url: str | None 
             continue
         assert isinstance(route, Route)
         methods = sorted((route.methods or set()) - _IMPLICIT_METHODS)
-        complete = {m.lower(): _complete(route, rule, m.lower(), operations[m.lower()])
+        complete = {m.lower(): _complete(route, rule, m.lower(), operations[m.lower()], open_mode)
                     for m in methods if m.lower() in operations}  # fmt: skip
         spec.path(path=route.path, operations=complete)
     return spec.to_dict()

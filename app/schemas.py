@@ -7,6 +7,7 @@ Every function here raises ``marshmallow.ValidationError`` whose ``messages`` ar
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -176,7 +177,10 @@ class StatusQuerySchema(Schema):
 
 
 class HelpQuerySchema(Schema):
-    """``GET /help``: ``?format=json`` (or ``Accept: application/json``) for JSON."""
+    """``GET /help``: ``?format=json`` (or ``Accept: application/json``) for JSON, ``?format=text`` for text."""
+
+    class Meta:
+        unknown = RAISE
 
     format = fields.String(validate=validate.OneOf(["json", "text"]), metadata={"description": "json or text"})
 
@@ -313,6 +317,16 @@ def private_request(channel: str, payload: Any, default_exchange: str) -> tuple[
 def stop_clear(payload: Any) -> bool:
     """Validate the optional ``POST /stop`` body; returns ``clear``. Raises ValidationError."""
     return bool(_STOP.load(payload)["clear"])
+
+
+def check_query(names: Iterable[str], schema: type[Schema] | None = None) -> None:
+    """Refuse query parameters ``schema`` (the operation's query schema in the OpenAPI document; None: the
+    operation takes none) does not declare, as bodies refuse unknown fields: a typo (``?wiat=5``) must not pass
+    silently. Raises ValidationError ``{name: ["Unknown field."]}``."""
+    allowed = {f.data_key or name for name, f in schema._declared_fields.items()} if schema is not None else set()
+    unknown = sorted(set(names) - allowed)
+    if unknown:
+        raise ValidationError({name: ["Unknown field."] for name in unknown})
 
 
 def wait_seconds(raw: str | None) -> float | None:

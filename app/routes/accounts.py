@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from app.errors import ApiError, now_ms
 from app.routes.control import read_json
+from app.schemas import check_query
 from control.accounts import API, Account, api_account_records, configured_accounts, delete_api_account, put_api_account
 from control.credentials import parse_account
 from control.topics import EXCHANGE_ALIASES
@@ -76,6 +77,7 @@ async def delete_account(request: Request) -> Response:
           description: account_read_only (it comes from the environment or ACCOUNTS_FILE)
           content: {application/json: {schema: ErrorEnvelopeSchema}}
     """
+    check_query(request.query_params)
     exchange = EXCHANGE_ALIASES.get(request.path_params["exchange"], request.path_params["exchange"])
     name = request.path_params["account"]
     ref = f"{exchange}:{name}"
@@ -108,6 +110,7 @@ async def accounts(request: Request) -> Response:
             comes from the environment or ACCOUNTS_FILE)
           content: {application/json: {schema: ErrorEnvelopeSchema}}
     """
+    check_query(request.query_params)
     return await (create_account(request) if request.method == "POST" else list_accounts(request))
 
 

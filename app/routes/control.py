@@ -69,6 +69,7 @@ def _subscribe(topics_of: Callable[[Any, str], Any]) -> Callable[[Request], Any]
     """A subscribe endpoint; ``topics_of`` returns topics, or (topics, options) for depth."""
 
     async def endpoint(request: Request) -> Response:
+        schemas.check_query(request.query_params, schemas.WaitQuerySchema)
         wait_s = schemas.wait_seconds(request.query_params.get("wait"))
         parsed = topics_of(await read_json(request), request.app.state.settings.default_exchange)
         topics, options = parsed if isinstance(parsed, tuple) else (parsed, None)
@@ -117,6 +118,7 @@ def _documented(endpoint: Callable[[Request], Any], doc: str) -> Callable[[Reque
 
 def _unsubscribe(topics_of: Callable[[Any, str], list[str]]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        schemas.check_query(request.query_params)
         topics = topics_of(await read_json(request), request.app.state.settings.default_exchange)
         return JSONResponse(await request.app.state.dispatcher.unsubscribe(topics))
 
@@ -135,6 +137,7 @@ async def stop(request: Request) -> Response:
       responses:
         200: {description: stopped, content: {application/json: {schema: StopResponseSchema}}}
     """
+    schemas.check_query(request.query_params)
     clear = schemas.stop_clear(await read_json(request, optional=True))
     return JSONResponse(await request.app.state.dispatcher.stop(clear))
 
@@ -147,6 +150,7 @@ async def start(request: Request) -> Response:
       responses:
         200: {description: started, content: {application/json: {schema: StartResponseSchema}}}
     """
+    schemas.check_query(request.query_params)
     return JSONResponse(await request.app.state.dispatcher.start())
 
 
@@ -162,6 +166,7 @@ async def known_accounts(request: Request) -> set[str]:
 
 def _private_subscribe(channel: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        schemas.check_query(request.query_params, schemas.WaitQuerySchema)
         wait_s = schemas.wait_seconds(request.query_params.get("wait"))
         body = await read_json(request, optional=True)
         topic, exchange, account = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
@@ -187,6 +192,7 @@ def _private_subscribe(channel: str) -> Callable[[Request], Any]:
 
 def _private_unsubscribe(channel: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        schemas.check_query(request.query_params)
         body = await read_json(request, optional=True)
         topic, _, _ = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
         return JSONResponse(await request.app.state.dispatcher.unsubscribe([topic]))

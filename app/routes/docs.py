@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.openapi import TITLE, build_spec
+from app.schemas import check_query
 
 STATIC_PATH = "/docs/static"
 
@@ -43,7 +44,7 @@ def spec_of(request: Request) -> dict[str, Any]:
     state = request.app.state
     doc: dict[str, Any] | None = getattr(state, "openapi", None)
     if doc is None:
-        doc = state.openapi = build_spec(state.access_policy)
+        doc = state.openapi = build_spec(state.access_policy, open_mode=state.auth_open)
     return doc
 
 
@@ -55,6 +56,7 @@ async def openapi_json(request: Request) -> Response:
       responses:
         200: {description: the document, content: {application/json: {schema: {type: object}}}}
     """
+    check_query(request.query_params)
     return JSONResponse(spec_of(request))
 
 
@@ -66,6 +68,7 @@ async def docs(request: Request) -> Response:
       responses:
         200: {description: an HTML page, content: {text/html: {schema: {type: string}}}}
     """
+    check_query(request.query_params)
     return HTMLResponse(_PAGE)
 
 

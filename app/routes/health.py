@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.errors import error_response, now_ms
 from app.routes.status import decorate_workers
+from app.schemas import check_query
 from control.store import ControlStore
 
 #: Seconds Redis gets to answer the readiness check (PING and the worker heartbeats, one round trip).
@@ -60,6 +61,7 @@ async def live(request: Request) -> Response:
       responses:
         200: {description: alive, content: {application/json: {schema: HealthProbeSchema}}}
     """
+    check_query(request.query_params)
     return JSONResponse({"status": "ok"})
 
 
@@ -74,6 +76,7 @@ async def ready(request: Request) -> Response:
           description: not ready; error.code is the reason (redis_unavailable, no_live_worker)
           content: {application/json: {schema: ErrorEnvelopeSchema}}
     """
+    check_query(request.query_params)
     result = await check(request)
     if not result["ready"]:
         return error_response(503, result["reason"], _MESSAGES[result["reason"]])
@@ -89,6 +92,7 @@ async def health(request: Request) -> Response:
       responses:
         200: {description: the summary, content: {application/json: {schema: HealthSchema}}}
     """
+    check_query(request.query_params)
     result = await check(request)
     return JSONResponse(
         {

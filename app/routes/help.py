@@ -15,8 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
+from app.schemas import HelpQuerySchema
 from control.settings import Settings
 from control.topics import EXCHANGES, TIMEFRAME_MS
+
+_QUERY = HelpQuerySchema()
 
 _JSON = "-H 'Content-Type: application/json'"
 
@@ -171,12 +174,12 @@ async def help_page(request: Request) -> Response:
             text/plain: {schema: {type: string}}
             application/json: {schema: {type: object}}
     """
+    query = _QUERY.load(dict(request.query_params))  # ValidationError -> 400
     settings = request.app.state.settings
     policy = request.app.state.access_policy
     secured = not request.app.state.auth_open
-    wants_json = request.query_params.get("format") == "json" or "application/json" in request.headers.get(
-        "accept", ""
-    )
+    fmt = query.get("format")
+    wants_json = fmt == "json" or (fmt is None and "application/json" in request.headers.get("accept", ""))
     if wants_json:
         return JSONResponse(
             {

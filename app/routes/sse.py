@@ -281,6 +281,7 @@ async def sse(request: Request) -> Response:
       parameters: [{in: query, schema: SseQuerySchema}, LastEventId]
       responses: {200: EventStream}
     """
+    schemas.check_query(request.query_params, schemas.SseQuerySchema)
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
     private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
                for i, t in enumerate(topics) if is_private(t)}  # fmt: skip
@@ -298,6 +299,7 @@ async def sse_klines(request: Request) -> Response:
       responses: {200: EventStream}
     """
     q = request.query_params
+    schemas.check_query(q, schemas.SseKlinesQuerySchema)
     default = request.app.state.settings.default_exchange
     symbol = request.path_params["symbol"]
     topics = schemas.shortcut_topics("kline", symbol, q.get("exchange"), q.getlist("tf"), default)
@@ -312,6 +314,7 @@ async def sse_trades(request: Request) -> Response:
       parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]
       responses: {200: EventStream}
     """
+    schemas.check_query(request.query_params, schemas.SseExchangeQuerySchema)
     exchange = request.query_params.get("exchange")
     default = request.app.state.settings.default_exchange
     topics = schemas.shortcut_topics("trade", request.path_params["symbol"], exchange, [], default)
@@ -320,6 +323,7 @@ async def sse_trades(request: Request) -> Response:
 
 def _private(channel: str) -> Any:
     async def endpoint(request: Request) -> Response:
+        schemas.check_query(request.query_params, schemas.SseExchangeQuerySchema)
         exchange = request.query_params.get("exchange") or request.app.state.settings.default_exchange
         account = request.path_params["account"]
         try:

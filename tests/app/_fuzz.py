@@ -1,0 +1,148 @@
+"""The schemathesis run behind ``tests/app/test_openapi_fuzz.py`` and ``scripts/fuzz_api.py``.
+
+``fuzz(app, redis_url, examples, tokens, seed)`` fuzzes every operation of ``app``'s own OpenAPI document
+in-process (schemathesis' ASGI transport, with the app's lifespan): for each operation, ``examples`` positive
+and ``examples`` negative (schema-violating) cases, each sent with a token drawn from ``tokens`` (None: no
+header). Every answer must pass the checks in ``CHECKS`` (no 5xx; status code, content type, headers and body
+as documented, the error envelope included; schema-violating input refused). A live worker's heartbeat
+is written before each request (``/health/ready`` answers 503 without one, by design). Every refused request (4xx) must
+leave Redis exactly as it was: a digest of every key (``DUMP`` and whether it expires) is taken before and after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+import orjson
+import redis
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from control import keys
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+#: Subscribe's ``?wait=S`` would hold a request up to 30 s (no worker settles anything here): sent as 10 ms.
+WAIT_SENT_S = "0.01"
+#: Over this many keys (accepted subscribes add up), the database is emptied between requests.
+MAX_KEYS = 300
+#: SSE answers: schemathesis reads this many events, then disconnects (every stream starts with ``gap`` or
+#: ``ready`` at once; waiting for more would wait for keep-alives).
+STREAM_EVENTS = 1
+
+
+@dataclass
+class FuzzResult:
+    """What a run did: ``requests`` sent, ``statuses`` seen, ``by_operation`` counts, wall ``seconds``."""
+
+    requests: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    by_operation: Counter[str] = field(default_factory=Counter)
+    rejected_unchanged: int = 0
+    seconds_by_operation: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def redis_digest(client: redis.Redis) -> dict[bytes, tuple[bytes | None, bool]]:
+    """Every key -> (its ``DUMP``, has an expiry): equal digests mean nothing in Redis changed. Two round trips."""
+    names = client.keys("*")
+    with client.pipeline(transaction=True) as pipe:
+        for key in names:
+            pipe.dump(key)
+            pipe.pttl(key)
+        values = pipe.execute()
+    return {key: (values[2 * i], values[2 * i + 1] >= 0) for i, key in enumerate(names)}
+
+
+def _heartbeat(store: redis.Redis) -> None:
+    """A live worker's record, so ``/health/ready`` is 200 (its 503 without one is tested in test_health.py)."""
+    record = {"host": "fuzz", "pid": 0, "heartbeat_at": time.time_ns() // 1_000_000, "connections": []}
+    store.hset(keys.WORKERS, "fuzz-worker", orjson.dumps(record))
+
+
+def _clamp_wait(case: schemathesis.Case) -> None:
+    query = case.query or {}
+    raw = query.get("wait")
+    try:
+        value = float(raw) if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else None
+    except ValueError:
+        value = None
+    if value is not None and 0 < value <= 30:
+        query["wait"] = WAIT_SENT_S
+
+
+def fuzz(
+    app: Any, redis_url: str, examples: int, tokens: Sequence[str | None], seed: int | None = 0
+) -> FuzzResult:
+    """Run the fuzzing (module docstring); raises AssertionError (or schemathesis' FailureGroup) on the first
+    failure, with a curl line to reproduce it. ``seed`` None: a random run; an int: the same cases every time."""
+    config = schemathesis.Config.from_dict({"max-stream-events": STREAM_EVENTS})
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)  # the document the app serves
+    store = redis.Redis.from_url(redis_url)
+    result = FuzzResult()
+    started = time.perf_counter()
+    try:
+        for op_result in schema.get_all_operations():
+            operation = op_result.ok()
+            _run_operation(operation, schemathesis.GenerationMode.POSITIVE, store, tokens, examples, seed, result)
+            try:
+                _run_operation(operation, schemathesis.GenerationMode.NEGATIVE, store, tokens, examples, seed, result)
+            except hypothesis.errors.Unsatisfiable:  # no parameter and no body: nothing to send wrong
+                pass
+    finally:
+        store.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_operation(
+    operation: Any, mode: Any, store: redis.Redis, tokens: Sequence[str | None], examples: int,
+    seed: int | None, result: FuzzResult,
+) -> None:  # fmt: skip
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=seed is not None, print_blob=True,
+        suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    )  # fmt: skip
+    @given(case=operation.as_strategy(generation_mode=mode), token=st.sampled_from(list(tokens)))
+    def run(case: schemathesis.Case, token: str | None) -> None:
+        if store.dbsize() > MAX_KEYS:
+            store.flushdb()
+        _heartbeat(store)
+        _clamp_wait(case)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        before = redis_digest(store)
+        sent = time.perf_counter()
+        response = case.call(headers=headers)
+        result.seconds_by_operation[label] += time.perf_counter() - sent
+        result.requests += 1
+        result.statuses[response.status_code] += 1
+        result.by_operation[label] += 1
+        case.validate_response(response, checks=CHECKS, headers=headers)
+        if 400 <= response.status_code < 500:
+            after = redis_digest(store)
+            assert after == before, f"{label} answered {response.status_code} but changed Redis: {case!r}"
+            result.rejected_unchanged += 1
+
+    run()
