@@ -89,13 +89,22 @@ class PrivateRequestSchema(Schema):
     )
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true``/``false`` only: marshmallow's Boolean also takes 0, 1, "yes", "on" ... in a body."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class StopRequestSchema(Schema):
     """``{"clear": bool}`` (optional body of ``POST /stop``)."""
 
     class Meta:
         unknown = RAISE
 
-    clear = fields.Boolean(load_default=False)
+    clear = StrictBoolean(load_default=False)
 
 
 _WAIT_ERROR = f"must be a number of seconds with 0 < wait <= {MAX_WAIT_S:g}"
