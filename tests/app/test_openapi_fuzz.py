@@ -4,7 +4,7 @@ changes Redis (``tests/app/_fuzz.py``). Two tests (secured, open) so ``-n 2`` ru
 they send more than 1,000 requests, the same ones on every run (derandomized).
 
 The bigger, random run (README): ``FEEDPLANE_FUZZ_EXAMPLES=90 FEEDPLANE_FUZZ_SEED=random`` (cases per operation
-and mode; ``random``, or an integer seed) with ``--timeout=0``."""
+and mode; ``random``, or an integer seed) with ``-s -n 0 --timeout=0`` (one process, so ``-s`` shows the figures)."""
 
 from __future__ import annotations
 
