@@ -17,7 +17,7 @@ Schemas are named by their marshmallow class (``app.schemas`` validates requests
 answers; both are imported here so the names resolve). ``build_spec`` adds what every route of a kind shares,
 so a docstring only states what is particular to it:
 
-* path parameters (``{symbol}``) as strings, unless declared;
+* path parameters (``{symbol}``) as strings, unless declared; ``tags``: the route's module (``control``, ``sse``);
 * ``security`` from the route's ``app.auth.Rule``: ``bearer`` with the scope (``read``, ``control``,
   ``account``); SSE routes also accept ``access_token`` in the query; public routes (``PUBLIC_RULE``) none;
   in open mode (no token configured) every requirement also lists ``{}``: the document served describes
@@ -127,6 +127,7 @@ def _complete(route: Route, rule: Rule, method: str, operation: dict[str, Any], 
     """The operation with shared parts added (see module docstring); ``operation`` is not changed."""
     op = dict(operation)
     op.setdefault("operationId", f"{method}_{route.name}")
+    op.setdefault("tags", [route.endpoint.__module__.rpartition(".")[2]])  # the route module: health, control, ...
     op["parameters"] = [*op.get("parameters", []), *_path_parameters(route, op.get("parameters", []))]
     if not op["parameters"]:
         del op["parameters"]

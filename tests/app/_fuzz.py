@@ -113,6 +113,8 @@ def fuzz(
         for op_result in schema.get_all_operations():
             operation = op_result.ok()
             _run_operation(operation, schemathesis.GenerationMode.POSITIVE, store, tokens, examples, seed, result)
+            if not (len(operation.query) + len(operation.headers) + len(operation.path_parameters) + len(operation.body)):
+                continue  # nothing to send wrong (the probes, /openapi.json, /docs)
             try:
                 _run_operation(operation, schemathesis.GenerationMode.NEGATIVE, store, tokens, examples, seed, result)
             except hypothesis.errors.Unsatisfiable:  # no parameter and no body: nothing to send wrong
