@@ -37,11 +37,12 @@ WAIT_POLL_S = 0.1
 
 
 async def read_json(request: Request, *, optional: bool = False) -> Any:
-    """The body as a JSON object (``{}`` for an empty optional body). Raises ApiError ``invalid_json`` (400)."""
+    """The body as a JSON object (``{}`` for an absent optional body: zero bytes). Raises ApiError
+    ``invalid_json`` (400), also for a body of only whitespace (not JSON, and not absent either)."""
     body = await request.body()
+    if not body and optional:
+        return {}
     if not body.strip():
-        if optional:
-            return {}
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:
         value = orjson.loads(body)

@@ -63,15 +63,29 @@ class FuzzResult:
     seconds: float = 0.0
 
 
-def redis_digest(client: redis.Redis) -> dict[bytes, tuple[bytes | None, bool]]:
-    """Every key -> (its ``DUMP``, has an expiry): equal digests mean nothing in Redis changed. Two round trips."""
+def redis_digest(client: redis.Redis) -> dict[bytes, tuple[str, Any, bool]]:
+    """Every key -> (type, value, has an expiry): equal digests mean nothing in Redis changed. Values are read
+    by type (a hash as a dict, a stream as its entries, ...), not with DUMP: a big hash's DUMP lists its fields
+    in table order, which Redis' incremental rehashing changes without any write. Two round trips."""
     names = client.keys("*")
-    with client.pipeline(transaction=True) as pipe:
+    with client.pipeline(transaction=False) as pipe:
         for key in names:
-            pipe.dump(key)
+            pipe.type(key)
             pipe.pttl(key)
+        meta = pipe.execute()
+    kinds = [kind.decode() if isinstance(kind, bytes) else kind for kind in meta[0::2]]
+    readers = {"string": "get", "hash": "hgetall", "list": "lrange", "set": "smembers", "zset": "zrange",
+               "stream": "xrange"}  # fmt: skip
+    with client.pipeline(transaction=False) as pipe:
+        for key, kind in zip(names, kinds):
+            if kind in ("list", "zset"):
+                getattr(pipe, readers[kind])(key, 0, -1, **({"withscores": True} if kind == "zset" else {}))
+            elif kind in readers:
+                getattr(pipe, readers[kind])(key)
+            else:
+                pipe.dump(key)
         values = pipe.execute()
-    return {key: (values[2 * i], values[2 * i + 1] >= 0) for i, key in enumerate(names)}
+    return {key: (kind, value, ttl >= 0) for key, kind, value, ttl in zip(names, kinds, values, meta[1::2])}
 
 
 def _heartbeat(store: redis.Redis) -> None:

@@ -79,6 +79,7 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
      "validation_error", "exchange"),
     ("private: json array", "POST", "/balances/unsubscribe", {"json": []}, 400, "invalid_json", None),
     ("private: wait=abc", "POST", "/orders/subscribe?wait=abc", {}, 400, "validation_error", "wait"),
+    ("optional body of whitespace", "POST", "/balances/unsubscribe", {"content": b"\n"}, 400, "invalid_json", None),
     ("stop clear a number", "POST", "/stop", {"json": {"clear": 0}}, 400, "validation_error", "clear"),
     ("unknown query parameter", "POST", "/klines/subscribe?wiat=5", {"json": KLINE_BODY}, 400, "validation_error",
      "wiat"),
