@@ -13,8 +13,8 @@ key per HTTP method (apispec's docstring convention, ``apispec.yaml_utils``)::
             200: {content: {application/json: {schema: StatusResponseSchema}}}
         \"\"\"
 
-Schemas are named by their marshmallow class (``app.schemas`` validates requests, ``app.responses`` describes
-answers; both are imported here so the names resolve). ``build_spec`` adds what every route of a kind shares,
+Schemas are named by their marshmallow class (``app.schemas`` and ``app.query`` validate requests,
+``app.responses`` describes answers; all are imported here so the names resolve). ``build_spec`` adds what every route of a kind shares,
 so a docstring only states what is particular to it:
 
 * path parameters (``{symbol}``) as strings, unless declared; ``tags``: the route's module (``control``, ``sse``);
@@ -39,7 +39,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
 from starlette.routing import BaseRoute, Route
 
-from app import responses, schemas  # noqa: F401  (registers the schema classes the docstrings name)
+from app import query, responses, schemas  # noqa: F401  (registers the schema classes the docstrings name)
 from app.auth import PUBLIC, Rule
 from control.credentials import ACCOUNT_SCHEMA
 from control.topics import ACCOUNT_RE, EXCHANGE_ALIASES, EXCHANGES

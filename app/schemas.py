@@ -7,7 +7,6 @@ Every function here raises ``marshmallow.ValidationError`` whose ``messages`` ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -16,7 +15,6 @@ from control.topics import (
     DEPTH_LEVELS_CAP,
     DEPTH_LEVELS_DEFAULT,
     DEPTH_LEVELS_MAX,
-    EXCHANGE_ALIASES,
     EXCHANGES,
     TIMEFRAME_MS,
     Topic,
@@ -158,42 +156,6 @@ class SseExchangeQuerySchema(_SseQuerySchema):
     exchange = fields.String(metadata={"description": f"one of {', '.join(EXCHANGES)}; default DEFAULT_EXCHANGE"})
 
 
-MAX_STATUS_LIMIT = 5000
-
-
-class StatusQuerySchema(Schema):
-    """``GET /status`` filters (they apply to the subscription list; ``exchange`` to connections too), the
-    ``summary`` form and paging (``limit`` with ``after``, the last topic of the previous page)."""
-
-    class Meta:
-        unknown = RAISE
-
-    state = fields.String(validate=validate.OneOf(["pending", "active", "failed"]),
-                          metadata={"description": "only subscriptions in this state"})  # fmt: skip
-    exchange = fields.String(
-        validate=validate.OneOf([*EXCHANGES, *EXCHANGE_ALIASES]),
-        metadata={"description": f"only this exchange ({', '.join(EXCHANGES)}; aliases accepted)"},
-    )
-    topic = fields.String(metadata={"description": "topic prefix, e.g. bitmart:kline:BTCUSDT"})
-    stale = fields.Boolean(metadata={"description": "1: only stale subscriptions; 0: only the others"})
-    summary = fields.Boolean(metadata={"description": "1: counts by state, exchange and reason instead of lists"})
-    limit = fields.Integer(
-        strict=False,
-        validate=validate.Range(min=1, max=MAX_STATUS_LIMIT),
-        metadata={"description": f"page size of the subscription list, 1..{MAX_STATUS_LIMIT}; default: all"},
-    )
-    after = fields.String(metadata={"description": "paging cursor: the last topic of the previous page"})
-
-
-class HelpQuerySchema(Schema):
-    """``GET /help``: ``?format=json`` (or ``Accept: application/json``) for JSON, ``?format=text`` for text."""
-
-    class Meta:
-        unknown = RAISE
-
-    format = fields.String(validate=validate.OneOf(["json", "text"]), metadata={"description": "json or text"})
-
-
 _KLINES = KlinesRequestSchema()
 _SYMBOLS = SymbolsRequestSchema()
 _DEPTH = DepthRequestSchema()
@@ -326,16 +288,6 @@ def private_request(channel: str, payload: Any, default_exchange: str) -> tuple[
 def stop_clear(payload: Any) -> bool:
     """Validate the optional ``POST /stop`` body; returns ``clear``. Raises ValidationError."""
     return bool(_STOP.load(payload)["clear"])
-
-
-def check_query(names: Iterable[str], schema: type[Schema] | None = None) -> None:
-    """Refuse query parameters ``schema`` (the operation's query schema in the OpenAPI document; None: the
-    operation takes none) does not declare, as bodies refuse unknown fields: a typo (``?wiat=5``) must not pass
-    silently. Raises ValidationError ``{name: ["Unknown field."]}``."""
-    allowed = {f.data_key or name for name, f in schema._declared_fields.items()} if schema is not None else set()
-    unknown = sorted(set(names) - allowed)
-    if unknown:
-        raise ValidationError({name: ["Unknown field."] for name in unknown})
 
 
 def wait_seconds(raw: str | None) -> float | None:

@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import ApiError, now_ms
+from app.query import check_query
 from app.routes.control import read_json
-from app.schemas import check_query
 from control.accounts import API, Account, api_account_records, configured_accounts, delete_api_account, put_api_account
 from control.credentials import parse_account
 from control.topics import EXCHANGE_ALIASES

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from app import schemas
 from app.errors import ApiError, now_ms
+from app.query import check_query
 from app.routes.status import decorate_subscriptions
 from control.accounts import api_account_records, configured_accounts
 from control.store import ACTIVE, FAILED
@@ -70,7 +71,7 @@ def _subscribe(topics_of: Callable[[Any, str], Any]) -> Callable[[Request], Any]
     """A subscribe endpoint; ``topics_of`` returns topics, or (topics, options) for depth."""
 
     async def endpoint(request: Request) -> Response:
-        schemas.check_query(request.query_params, schemas.WaitQuerySchema)
+        check_query(request.query_params, schemas.WaitQuerySchema)
         wait_s = schemas.wait_seconds(request.query_params.get("wait"))
         parsed = topics_of(await read_json(request), request.app.state.settings.default_exchange)
         topics, options = parsed if isinstance(parsed, tuple) else (parsed, None)
@@ -119,7 +120,7 @@ def _documented(endpoint: Callable[[Request], Any], doc: str) -> Callable[[Reque
 
 def _unsubscribe(topics_of: Callable[[Any, str], list[str]]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        schemas.check_query(request.query_params)
+        check_query(request.query_params)
         topics = topics_of(await read_json(request), request.app.state.settings.default_exchange)
         return JSONResponse(await request.app.state.dispatcher.unsubscribe(topics))
 
@@ -138,7 +139,7 @@ async def stop(request: Request) -> Response:
       responses:
         200: {description: stopped, content: {application/json: {schema: StopResponseSchema}}}
     """
-    schemas.check_query(request.query_params)
+    check_query(request.query_params)
     clear = schemas.stop_clear(await read_json(request, optional=True))
     return JSONResponse(await request.app.state.dispatcher.stop(clear))
 
@@ -151,7 +152,7 @@ async def start(request: Request) -> Response:
       responses:
         200: {description: started, content: {application/json: {schema: StartResponseSchema}}}
     """
-    schemas.check_query(request.query_params)
+    check_query(request.query_params)
     return JSONResponse(await request.app.state.dispatcher.start())
 
 
@@ -167,7 +168,7 @@ async def known_accounts(request: Request) -> set[str]:
 
 def _private_subscribe(channel: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        schemas.check_query(request.query_params, schemas.WaitQuerySchema)
+        check_query(request.query_params, schemas.WaitQuerySchema)
         wait_s = schemas.wait_seconds(request.query_params.get("wait"))
         body = await read_json(request, optional=True)
         topic, exchange, account = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
@@ -193,7 +194,7 @@ def _private_subscribe(channel: str) -> Callable[[Request], Any]:
 
 def _private_unsubscribe(channel: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        schemas.check_query(request.query_params)
+        check_query(request.query_params)
         body = await read_json(request, optional=True)
         topic, _, _ = schemas.private_request(channel, body, request.app.state.settings.default_exchange)
         return JSONResponse(await request.app.state.dispatcher.unsubscribe([topic]))
@@ -221,7 +222,8 @@ def _public_routes() -> list[Route]:
             f"subscribe {what} (one symbol or up to {schemas.MAX_SYMBOLS})", schema, _SUBSCRIBED, wait=True)),
             methods=["POST"], name=f"{part}_subscribe"))  # fmt: skip
         routes.append(Route(f"/{part}/unsubscribe", _documented(_unsubscribe(unsub), _doc(
-            f"unsubscribe {what}", schema, _UNSUBSCRIBED, wait=False)), methods=["POST"], name=f"{part}_unsubscribe"))  # fmt: skip
+            f"unsubscribe {what}", schema, _UNSUBSCRIBED, wait=False)),
+            methods=["POST"], name=f"{part}_unsubscribe"))  # fmt: skip
     return routes
 
 

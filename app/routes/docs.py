@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.openapi import TITLE, build_spec
-from app.schemas import check_query
+from app.query import check_query
 
 STATIC_PATH = "/docs/static"
 

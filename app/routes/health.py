@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import error_response, now_ms
+from app.query import check_query
 from app.routes.status import decorate_workers
-from app.schemas import check_query
 from control.store import ControlStore
 
 #: Seconds Redis gets to answer the readiness check (PING and the worker heartbeats, one round trip).

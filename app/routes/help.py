@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from app.schemas import HelpQuerySchema
+from app.query import HelpQuerySchema
 from control.settings import Settings
 from control.topics import EXCHANGES, TIMEFRAME_MS
 

@@ -62,6 +62,7 @@ from starlette.routing import Route
 from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
+from app.query import check_query
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
 from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
 from control import keys
@@ -281,7 +282,7 @@ async def sse(request: Request) -> Response:
       parameters: [{in: query, schema: SseQuerySchema}, LastEventId]
       responses: {200: EventStream}
     """
-    schemas.check_query(request.query_params, schemas.SseQuerySchema)
+    check_query(request.query_params, schemas.SseQuerySchema)
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
     private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
                for i, t in enumerate(topics) if is_private(t)}  # fmt: skip
@@ -299,7 +300,7 @@ async def sse_klines(request: Request) -> Response:
       responses: {200: EventStream}
     """
     q = request.query_params
-    schemas.check_query(q, schemas.SseKlinesQuerySchema)
+    check_query(q, schemas.SseKlinesQuerySchema)
     default = request.app.state.settings.default_exchange
     symbol = request.path_params["symbol"]
     topics = schemas.shortcut_topics("kline", symbol, q.get("exchange"), q.getlist("tf"), default)
@@ -314,7 +315,7 @@ async def sse_trades(request: Request) -> Response:
       parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]
       responses: {200: EventStream}
     """
-    schemas.check_query(request.query_params, schemas.SseExchangeQuerySchema)
+    check_query(request.query_params, schemas.SseExchangeQuerySchema)
     exchange = request.query_params.get("exchange")
     default = request.app.state.settings.default_exchange
     topics = schemas.shortcut_topics("trade", request.path_params["symbol"], exchange, [], default)
@@ -323,7 +324,7 @@ async def sse_trades(request: Request) -> Response:
 
 def _private(channel: str) -> Any:
     async def endpoint(request: Request) -> Response:
-        schemas.check_query(request.query_params, schemas.SseExchangeQuerySchema)
+        check_query(request.query_params, schemas.SseExchangeQuerySchema)
         exchange = request.query_params.get("exchange") or request.app.state.settings.default_exchange
         account = request.path_params["account"]
         try:

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import now_ms
-from app.schemas import StatusQuerySchema
+from app.query import StatusQuerySchema
 from control.settings import Settings
 from control.store import ACTIVE, FAILED, lease_owners
 from control.topics import EXCHANGE_ALIASES, is_private
@@ -117,7 +117,9 @@ def filter_subscriptions(records: list[dict[str, Any]], query: dict[str, Any]) -
     ]
 
 
-def page(records: list[dict[str, Any]], query: dict[str, Any], path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def page(
+    records: list[dict[str, Any]], query: dict[str, Any], path: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One page of ``records`` (sorted by topic): those after ``after``, at most ``limit`` (all without it).
 
     Returns the page and ``{"limit", "total", "next"}``; ``next`` is the path and query of the following page

@@ -127,7 +127,8 @@ def fuzz(
         for op_result in schema.get_all_operations():
             operation = op_result.ok()
             _run_operation(operation, schemathesis.GenerationMode.POSITIVE, store, tokens, examples, seed, result)
-            if not (len(operation.query) + len(operation.headers) + len(operation.path_parameters) + len(operation.body)):
+            parts = (operation.query, operation.headers, operation.path_parameters, operation.body)
+            if not sum(len(part) for part in parts):
                 continue  # nothing to send wrong (the probes, /openapi.json, /docs)
             try:
                 _run_operation(operation, schemathesis.GenerationMode.NEGATIVE, store, tokens, examples, seed, result)
