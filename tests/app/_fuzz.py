@@ -11,6 +11,7 @@ leave Redis exactly as it was: a digest of every key (``DUMP`` and whether it ex
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ class FuzzResult:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     by_operation: Counter[str] = field(default_factory=Counter)
+    seed: int = 0
     rejected_unchanged: int = 0
     seconds_by_operation: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -117,11 +119,13 @@ def fuzz(
     app: Any, redis_url: str, examples: int, tokens: Sequence[str | None], seed: int | None = 0
 ) -> FuzzResult:
     """Run the fuzzing (module docstring); raises AssertionError (or schemathesis' FailureGroup) on the first
-    failure, with a curl line to reproduce it. ``seed`` None: a random run; an int: the same cases every time."""
+    failure, with a curl line to reproduce it. ``seed``: the same cases for the same seed; None draws one
+    (``result.seed`` tells it, to repeat the run with ``FEEDPLANE_FUZZ_SEED``)."""
+    seed = random.getrandbits(32) if seed is None else seed
     config = schemathesis.Config.from_dict({"max-stream-events": STREAM_EVENTS})
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)  # the document the app serves
     store = redis.Redis.from_url(redis_url)
-    result = FuzzResult()
+    result = FuzzResult(seed=seed)
     started = time.perf_counter()
     try:
         for op_result in schema.get_all_operations():
@@ -142,14 +146,15 @@ def fuzz(
 
 def _run_operation(
     operation: Any, mode: Any, store: redis.Redis, tokens: Sequence[str | None], examples: int,
-    seed: int | None, result: FuzzResult,
+    seed: int, result: FuzzResult,
 ) -> None:  # fmt: skip
     label = f"{operation.method.upper()} {operation.path}"
 
     @settings(
-        max_examples=examples, deadline=None, database=None, derandomize=seed is not None, print_blob=True,
+        max_examples=examples, deadline=None, database=None, print_blob=True,
         suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     )  # fmt: skip
+    @hypothesis.seed(seed)
     @given(case=operation.as_strategy(generation_mode=mode), token=st.sampled_from(list(tokens)))
     def run(case: schemathesis.Case, token: str | None) -> None:
         if store.dbsize() > MAX_KEYS:

@@ -1,7 +1,7 @@
 """schemathesis against the real app (in-process ASGI, real Redis): every operation of its own OpenAPI document,
 positive and negative cases, with and without tokens; 0 5xx, every answer as documented, and no refused request
 changes Redis (``tests/app/_fuzz.py``). Two tests (secured, open) so ``-n 2`` runs them side by side; together
-they send more than 1,000 requests, the same ones on every run (derandomized).
+they send more than 1,000 requests, the same ones on every run (seed 0).
 
 The bigger, random run (README): ``FEEDPLANE_FUZZ_EXAMPLES=90 FEEDPLANE_FUZZ_SEED=random`` (cases per operation
 and mode; ``random``, or an integer seed) with ``-s -n 0 --timeout=0`` (one process, so ``-s`` shows the figures)."""
@@ -54,14 +54,14 @@ async def test_fuzz(
         result = fuzz(app, redis_url, EXAMPLES, tokens, SEED)
     finally:
         asgi.shutdown_lifespans()
-    print(f"fuzz {mode}: {result.requests} requests in {result.seconds:.1f} s; "
+    print(f"fuzz {mode} (seed {result.seed}): {result.requests} requests in {result.seconds:.1f} s; "
           f"statuses {dict(sorted(result.statuses.items()))}")  # fmt: skip
     assert result.requests >= MIN_REQUESTS
     assert not [s for s in result.statuses if s >= 500]
     assert len(result.by_operation) >= 33  # every operation
     assert result.rejected_unchanged == sum(n for s, n in result.statuses.items() if 400 <= s < 500)
-    assert result.statuses[200] and result.statuses[202] and result.statuses[400]
+    assert result.statuses[200] and result.statuses[400]
     if mode == "secured":
         assert result.statuses[401] and result.statuses[403]
     else:
-        assert result.statuses[409]  # POST /accounts: accounts_disabled
+        assert result.statuses[202] and result.statuses[409]  # subscribes accepted; POST /accounts disabled
