@@ -10,12 +10,13 @@ key per HTTP method (apispec's docstring convention, ``apispec.yaml_utils``)::
           summary: workers, connections, subscriptions
           parameters: [{in: query, schema: StatusQuerySchema}]
           responses:
-            200: {content: {application/json: {schema: StatusResponseSchema}}}
+            200: {description: the status, content: {application/json: {schema: StatusResponseSchema}}}
         \"\"\"
 
 Schemas are named by their marshmallow class (``app.schemas`` and ``app.query`` validate requests,
-``app.responses`` describes answers; all are imported here so the names resolve). ``build_spec`` adds what every route of a kind shares,
-so a docstring only states what is particular to it:
+``app.responses`` describes answers; all are imported here so the names resolve). A plain-text answer (e.g.
+Prometheus metrics) is ``content: {text/plain: {schema: {type: string}}}``. ``build_spec`` adds what every
+route of a kind shares, so a docstring only states what is particular to it:
 
 * path parameters (``{symbol}``) as strings, unless declared; ``tags``: the route's module (``control``, ``sse``);
 * ``security`` from the route's ``app.auth.Rule``: ``bearer`` with the scope (``read``, ``control``,
