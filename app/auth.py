@@ -10,8 +10,10 @@ Modes:
 Per request in secured mode (``AuthMiddleware``):
     1. The route's ``Rule`` (declared with the routes, ``app.routes.access_policy``): ``read``, ``control``,
        or ``account`` (private SSE: any valid token here, the handler calls ``require_account``), or ``public``:
-       the dashboard's static page and assets (no data in them), served without a token or rate limit so a
-       browser can load the page and then paste a token into it (``?access_token=`` is still cut out).
+       no token, no rate limit, and nothing here touches Redis — the dashboard's static page and assets (no data in
+       them; a browser loads the page, then a token is pasted into it; ``?access_token=`` is still cut out), the
+       probes ``/health/live`` and ``/health/ready`` (a probe must not depend on Redis or on a token) and the API
+       description ``/openapi.json``, ``/docs``.
     2. The token: ``Authorization: Bearer <token>``. On SSE GET routes (``Rule.stream``) the query parameter
        ``token`` (or ``access_token``) works too, because a browser ``EventSource`` cannot send headers. It is
        cut out of the query string before anything else (route, logs) sees it. Elsewhere ``?token=`` and
@@ -59,6 +61,7 @@ ACCESS_TOKEN_PARAM = "access_token"
 #: Query parameters that carry a token (SSE routes and ``GET /ws``); both are scrubbed from the scope.
 TOKEN_PARAMS = (ACCESS_TOKEN_PARAM, "token")
 ACCOUNT = "account"
+#: ``Rule.access`` of routes that need no token (probes, the API description, the dashboard's static files).
 PUBLIC = "public"
 _REALM = 'Bearer realm="feedplane"'
 

@@ -7,7 +7,6 @@ Every function here raises ``marshmallow.ValidationError`` whose ``messages`` ar
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -88,13 +87,73 @@ class PrivateRequestSchema(Schema):
     )
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true``/``false`` only: marshmallow's Boolean also takes 0, 1, "yes", "on" ... in a body."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class StopRequestSchema(Schema):
     """``{"clear": bool}`` (optional body of ``POST /stop``)."""
 
     class Meta:
         unknown = RAISE
 
-    clear = fields.Boolean(load_default=False)
+    clear = StrictBoolean(load_default=False)
+
+
+_WAIT_ERROR = f"must be a number of seconds with 0 < wait <= {MAX_WAIT_S:g}"
+_BACKLOG_ERROR = f"must be an integer from 0 to {MAX_BACKLOG}"
+
+
+class WaitQuerySchema(Schema):
+    """``?wait=S`` of the subscribe endpoints: wait up to S seconds until every topic is active or failed."""
+
+    wait = fields.Float(
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_WAIT_S, error=_WAIT_ERROR),
+        error_messages={"invalid": _WAIT_ERROR, "special": _WAIT_ERROR},
+        metadata={"description": f"seconds, 0 < wait <= {MAX_WAIT_S:g}; 200 with states when all settle"},
+    )
+
+
+class _SseQuerySchema(Schema):
+    backlog = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=0, max=MAX_BACKLOG, error=_BACKLOG_ERROR),
+        error_messages={"invalid": _BACKLOG_ERROR},
+        metadata={"description": f"send the last N (0..{MAX_BACKLOG}) entries of each topic first"},
+    )
+    last_event_id = fields.String(
+        metadata={"description": "resume cursor (the Last-Event-ID header wins); an unusable one is a gap event"}
+    )
+
+
+class SseQuerySchema(_SseQuerySchema):
+    """``GET /sse``: repeated ``topic`` (1..50 canonical topics), ``backlog``, ``last_event_id``."""
+
+    topic = fields.List(
+        fields.String(),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_SSE_TOPICS),
+        metadata={"description": "e.g. bitmart:kline:BTCUSDT:1m (public topics only); repeat for more"},
+    )
+
+
+class SseKlinesQuerySchema(_SseQuerySchema):
+    """``GET /sse/klines/{symbol}``: repeated ``tf``, optional ``exchange``."""
+
+    tf = fields.List(fields.String(), required=True, validate=validate.Length(min=1, max=MAX_TIMEFRAMES),
+                     metadata={"description": f"timeframes: {_TF_HELP}"})  # fmt: skip
+    exchange = fields.String(metadata={"description": f"one of {', '.join(EXCHANGES)}; default DEFAULT_EXCHANGE"})
+
+
+class SseExchangeQuerySchema(_SseQuerySchema):
+    """``GET /sse/trades/{symbol}`` and the private streams: optional ``exchange``."""
+
+    exchange = fields.String(metadata={"description": f"one of {', '.join(EXCHANGES)}; default DEFAULT_EXCHANGE"})
 
 
 _KLINES = KlinesRequestSchema()
@@ -102,6 +161,8 @@ _SYMBOLS = SymbolsRequestSchema()
 _DEPTH = DepthRequestSchema()
 _STOP = StopRequestSchema()
 _PRIVATE = PrivateRequestSchema()
+_WAIT = WaitQuerySchema()
+_BACKLOG = _SseQuerySchema(only=("backlog",))
 
 
 def _symbols(data: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
@@ -230,25 +291,23 @@ def stop_clear(payload: Any) -> bool:
 
 
 def wait_seconds(raw: str | None) -> float | None:
-    """Parse ``?wait=S`` (seconds, 0 < S <= 30, float); None when absent. Raises ValidationError."""
+    """Parse ``?wait=S`` (seconds, 0 < S <= 30, float; ``WaitQuerySchema``); None when absent. Raises
+    ValidationError."""
     if raw is None:
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_WAIT_S:  # NaN fails too
-        raise ValidationError({"wait": [f"must be a number of seconds with 0 < wait <= {MAX_WAIT_S:g}"]})
+    value: float = _WAIT.load({"wait": raw})["wait"]
     return value
 
 
 def backlog_count(raw: str | None) -> int:
-    """Parse ``?backlog=N`` (entries per topic, 0..1000); 0 when absent. Raises ValidationError."""
+    """Parse ``?backlog=N`` (entries per topic, 0..1000; ``SseQuerySchema``); 0 when absent. Raises
+    ValidationError."""
     if raw is None:
         return 0
-    if not raw.isdigit() or int(raw) > MAX_BACKLOG:
-        raise ValidationError({"backlog": [f"must be an integer from 0 to {MAX_BACKLOG}"]})
-    return int(raw)
+    if not raw.isdigit():  # no sign, space or "1_000": digits only
+        raise ValidationError({"backlog": [_BACKLOG_ERROR]})
+    value: int = _BACKLOG.load({"backlog": raw})["backlog"]
+    return value
 
 
 def sse_topics(raw: list[str]) -> list[str]:

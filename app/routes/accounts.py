@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import ApiError, now_ms
+from app.query import check_query
 from app.routes.control import read_json
 from control.accounts import API, Account, api_account_records, configured_accounts, delete_api_account, put_api_account
 from control.credentials import parse_account
@@ -38,14 +39,15 @@ async def list_accounts(request: Request) -> Response:
 async def create_account(request: Request) -> Response:
     """``POST /accounts`` -> 201 (new) or 200 (replaced) ``{"exchange", "account", "source": "api", "key"}``.
 
-    503 ``accounts_disabled`` without FEEDPLANE_SECRET_KEY; 409 ``account_exists`` for an account configured in
+    409 ``accounts_disabled`` without FEEDPLANE_SECRET_KEY (a feature switched off by configuration is the
+    client's to know about, not a server fault: a 5xx would page an operator); 409 ``account_exists`` for an account configured in
     the environment or ACCOUNTS_FILE; 400 on a body that breaks ``control.credentials.ACCOUNT_SCHEMA`` (messages
     name the field and never echo a secret).
     """
     settings = request.app.state.settings
     if not settings.secret_key:
         raise ApiError(
-            503,
+            409,
             "accounts_disabled",
             "adding accounts at run time needs FEEDPLANE_SECRET_KEY (a Fernet key) in the control server's "
             "environment: accounts are stored only encrypted",
@@ -65,7 +67,17 @@ async def delete_account(request: Request) -> Response:
 
     Only accounts added with POST /accounts: 409 ``account_read_only`` for environment/file accounts,
     404 ``account_not_found`` otherwise.
+    ---
+    delete:
+      summary: forget an account added with POST /accounts
+      responses:
+        200: {description: deleted, content: {application/json: {schema: AccountDeletedSchema}}}
+        404: {description: account_not_found, content: {application/json: {schema: ErrorEnvelopeSchema}}}
+        409:
+          description: account_read_only (it comes from the environment or ACCOUNTS_FILE)
+          content: {application/json: {schema: ErrorEnvelopeSchema}}
     """
+    check_query(request.query_params)
     exchange = EXCHANGE_ALIASES.get(request.path_params["exchange"], request.path_params["exchange"])
     name = request.path_params["account"]
     ref = f"{exchange}:{name}"
@@ -78,7 +90,27 @@ async def delete_account(request: Request) -> Response:
 
 
 async def accounts(request: Request) -> Response:
-    """``GET /accounts`` (list) and ``POST /accounts`` (add); one route, so a 405 lists both methods."""
+    """``GET /accounts`` (list) and ``POST /accounts`` (add); one route, so a 405 lists both methods.
+    ---
+    get:
+      summary: "accounts: exchange, account, source (env, file, api), key fingerprint; never a secret"
+      responses:
+        200: {description: the accounts, content: {application/json: {schema: AccountListSchema}}}
+    post:
+      summary: add or replace an account at run time (stored only encrypted under FEEDPLANE_SECRET_KEY)
+      requestBody:
+        required: true
+        content: {application/json: {schema: {$ref: '#/components/schemas/AccountRequest'}}}
+      responses:
+        201: {description: added, content: {application/json: {schema: AccountSchema}}}
+        200: {description: replaced, content: {application/json: {schema: AccountSchema}}}
+        409:
+          description: >-
+            accounts_disabled (no FEEDPLANE_SECRET_KEY: the feature is off), or account_exists (the account
+            comes from the environment or ACCOUNTS_FILE)
+          content: {application/json: {schema: ErrorEnvelopeSchema}}
+    """
+    check_query(request.query_params)
     return await (create_account(request) if request.method == "POST" else list_accounts(request))
 
 

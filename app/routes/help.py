@@ -15,14 +15,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
+from app.query import HelpQuerySchema
 from control.settings import Settings
 from control.topics import EXCHANGES, TIMEFRAME_MS
+
+_QUERY = HelpQuerySchema()
 
 _JSON = "-H 'Content-Type: application/json'"
 
 #: (method, path, body or None, query suffix, description)
 _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
     ("GET", "/status", None, "", "workers, connections, subscriptions (state, stale), pause flag"),
+    ("GET", "/status", None, "?state=failed&exchange=bitmart&topic=bitmart:kline:&stale=1&limit=100",
+     "filtered and paged (follow page.next); ?summary=1 for counts by state, exchange and reason"),
+    ("GET", "/health", None, "", "health summary: redis latency, workers alive of total, paused"),
+    ("GET", "/health/live", None, "", "liveness probe (no token, never touches Redis): 200 while the process answers"),
+    ("GET", "/health/ready", None, "", "readiness probe (no token): 200, or 503 redis_unavailable / no_live_worker"),
+    ("GET", "/openapi.json", None, "", "the OpenAPI 3.1 document of this API (no token)"),
+    ("GET", "/docs", None, "", "API documentation page (Swagger UI, works offline; no token)"),
     ("GET", "/help", None, "", "this list; JSON with -H 'Accept: application/json' or ?format=json"),
     ("GET", "/metrics", None, "", "Prometheus metrics of the control server (workers: METRICS_PORT + process number)"),
     ("POST", "/klines/subscribe", '{"symbol":"BTCUSDT","tfs":["1m","5m"]}', "",
@@ -84,12 +94,12 @@ _ORDER_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
     ("POST", "/trading/halt", '{"cancel_open":true}', "", "kill switch: refuse new orders, cancel open ones"),
     ("POST", "/trading/resume", None, "", "lift the kill switch"),
 ]
-_TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$ACCOUNT_TOKEN"}
+_TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$ACCOUNT_TOKEN", "public": None}
 
 
 def _curl(base: str, method: str, path: str, body: str | None, query: str, auth: str | None) -> str:
     url = f"'{base}{path}{query}'" if query else f"{base}{path}"
-    header = f' -H "Authorization: Bearer {_TOKEN_VARS[auth]}"' if auth in _TOKEN_VARS else ""
+    header = f' -H "Authorization: Bearer {_TOKEN_VARS[auth]}"' if auth and _TOKEN_VARS.get(auth) else ""
     if path.startswith(("/sse", "/dashboard/feed")):
         return f"curl -N{header} {url}"
     if method == "GET":
@@ -138,6 +148,7 @@ def _auth_text(s: Settings, secured: bool) -> list[str]:
         "            control = CONTROL_TOKEN or ACCOUNTS_FILE tokens with scope control (implies read, every account)",
         "            read    = READ_TOKEN or file tokens with scope read: status, help, public SSE",
         '            account = a file token listing "exchange:account" (or control): /sse/{orders,positions,balances}',
+        "            public  = no token: /health/live, /health/ready, /openapi.json, /docs",
         "            401 unauthorized (missing/invalid token, WWW-Authenticate: Bearer), 403 forbidden (scope/account)",
         f"limits:     per token per minute: control {s.rate_limit_control_per_min}, read {s.rate_limit_read_per_min}",
         f"            per token per minute: new SSE connections {s.rate_limit_sse_per_min}",
@@ -169,13 +180,24 @@ def _text(settings: Settings, policy: Sequence[tuple[BaseRoute, Any]], secured: 
 
 async def help_page(request: Request) -> Response:
     """200 text/plain (default) or JSON ``{"endpoints", "accounts", "auth", "timeframes", "exchanges",
-    "default_exchange"}``."""
+    "default_exchange"}``.
+    ---
+    get:
+      summary: every endpoint with a working curl line, the auth it needs, limits
+      parameters: [{in: query, schema: HelpQuerySchema}]
+      responses:
+        200:
+          description: text/plain by default; JSON with Accept application/json or format=json
+          content:
+            text/plain: {schema: {type: string}}
+            application/json: {schema: {type: object}}
+    """
+    query = _QUERY.load(dict(request.query_params))  # ValidationError -> 400
     settings = request.app.state.settings
     policy = request.app.state.access_policy
     secured = not request.app.state.auth_open
-    wants_json = request.query_params.get("format") == "json" or "application/json" in request.headers.get(
-        "accept", ""
-    )
+    fmt = query.get("format")
+    wants_json = fmt == "json" or (fmt is None and "application/json" in request.headers.get("accept", ""))
     if wants_json:
         return JSONResponse(
             {
@@ -190,6 +212,7 @@ async def help_page(request: Request) -> Response:
                         "control": "subscribe/unsubscribe, stop/start, accounts; implies read and every account",
                         "read": "status, help, public SSE",
                         "account": 'private SSE of the accounts a token lists ("exchange:account"), or control',
+                        "public": "no token: /health/live, /health/ready, /openapi.json, /docs",
                     },
                     "rate_limits_per_min": {
                         "control": settings.rate_limit_control_per_min,

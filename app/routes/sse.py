@@ -63,6 +63,7 @@ from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
 from app.observe import ControlMetrics, metrics_of
+from app.query import check_query
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
 from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
 from control import keys
@@ -289,7 +290,13 @@ async def sse(request: Request) -> Response:
 
     400 for bad topics or ``backlog``; an unusable cursor (``Last-Event-ID``/``last_event_id``) is not an error:
     the stream starts live after one ``gap`` per topic with ``reason: "invalid_cursor"`` (module docstring).
+    ---
+    get:
+      summary: Server-Sent Events of 1..50 public topics; resume with Last-Event-ID
+      parameters: [{in: query, schema: SseQuerySchema}, LastEventId]
+      responses: {200: EventStream}
     """
+    check_query(request.query_params, schemas.SseQuerySchema)
     topics = schemas.sse_topics(request.query_params.getlist("topic"))
     private = {str(i): [f"{t} is a private topic; use /sse/{t.split(':')[1]}s/{{account}}"]
                for i, t in enumerate(topics) if is_private(t)}  # fmt: skip
@@ -299,8 +306,15 @@ async def sse(request: Request) -> Response:
 
 
 async def sse_klines(request: Request) -> Response:
-    """``GET /sse/klines/{symbol}?tf=1m[&tf=5m][&exchange=..]`` -> same as ``/sse`` for those kline topics."""
+    """``GET /sse/klines/{symbol}?tf=1m[&tf=5m][&exchange=..]`` -> same as ``/sse`` for those kline topics.
+    ---
+    get:
+      summary: Server-Sent Events of one symbol's klines (shortcut of /sse)
+      parameters: [{in: query, schema: SseKlinesQuerySchema}, LastEventId]
+      responses: {200: EventStream}
+    """
     q = request.query_params
+    check_query(q, schemas.SseKlinesQuerySchema)
     default = request.app.state.settings.default_exchange
     symbol = request.path_params["symbol"]
     topics = schemas.shortcut_topics("kline", symbol, q.get("exchange"), q.getlist("tf"), default)
@@ -308,7 +322,14 @@ async def sse_klines(request: Request) -> Response:
 
 
 async def sse_trades(request: Request) -> Response:
-    """``GET /sse/trades/{symbol}[?exchange=..]`` -> same as ``/sse`` for that trade topic."""
+    """``GET /sse/trades/{symbol}[?exchange=..]`` -> same as ``/sse`` for that trade topic.
+    ---
+    get:
+      summary: Server-Sent Events of one symbol's public trades (shortcut of /sse)
+      parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]
+      responses: {200: EventStream}
+    """
+    check_query(request.query_params, schemas.SseExchangeQuerySchema)
     exchange = request.query_params.get("exchange")
     default = request.app.state.settings.default_exchange
     topics = schemas.shortcut_topics("trade", request.path_params["symbol"], exchange, [], default)
@@ -327,13 +348,17 @@ async def private_stream(request: Request, channel: str, exchange: str, account:
 
 def _private(channel: str) -> Any:
     async def endpoint(request: Request) -> Response:
+        check_query(request.query_params, schemas.SseExchangeQuerySchema)
         exchange = request.query_params.get("exchange") or request.app.state.settings.default_exchange
         return await private_stream(request, channel, exchange, request.path_params["account"])
 
     endpoint.__name__ = f"sse_{channel}s"
     endpoint.__doc__ = (
         f"``GET /sse/{channel}s/{{account}}[?exchange=..]`` -> the ``{{exchange}}:{channel}:{{account}}`` stream, as "
-        "``/sse`` (400 bad account/exchange, 403 when the token may not read that account)."
+        "``/sse`` (400 bad account/exchange, 403 when the token may not read that account).\n---\nget:\n"
+        f"  summary: one account's private {channel} events (a control token or one listing the account)\n"
+        "  parameters: [{in: query, schema: SseExchangeQuerySchema}, LastEventId]\n"
+        "  responses: {200: EventStream}\n"
     )
     return endpoint
 

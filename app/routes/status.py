@@ -4,6 +4,8 @@ All records come from ``control.store.ControlStore``; times are epoch millisecon
 its lease as Redis has it now (``lease``: owner and milliseconds left, from ``control.store.lease_owners``), its
 reconnects by kind (``reasons``) and the gaps it announced (``gaps``). Each worker shows its publisher backlog
 (``publisher``: ``queue_depth``, ``oldest_queued_age_ms``, ``dropped``, ``fenced``, ...), written with its heartbeat.
+Filters (``?state=``, ``exchange``, ``topic`` prefix, ``stale``), the ``?summary=1`` counts and paging
+(``?limit=N``, then ``page.next``) keep the answer small at tens of thousands of topics (``StatusQuerySchema``).
 The top-level ``gaps`` adds up, per reason, the gaps announced by the connections running now, the books' sequence
 gaps (``book_sequence``) and the publishers' backlog overflows (``redis_backlog_overflow``).
 """
@@ -12,21 +14,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import now_ms
+from app.query import StatusQuerySchema
 from control.settings import Settings
-from control.store import ACTIVE, lease_owners
-from control.topics import is_private
+from control.store import ACTIVE, FAILED, lease_owners
+from control.topics import EXCHANGE_ALIASES, is_private
 
 #: ``reason`` of the gap events a publisher writes after dropping events on backlog overflow (workers.publisher).
 GAP_BACKLOG_OVERFLOW = "redis_backlog_overflow"
 #: Summary key of the order books' own sequence gaps (``books.gaps`` in a connection record).
 GAP_BOOK_SEQUENCE = "book_sequence"
+_QUERY = StatusQuerySchema()
 
 
 def decorate_subscriptions(records: list[dict[str, Any]], settings: Settings, now: int) -> list[dict[str, Any]]:
@@ -89,8 +95,82 @@ def gap_summary(connections: list[dict[str, Any]], workers: list[dict[str, Any]]
     return dict(sorted(total.items()))
 
 
+def _query(request: Request) -> dict[str, Any]:
+    """The validated ``StatusQuerySchema`` (raises ValidationError -> 400); ``exchange`` canonical."""
+    params = dict(request.query_params)
+    query: dict[str, Any] = _QUERY.load(params)
+    if "exchange" in query:
+        query["exchange"] = EXCHANGE_ALIASES.get(query["exchange"], query["exchange"])
+    return query
+
+
+def filter_subscriptions(records: list[dict[str, Any]], query: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep the (decorated) records matching ``state``, ``exchange``, ``topic`` (a prefix) and ``stale``."""
+    state, exchange, prefix, stale = (query.get(k) for k in ("state", "exchange", "topic", "stale"))
+    return [
+        r
+        for r in records
+        if (state is None or r["state"] == state)
+        and (exchange is None or r["topic"].partition(":")[0] == exchange)
+        and (prefix is None or r["topic"].startswith(prefix))
+        and (stale is None or r["stale"] is stale)
+    ]
+
+
+def page(
+    records: list[dict[str, Any]], query: dict[str, Any], path: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page of ``records`` (sorted by topic): those after ``after``, at most ``limit`` (all without it).
+
+    Returns the page and ``{"limit", "total", "next"}``; ``next`` is the path and query of the following page
+    (the same filters, ``after`` = this page's last topic), or None on the last page."""
+    total = len(records)
+    after = query.get("after")
+    if after is not None:
+        records = [r for r in records if r["topic"] > after]
+    limit = query.get("limit") or max(len(records), 1)
+    chunk = records[:limit]
+    following = None
+    if len(records) > limit:
+        params = {k: v for k, v in query.items() if k not in ("after", "summary")}
+        params.update(limit=limit, after=chunk[-1]["topic"])
+        following = f"{path}?{urlencode({k: _param(v) for k, v in params.items()})}"
+    return chunk, {"limit": limit, "total": total, "next": following}
+
+
+def _param(value: Any) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def summary(
+    paused: bool, version: int, workers: list[dict[str, Any]], connections: list[dict[str, Any]],
+    subscriptions: list[dict[str, Any]], now: int,
+) -> dict[str, Any]:  # fmt: skip
+    """``/status?summary=1``: counts of workers (total, alive), connections by state, and subscriptions by
+    state, exchange and reason (a failed subscription's error text), plus the gap summary."""
+    return {
+        "server_time": now,
+        "paused": paused,
+        "desired_version": version,
+        "workers": {"total": len(workers), "alive": sum(1 for w in workers if w["alive"])},
+        "connections": _count(str(c.get("state")) for c in connections),
+        "subscriptions": {
+            "total": len(subscriptions),
+            "stale": sum(1 for r in subscriptions if r["stale"]),
+            "by_state": _count(r["state"] for r in subscriptions),
+            "by_exchange": _count(r["topic"].partition(":")[0] for r in subscriptions),
+            "by_reason": _count(str(r.get("error")) for r in subscriptions if r["state"] == FAILED),
+        },
+        "gaps": gap_summary(connections, workers),
+    }
+
+
 async def status_snapshot(state: Any) -> dict[str, Any]:
-    """The ``/status`` document from ``state`` (an app's ``state``: ``store``, ``settings``).
+    """The whole ``/status`` document from ``state`` (an app's ``state``: ``store``, ``settings``).
 
     ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``; also
     what the dashboard feed (``app.dashboard_feed``) pushes. Raises redis errors (the callers' handlers map them).
@@ -116,8 +196,35 @@ async def status_snapshot(state: Any) -> dict[str, Any]:
 
 
 async def status(request: Request) -> Response:
-    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps"}``."""
-    return JSONResponse(await status_snapshot(request.app.state))
+    """200 ``{"server_time", "paused", "desired_version", "workers", "connections", "subscriptions", "gaps",
+    "page"}``, or the counts with ``?summary=1``; filters and paging as in ``StatusQuerySchema``.
+    ---
+    get:
+      summary: workers, connections, subscriptions (state, stale), gaps; filters, counts, paging
+      description: >-
+        Filters apply to the subscription list (and `exchange` to connections too). `summary=1` answers
+        counts only. Paging: `limit=N`, then follow `page.next` (it carries the filters and
+        `after=<last topic>`); topics are in ascending order.
+      parameters: [{in: query, schema: StatusQuerySchema}]
+      responses:
+        200:
+          description: the status, or its summary with summary=1
+          content:
+            application/json:
+              schema: {anyOf: [StatusResponseSchema, StatusSummarySchema]}
+    """
+    query = _query(request)
+    doc = await status_snapshot(request.app.state)
+    connections = doc["connections"]
+    if (exchange := query.get("exchange")) is not None:  # the gap summary stays over every connection
+        connections = [c for c in connections if c.get("exchange") == exchange]
+    selected = filter_subscriptions(doc["subscriptions"], query)
+    if query.get("summary"):
+        counts = summary(doc["paused"], doc["desired_version"], doc["workers"], connections, selected,
+                         doc["server_time"])  # fmt: skip
+        return JSONResponse(counts | {"gaps": doc["gaps"]})
+    records, paging = page(selected, query, request.url.path)
+    return JSONResponse(doc | {"connections": connections, "subscriptions": records, "page": paging})
 
 
 ROUTES = [Route("/status", status, methods=["GET"])]

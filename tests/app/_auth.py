@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 
 from app.main import create_app
@@ -27,6 +27,8 @@ PRIVATE_PREFIXES = ("/sse/orders/", "/sse/positions/", "/sse/balances/", "/sse/s
 #: Order routes (issue #14): a control token, or an account token for its own account.
 ORDER_PATHS = ("/orders", "/orders/1", "/orders/client/c1", "/positions/close", "/gate/place-futures-order",
                "/gate/close-futures-order", "/gate/cancel-futures-order", "/gate/get-futures-order")
+#: No token (issue #12): probes and the API description.
+PUBLIC_PATHS = ("/health/live", "/health/ready", "/openapi.json", "/docs")
 
 
 def expected_access(path: str) -> str:
@@ -37,16 +39,22 @@ def expected_access(path: str) -> str:
         return "public"
     if path.startswith(PRIVATE_PREFIXES) or path in ORDER_PATHS:
         return "account"
-    if path.startswith("/sse") or path in ("/status", "/help", "/metrics"):
+    if path in PUBLIC_PATHS or path.startswith("/docs/"):
+        return "public"
+    if path.startswith("/sse") or path in ("/status", "/help", "/health", "/metrics"):
         return "read"
     return "control"
 
 
 def route_requests(app: Any) -> list[tuple[str, str]]:
-    """(method, concrete path) for every method of every route of ``app`` (HEAD rides on GET)."""
+    """(method, concrete path) for every method of every route of ``app`` (HEAD rides on GET); the docs page's
+    static files (a Mount) as one asset."""
     out = []
     for route in app.routes:
         if isinstance(route, WebSocketRoute):  # GET /ws authenticates itself: tests/app/ws
+            continue
+        if isinstance(route, Mount):
+            out.append(("GET", f"{route.path}/swagger-ui.css"))
             continue
         assert isinstance(route, Route), route
         params = {name: SAMPLE_PARAMS[name] for name in route.param_convertors}

@@ -81,6 +81,6 @@ def test_accounts_validation_never_echoes_values(key_settings: Settings, redis: 
 
 def test_accounts_disabled_without_secret_key(make_settings: Callable[..., Settings], redis: Redis) -> None:
     with TestClient(create_app(make_settings())) as client:
-        err = assert_error(client.post("/accounts", json={"exchange": "bitmart"}), 503, "accounts_disabled")
+        err = assert_error(client.post("/accounts", json={"exchange": "bitmart"}), 409, "accounts_disabled")
         assert "FEEDPLANE_SECRET_KEY" in err["message"]
         assert client.get("/accounts").json() == {"accounts": []}

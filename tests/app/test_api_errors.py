@@ -79,6 +79,16 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str | None]] =
      "validation_error", "exchange"),
     ("private: json array", "POST", "/balances/unsubscribe", {"json": []}, 400, "invalid_json", None),
     ("private: wait=abc", "POST", "/orders/subscribe?wait=abc", {}, 400, "validation_error", "wait"),
+    ("optional body of whitespace", "POST", "/balances/unsubscribe", {"content": b"\n"}, 400, "invalid_json", None),
+    ("stop clear a number", "POST", "/stop", {"json": {"clear": 0}}, 400, "validation_error", "clear"),
+    ("unknown query parameter", "POST", "/klines/subscribe?wiat=5", {"json": KLINE_BODY}, 400, "validation_error",
+     "wiat"),
+    ("unknown query on unsubscribe", "POST", "/klines/unsubscribe?x=1", {"json": KLINE_BODY}, 400,
+     "validation_error", "x"),
+    ("unknown query on sse", "GET", "/sse?topic=bitmart:trade:BTCUSDT&tpoic=x", {}, 400, "validation_error",
+     "tpoic"),
+    ("status filter unknown state", "GET", "/status?state=gone", {}, 400, "validation_error", "state"),
+    ("help format unknown", "GET", "/help?format=xml", {}, 400, "validation_error", "format"),
 ]  # fmt: skip
 
 
