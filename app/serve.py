@@ -21,6 +21,7 @@ import asyncio
 import logging
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 #: Hypercorn's default line, with the request line spelled out as method, path (no query string), protocol.
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 _TOKEN_IN_QUERY = re.compile(r"(?i)(access_token=)[^&\s\"]*")
+#: listen(2) backlog of CTRL_ADDR (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 _SECRET_HEADER_ATOMS = ("{authorization}i", "{proxy-authorization}i", "{cookie}i", "{x-api-key}i")
 
 
@@ -76,10 +79,34 @@ def hypercorn_config(settings: Settings) -> Config:
             "access_log_format": ACCESS_LOG_FORMAT,
             "errorlog": logging.getLogger("hypercorn.error"),  # through the root handler (stderr), logged once
             "loglevel": settings.log_level,
+            # 1,000 clients connecting at once: hypercorn's default (100) makes the kernel drop SYNs, which the
+            # clients retry after 1 s, 3 s, ... (capped by net.core.somaxconn)
+            "backlog": LISTEN_BACKLOG,
         }
     )
     config.logger_class = RedactingAccessLogger
+    if settings.ctrl_reuse_port:
+        config.bind = [f"fd://{reuse_port_socket(settings.ctrl_host, settings.ctrl_port).detach()}"]
     return config
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT (and SO_REUSEADDR), not yet listening.
+
+    Several processes binding the same address this way share it: the kernel spreads new connections over
+    them (CTRL_REUSE_PORT=1 with supervisord ``numprocs``). Raises OSError when the address is taken without it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def run(settings: Settings, app: ASGIApp | None = None) -> None:
@@ -93,7 +120,7 @@ async def run(settings: Settings, app: ASGIApp | None = None) -> None:
     async def shutdown_trigger() -> None:
         await stop.wait()
         logger.info("shutdown requested; draining connections")
-        AppStatus.should_exit = True  # sse-starlette: streams send their farewell and end
+        AppStatus.should_exit = True  # app.sse_stream: streams send their farewell and end
 
     await serve(app or create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 

@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
+from app.sse_wire import wire_of
 from control import keys
 
 logger = logging.getLogger(__name__)
@@ -86,24 +87,33 @@ def event_type(payload: bytes) -> str:
 
 
 class Entry(NamedTuple):
-    """One stream entry ready to send: ``sid`` (ms, seq), ``id`` text, ``topic``, ``event`` type, raw JSON ``data``."""
+    """One stream entry ready to send: ``sid`` (ms, seq), ``id`` text, ``topic``, ``event`` type, raw JSON ``data``.
+
+    Serialized once, when the hub reads it (``app.sse_wire.wire_of``), and shared by every client of the topic:
+    ``wire`` = the SSE ``event:``/``data:`` lines, ``frame`` = the whole SSE event with the ``id:`` (cursor) of a
+    client of this one topic. Both are ``b""`` on an Entry built by hand; ``sse_wire.wire_of`` fills them.
+    """
 
     sid: StreamId
     id: str
     topic: str
     event: str
     data: bytes
+    wire: bytes = b""
+    frame: bytes = b""
 
 
 def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:
-    """Entries as returned by redis-py (bytes client) -> ``Entry`` list; entries without the field are skipped."""
+    """Entries as returned by redis-py (bytes client) -> ``Entry`` list with their SSE bytes; entries without
+    the field are skipped."""
     out = []
     for raw_id, fields in raw:
         payload = fields.get(_FIELD)
         if payload is None:
             continue
         text = raw_id.decode()
-        out.append(Entry(parse_stream_id(text), text, topic, event_type(payload), payload))
+        kind = event_type(payload)
+        out.append(Entry(parse_stream_id(text), text, topic, kind, payload, *wire_of(topic, text, kind, payload)))
     return out
 
 
@@ -155,6 +165,17 @@ class Subscription:
             self._ready.set()
             return False
         self._queue.append(entry)
+        self._ready.set()
+        return True
+
+    def push_many(self, entries: list[Entry]) -> bool:
+        """Queue ``entries`` (one topic's batch, oldest first) at once; on overflow as ``push``."""
+        if len(self._queue) + len(entries) > self.queue_max:
+            self._queue.clear()
+            self.overflowed = True
+            self._ready.set()
+            return False
+        self._queue.extend(entries)
         self._ready.set()
         return True
 
@@ -311,6 +332,8 @@ class SSEHub:
                 self._reading_generation = generation
                 self.counters["reads"] += 1
                 reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)  # type: ignore[arg-type]
+                if reply:
+                    reply = await self._top_up(streams, reply)
             except (RedisError, OSError) as exc:
                 # The failed connection is dropped by redis-py; the next XREAD opens a fresh one, whose
                 # CLIENT ID differs, and reads from the same positions: nothing added meanwhile is skipped.
@@ -333,6 +356,28 @@ class SSEHub:
             if reply:
                 self._dispatch(reply)
 
+    async def _top_up(self, streams: dict[str, str], reply: list[Any]) -> list[Any]:
+        """``reply`` plus what a non-blocking XREAD from after it returns, merged per stream.
+
+        A blocked XREAD is answered as soon as the first entry of a burst lands, and only with the stream that
+        woke it; the rest of the burst (and other topics' entries) is read here, so one burst reaches each
+        client as one write instead of two, and topics stay in id order within the dispatch."""
+        merged: dict[Any, list[Any]] = {}
+        after = dict(streams)
+        total = 0
+        for key, raw in reply:
+            merged[key] = list(raw)
+            total += len(raw)
+            if raw:
+                after[key.decode() if isinstance(key, bytes) else key] = raw[-1][0]
+        if total >= self.count:
+            return reply
+        self.counters["reads"] += 1
+        more = await self.reader.xread(after, count=self.count)  # type: ignore[arg-type]
+        for key, raw in more or ():
+            merged.setdefault(key, []).extend(raw)
+        return list(merged.items())
+
     def _dispatch(self, reply: list[Any]) -> None:
         batches = []
         for key, raw in reply:
@@ -347,9 +392,18 @@ class SSEHub:
             if last > position:
                 self._positions[topic] = last
             batches.append(to_entries(topic, raw))
-        merged = batches[0] if len(batches) == 1 else heapq.merge(*batches, key=lambda e: e.sid)
         delivered = overflows = 0
-        for entry in merged:
+        if len(batches) == 1:  # the common case: one busy topic; one queue extend per subscriber
+            batch = batches[0]
+            for sub in self._subs.get(batch[0].topic, ()) if batch else ():
+                if sub.push_many(batch):
+                    delivered += len(batch)
+                else:
+                    overflows += 1
+            self.counters["delivered"] += delivered
+            self.counters["overflows"] += overflows
+            return
+        for entry in heapq.merge(*batches, key=lambda e: e.sid):
             for sub in self._subs.get(entry.topic, ()):
                 if sub.push(entry):
                     delivered += 1

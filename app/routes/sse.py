@@ -40,10 +40,8 @@ back. A client that reconnects with ``Last-Event-ID`` after the outage gets ever
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -54,7 +52,6 @@ from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -64,6 +61,8 @@ from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
 from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
+from app.sse_stream import KEEPALIVE, SSEResponse, StreamState, StreamTicker
+from app.sse_wire import sse_frame
 from control import keys
 from control.events import GapEvent
 from control.topics import TopicError, is_private, private_topic
@@ -76,26 +75,16 @@ RETRY_AFTER_S = str(-(-RETRY_MS // 1000))
 #: Backoff of an open stream's Redis calls (registration, catch-up) while Redis is away: seconds, capped.
 _OUTAGE_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-#: Seconds the generator gets to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
+#: Seconds the streams get to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
 #: which app.serve uses as hypercorn's graceful_timeout).
 SHUTDOWN_GRACE_S = 2.0
-_UNSAFE = re.compile(rb"[\r\n]")
+__all__ = ["POLICY", "ROUTES", "make_ticker", "sse_frame"]
 
 
-def sse_frame(event: str, data: bytes, event_id: str | None, retry_ms: int | None = None) -> bytes:
-    """One SSE event as bytes (``\\n`` line ends). ``data`` is sent as-is, split into lines if it has any."""
-    parts = []
-    if event_id is not None:
-        parts.append(b"id: " + event_id.encode() + b"\n")
-    parts.append(b"event: " + _UNSAFE.sub(b"", event.encode()) + b"\n")
-    if _UNSAFE.search(data):
-        parts.extend(b"data: " + line + b"\n" for line in data.splitlines())
-    else:
-        parts.append(b"data: " + data + b"\n")
-    if retry_ms is not None:
-        parts.append(b"retry: %d\n" % retry_ms)
-    parts.append(b"\n")
-    return b"".join(parts)
+def make_ticker(settings: Any) -> StreamTicker:
+    """The process's ``StreamTicker`` for ``settings`` (SSE_PING_S, SSE_SEND_TIMEOUT_S, DRAIN_TIMEOUT_S)."""
+    return StreamTicker(ping_s=settings.sse_ping_s, send_timeout_s=settings.sse_send_timeout_s,
+                        grace_s=min(SHUTDOWN_GRACE_S, settings.drain_timeout_s / 2))  # fmt: skip
 
 
 async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> dict[str, StreamId]:
@@ -113,26 +102,26 @@ async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> di
     return cursor
 
 
-async def _relay_shutdown(shutdown: anyio.Event, wake: Any) -> None:
-    await shutdown.wait()
-    wake()
-
-
-class _ClientStream:
+class _ClientStream(StreamState):
     """The event stream of one client (see module docstring). Ends quietly on Redis errors.
 
-    ``cursor``: the start position of every topic; ``shutdown``: set when the server stops (the stream then
-    ends with ``bye``). Steps: ``_register`` with the hub, the ``gaps`` passed to ``events``, ``_catch_up``,
-    ``ready``, then ``_live``; a Redis outage makes registration and catch-up wait (``_outage_wait``).
+    ``cursor``: the start position of every topic; ``gaps``: the gap events to send before anything else.
+    ``stopping`` (set by ``app.sse_stream`` at shutdown) ends the stream with ``bye``. Steps: ``_register``
+    with the hub, ``gaps``, ``_catch_up``, ``ready``, then ``_live``; a Redis outage makes registration and
+    catch-up wait (``_outage_wait``). Live entries are sent as the bytes the hub built once per topic.
     """
 
     def __init__(
-        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], shutdown: anyio.Event
+        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], gaps: list[GapEvent]
     ) -> None:
+        super().__init__()
         self.hub = hub
         self.redis = redis
         self.topics = topics
-        self.shutdown = shutdown
+        self.gaps = gaps
+        self.sub: Subscription | None = None
+        self._wakeup = anyio.Event()  # wakes ``_outage_wait`` and a registration still in progress
+        self.single = len(topics) == 1
         self.fmt = CursorFormat(topics)
         self.index = self.fmt.slot  # per topic: its index in ``last``/``ids``, the cursor's (sorted) order
         self.last = [cursor[t] for t in self.fmt.order]
@@ -146,22 +135,41 @@ class _ClientStream:
         return sse_frame(event, data, self.fmt.format(self.ids), retry)
 
     def accept(self, entries: Any, out: list[bytes]) -> None:
-        """Append to ``out`` the frames of ``entries`` past the cursor, moving the cursor (never sends twice)."""
+        """Append to ``out`` the frames of ``entries`` past the cursor, moving the cursor (never sends twice).
+
+        A client of one topic sends ``entry.frame`` as the hub built it; of several, its own ``id:`` line (the
+        cursor names every topic) before the shared ``entry.wire``."""
         index, last, ids = self.index, self.last, self.ids
         for entry in entries:
             i = index[entry.topic]
             if entry.sid > last[i]:
                 last[i], ids[i] = entry.sid, entry.id
-                out.append(self.frame(entry.event, entry.data))
+                if self.first or not entry.wire:
+                    out.append(self.frame(entry.event, entry.data))
+                elif self.single:
+                    out.append(entry.frame)
+                else:
+                    out.append(b"id: " + self.fmt.format(ids).encode() + b"\n" + entry.wire)
+
+    def wake(self) -> None:
+        """Wake the stream's wait (``app.sse_stream`` flags: ping, shutdown, client gone)."""
+        if self.sub is not None:
+            self.sub.wake()
+        self._wakeup.set()
+
+    def farewell(self, reason: str) -> bytes:
+        """The ``bye`` event of a stream cut for ``reason`` (``slow_consumer``), with the cursor to resume from."""
+        return self.frame("bye", orjson.dumps({"type": "bye", "reason": reason}), RETRY_MS)
 
     async def _outage_wait(self, failures: int, what: str, exc: BaseException) -> bool:
         """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
         if failures == 1:
             logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(self.topics), what,
                            type(exc).__name__, exc)  # fmt: skip
+        self._wakeup = anyio.Event()
         with anyio.move_on_after(_OUTAGE_BACKOFF.compute(failures - 1)):
-            await self.shutdown.wait()
-        return self.shutdown.is_set()
+            await self._wakeup.wait()
+        return self.stopping or self.gone
 
     async def _register(self) -> Subscription | None:
         """Subscribe to the hub; the response has started, so wait for Redis rather than end the stream.
@@ -198,11 +206,17 @@ class _ClientStream:
             return
 
     async def _live(self, sub: Subscription) -> AsyncIterator[bytes]:
-        """Entries as the hub delivers them, until shutdown (then ``bye``)."""
+        """Entries as the hub delivers them, keep-alive comments when due, until shutdown (then ``bye``)."""
         while True:
-            if self.shutdown.is_set():
+            if self.gone:
+                return
+            if self.stopping:
                 yield self.frame("bye", b'{"type":"bye","reason":"shutdown"}', RETRY_MS)
                 return
+            if self.ping_due:
+                self.ping_due = False
+                yield KEEPALIVE
+                continue
             if sub.overflowed:  # queue was cleared: the stream still has everything after our cursor
                 sub.overflowed = False
                 async for chunk in self._catch_up():
@@ -217,14 +231,13 @@ class _ClientStream:
                 continue
             await sub.wait()
 
-    async def events(self, gaps: list[GapEvent]) -> AsyncIterator[bytes]:
-        """The stream's bytes: ``gaps`` (the gap events to send before anything else), catch-up, ready, live."""
-        sub = await self._register()
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        """The stream's bytes: ``gaps``, catch-up, ready, live (``app.sse_stream.SSEResponse`` sends them)."""
+        sub = self.sub = await self._register()
         if sub is None:
             return
-        relay = asyncio.create_task(_relay_shutdown(self.shutdown, sub.wake))
         try:
-            for gap in gaps:
+            for gap in self.gaps:
                 yield self.frame("gap", orjson.dumps(gap))
             async for chunk in self._catch_up():
                 yield chunk
@@ -234,7 +247,6 @@ class _ClientStream:
         except (RedisError, OSError) as exc:
             logger.warning("sse stream for %d topics ended: redis %s: %s", len(self.topics), type(exc).__name__, exc)
         finally:
-            relay.cancel()
             self.hub.unsubscribe(sub)
 
 
@@ -260,14 +272,7 @@ async def _respond(request: Request, topics: list[str]) -> Response:
         logger.warning("sse request refused: redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, "redis_unavailable", "Redis is unreachable; retry shortly (Last-Event-ID resumes)",
                               headers={"Retry-After": RETRY_AFTER_S})  # fmt: skip
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        _ClientStream(state.hub, state.sse_redis, topics, cursor, shutdown).events(gaps),
-        ping=state.settings.sse_ping_s,
-        sep="\n",
-        shutdown_event=shutdown,
-        shutdown_grace_period=min(SHUTDOWN_GRACE_S, state.settings.drain_timeout_s / 2),
-    )
+    return SSEResponse(_ClientStream(state.hub, state.sse_redis, topics, cursor, gaps), state.sse_ticker)  # type: ignore[return-value]
 
 
 async def sse(request: Request) -> Response:
