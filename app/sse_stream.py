@@ -68,6 +68,9 @@ class StreamState:
         """The ``bye`` frame sent when the stream is cut for ``reason``."""
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Called once when the response ends, however it ends (also when ``body`` never started)."""
+
 
 class StreamTicker:
     """The per-process task behind every ``SSEResponse`` (module docstring). Times in seconds."""
@@ -154,11 +157,11 @@ class SSEResponse:
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         body = self.state.body()
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         listener = asyncio.create_task(self._listen(receive))
         self.ticker.streams.add(self)
         self.ticker.counters["opened"] += 1
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             async for chunk in body:
                 self.sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -170,9 +173,10 @@ class SSEResponse:
             if self.cut_reason is None or task is None or task.cancelling() > 1:
                 raise  # cancelled by the server, not cut by us
             task.uncancel()
+            in_send = self.sending_since != 0.0  # the chunk was written: the body's cursor is what was sent
             await body.aclose()
-            if self.cut_reason == SHUTDOWN:
-                return  # its body had its chance to send ``bye`` during the grace period
+            if self.cut_reason == SHUTDOWN or not in_send:
+                return  # shutdown: the body had its chance to send ``bye``; else the client resumes from its last id
             try:
                 async with asyncio.timeout(FAREWELL_S):
                     await send({"type": "http.response.body", "body": self.state.farewell(self.cut_reason),
@@ -183,3 +187,4 @@ class SSEResponse:
             self.ticker.streams.discard(self)
             listener.cancel()
             await body.aclose()
+            self.state.release()

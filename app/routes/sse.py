@@ -112,13 +112,21 @@ class _ClientStream(StreamState):
     """
 
     def __init__(
-        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], gaps: list[GapEvent]
+        self,
+        hub: SSEHub,
+        redis: Redis,
+        topics: list[str],
+        cursor: dict[str, StreamId],
+        gaps: list[GapEvent],
+        joined: Subscription | None = None,
     ) -> None:
         super().__init__()
         self.hub = hub
         self.redis = redis
         self.topics = topics
         self.gaps = gaps
+        #: Already registered at ``cursor`` by ``SSEHub.join``: no registration and no catch-up needed.
+        self.joined = joined
         self.sub: Subscription | None = None
         self._wakeup = anyio.Event()  # wakes ``_outage_wait`` and a registration still in progress
         self.single = len(topics) == 1
@@ -156,6 +164,12 @@ class _ClientStream(StreamState):
         if self.sub is not None:
             self.sub.wake()
         self._wakeup.set()
+
+    def release(self) -> None:
+        """Leave the hub (idempotent; covers a ``join``ed subscription whose body never ran)."""
+        for sub in (self.joined, self.sub):
+            if sub is not None:
+                self.hub.unsubscribe(sub)
 
     def farewell(self, reason: str) -> bytes:
         """The ``bye`` event of a stream cut for ``reason`` (``slow_consumer``), with the cursor to resume from."""
@@ -233,14 +247,15 @@ class _ClientStream(StreamState):
 
     async def body(self) -> AsyncGenerator[bytes, None]:
         """The stream's bytes: ``gaps``, catch-up, ready, live (``app.sse_stream.SSEResponse`` sends them)."""
-        sub = self.sub = await self._register()
+        sub = self.sub = self.joined or await self._register()
         if sub is None:
             return
         try:
             for gap in self.gaps:
                 yield self.frame("gap", orjson.dumps(gap))
-            async for chunk in self._catch_up():
-                yield chunk
+            if self.joined is None:
+                async for chunk in self._catch_up():
+                    yield chunk
             yield self.frame("ready", orjson.dumps({"type": "ready", "topics": self.topics}))
             async for chunk in self._live(sub):
                 yield chunk
@@ -263,6 +278,11 @@ async def _respond(request: Request, topics: list[str]) -> Response:
         except CursorError as exc:  # not a 400: that would end a browser's EventSource for good
             logger.info("sse cursor refused, starting live: %s", exc)
             gaps = invalid_cursor_gaps(topics)
+    hub: SSEHub = state.hub
+    joined = hub.join(topics) if resume is None and backlog == 0 else None
+    if joined is not None:  # a new client of topics the hub already reads: starts at the hub's position
+        sub, cursor = joined
+        return SSEResponse(_ClientStream(hub, state.sse_redis, topics, cursor, gaps, sub), state.sse_ticker)  # type: ignore[return-value]
     try:
         if resume is not None:
             cursor, gaps = await resume_positions(state.sse_redis, topics, resume)
