@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> Starlette:
         )
     middleware.append(
         Middleware(
-            AuthMiddleware, policy=policy, authenticator=authenticator, limiter=RateLimiter.from_settings(settings)
+            AuthMiddleware, policy=policy, authenticator=authenticator, limiter=RateLimiter.from_settings(settings),
+            trusted_proxies=settings.trusted_proxies,
         )
     )
     app = FeedplaneApp(

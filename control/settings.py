@@ -156,7 +156,7 @@ class Settings:
     rate_limit_read_per_min: int = setting(
         "RATE_LIMIT_READ_PER_MIN", 1000, int_range(0, 1_000_000), "read requests per minute per token; 0 = unlimited")
     rate_limit_sse_per_min: int = setting(
-        "RATE_LIMIT_SSE_PER_MIN", 5, int_range(0, 1_000_000), "new SSE streams per minute per token; 0 = unlimited")
+        "RATE_LIMIT_SSE_PER_MIN", 5, int_range(0, 1_000_000), "new SSE streams per minute per token and client address; 0 = unlimited")
     rate_limit_auth_fail_per_min: int = setting(
         "RATE_LIMIT_AUTH_FAIL_PER_MIN", 30, int_range(0, 1_000_000),
         "failed authentications per minute per client address; 0 = unlimited")  # fmt: skip
