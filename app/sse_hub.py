@@ -6,6 +6,12 @@ Design:
   topic that currently has subscribers, on a dedicated bytes connection (``max_connections=1``, so the
   connection, and its ``CLIENT ID``, is fixed). Each entry is turned into an ``Entry`` once and appended
   to the bounded queue of every subscriber of its topic: N clients on one topic cost one Redis read.
+* Each entry is serialized once, when read (``Entry.wire``/``Entry.frame``, ``app.sse_wire``): every client of
+  the topic sends those same bytes. A dispatch of one topic's batch is one queue ``extend`` per subscriber.
+* Bursts: a blocked XREAD is answered when the first entry of a burst lands, with only the stream that woke
+  it; one non-blocking XREAD right after (``_top_up``) takes the rest, so a burst reaches a client as one write.
+* A client of topics the hub already reads starts at the hub's position (``join``): no Redis call at all,
+  which keeps a connect storm of 1,000 clients cheap; the hub's queue delivers everything after it.
 * Per topic the hub keeps a *position* (last id it read). A topic new to the hub starts at the stream's
   last id at registration time (``XREVRANGE + - COUNT 1``, ``0-0`` when empty), never ``$``, so nothing
   added between registration and the next XREAD is skipped.
@@ -31,120 +37,35 @@ import asyncio
 import heapq
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
-from app.sse_wire import wire_of
+from app.sse_entries import (
+    ZERO_ID,
+    Entry,
+    StreamId,
+    catch_up,
+    event_type,
+    format_stream_id,
+    parse_stream_id,
+    to_entries,
+)
 from control import keys
+
+__all__ = [
+    "RECONNECT_BASE_S", "RECONNECT_CAP_S", "ZERO_ID", "Entry", "SSEHub", "StreamId", "Subscription", "catch_up",
+    "event_type", "format_stream_id", "parse_stream_id", "to_entries",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-StreamId = tuple[int, int]
-ZERO_ID: StreamId = (0, 0)
-_FIELD = keys.STREAM_FIELD.encode()
-_TYPE_PREFIX = b'{"type":"'
 #: Reader reconnect delays while Redis is unreachable: from RECONNECT_BASE_S doubling, capped, half jittered.
 RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 1.0
-_MAX_PART = 2**64 - 1
-
-
-def parse_stream_id(text: str | bytes) -> StreamId:
-    """``"1732300000000-4"`` -> ``(1732300000000, 4)``; raises ValueError for anything else (each part 0..2**64-1)."""
-    raw = text.decode() if isinstance(text, bytes) else text
-    ms, sep, seq = raw.partition("-")
-    if not (sep and raw.isascii() and ms.isdigit() and seq.isdigit() and len(ms) <= 20 and len(seq) <= 20):
-        raise ValueError(f"invalid stream id {raw[:50]!r}")
-    sid = int(ms), int(seq)
-    if sid[0] > _MAX_PART or sid[1] > _MAX_PART:  # Redis stream ids are two unsigned 64-bit numbers
-        raise ValueError(f"stream id out of range {raw!r}")
-    return sid
-
-
-def format_stream_id(sid: StreamId) -> str:
-    """``(ms, seq)`` -> ``"ms-seq"``."""
-    return f"{sid[0]}-{sid[1]}"
-
-
-def event_type(payload: bytes) -> str:
-    """The ``type`` field of an event JSON (fast path for ``{"type":"...`` as workers write it); ``message`` if none."""
-    if payload.startswith(_TYPE_PREFIX):
-        end = payload.find(b'"', len(_TYPE_PREFIX))
-        candidate = payload[len(_TYPE_PREFIX) : end] if end > 0 else b""
-        if candidate and b"\\" not in candidate:
-            return candidate.decode("utf-8", "replace")
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return "message"
-    kind = value.get("type") if isinstance(value, dict) else None
-    return kind if isinstance(kind, str) and kind else "message"
-
-
-class Entry(NamedTuple):
-    """One stream entry ready to send: ``sid`` (ms, seq), ``id`` text, ``topic``, ``event`` type, raw JSON ``data``.
-
-    Serialized once, when the hub reads it (``app.sse_wire.wire_of``), and shared by every client of the topic:
-    ``wire`` = the SSE ``event:``/``data:`` lines, ``frame`` = the whole SSE event with the ``id:`` (cursor) of a
-    client of this one topic. Both are ``b""`` on an Entry built by hand; ``sse_wire.wire_of`` fills them.
-    """
-
-    sid: StreamId
-    id: str
-    topic: str
-    event: str
-    data: bytes
-    wire: bytes = b""
-    frame: bytes = b""
-
-
-def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:
-    """Entries as returned by redis-py (bytes client) -> ``Entry`` list with their SSE bytes; entries without
-    the field are skipped."""
-    out = []
-    for raw_id, fields in raw:
-        payload = fields.get(_FIELD)
-        if payload is None:
-            continue
-        text = raw_id.decode()
-        kind = event_type(payload)
-        out.append(Entry(parse_stream_id(text), text, topic, kind, payload, *wire_of(topic, text, kind, payload)))
-    return out
-
-
-async def catch_up(redis: Redis, cursors: Mapping[str, StreamId], page: int = 500) -> AsyncIterator[Entry]:
-    """Yield every entry after each topic's cursor up to the stream's end, merged across topics by id.
-
-    Reads pages of ``page`` entries per topic with exclusive ``XRANGE (cursor +``. Raises redis errors.
-    """
-    after = dict(cursors)
-    buffers: dict[str, deque[Entry]] = {t: deque() for t in after}
-    exhausted: set[str] = set()
-    while True:
-        need = [t for t in after if t not in exhausted and not buffers[t]]
-        if need:
-            async with redis.pipeline(transaction=False) as pipe:
-                for topic in need:
-                    pipe.xrange(keys.event_stream(topic), min="(" + format_stream_id(after[topic]), max="+", count=page)
-                results = await pipe.execute()
-            for topic, raw in zip(need, results):
-                if len(raw) < page:
-                    exhausted.add(topic)
-                if raw:
-                    after[topic] = parse_stream_id(raw[-1][0])
-                    buffers[topic].extend(to_entries(topic, raw))
-                elif topic not in exhausted:  # pragma: no cover - a full page is never empty
-                    exhausted.add(topic)
-        ready = [t for t, b in buffers.items() if b]
-        if not ready:
-            return
-        topic = min(ready, key=lambda t: buffers[t][0].sid)
-        yield buffers[topic].popleft()
 
 
 class Subscription:

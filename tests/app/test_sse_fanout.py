@@ -13,7 +13,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from app import sse_hub
+from app import sse_entries
 from app.sse_stream import SLOW_CONSUMER
 from tests.app._sse import KLINE, TRADE, alternating, connect, cursor_of, expect_cursor, payload, xadd_many
 
@@ -24,13 +24,13 @@ async def test_every_client_gets_every_event_once_and_each_is_serialized_once(
     start_server: Any, session: aiohttp.ClientSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[str] = []
-    real = sse_hub.wire_of
+    real = sse_entries.wire_of
 
     def counting(topic: str, stream_id: str, event: str, data: bytes) -> tuple[bytes, bytes]:
         built.append(stream_id)
         return real(topic, stream_id, event, data)
 
-    monkeypatch.setattr(sse_hub, "wire_of", counting)
+    monkeypatch.setattr(sse_entries, "wire_of", counting)
     server = await start_server()
     singles = [await connect(session, f"{server.url}/sse?topic={TRADE}") for _ in range(6)]
     pairs = [await connect(session, f"{server.url}/sse?topic={TRADE}&topic={KLINE}") for _ in range(3)]
