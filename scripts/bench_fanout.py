@@ -105,9 +105,11 @@ async def _client_main(conn: Connection, port: int, clients: int, sample_every: 
     assert await asyncio.to_thread(conn.recv) == "start"
     delays.clear()
     base = [p.count for p in protos]
+    cpu0, wall0 = time.process_time(), time.monotonic()
     assert await asyncio.to_thread(conn.recv) == "report"
     counts = [p.count - b for p, b in zip(protos, base)]
-    conn.send({"counts": counts, "closed": [p.closed for p in protos], "delays": delays})
+    cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0) * 100
+    conn.send({"counts": counts, "closed": [p.closed for p in protos], "delays": delays, "cpu_pct": cpu})
 
 
 def _client_proc(conn: Connection, port: int, clients: int, sample_every: int, offset: int, nice: int) -> None:
@@ -239,7 +241,7 @@ async def run_once(args: argparse.Namespace, redis_url: str, port: int) -> dict[
         "p50_ms": pct(delays, 50), "p99_ms": pct(delays, 99), "max_ms": max(delays, default=float("nan")),
         "lost": sum(max(0, injected - c) for c in kept), "dup": sum(max(0, c - injected) for c in counts),
         "cut": sum(closed), "min_rate": min(counts, default=0) / injected if injected else float("nan"),
-        "cpu_pct": cpu, "rss_mb": rss, "peak_rss_mb": peak,
+        "cpu_pct": cpu, "rss_mb": rss, "peak_rss_mb": peak, "client_cpu_pct": max(r["cpu_pct"] for r in reports),
     }  # fmt: skip
 
 
@@ -264,9 +266,9 @@ def _redis(port: int, tmp: str) -> subprocess.Popen[bytes]:
 def _row(r: dict[str, Any]) -> str:
     return (f"clients {r['clients']:>6} (connected {r['connected']}, failed {r['failed']}) | "
             f"{r['events_per_s']:.0f} ev/s | ready p50 {r['ready_p50_s']:.2f} s max {r['ready_max_s']:.2f} s | "
-            f"delay p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.1f} ms | lost {r['lost']} "
+            f"delay p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.1f} ms | undelivered {r['lost']} "
             f"dup {r['dup']} cut {r['cut']} | min rate {r['min_rate']:.3f} | CPU {r['cpu_pct']:.0f}% | "
-            f"RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f})")  # fmt: skip
+            f"RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f}) | busiest client process CPU {r['client_cpu_pct']:.0f}%")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
