@@ -7,6 +7,7 @@ pages, merged across topics by id. Re-exported by ``app.sse_hub`` (its public AP
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import NamedTuple
@@ -71,6 +72,18 @@ class Entry(NamedTuple):
     data: bytes
     wire: bytes = b""
     frame: bytes = b""
+
+
+class Batch(list[Entry]):
+    """One topic's entries from one hub read, in id order, shared (read-only) by every subscriber of the topic.
+
+    ``frames``: their single-topic SSE frames joined, built on first use and then shared: a client of that one
+    topic whose cursor is before the batch sends it as one ``bytes`` without looking at each entry."""
+
+    @functools.cached_property
+    def frames(self) -> bytes:
+        """``b"".join(entry.frame ...)``, computed once."""
+        return b"".join(entry.frame for entry in self)
 
 
 def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:

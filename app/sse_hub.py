@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 
 from app.sse_entries import (
     ZERO_ID,
+    Batch,
     Entry,
     StreamId,
     catch_up,
@@ -57,7 +58,7 @@ from app.sse_entries import (
 from control import keys
 
 __all__ = [
-    "RECONNECT_BASE_S", "RECONNECT_CAP_S", "ZERO_ID", "Entry", "SSEHub", "StreamId", "Subscription", "catch_up",
+    "RECONNECT_BASE_S", "RECONNECT_CAP_S", "ZERO_ID", "Batch", "Entry", "SSEHub", "StreamId", "Subscription", "catch_up",
     "event_type", "format_stream_id", "parse_stream_id", "to_entries",
 ]  # fmt: skip
 
@@ -69,43 +70,55 @@ RECONNECT_CAP_S = 1.0
 
 
 class Subscription:
-    """One SSE client's view of the hub: a bounded queue of ``Entry`` for its ``topics``."""
+    """One SSE client's view of the hub: a bounded queue of ``Entry`` for its ``topics``.
+
+    The queue holds the hub's batches as they came (a ``Batch`` is shared by every subscriber of its topic and
+    must not be changed); ``queue_max`` bounds the number of entries in it."""
 
     def __init__(self, topics: Sequence[str], queue_max: int) -> None:
         self.topics = tuple(topics)
         self.queue_max = queue_max
         self.overflowed = False
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[list[Entry]] = deque()
+        self._size = 0
         self._ready = asyncio.Event()
+
+    def _overflow(self) -> bool:
+        self._queue.clear()
+        self._size = 0
+        self.overflowed = True
+        self._ready.set()
+        return False
 
     def push(self, entry: Entry) -> bool:
         """Queue ``entry``; on overflow clear the queue, set ``overflowed`` and return False."""
-        if len(self._queue) >= self.queue_max:
-            self._queue.clear()
-            self.overflowed = True
-            self._ready.set()
-            return False
-        self._queue.append(entry)
+        if self._size >= self.queue_max:
+            return self._overflow()
+        self._queue.append([entry])
+        self._size += 1
         self._ready.set()
         return True
 
     def push_many(self, entries: list[Entry]) -> bool:
-        """Queue ``entries`` (one topic's batch, oldest first) at once; on overflow as ``push``."""
-        if len(self._queue) + len(entries) > self.queue_max:
-            self._queue.clear()
-            self.overflowed = True
-            self._ready.set()
-            return False
-        self._queue.extend(entries)
+        """Queue ``entries`` (one topic's batch, oldest first; kept as given, not copied); on overflow as ``push``."""
+        if self._size + len(entries) > self.queue_max:
+            return self._overflow()
+        self._queue.append(entries)
+        self._size += len(entries)
         self._ready.set()
         return True
 
     def take(self) -> list[Entry]:
         """Everything queued so far (oldest first); empties the queue."""
+        return [entry for batch in self.take_batches() for entry in batch]
+
+    def take_batches(self) -> list[list[Entry]]:
+        """Everything queued so far as the batches it came in (oldest first; do not modify them); empties the queue."""
         self._ready.clear()
-        items = list(self._queue)
+        batches = list(self._queue)
         self._queue.clear()
-        return items
+        self._size = 0
+        return batches
 
     def wake(self) -> None:
         """Make a pending ``wait()`` return (used for shutdown)."""
@@ -329,7 +342,7 @@ class SSEHub:
             last = parse_stream_id(raw[-1][0])
             if last > position:
                 self._positions[topic] = last
-            batches.append(to_entries(topic, raw))
+            batches.append(Batch(to_entries(topic, raw)))
         delivered = overflows = 0
         if len(batches) == 1:  # the common case: one busy topic; one queue extend per subscriber
             batch = batches[0]

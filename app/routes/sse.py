@@ -60,7 +60,7 @@ from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
 from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
-from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
+from app.sse_hub import ZERO_ID, Batch, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
 from app.sse_stream import KEEPALIVE, SSEResponse, StreamState, StreamTicker
 from app.sse_wire import sse_frame
 from control import keys
@@ -236,10 +236,16 @@ class _ClientStream(StreamState):
                 async for chunk in self._catch_up():
                     yield chunk
                 continue
-            batch = sub.take()
-            if batch:
+            batches = sub.take_batches()
+            if batches:
                 out: list[bytes] = []
-                self.accept(batch, out)
+                for batch in batches:
+                    # one topic, all new (a batch is in id order): the bytes shared by all of the topic's clients
+                    if self.single and not self.first and isinstance(batch, Batch) and batch[0].sid > self.last[0]:
+                        out.append(batch.frames)
+                        self.last[0], self.ids[0] = batch[-1].sid, batch[-1].id
+                    else:
+                        self.accept(batch, out)
                 if out:
                     yield b"".join(out)
                 continue
