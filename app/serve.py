@@ -1,8 +1,9 @@
 """``python -m app.serve``: run the control server under Hypercorn, programmatically.
 
 Why programmatic (stack-notes §3, §4): only here can the shutdown trigger set sse-starlette's
-``AppStatus.should_exit``, so open SSE streams send their ``bye`` event and end cleanly instead of being
-cut at ``graceful_timeout``. Binds ``CTRL_ADDR``, runs on uvloop (asyncio when uvloop is missing),
+``AppStatus.should_exit`` (the process-wide flag ``app.sse_stream`` watches), so open SSE streams send their
+``bye`` event and end cleanly instead of being cut at ``graceful_timeout``. ``CTRL_REUSE_PORT=1`` binds with
+SO_REUSEPORT so several processes share CTRL_ADDR (docs/load-balancer.md); the listen backlog is 4096. Binds ``CTRL_ADDR``, runs on uvloop (asyncio when uvloop is missing),
 access log to stdout, error log to stderr, ``graceful_timeout = DRAIN_TIMEOUT_S``. SIGTERM/SIGINT stop it
 gracefully (exit 0). Invalid settings: ``feedplane: <message>`` on stderr and exit code 2. That includes
 ACCOUNTS_FILE problems and a non-loopback CTRL_ADDR without any token (``feedplane: CTRL_ADDR: 0.0.0.0:8089

@@ -16,7 +16,7 @@ from app.forwarded import client_address, parse_networks
 from app.main import create_app
 from app.ratelimit import WINDOW_MS, RateLimiter
 from control import keys
-from control.settings import Settings
+from control.settings import Settings, SettingsError
 
 CONTROL = "control-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
@@ -202,3 +202,11 @@ def test_behind_a_trusted_proxy_sse_limits_are_per_client(limited: Callable[...,
                               "X-Forwarded-For": "198.51.100.99"}) as resp:  # fmt: skip
             assert resp.status_code == 429  # a forged header from an untrusted peer changes nothing
             resp.read()
+
+
+def test_trusted_proxies_setting_takes_addresses_and_networks_only() -> None:
+    assert Settings.from_env({"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1,::1"}).trusted_proxies == (
+        "10.0.0.0/8", "127.0.0.1/32", "::1/128")  # fmt: skip
+    assert Settings.from_env({}).trusted_proxies == ()
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        Settings.from_env({"TRUSTED_PROXIES": "10.0.0.0/8,haproxy.local"})
