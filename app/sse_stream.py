@@ -9,7 +9,8 @@ stream's ``bye`` at shutdown.
 
 ``StreamTicker`` (one per process, started by the lifespan) does what sse-starlette did per client:
 
-* keep-alive: every ``ping_s`` it marks every stream ``ping_due`` and wakes it (one comment per interval);
+* keep-alive: a stream that sent nothing for ``ping_s`` is marked ``ping_due`` and woken (checked every
+  ``ping_s / 4``; streams that carry events need no comment, so 10,000 busy clients cost no ping writes);
 * shutdown: it watches ``AppStatus.should_exit`` (set by ``app.serve``'s shutdown trigger, as before) and
   tells every stream to ``stop``: each sends its ``bye`` and ends within ``grace_s``, then is cancelled;
 * slow clients: a stream whose ``send`` has not returned for ``send_timeout_s`` (the client stopped reading;
@@ -114,11 +115,12 @@ class StreamTicker:
                         stream.cut(SHUTDOWN)
                 continue
             stop_at = None
-            if now >= next_ping:
-                next_ping = now + self.ping_s
+            if now >= next_ping:  # keep-alive for streams that sent nothing for ping_s (busy ones need none)
+                next_ping = now + self.ping_s / 4
                 for stream in self.streams:
-                    stream.state.ping_due = True
-                    stream.state.wake()
+                    if now - stream.sent_at >= self.ping_s and not stream.state.ping_due:
+                        stream.state.ping_due = True
+                        stream.state.wake()
             if now >= next_check:  # slow clients: a send blocked for longer than send_timeout_s
                 next_check = now + min(1.0, self.send_timeout_s / 4)
                 for stream in [
@@ -134,6 +136,7 @@ class SSEResponse:
         self.state = state
         self.ticker = ticker
         self.sending_since = 0.0  # loop time when the current send began; 0 when not sending
+        self.sent_at = asyncio.get_running_loop().time()  # loop time of the last send (keep-alive when idle)
         self.cut_reason: str | None = None
         self._task: asyncio.Task[Any] | None = None
 
@@ -165,7 +168,7 @@ class SSEResponse:
             async for chunk in body:
                 self.sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                self.sending_since = 0.0
+                self.sent_at, self.sending_since = self.sending_since, 0.0
             if not self.state.gone:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

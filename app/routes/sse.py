@@ -16,8 +16,8 @@ Order of a stream: ``gap`` events (see below), catch-up entries (resume, or ``?b
 event (``{"type":"ready","topics":[..]}``: caught up, live from here, and a cursor to resume from even when no
 data came yet), then live entries. On server shutdown a final ``bye`` event (``reason: "shutdown"``); a client
 whose socket takes nothing for SSE_SEND_TIMEOUT_S is cut, ending with ``bye`` (``reason: "slow_consumer"``)
-when its socket still takes it (``app.sse_stream``). Keep-alive comments (``: ping``) every SSE_PING_S. Resume with the ``Last-Event-ID``
-header (or ``?last_event_id=``; the header wins): nothing lost, nothing repeated, within stream retention; the
+when its socket still takes it (``app.sse_stream``). A keep-alive comment (``: ping``) after SSE_PING_S without
+data. Resume with the ``Last-Event-ID`` header (or ``?last_event_id=``; the header wins): nothing lost, nothing repeated, within stream retention; the
 same topics in another order resume exactly. A bare stream id (``1732300000000-0``) is accepted for a
 one-topic stream.
 
