@@ -19,6 +19,7 @@ format cannot leak them either.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import signal
@@ -47,6 +48,8 @@ ACCESS_LOG_FORMAT = '%(h)s %(l)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(
 _TOKEN_IN_QUERY = re.compile(r"(?i)(access_token=)[^&\s\"]*")
 #: listen(2) backlog of CTRL_ADDR (the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
+#: gc.set_threshold of the control server (CPython's default: 700, 10, 10); see ``tune_gc``.
+GC_THRESHOLDS = (100_000, 50, 100)
 _SECRET_HEADER_ATOMS = ("{authorization}i", "{proxy-authorization}i", "{cookie}i", "{x-api-key}i")
 
 
@@ -126,6 +129,18 @@ async def run(settings: Settings, app: ASGIApp | None = None) -> None:
     await serve(app or create_app(settings), hypercorn_config(settings), shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a server holding many long-lived objects (measured, README "SSE fan-out").
+
+    With 10,000 SSE connections the heap holds ~1 M long-lived objects; CPython's default thresholds (700, 10,
+    10) ran full collections over all of them while the hub woke 10,000 streams, and py-spy put 55% of the
+    server's samples there: delay p50 2-3 s. Thresholds ``GC_THRESHOLDS`` gave p50 0.4 s on the same run;
+    ``gc.freeze()`` also moves everything allocated at start-up (imports, app) out of every later scan.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     try:
         import uvloop
@@ -150,6 +165,7 @@ def main(environ: dict[str, str] | None = None) -> int:
         logger.info("auth: open mode (no tokens configured, %s is loopback); no rate limits", settings.ctrl_addr)
     else:
         logger.info("auth: tokens required on every endpoint; rate limits on")
+    tune_gc()
     _runner()(run(settings, app))
     return 0
 
