@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         help="scheduling priority of server and clients (negative: ahead of other load; needs root)",
     )
     args = parser.parse_args(argv)
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        parser.error("--profile needs py-spy in this virtualenv: .venv/bin/pip install py-spy")
     with tempfile.TemporaryDirectory() as tmp:
         redis = None if args.redis_url else _redis(args.port_base, tmp)
         url = args.redis_url or f"redis://127.0.0.1:{args.port_base}/0"
