@@ -48,6 +48,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ApiError, error_response
+from app.forwarded import client_address, parse_networks
 from app.ratelimit import AUTH_FAIL, CONTROL, READ, SSE, Decision, RateLimiter
 from control.accounts import CONTROL as CONTROL_SCOPE
 from control.accounts import READ as READ_SCOPE
@@ -205,11 +206,20 @@ class AuthMiddleware:
     ``policy`` pairs each route with its Rule (the same route objects the app routes with).
     """
 
-    def __init__(self, app: ASGIApp, *, policy: Policy, authenticator: Authenticator, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.policy = list(policy)
         self.authenticator = authenticator
         self.limiter = limiter
+        self.trusted = parse_networks(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -252,7 +262,7 @@ class AuthMiddleware:
 
     async def _check(self, scope: Scope, rule: Rule | None, grant: TokenGrant | None, missing: bool) -> Any:
         """None when the request may proceed, else the error response (429, 401, 403, 503)."""
-        address = _client_address(scope)
+        address = client_address(scope, self.trusted)  # X-Forwarded-For only from TRUSTED_PROXIES
         redis = scope["app"].state.store.redis
         try:
             if grant is None:
@@ -301,17 +311,13 @@ def _query_token_problem(scope: Scope, rule: Rule | None, header: str | None, va
     return None
 
 
-def _client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
-
-
 def _rate_limited(decision: Decision) -> Any:
     if decision.kind == AUTH_FAIL:
         what = f"too many requests without a valid token from this address ({decision.limit} per minute)"
     else:
         noun = "new SSE connections" if decision.kind == SSE else f"{decision.kind} requests"
-        what = f"rate limit of {decision.limit} {noun} per minute reached for this token"
+        who = "this token from this address" if decision.kind == SSE else "this token"
+        what = f"rate limit of {decision.limit} {noun} per minute reached for {who}"
     details = {"retry_after_s": decision.retry_after_s, "limit_per_min": decision.limit, "counter": decision.kind}
     return error_response(
         429, "rate_limited", f"{what}; retry in {decision.retry_after_s} s", details,

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from app.dispatch import Dispatcher, open_arq_pool
+from app.routes.sse import make_ticker
 from app.sse_hub import SSEHub
 from control.redis_client import make_redis
 from control.settings import Settings
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Put ``store``, ``dispatcher``, ``sse_redis`` and ``hub`` on ``app.state`` (``settings`` is set by create_app)."""
+    """Put ``store``, ``dispatcher``, ``sse_redis``, ``hub`` and ``sse_ticker`` on ``app.state`` (``settings`` is set by create_app)."""
     settings: Settings = app.state.settings
     control_redis = make_redis(settings.redis_url, decode=True)
     sse_redis = make_redis(settings.redis_url, decode=False)
@@ -40,6 +41,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     dispatcher = Dispatcher(store, settings.redis_url, arq)
     hub = SSEHub(reader, sse_redis)
     hub.start()
+    ticker = make_ticker(settings)  # keep-alive, shutdown and slow-client cuts of every SSE stream
+    ticker.start()
+    app.state.sse_ticker = ticker
     app.state.store = store
     app.state.dispatcher = dispatcher
     app.state.sse_redis = sse_redis
@@ -47,6 +51,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await ticker.close()
         await hub.close()
         await dispatcher.close()
         await sse_redis.aclose()

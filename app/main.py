@@ -69,7 +69,12 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     limiter = RateLimiter.from_settings(settings)
-    middleware.append(Middleware(AuthMiddleware, policy=policy, authenticator=authenticator, limiter=limiter))
+    middleware.append(
+        Middleware(
+            AuthMiddleware, policy=policy, authenticator=authenticator, limiter=limiter,
+            trusted_proxies=settings.trusted_proxies,
+        )
+    )
     app = FeedplaneApp(
         routes=[*(route for route, _ in policy), *WS_ROUTES],  # /ws authenticates itself (app.ws.access)
         middleware=middleware,

@@ -11,9 +11,13 @@ Counters (``kind``/``who``)::
 
     control/<token id>   RATE_LIMIT_CONTROL_PER_MIN   control-scope endpoints
     read/<token id>      RATE_LIMIT_READ_PER_MIN      status, help, ... (everything else that is not SSE)
-    sse/<token id>       RATE_LIMIT_SSE_PER_MIN       new SSE connections
+    sse/<token id>@<address> RATE_LIMIT_SSE_PER_MIN   new SSE connections per client (token and address)
     ws/<address>         WS_NEW_PER_MIN               new WebSocket connections per client address (``app.ws``)
     authfail/<address>   RATE_LIMIT_AUTH_FAIL_PER_MIN requests without a valid token (missing or unknown)
+
+``<address>`` is the client's: behind a load balancer listed in TRUSTED_PROXIES it comes from
+``X-Forwarded-For`` (``app.forwarded``), so 1,000 browsers sharing one read token behind one HAProxy each get
+their own allowance of new SSE streams, and one token guesser does not lock the others out.
 
 Token guessing: once an address is over its auth-failure limit, *every* request from it gets 429, valid token
 or not, until the window ends. If a valid token were still let through, a guesser would learn which guess was
@@ -93,7 +97,8 @@ class RateLimiter:
         limit, fail_limit = self.limits[kind], self.limits[AUTH_FAIL]
         if limit == 0 and fail_limit == 0:
             return Decision(True)
-        names = [keys.rate_limit(kind, token_id), keys.rate_limit(AUTH_FAIL, address)]
+        who = f"{token_id}@{address}" if kind == SSE else token_id  # streams: per client, not per shared token
+        names = [keys.rate_limit(kind, who), keys.rate_limit(AUTH_FAIL, address)]
         allowed, ttl_ms, by = await self._run(redis, names, limit, fail_limit)
         if allowed:
             return Decision(True)

@@ -18,7 +18,6 @@ returns where to start plus the ``gap`` events to send first (see ``GAP_REASONS`
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.sse_hub import ZERO_ID, StreamId, format_stream_id, parse_stream_id
+from app.sse_wire import FP_HEX, fingerprint
 from control import keys
 from control.errors import FeedplaneError
 from control.events import GapEvent
@@ -38,18 +38,16 @@ STREAM_RESET = "stream_reset"  # the stream was recreated (key deleted, in-memor
 INVALID_CURSOR = "invalid_cursor"  # malformed, for another topic set, or in the future: the topic starts live
 GAP_REASONS = (RETENTION, STREAM_RESET, INVALID_CURSOR)
 
-FP_HEX = 8
+__all__ = [
+    "FP_HEX", "GAP_REASONS", "INVALID_CURSOR", "RETENTION", "STREAM_RESET", "CursorError", "CursorFormat",
+    "fingerprint", "gap_event", "invalid_cursor_gaps", "judge", "parse_cursor", "resume_positions",
+]  # fmt: skip
+
 _CURSOR = re.compile(rf"(?:(?P<fp>[0-9a-f]{{{FP_HEX}}}):)?(?P<ids>[0-9,\-\s]+)")
 
 
 class CursorError(FeedplaneError, ValueError):
     """A ``Last-Event-ID`` that cannot be used for the requested topics (the message says why)."""
-
-
-def fingerprint(topics: Sequence[str]) -> str:
-    """8 hex digits identifying the topic *set* (order and duplicates do not matter)."""
-    joined = "\n".join(sorted(set(topics))).encode()
-    return hashlib.sha256(joined).hexdigest()[:FP_HEX]
 
 
 class CursorFormat:

@@ -6,6 +6,12 @@ Design:
   topic that currently has subscribers, on a dedicated bytes connection (``max_connections=1``, so the
   connection, and its ``CLIENT ID``, is fixed). Each entry is turned into an ``Entry`` once and appended
   to the bounded queue of every subscriber of its topic: N clients on one topic cost one Redis read.
+* Each entry is serialized once, when read (``Entry.wire``/``Entry.frame``, ``app.sse_wire``): every client of
+  the topic sends those same bytes. A dispatch of one topic's batch is one queue ``extend`` per subscriber.
+* Bursts: a blocked XREAD is answered when the first entry of a burst lands, with only the stream that woke
+  it; one non-blocking XREAD right after (``_top_up``) takes the rest, so a burst reaches a client as one write.
+* A client of topics the hub already reads starts at the hub's position (``join``): no Redis call at all,
+  which keeps a connect storm of 1,000 clients cheap; the hub's queue delivers everything after it.
 * Per topic the hub keeps a *position* (last id it read). A topic new to the hub starts at the stream's
   last id at registration time (``XREVRANGE + - COUNT 1``, ``0-0`` when empty), never ``$``, so nothing
   added between registration and the next XREAD is skipped.
@@ -31,139 +37,88 @@ import asyncio
 import heapq
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
+from app.sse_entries import (
+    ZERO_ID,
+    Batch,
+    Entry,
+    StreamId,
+    catch_up,
+    event_type,
+    format_stream_id,
+    parse_stream_id,
+    to_entries,
+)
 from control import keys
+
+__all__ = [
+    "RECONNECT_BASE_S", "RECONNECT_CAP_S", "ZERO_ID", "Batch", "Entry", "SSEHub", "StreamId", "Subscription", "catch_up",
+    "event_type", "format_stream_id", "parse_stream_id", "to_entries",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-StreamId = tuple[int, int]
-ZERO_ID: StreamId = (0, 0)
-_FIELD = keys.STREAM_FIELD.encode()
-_TYPE_PREFIX = b'{"type":"'
 #: Reader reconnect delays while Redis is unreachable: from RECONNECT_BASE_S doubling, capped, half jittered.
 RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 1.0
-_MAX_PART = 2**64 - 1
-
-
-def parse_stream_id(text: str | bytes) -> StreamId:
-    """``"1732300000000-4"`` -> ``(1732300000000, 4)``; raises ValueError for anything else (each part 0..2**64-1)."""
-    raw = text.decode() if isinstance(text, bytes) else text
-    ms, sep, seq = raw.partition("-")
-    if not (sep and raw.isascii() and ms.isdigit() and seq.isdigit() and len(ms) <= 20 and len(seq) <= 20):
-        raise ValueError(f"invalid stream id {raw[:50]!r}")
-    sid = int(ms), int(seq)
-    if sid[0] > _MAX_PART or sid[1] > _MAX_PART:  # Redis stream ids are two unsigned 64-bit numbers
-        raise ValueError(f"stream id out of range {raw!r}")
-    return sid
-
-
-def format_stream_id(sid: StreamId) -> str:
-    """``(ms, seq)`` -> ``"ms-seq"``."""
-    return f"{sid[0]}-{sid[1]}"
-
-
-def event_type(payload: bytes) -> str:
-    """The ``type`` field of an event JSON (fast path for ``{"type":"...`` as workers write it); ``message`` if none."""
-    if payload.startswith(_TYPE_PREFIX):
-        end = payload.find(b'"', len(_TYPE_PREFIX))
-        candidate = payload[len(_TYPE_PREFIX) : end] if end > 0 else b""
-        if candidate and b"\\" not in candidate:
-            return candidate.decode("utf-8", "replace")
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return "message"
-    kind = value.get("type") if isinstance(value, dict) else None
-    return kind if isinstance(kind, str) and kind else "message"
-
-
-class Entry(NamedTuple):
-    """One stream entry ready to send: ``sid`` (ms, seq), ``id`` text, ``topic``, ``event`` type, raw JSON ``data``."""
-
-    sid: StreamId
-    id: str
-    topic: str
-    event: str
-    data: bytes
-
-
-def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:
-    """Entries as returned by redis-py (bytes client) -> ``Entry`` list; entries without the field are skipped."""
-    out = []
-    for raw_id, fields in raw:
-        payload = fields.get(_FIELD)
-        if payload is None:
-            continue
-        text = raw_id.decode()
-        out.append(Entry(parse_stream_id(text), text, topic, event_type(payload), payload))
-    return out
-
-
-async def catch_up(redis: Redis, cursors: Mapping[str, StreamId], page: int = 500) -> AsyncIterator[Entry]:
-    """Yield every entry after each topic's cursor up to the stream's end, merged across topics by id.
-
-    Reads pages of ``page`` entries per topic with exclusive ``XRANGE (cursor +``. Raises redis errors.
-    """
-    after = dict(cursors)
-    buffers: dict[str, deque[Entry]] = {t: deque() for t in after}
-    exhausted: set[str] = set()
-    while True:
-        need = [t for t in after if t not in exhausted and not buffers[t]]
-        if need:
-            async with redis.pipeline(transaction=False) as pipe:
-                for topic in need:
-                    pipe.xrange(keys.event_stream(topic), min="(" + format_stream_id(after[topic]), max="+", count=page)
-                results = await pipe.execute()
-            for topic, raw in zip(need, results):
-                if len(raw) < page:
-                    exhausted.add(topic)
-                if raw:
-                    after[topic] = parse_stream_id(raw[-1][0])
-                    buffers[topic].extend(to_entries(topic, raw))
-                elif topic not in exhausted:  # pragma: no cover - a full page is never empty
-                    exhausted.add(topic)
-        ready = [t for t, b in buffers.items() if b]
-        if not ready:
-            return
-        topic = min(ready, key=lambda t: buffers[t][0].sid)
-        yield buffers[topic].popleft()
 
 
 class Subscription:
-    """One SSE client's view of the hub: a bounded queue of ``Entry`` for its ``topics``."""
+    """One SSE client's view of the hub: a bounded queue of ``Entry`` for its ``topics``.
+
+    The queue holds the hub's batches as they came (a ``Batch`` is shared by every subscriber of its topic and
+    must not be changed); ``queue_max`` bounds the number of entries in it."""
 
     def __init__(self, topics: Sequence[str], queue_max: int) -> None:
         self.topics = tuple(topics)
         self.queue_max = queue_max
         self.overflowed = False
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[list[Entry]] = deque()
+        self._size = 0
         self._ready = asyncio.Event()
+
+    def _overflow(self) -> bool:
+        self._queue.clear()
+        self._size = 0
+        self.overflowed = True
+        self._ready.set()
+        return False
 
     def push(self, entry: Entry) -> bool:
         """Queue ``entry``; on overflow clear the queue, set ``overflowed`` and return False."""
-        if len(self._queue) >= self.queue_max:
-            self._queue.clear()
-            self.overflowed = True
-            self._ready.set()
-            return False
-        self._queue.append(entry)
+        if self._size >= self.queue_max:
+            return self._overflow()
+        self._queue.append([entry])
+        self._size += 1
+        self._ready.set()
+        return True
+
+    def push_many(self, entries: list[Entry]) -> bool:
+        """Queue ``entries`` (one topic's batch, oldest first; kept as given, not copied); on overflow as ``push``."""
+        if self._size + len(entries) > self.queue_max:
+            return self._overflow()
+        self._queue.append(entries)
+        self._size += len(entries)
         self._ready.set()
         return True
 
     def take(self) -> list[Entry]:
         """Everything queued so far (oldest first); empties the queue."""
+        return [entry for batch in self.take_batches() for entry in batch]
+
+    def take_batches(self) -> list[list[Entry]]:
+        """Everything queued so far as the batches it came in (oldest first; do not modify them); empties the queue."""
         self._ready.clear()
-        items = list(self._queue)
+        batches = list(self._queue)
         self._queue.clear()
-        return items
+        self._size = 0
+        return batches
 
     def wake(self) -> None:
         """Make a pending ``wait()`` return (used for shutdown)."""
@@ -270,6 +225,23 @@ class SSEHub:
         self._request_unblock()
         return sub
 
+    def join(self, topics: Sequence[str]) -> tuple[Subscription, dict[str, StreamId]] | None:
+        """Register a subscriber that starts "now" without any Redis call, when the hub already reads every topic.
+
+        Returns the subscription and, per topic, the hub's position (the last id it has read and queued):
+        every entry after it reaches the subscription's queue, so no catch-up is needed. None when a topic is
+        new to the hub (use ``subscribe`` and read the stream's end). Synchronous: registration and positions
+        are taken together, with no dispatch in between. The connect storm of 1,000 clients costs no Redis call.
+        """
+        positions = self._positions
+        if any(t not in positions for t in topics):
+            return None
+        sub = Subscription(topics, self.queue_max)
+        for topic in sub.topics:
+            self._subs.setdefault(topic, set()).add(sub)
+        self._notify_subscribers()
+        return sub, {t: positions[t] for t in sub.topics}
+
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub`` (synchronous: safe in ``finally`` during cancellation). Idempotent."""
         for topic in sub.topics:
@@ -311,6 +283,8 @@ class SSEHub:
                 self._reading_generation = generation
                 self.counters["reads"] += 1
                 reply = await self.reader.xread(streams, count=self.count, block=self.block_ms)  # type: ignore[arg-type]
+                if reply:
+                    reply = await self._top_up(streams, reply)
             except (RedisError, OSError) as exc:
                 # The failed connection is dropped by redis-py; the next XREAD opens a fresh one, whose
                 # CLIENT ID differs, and reads from the same positions: nothing added meanwhile is skipped.
@@ -333,6 +307,28 @@ class SSEHub:
             if reply:
                 self._dispatch(reply)
 
+    async def _top_up(self, streams: dict[str, str], reply: list[Any]) -> list[Any]:
+        """``reply`` plus what a non-blocking XREAD from after it returns, merged per stream.
+
+        A blocked XREAD is answered as soon as the first entry of a burst lands, and only with the stream that
+        woke it; the rest of the burst (and other topics' entries) is read here, so one burst reaches each
+        client as one write instead of two, and topics stay in id order within the dispatch."""
+        merged: dict[Any, list[Any]] = {}
+        after = dict(streams)
+        total = 0
+        for key, raw in reply:
+            merged[key] = list(raw)
+            total += len(raw)
+            if raw:
+                after[key.decode() if isinstance(key, bytes) else key] = raw[-1][0]
+        if total >= self.count:
+            return reply
+        self.counters["reads"] += 1
+        more = await self.reader.xread(after, count=self.count)  # type: ignore[arg-type]
+        for key, raw in more or ():
+            merged.setdefault(key, []).extend(raw)
+        return list(merged.items())
+
     def _dispatch(self, reply: list[Any]) -> None:
         batches = []
         for key, raw in reply:
@@ -346,10 +342,19 @@ class SSEHub:
             last = parse_stream_id(raw[-1][0])
             if last > position:
                 self._positions[topic] = last
-            batches.append(to_entries(topic, raw))
-        merged = batches[0] if len(batches) == 1 else heapq.merge(*batches, key=lambda e: e.sid)
+            batches.append(Batch(to_entries(topic, raw)))
         delivered = overflows = 0
-        for entry in merged:
+        if len(batches) == 1:  # the common case: one busy topic; one queue extend per subscriber
+            batch = batches[0]
+            for sub in self._subs.get(batch[0].topic, ()) if batch else ():
+                if sub.push_many(batch):
+                    delivered += len(batch)
+                else:
+                    overflows += 1
+            self.counters["delivered"] += delivered
+            self.counters["overflows"] += overflows
+            return
+        for entry in heapq.merge(*batches, key=lambda e: e.sid):
             for sub in self._subs.get(entry.topic, ()):
                 if sub.push(entry):
                     delivered += 1

@@ -35,6 +35,7 @@ from control.settings_table import (
     API_KEY,
     API_SECRET,
     FERNET_KEY,
+    NETWORKS,
     ORIGINS,
     PATH,
     POSITIVE,
@@ -138,6 +139,16 @@ class Settings:
     max_body_bytes: int = setting(
         "MAX_BODY_BYTES", 65_536, int_range(256, 16 * 1024 * 1024), "request body limit (413 above)")
     sse_ping_s: float = setting("SSE_PING_S", 15.0, POSITIVE, "SSE keep-alive comment interval")
+    sse_send_timeout_s: float = setting(
+        "SSE_SEND_TIMEOUT_S", 10.0, POSITIVE,
+        "an SSE client that takes no bytes for this long is cut (`bye`, reason `slow_consumer`); it resumes by cursor")
+    #: Load balancers whose ``X-Forwarded-For`` names the client, as networks (``app.client_address``).
+    trusted_proxies: tuple[str, ...] = setting(
+        "TRUSTED_PROXIES", (), NETWORKS,
+        "proxies whose `X-Forwarded-For` names the client for per-client limits; empty: the peer is the client")
+    ctrl_reuse_port: int = setting(
+        "CTRL_REUSE_PORT", 0, int_range(0, 1),
+        "1: bind CTRL_ADDR with SO_REUSEPORT, so several control processes share one address")
     #: API tokens (scopes control+read, and read); kept for the redaction filter, verified by sha256 digest only.
     control_token: str = setting(
         "CONTROL_TOKEN", "", TOKEN, "bearer token of the control scope (and read); see Security", secret=True)
@@ -157,7 +168,7 @@ class Settings:
     rate_limit_read_per_min: int = setting(
         "RATE_LIMIT_READ_PER_MIN", 1000, int_range(0, 1_000_000), "read requests per minute per token; 0 = unlimited")
     rate_limit_sse_per_min: int = setting(
-        "RATE_LIMIT_SSE_PER_MIN", 5, int_range(0, 1_000_000), "new SSE streams per minute per token; 0 = unlimited")
+        "RATE_LIMIT_SSE_PER_MIN", 5, int_range(0, 1_000_000), "new SSE streams per minute per token and client address; 0 = unlimited")
     rate_limit_auth_fail_per_min: int = setting(
         "RATE_LIMIT_AUTH_FAIL_PER_MIN", 30, int_range(0, 1_000_000),
         "failed authentications per minute per client address; 0 = unlimited")  # fmt: skip

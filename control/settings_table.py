@@ -173,6 +173,20 @@ def _origins(raw: str) -> tuple[str, ...]:
 ORIGINS: Parser[tuple[str, ...]] = Parser(_origins, "comma list of `scheme://host[:port]`, or `*`")
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if item:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR)") from None
+    return tuple(out)
+
+
+NETWORKS: Parser[tuple[str, ...]] = Parser(_networks, "comma list of IP addresses or CIDR networks")
+
+
 def _worker_id(raw: str) -> str:
     if not all(c.isalnum() or c in "-_." for c in raw) or len(raw) > 64:
         raise ValueError("may hold only letters, digits, '-', '_' and '.' (at most 64)")

@@ -14,8 +14,10 @@ delivered stream id) in the topics' sorted order. Treat it as opaque. The first 
 
 Order of a stream: ``gap`` events (see below), catch-up entries (resume, or ``?backlog=N``), then one ``ready``
 event (``{"type":"ready","topics":[..]}``: caught up, live from here, and a cursor to resume from even when no
-data came yet), then live entries. On server shutdown a final ``bye`` event. Resume with the ``Last-Event-ID``
-header (or ``?last_event_id=``; the header wins): nothing lost, nothing repeated, within stream retention; the
+data came yet), then live entries. On server shutdown a final ``bye`` event (``reason: "shutdown"``); a client
+whose socket takes nothing for SSE_SEND_TIMEOUT_S is cut, ending with ``bye`` (``reason: "slow_consumer"``)
+when its socket still takes it (``app.sse_stream``). A keep-alive comment (``: ping``) after SSE_PING_S without
+data. Resume with the ``Last-Event-ID`` header (or ``?last_event_id=``; the header wins): nothing lost, nothing repeated, within stream retention; the
 same topics in another order resume exactly. A bare stream id (``1732300000000-0``) is accepted for a
 one-topic stream.
 
@@ -40,21 +42,12 @@ back. A client that reconnects with ``Last-Event-ID`` after the outage gets ever
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import anyio
-import orjson
 from marshmallow import ValidationError
 from redis.asyncio import Redis
-from redis.backoff import EqualJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -62,42 +55,31 @@ from starlette.routing import Route
 from app import schemas
 from app.auth import PRIVATE_SSE_RULE, SSE_RULE, require_account
 from app.errors import error_response
-from app.observe import ControlMetrics, metrics_of
+from app.observe import metrics_of
 from app.query import check_query
-from app.sse_cursor import CursorError, CursorFormat, invalid_cursor_gaps, parse_cursor, resume_positions
-from app.sse_hub import ZERO_ID, SSEHub, StreamId, Subscription, catch_up, format_stream_id, parse_stream_id
+from app.sse_client import RETRY_MS, UNREACHABLE, ClientStream
+from app.sse_cursor import CursorError, invalid_cursor_gaps, parse_cursor, resume_positions
+from app.sse_hub import ZERO_ID, SSEHub, StreamId, parse_stream_id
+from app.sse_stream import SSEResponse, StreamTicker
+from app.sse_wire import sse_frame
 from control import keys
 from control.events import GapEvent
 from control.topics import TopicError, is_private, private_topic
 
 logger = logging.getLogger(__name__)
 
-RETRY_MS = 2000
 #: ``Retry-After`` (seconds) of a 503 while Redis is unreachable: the same pace as the stream's ``retry:`` hint.
 RETRY_AFTER_S = str(-(-RETRY_MS // 1000))
-#: Backoff of an open stream's Redis calls (registration, catch-up) while Redis is away: seconds, capped.
-_OUTAGE_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-#: Seconds the generator gets to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
+#: Seconds the streams get to send ``bye`` after shutdown is signalled (kept below half of DRAIN_TIMEOUT_S,
 #: which app.serve uses as hypercorn's graceful_timeout).
 SHUTDOWN_GRACE_S = 2.0
-_UNSAFE = re.compile(rb"[\r\n]")
+__all__ = ["POLICY", "ROUTES", "make_ticker", "sse_frame"]
 
 
-def sse_frame(event: str, data: bytes, event_id: str | None, retry_ms: int | None = None) -> bytes:
-    """One SSE event as bytes (``\\n`` line ends). ``data`` is sent as-is, split into lines if it has any."""
-    parts = []
-    if event_id is not None:
-        parts.append(b"id: " + event_id.encode() + b"\n")
-    parts.append(b"event: " + _UNSAFE.sub(b"", event.encode()) + b"\n")
-    if _UNSAFE.search(data):
-        parts.extend(b"data: " + line + b"\n" for line in data.splitlines())
-    else:
-        parts.append(b"data: " + data + b"\n")
-    if retry_ms is not None:
-        parts.append(b"retry: %d\n" % retry_ms)
-    parts.append(b"\n")
-    return b"".join(parts)
+def make_ticker(settings: Any) -> StreamTicker:
+    """The process's ``StreamTicker`` for ``settings`` (SSE_PING_S, SSE_SEND_TIMEOUT_S, DRAIN_TIMEOUT_S)."""
+    return StreamTicker(ping_s=settings.sse_ping_s, send_timeout_s=settings.sse_send_timeout_s,
+                        grace_s=min(SHUTDOWN_GRACE_S, settings.drain_timeout_s / 2))  # fmt: skip
 
 
 async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> dict[str, StreamId]:
@@ -115,142 +97,6 @@ async def _start_cursor(redis: Redis, topics: Sequence[str], backlog: int) -> di
     return cursor
 
 
-async def _relay_shutdown(shutdown: anyio.Event, wake: Any) -> None:
-    await shutdown.wait()
-    wake()
-
-
-class _ClientStream:
-    """The event stream of one client (see module docstring). Ends quietly on Redis errors.
-
-    ``cursor``: the start position of every topic; ``shutdown``: set when the server stops (the stream then
-    ends with ``bye``). Steps: ``_register`` with the hub, the ``gaps`` passed to ``events``, ``_catch_up``,
-    ``ready``, then ``_live``; a Redis outage makes registration and catch-up wait (``_outage_wait``).
-    """
-
-    def __init__(
-        self, hub: SSEHub, redis: Redis, topics: list[str], cursor: dict[str, StreamId], shutdown: anyio.Event,
-        metrics: ControlMetrics | None = None,
-    ) -> None:
-        self.metrics = metrics
-        self.hub = hub
-        self.redis = redis
-        self.topics = topics
-        self.shutdown = shutdown
-        self.fmt = CursorFormat(topics)
-        self.index = self.fmt.slot  # per topic: its index in ``last``/``ids``, the cursor's (sorted) order
-        self.last = [cursor[t] for t in self.fmt.order]
-        self.ids = [format_stream_id(s) for s in self.last]
-        self.first = True
-
-    def frame(self, event: str, data: bytes, retry_ms: int | None = None) -> bytes:
-        """One event stamped with the current cursor; the first one carries ``retry: RETRY_MS``."""
-        retry = RETRY_MS if self.first else retry_ms
-        self.first = False
-        return sse_frame(event, data, self.fmt.format(self.ids), retry)
-
-    def accept(self, entries: Any, out: list[bytes]) -> None:
-        """Append to ``out`` the frames of ``entries`` past the cursor, moving the cursor (never sends twice)."""
-        index, last, ids = self.index, self.last, self.ids
-        before = len(out)
-        for entry in entries:
-            i = index[entry.topic]
-            if entry.sid > last[i]:
-                last[i], ids[i] = entry.sid, entry.id
-                out.append(self.frame(entry.event, entry.data))
-        if self.metrics is not None and len(out) > before:
-            self.metrics.sse_events.inc(len(out) - before)  # once per batch, not per event
-
-    async def _outage_wait(self, failures: int, what: str, exc: BaseException) -> bool:
-        """Sleep before retrying ``what`` after a Redis error; True when the server is shutting down instead."""
-        if self.metrics is not None:
-            self.metrics.redis_error("sse")
-        if failures == 1:
-            logger.warning("sse stream for %d topics: %s waits for redis (%s: %s)", len(self.topics), what,
-                           type(exc).__name__, exc)  # fmt: skip
-        with anyio.move_on_after(_OUTAGE_BACKOFF.compute(failures - 1)):
-            await self.shutdown.wait()
-        return self.shutdown.is_set()
-
-    async def _register(self) -> Subscription | None:
-        """Subscribe to the hub; the response has started, so wait for Redis rather than end the stream.
-        None when the server shuts down first."""
-        failures = 0
-        while True:
-            try:
-                return await self.hub.subscribe(self.topics)
-            except _UNREACHABLE as exc:
-                failures += 1
-                if await self._outage_wait(failures, "registration", exc):
-                    return None
-
-    async def _catch_up(self) -> AsyncIterator[bytes]:
-        """Entries after the cursor up to the stream's end; while Redis is away, retried from the cursor."""
-        failures = 0
-        while True:
-            out: list[bytes] = []
-            try:
-                async for entry in catch_up(self.redis, dict(zip(self.fmt.order, self.last))):
-                    self.accept((entry,), out)
-                    if len(out) >= 500:
-                        yield b"".join(out)
-                        out.clear()
-            except _UNREACHABLE as exc:
-                failures += 1
-                if out:
-                    yield b"".join(out)
-                if await self._outage_wait(failures, "catch-up", exc):
-                    return
-                continue
-            if out:
-                yield b"".join(out)
-            return
-
-    async def _live(self, sub: Subscription) -> AsyncIterator[bytes]:
-        """Entries as the hub delivers them, until shutdown (then ``bye``)."""
-        while True:
-            if self.shutdown.is_set():
-                yield self.frame("bye", b'{"type":"bye","reason":"shutdown"}', RETRY_MS)
-                return
-            if sub.overflowed:  # queue was cleared: the stream still has everything after our cursor
-                sub.overflowed = False
-                async for chunk in self._catch_up():
-                    yield chunk
-                continue
-            batch = sub.take()
-            if batch:
-                out: list[bytes] = []
-                self.accept(batch, out)
-                if out:
-                    yield b"".join(out)
-                continue
-            await sub.wait()
-
-    async def events(self, gaps: list[GapEvent]) -> AsyncIterator[bytes]:
-        """The stream's bytes: ``gaps`` (the gap events to send before anything else), catch-up, ready, live."""
-        sub = await self._register()
-        if sub is None:
-            return
-        relay = asyncio.create_task(_relay_shutdown(self.shutdown, sub.wake))
-        if self.metrics is not None:
-            self.metrics.sse_clients.inc()
-        try:
-            for gap in gaps:
-                yield self.frame("gap", orjson.dumps(gap))
-            async for chunk in self._catch_up():
-                yield chunk
-            yield self.frame("ready", orjson.dumps({"type": "ready", "topics": self.topics}))
-            async for chunk in self._live(sub):
-                yield chunk
-        except (RedisError, OSError) as exc:
-            logger.warning("sse stream for %d topics ended: redis %s: %s", len(self.topics), type(exc).__name__, exc)
-        finally:
-            if self.metrics is not None:
-                self.metrics.sse_clients.dec()
-            relay.cancel()
-            self.hub.unsubscribe(sub)
-
-
 async def _respond(request: Request, topics: list[str]) -> Response:
     """Validate the cursor/backlog, read start positions (Redis unreachable -> 503 with Retry-After), then stream."""
     state = request.app.state
@@ -264,25 +110,25 @@ async def _respond(request: Request, topics: list[str]) -> Response:
         except CursorError as exc:  # not a 400: that would end a browser's EventSource for good
             logger.info("sse cursor refused, starting live: %s", exc)
             gaps = invalid_cursor_gaps(topics)
+    hub: SSEHub = state.hub
+    joined = hub.join(topics) if resume is None and backlog == 0 else None
+    if joined is not None:  # a new client of topics the hub already reads: starts at the hub's position
+        sub, cursor = joined
+        stream = ClientStream(hub, state.sse_redis, topics, cursor, gaps, sub, metrics_of(request.app))
+        return SSEResponse(stream, state.sse_ticker)  # type: ignore[return-value]
     try:
         if resume is not None:
             cursor, gaps = await resume_positions(state.sse_redis, topics, resume)
         else:
             cursor = await _start_cursor(state.sse_redis, topics, backlog)
-    except _UNREACHABLE as exc:
+    except UNREACHABLE as exc:
         if (metrics := metrics_of(request.app)) is not None:
             metrics.redis_error("sse")
         logger.warning("sse request refused: redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, "redis_unavailable", "Redis is unreachable; retry shortly (Last-Event-ID resumes)",
                               headers={"Retry-After": RETRY_AFTER_S})  # fmt: skip
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        _ClientStream(state.hub, state.sse_redis, topics, cursor, shutdown, metrics_of(request.app)).events(gaps),
-        ping=state.settings.sse_ping_s,
-        sep="\n",
-        shutdown_event=shutdown,
-        shutdown_grace_period=min(SHUTDOWN_GRACE_S, state.settings.drain_timeout_s / 2),
-    )
+    stream = ClientStream(state.hub, state.sse_redis, topics, cursor, gaps, metrics=metrics_of(request.app))
+    return SSEResponse(stream, state.sse_ticker)  # type: ignore[return-value]
 
 
 async def sse(request: Request) -> Response:

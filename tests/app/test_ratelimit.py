@@ -12,10 +12,11 @@ import pytest
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
+from app.forwarded import client_address, parse_networks
 from app.main import create_app
 from app.ratelimit import WINDOW_MS, RateLimiter
 from control import keys
-from control.settings import Settings
+from control.settings import Settings, SettingsError
 
 CONTROL = "control-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
@@ -155,3 +156,57 @@ def test_redis_down_answers_503(limited: Callable[..., Settings]) -> None:
         for headers in (bearer(READ), bearer(WRONG), {}):
             resp = client.get("/status", headers=headers)
             assert resp.status_code == 503 and resp.json()["error"]["code"] == "redis_unavailable"
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "trusted", "expected"),
+    [
+        ("10.0.0.5", None, ("10.0.0.0/8",), "10.0.0.5"),  # no header: the peer
+        ("203.0.113.9", "1.2.3.4", (), "203.0.113.9"),  # nothing trusted: the header is ignored
+        ("203.0.113.9", "1.2.3.4", ("10.0.0.0/8",), "203.0.113.9"),  # an untrusted peer cannot forge it
+        ("10.0.0.5", "1.2.3.4", ("10.0.0.0/8",), "1.2.3.4"),
+        ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", ("10.0.0.0/8",), "1.2.3.4"),  # rightmost untrusted hop
+        ("10.0.0.5", "not-an-ip, 10.0.0.7", ("10.0.0.0/8",), "10.0.0.7"),  # stops at the last trusted hop
+        ("::1", "2001:db8::1", ("::1",), "2001:db8::1"),
+    ],
+)
+def test_client_address_trusts_forwarded_for_only_from_trusted_proxies(
+    peer: str, xff: str | None, trusted: tuple[str, ...], expected: str
+) -> None:
+    headers = [(b"x-forwarded-for", xff.encode())] if xff else []
+    scope = {"type": "http", "client": (peer, 1234), "headers": headers}
+    assert client_address(scope, parse_networks(trusted)) == expected
+
+
+def test_behind_a_trusted_proxy_sse_limits_are_per_client(limited: Callable[..., Settings], redis: Redis) -> None:
+    """1,000 browsers behind one load balancer share its address: limits must follow X-Forwarded-For, and only
+    when the peer is a configured proxy."""
+    proxy = ("10.9.0.1", 4000)
+    with TestClient(create_app(limited(TRUSTED_PROXIES="10.9.0.0/16")), client=proxy) as client:
+        for n in range(1, 6):  # five browsers, one token, two new streams each (the limit): all allowed
+            for _ in range(2):
+                with client.stream("GET", "/sse/trades/BTCUSDT", headers={**bearer(READ),
+                                   "X-Forwarded-For": f"198.51.100.{n}"}) as resp:  # fmt: skip
+                    assert resp.status_code == 200
+        with client.stream("GET", "/sse/trades/BTCUSDT", headers={**bearer(READ),
+                           "X-Forwarded-For": "198.51.100.1"}) as resp:  # fmt: skip
+            assert resp.status_code == 429  # the third stream of one browser
+            resp.read()
+            assert_429(resp, 2, "sse")
+    with TestClient(create_app(limited()), client=proxy) as untrusted:  # no TRUSTED_PROXIES: the peer counts
+        for n in range(2):
+            with untrusted.stream("GET", "/sse/trades/BTCUSDT", headers={**bearer(CONTROL),
+                                  "X-Forwarded-For": f"198.51.100.{n}"}) as resp:  # fmt: skip
+                assert resp.status_code == 200
+        with untrusted.stream("GET", "/sse/trades/BTCUSDT", headers={**bearer(CONTROL),
+                              "X-Forwarded-For": "198.51.100.99"}) as resp:  # fmt: skip
+            assert resp.status_code == 429  # a forged header from an untrusted peer changes nothing
+            resp.read()
+
+
+def test_trusted_proxies_setting_takes_addresses_and_networks_only() -> None:
+    assert Settings.from_env({"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1,::1"}).trusted_proxies == (
+        "10.0.0.0/8", "127.0.0.1/32", "::1/128")  # fmt: skip
+    assert Settings.from_env({}).trusted_proxies == ()
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        Settings.from_env({"TRUSTED_PROXIES": "10.0.0.0/8,haproxy.local"})
