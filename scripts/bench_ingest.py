@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scripts.benchkit.feedplane import Feedplane
+from scripts.benchkit.feedplane import WORKER_ENTRIES, Feedplane
 from scripts.benchkit.frames import build
 from scripts.benchkit.report import MODES, print_rows, summarize
 from scripts.benchkit.run import cpus, run_once
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--pin", action="store_true", help="worker alone on one CPU, everything else on another")
+    parser.add_argument("--worker-entry", default="workers", choices=sorted(WORKER_ENTRIES),
+                        help="workers: python -m workers (uvloop); arq: python -m arq (asyncio loop), to compare")
     args = parser.parse_args(argv)
     trades = build(args.frames)
     sut_cpu, aux_cpu = cpus(args.pin)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fp-bench-") as tmp:
         for _ in range(args.repeat):
             for rate in MODES[args.mode]:
-                run = run_once(Feedplane(), trades, rate, Path(tmp), sut_cpu=sut_cpu, aux_cpu=aux_cpu)
+                run = run_once(Feedplane(entry=args.worker_entry), trades, rate, Path(tmp), sut_cpu=sut_cpu, aux_cpu=aux_cpu)
                 print_rows([run])
                 runs.append(run)
     print("\nsummary (median, min-max):")

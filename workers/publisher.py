@@ -61,12 +61,11 @@ from redis.exceptions import RedisError
 from workers.backoff import Backoff
 from workers.logutil import RateLimitedLog
 from workers.publish_queue import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, GAP_REASON_UNSERIALIZABLE, EventQueue, Gaps
-from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
+from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient, use_hiredis_packing
 
 __all__ = ["GAP_REASON_ERROR", "GAP_REASON_OVERFLOW", "GAP_REASON_UNSERIALIZABLE", "Publisher"]
 
 log = logging.getLogger(__name__)
-
 _dumps = orjson.dumps
 
 #: Seconds between two log lines for the same failing command (a broken key fails in every batch).
@@ -135,6 +134,7 @@ class Publisher:
         self._args = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
         self._batch_no = 0  # batches handed to the script (their numbers)
         self._resends_skipped = 0
+        use_hiredis_packing(redis)  # a batch's ~2 arguments per event, packed in C
         self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
         # Progress counters for flush() (events are numbered by the queue, see workers.publish_queue).
         self._state_gen = 0  # set_state() calls

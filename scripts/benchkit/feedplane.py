@@ -1,4 +1,4 @@
-"""Feedplane as the system under test: one arq worker process (measured) plus the control server (for the one
+"""Feedplane as the system under test: one arq worker process (measured; ``python -m workers``) plus the control server (for the one
 ``POST /trades/subscribe``; idle while measuring, on the auxiliary CPU when pinning).
 
 The worker subscribes ``btcusdt@aggTrade`` (``BINANCE_USDM_TRADE_STREAM=aggTrade``) on the fake exchange's
@@ -24,6 +24,9 @@ from scripts.benchkit.procs import free_port, spawn, stop
 from scripts.benchkit.run import ROOT, Stored, xrange_all
 
 TOPIC = "binanceusdm:trade:BTCUSDT"
+#: ``entry`` -> how the worker is started: ``workers`` (uvloop, what supervisord runs) or ``arq`` (arq's own CLI,
+#: asyncio's default loop; kept to compare).
+WORKER_ENTRIES = {"workers": ["workers"], "arq": ["arq", "workers.settings.WorkerSettings"]}
 
 
 class Feedplane:
@@ -33,8 +36,9 @@ class Feedplane:
     channel = keys.event_channel(TOPIC)
     id_field = "trade_id"
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, entry: str = "workers") -> None:
         self.extra_env = extra_env or {}
+        self.entry = entry
         self.procs: list[subprocess.Popen[bytes]] = []
         self.base = ""
 
@@ -57,7 +61,7 @@ class Feedplane:
         self.base = f"http://127.0.0.1:{ctrl_port}"
         py = sys.executable
         self.procs.append(spawn([py, "-m", "app.serve"], cpu=aux_cpu, env=env, cwd=ROOT, stdout=subprocess.DEVNULL))
-        worker = spawn([py, "-m", "arq", "workers.settings.WorkerSettings"], cpu=cpu, env=env, cwd=ROOT)
+        worker = spawn([py, "-m", *WORKER_ENTRIES[self.entry]], cpu=cpu, env=env, cwd=ROOT)
         self.procs.append(worker)
         deadline = time.monotonic() + 30
         while True:

@@ -9,7 +9,8 @@ Layout of a run (``--pin``: the system under test alone on ``sut_cpu``, everythi
 Figures (``run_once``'s dict): ``events`` arrived on pub/sub, ``events_per_s`` = events / (last arrival - first
 frame sent), ``p50_ms``/``p99_ms``/``max_ms`` send -> pub/sub arrival per event (matched by trade id),
 ``cpu_s_per_100k`` and ``redis_cpu_s_per_100k`` (CPU seconds of the system under test and of Redis in that
-window, per 100,000 events), ``rss_mb`` (peak RSS of the system under test), and the correctness checks of what
+window, per 100,000 events), ``sut_core_pct`` (the share of one core the system under test used in that window:
+near 100 at saturation means it is CPU-bound; far below, something else limits it), ``rss_mb`` (peak RSS of the system under test), and the correctness checks of what
 its Redis Stream holds: ``stored`` entries, ``duplicates``, ``missing`` ids, ``in_order``, ``exact`` (every
 price and size string byte-identical to the recorded one).
 """
@@ -147,6 +148,7 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
         "max_ms": max(delays, default=float("nan")),
         "cpu_s_per_100k": sut_cpu_s * per_100k,
         "redis_cpu_s_per_100k": redis_cpu_s * per_100k,
+        "sut_core_pct": 100 * sut_cpu_s / elapsed_s,
         "rss_mb": rss,
         "exchange": report,
         **check(stored, trades),
