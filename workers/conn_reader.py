@@ -52,7 +52,7 @@ async def _frames(conn: ExchangeConnection, ws: WebSocket, parser: FrameParser) 
     receive, parse, publish = ws.receive, parser.parse, publisher.publish
     desired, last, conn_id = conn._desired, cont.last, conn.conn_id
     counts, states, mark = subs.counts, subs.live, subs.mark
-    clock, now = conn.clock, asyncio.get_running_loop().time
+    clock, now, lag = conn.clock, asyncio.get_running_loop().time, conn.read_lag
     text, binary = WSMsgType.TEXT, WSMsgType.BINARY
     while True:
         msg = await receive()
@@ -64,6 +64,7 @@ async def _frames(conn: ExchangeConnection, ws: WebSocket, parser: FrameParser) 
             continue
         live.frame_at = t = now()
         live.after_hold = False
+        lag.bytes_read += len(data)
         conn.messages_received += 1
         conn.last_message_at = ts_ms = int(clock() * 1000)
         try:
