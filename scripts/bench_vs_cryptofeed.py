@@ -133,6 +133,10 @@ class Cryptofeed:
         if self.proc is not None:
             stop(self.proc)
 
+    def announced(self, client: redis.Redis) -> dict[str, int]:
+        """cryptofeed has no loss announcements."""
+        return {}
+
     def stored(self, client: redis.Redis) -> list[Stored]:
         """The ``TradeStream`` entries (fields ``id``, ``price``, ``amount``: strings with ``numeric_type=str``)."""
         return [(int(f[b"id"]), f[b"price"].decode(), f[b"amount"].decode()) for _id, f in xrange_all(client, CF_STREAM)]

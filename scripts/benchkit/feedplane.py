@@ -97,6 +97,15 @@ class Feedplane:
             stop(proc)
         self.procs.clear()
 
+    def announced(self, client: redis.Redis) -> dict[str, int]:
+        """Gap events in the topic's stream: reason -> events they announce as lost."""
+        out: dict[str, int] = {}
+        for _id, fields in xrange_all(client, keys.event_stream(TOPIC)):
+            event = orjson.loads(fields[keys.STREAM_FIELD.encode()])
+            if event.get("type") == "gap":
+                out[event["reason"]] = out.get(event["reason"], 0) + int(event.get("dropped") or 0)
+        return out
+
     def stored(self, client: redis.Redis) -> list[Stored]:
         """The topic stream's trade events (gap events would count as missing ids)."""
         out: list[Stored] = []

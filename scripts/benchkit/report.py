@@ -19,7 +19,10 @@ _COLUMNS = [("events_per_s", "events/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f
 def _check(run: dict[str, Any]) -> str:
     if run["correct"]:
         return f"ok ({run['stored']:,} exact, in order, 0 dup)"
-    return (f"FAILED: {run['stored']:,} stored, {run['missing']} missing, {run['duplicates']} dup, "
+    announced = sum(run["announced"].values())
+    told = (f"all announced: gaps {run['announced']}" if announced == run["missing"] else
+            f"UNANNOUNCED: {run['missing'] - announced} (gaps {run['announced']})")  # fmt: skip
+    return (f"FAILED: {run['stored']:,} stored, {run['missing']} missing ({told}), {run['duplicates']} dup, "
             f"in order {run['in_order']}, exact {run['exact']}")  # fmt: skip
 
 

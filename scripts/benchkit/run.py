@@ -12,7 +12,8 @@ frame sent), ``p50_ms``/``p99_ms``/``max_ms`` send -> pub/sub arrival per event 
 window, per 100,000 events), ``sut_core_pct`` (the share of one core the system under test used in that window:
 near 100 at saturation means it is CPU-bound; far below, something else limits it), ``rss_mb`` (peak RSS of the system under test), and the correctness checks of what
 its Redis Stream holds: ``stored`` entries, ``duplicates``, ``missing`` ids, ``in_order``, ``exact`` (every
-price and size string byte-identical to the recorded one).
+price and size string byte-identical to the recorded one), and ``announced`` (losses the stream announces with gap
+events, per reason: Feedplane's delivery promise; ``correct`` needs every event stored, none announced).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class Sut(Protocol):
 
     def stored(self, client: redis.Redis) -> list[Stored]:
         """What its Redis Stream holds for the trades, in stream order."""
+        ...
+
+    def announced(self, client: redis.Redis) -> dict[str, int]:
+        """Events its Redis Stream announces as lost: gap reason -> events (Feedplane's ``gap`` events)."""
         ...
 
 
@@ -117,6 +122,7 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
             time.sleep(0.3)  # the last batch's other writes (SET latest) land after its PUBLISH
             client = redis.Redis(port=rs.port)
             stored = sut.stored(client)
+            announced = sut.announced(client)
             client.close()
         finally:
             sut.stop()
@@ -151,6 +157,7 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
         "sut_core_pct": 100 * sut_cpu_s / elapsed_s,
         "rss_mb": rss,
         "exchange": report,
+        "announced": announced,
         **check(stored, trades),
     }
 

@@ -1,7 +1,8 @@
 """A light pub/sub clock for the ingest benchmarks: one raw socket, hiredis's reply parser, arrival stamps.
 
 It subscribes to one channel and, per ``recv`` from the socket, stamps ``time.time_ns()`` on every message that
-recv completed; nothing is decoded while measuring. When ``--count`` messages arrived (or on SIGTERM / after
+recv completed; nothing is decoded while measuring but Feedplane's rare ``gap`` events. When ``--count`` events are
+accounted for (arrived, or announced lost by a gap event's ``dropped``) (or on SIGTERM / after
 ``--timeout-s``) it parses the payloads (JSON, the trade id under ``--id-field``) and writes two int64 arrays to
 ``--out``: ids then stamps (the file holds ``2 * messages`` int64 values). A message without that id gets -1.
 
@@ -23,6 +24,8 @@ import hiredis
 import orjson
 
 _stop = False
+#: How a Feedplane gap event's JSON starts (``workers.publish_queue``: ``{"type": "gap", ..., "dropped": n}``).
+_GAP = b'{"type":"gap"'
 
 
 def _on_term(_signum: int, _frame: Any) -> None:
@@ -53,7 +56,8 @@ def listen(port: int, channel: str, count: int, timeout_s: float) -> tuple[list[
     sock.settimeout(0.25)
     recv, feed, gets, now, append, stamp = sock.recv, reader.feed, reader.gets, time.time_ns, payloads.append, stamps.append
     deadline = time.monotonic() + timeout_s
-    while len(payloads) < count and not _stop and time.monotonic() < deadline:
+    accounted = 0  # events arrived, plus the events gap events announce as lost
+    while accounted < count and not _stop and time.monotonic() < deadline:
         try:
             data = recv(1 << 20)
         except TimeoutError:
@@ -64,8 +68,10 @@ def listen(port: int, channel: str, count: int, timeout_s: float) -> tuple[list[
         feed(data)
         while (reply := gets()) is not False:
             if reply[0] == b"message":
-                append(reply[2])
+                payload = reply[2]
+                append(payload)
                 stamp(t)
+                accounted += int(orjson.loads(payload).get("dropped") or 0) if payload.startswith(_GAP) else 1
     sock.close()
     return payloads, stamps
 
