@@ -148,7 +148,7 @@ def _ratio_lines(rows: list[dict[str, Any]]) -> None:
         fp, cf = by.get(("feedplane", mode)), by.get(("cryptofeed", mode))
         if fp and cf:
             print(f"{mode}: Feedplane/cryptofeed events/s {fp['events_per_s'][0] / cf['events_per_s'][0]:.2f}x, "
-                  f"CPU per event {cf['cpu_s_per_100k'][0] / fp['cpu_s_per_100k'][0]:.2f}x less")  # fmt: skip
+                  f"events per CPU-second {fp['events_per_cpu_s'][0] / cf['events_per_cpu_s'][0]:.2f}x")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

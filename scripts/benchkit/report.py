@@ -13,6 +13,7 @@ MODES: dict[str, list[float | None]] = {"max": [None], "5000": [5000.0], "20000"
 _COLUMNS = [("events_per_s", "events/s", "{:,.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
             ("max_ms", "max ms", "{:.1f}"), ("cpu_s_per_100k", "CPU-s/100k", "{:.2f}"),
             ("redis_cpu_s_per_100k", "Redis CPU-s/100k", "{:.2f}"), ("sut_core_pct", "core %", "{:.0f}"),
+            ("events_per_cpu_s", "events/CPU-s", "{:,.0f}"),
             ("rss_mb", "peak RSS MB", "{:.0f}")]  # fmt: skip
 
 

@@ -10,7 +10,9 @@ Figures (``run_once``'s dict): ``events`` arrived on pub/sub, ``events_per_s`` =
 frame sent), ``p50_ms``/``p99_ms``/``max_ms`` send -> pub/sub arrival per event (matched by trade id),
 ``cpu_s_per_100k`` and ``redis_cpu_s_per_100k`` (CPU seconds of the system under test and of Redis in that
 window, per 100,000 events), ``sut_core_pct`` (the share of one core the system under test used in that window:
-near 100 at saturation means it is CPU-bound; far below, something else limits it), ``rss_mb`` (peak RSS of the system under test), and the correctness checks of what
+near 100 at saturation means it is CPU-bound; far below, something else limits it), ``events_per_cpu_s`` (events
+per CPU-second of the system under test: the rate it sustains on a core of its own, the figure a loaded machine
+distorts least), ``rss_mb`` (peak RSS of the system under test), and the correctness checks of what
 its Redis Stream holds: ``stored`` entries, ``duplicates``, ``missing`` ids, ``in_order``, ``exact`` (every
 price and size string byte-identical to the recorded one), and ``announced`` (losses the stream announces with gap
 events, per reason: Feedplane's delivery promise; ``correct`` needs every event stored, none announced).
@@ -155,6 +157,7 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
         "cpu_s_per_100k": sut_cpu_s * per_100k,
         "redis_cpu_s_per_100k": redis_cpu_s * per_100k,
         "sut_core_pct": 100 * sut_cpu_s / elapsed_s,
+        "events_per_cpu_s": len(arrived) / max(sut_cpu_s, 1e-9),
         "rss_mb": rss,
         "exchange": report,
         "announced": announced,
