@@ -44,3 +44,33 @@ def test_check_finds_duplicates_gaps_order_and_changed_decimals() -> None:
     changed = [good[0], (good[1][0], good[1][1] + "0", good[1][2]), good[2]]  # "61800.30" -> "61800.300"
     assert not check(changed, trades)["exact"]
     assert orjson.loads(trades.frames[0])["data"]["e"] == "aggTrade"
+
+
+async def test_the_clock_counts_gap_announced_losses_toward_the_expected_events(redis_url: str) -> None:
+    """The pub/sub clock stops once arrivals plus the losses gap events announce reach ``count``."""
+    import asyncio
+    import threading
+
+    from redis.asyncio import Redis
+
+    from scripts.benchkit.subscriber import listen, trade_ids
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(listen(port, "bench:clock", 8, 20.0)), daemon=True)
+    thread.start()
+    r = Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(10):
+            while not await r.pubsub_numsub("bench:clock") or (await r.pubsub_numsub("bench:clock"))[0][1] < 1:
+                await asyncio.sleep(0.01)
+        await r.publish("bench:clock", b'{"type":"trade","trade_id":"1000000000"}')
+        await r.publish("bench:clock", orjson.dumps({"type": "gap", "reason": "backpressure", "dropped": 5}))
+        await r.publish("bench:clock", b'{"type":"trade","trade_id":"1000000006"}')
+        await r.publish("bench:clock", b'{"type":"trade","trade_id":"1000000007"}')
+        await asyncio.to_thread(thread.join, 10)
+    finally:
+        await r.aclose()
+    [(payloads, stamps)] = result  # type: ignore[misc]
+    assert len(payloads) == 4 and len(stamps) == 4
+    assert list(trade_ids(payloads, "trade_id")) == [FIRST_ID, -1, FIRST_ID + 6, FIRST_ID + 7]
