@@ -10,8 +10,9 @@ Lua script that does, inside Redis::
     once per batch:                  HSET fp:topic:last_event {topic: ts_received ms ...}
                                      HSET fp:subs {topic: state json ...}   (queued by set_state)
 
-A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms). The script, its
-argument layout and reply, and which Redis errors are transient live in ``workers.publish_script``.
+A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms), 4x that while a deep
+backlog waits (``workers.publish_queue.EventQueue.take``). The script, its argument layout and reply, and which
+Redis errors are transient live in ``workers.publish_script``.
 
 Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it.
 For every connection present in a batch the script reads its lease once and writes that
@@ -67,7 +68,6 @@ __all__ = ["GAP_REASON_ERROR", "GAP_REASON_OVERFLOW", "GAP_REASON_UNSERIALIZABLE
 
 log = logging.getLogger(__name__)
 _dumps = orjson.dumps
-
 #: Seconds between two log lines for the same failing command (a broken key fails in every batch).
 _ERROR_LOG_EVERY_S = 10.0
 
@@ -77,7 +77,7 @@ class Publisher:
 
     :param redis: a ``decode_responses=False`` client (``control.redis_client.make_redis(url, decode=False)``).
     :param stream_maxlen: approximate cap of every event stream (``MAXLEN ~``).
-    :param max_batch: most events per batch (one script call).
+    :param max_batch: most events per batch (one script call); 4x while a deep backlog waits.
     :param max_queue: most events held while Redis is slow or down; the oldest beyond it are dropped
         and announced with a gap event.
     :param high_water: queue depth at which ``congested`` turns true (readers then await ``room()``);
