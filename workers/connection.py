@@ -70,6 +70,7 @@ from workers.conn_sync import Subscriptions, WebSocket
 from workers.continuity import GAP_GRACE_S, STANDBY_BUFFER, Continuity, Gaps, Markers
 from workers.exchanges.base import ExchangeAdapter, FrameParser, parser_counters
 from workers.kline_close import KlineCloser
+from workers.lag import ReadLag, socket_backlog, socket_of
 from workers.liveness import BACKPRESSURE, Liveness, hold_budget_s
 from workers.logutil import RateLimitedLog
 from workers.private import PrivateSession
@@ -90,8 +91,7 @@ _LOG_EVERY_S = 10.0  # at most one malformed/error log line per connection per t
 class ExchangeConnection:
     """One socket to ``url`` carrying the topics given by ``set_topics``; see the module docstring.
 
-    :param conn_id: connection id (planner's), put in every log line and state record.
-    :param adapter: the exchange adapter (``workers.exchanges.get_adapter``).
+    :param conn_id: connection id (planner's), in every log line and state record. :param adapter: its adapter.
     :param url: the WebSocket URL (``adapter.ws_url(base, route)``).
     :param session: aiohttp session owned by the caller. :param publisher: event and state sink.
     :param rng: jitter source for reconnect backoff. :param clock: epoch seconds, used only for ms timestamps.
@@ -147,6 +147,7 @@ class ExchangeConnection:
         self._limited_log = RateLimitedLog(log, _LOG_EVERY_S)
         #: Peer liveness and publisher backpressure (``workers.liveness``); the watchdogs read it.
         self.liveness = Liveness(hold_budget_s(s.ping_interval_s, s.pong_timeout_s))
+        self.read_lag = ReadLag()  # the reader adds each frame's bytes; status() samples (``workers.lag``)
         self._got_data = False
         self.connected_since: int | None = None  # epoch ms, like every *_at below
         self.next_retry_at: int | None = None
@@ -213,8 +214,8 @@ class ExchangeConnection:
     def status(self) -> dict[str, Any]:
         """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of
         connecting|login|subscribing|open|backoff|stopping|stopped, or ``suspended`` (``suspend``; ``suspension``
-        counts them). Private sockets add ``private`` (account, key fingerprint, counters:
-        ``workers.private.PrivateSession.status``), never a secret."""
+        counts them); ``lag_ms``/``lag``: how far behind the exchange it is (``workers.lag``). Private sockets add
+        ``private`` (account, key fingerprint, counters: ``workers.private.PrivateSession.status``), never a secret."""
         return {
             "exchange": self.adapter.id, "url": self.url, "worker": self.worker_id,
             "state": "suspended" if self.continuity.suspended else self._state,
@@ -226,9 +227,15 @@ class ExchangeConnection:
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self.continuity.standby,
             "parser": self._parser_status(),
             "backpressure": self.liveness.status(),
-            "suspension": self.suspension.status(time.monotonic()),
+            "suspension": self.suspension.status(time.monotonic()), **self._lag(),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
+
+    def _lag(self) -> dict[str, Any]:
+        """``lag_ms`` (int: read + write lag, ``workers.lag``) and ``lag`` (its parts) for the status record."""
+        read = self.read_lag.sample(socket_backlog(socket_of(self._ws)), time.monotonic())
+        write_ms = int(self.publisher.stats.get("oldest_queued_age_ms") or 0)
+        return {"lag_ms": read["read_lag_ms"] + write_ms, "lag": {**read, "write_lag_ms": write_ms}}
 
     def _parser_status(self) -> dict[str, int]:
         """Parser counters (e.g. BitMart ``trades_without_side``) summed over this connection's sockets."""

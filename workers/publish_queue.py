@@ -16,7 +16,7 @@ a later batch starts with one gap event per (topic, reason), before any later ev
 good: the whole batch failed with a non-transient error such as ``NOPERM``, or its XADD failed, e.g.
 ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter built an event orjson cannot encode). A gap
 event Redis refuses in turn is kept (merged with later losses of the same topic and reason) and tried again
-until it is written. Memory stays bounded at ``max_queue + max_batch`` events plus one small record per
+until it is written. Memory stays bounded at ``max_queue + 4 * max_batch`` events plus one small record per
 (topic, reason) with losses.
 
 Numbering. Events are numbered in publish order (``appended`` counts them, ``popped`` counts those taken off
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 GAP_REASON_OVERFLOW = "redis_backlog_overflow"
 #: ``reason`` of the gap event announcing events Redis refused for good (see the module docstring).
 GAP_REASON_ERROR = "redis_error"
+#: How many times ``max_batch`` one batch may hold while a deep backlog waits (``EventQueue.take``).
+DEEP_BATCH_FACTOR = 4
 #: ``reason`` of the gap event announcing an event that could not be serialized (an adapter bug).
 GAP_REASON_UNSERIALIZABLE = "unserializable"
 
@@ -168,13 +170,19 @@ class EventQueue:
     # -- writer side ----------------------------------------------------------------------------
 
     def take(self, max_batch: int) -> tuple[int, list[Item], Gaps]:
-        """Start a batch: every pending gap event and up to ``max_batch`` of the oldest events, in flight until
+        """Start a batch: every pending gap event and up to ``max_batch`` of the oldest events (``DEEP_BATCH_FACTOR``
+        times that while at least that many batches and a quarter of ``high_water`` wait), in flight until
         ``settle``. Returns ``(number of the first event, events, gap records)``."""
         # Gaps first: every event they announce is older than anything still queued.
         gaps, self.gaps = self.gaps, {}
         self.inflight_gaps = gaps
         items = self.items
-        n = min(len(items), max_batch)
+        n = len(items)
+        # A deep backlog (4 batches and a quarter of the high-water mark): each event waited longer already than a
+        # longer script holds Redis, and fewer round trips drain it faster (README "Benchmark": the writer's one
+        # batch in flight per round trip is what limits a saturated worker).
+        deep = n >= max(DEEP_BATCH_FACTOR * max_batch, self.high_water // 4)
+        n = min(n, max_batch * DEEP_BATCH_FACTOR if deep else max_batch)
         start = self.inflight_start = self.popped
         batch = [items.popleft() for _ in range(n)]
         self.popped += n

@@ -10,8 +10,9 @@ Lua script that does, inside Redis::
     once per batch:                  HSET fp:topic:last_event {topic: ts_received ms ...}
                                      HSET fp:subs {topic: state json ...}   (queued by set_state)
 
-A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms). The script, its
-argument layout and reply, and which Redis errors are transient live in ``workers.publish_script``.
+A batch is at most ``max_batch`` events (default 500: the script holds Redis for ~2 ms), 4x that while a deep
+backlog waits (``workers.publish_queue.EventQueue.take``). The script, its argument layout and reply, and which
+Redis errors are transient live in ``workers.publish_script``.
 
 Fencing. ``publish(topic, event, conn_id)`` tags an event with the connection that produced it. For every connection
 present in a batch the script reads its lease once and writes that connection's events (and its ``set_state`` records)
@@ -60,14 +61,12 @@ from workers.backoff import Backoff
 from workers.logutil import RateLimitedLog
 from workers.metrics import IngestStats
 from workers.publish_queue import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, GAP_REASON_UNSERIALIZABLE, EventQueue, Gaps
-from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient
+from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient, use_hiredis_packing
 
 __all__ = ["GAP_REASON_ERROR", "GAP_REASON_OVERFLOW", "GAP_REASON_UNSERIALIZABLE", "Publisher"]
 
 log = logging.getLogger(__name__)
-
 _dumps = orjson.dumps
-
 #: Seconds between two log lines for the same failing command (a broken key fails in every batch).
 _ERROR_LOG_EVERY_S = 10.0
 
@@ -77,7 +76,7 @@ class Publisher:
 
     :param redis: a ``decode_responses=False`` client (``control.redis_client.make_redis(url, decode=False)``).
     :param stream_maxlen: approximate cap of every event stream (``MAXLEN ~``).
-    :param max_batch: most events per batch (one script call).
+    :param max_batch: most events per batch (one script call); 4x while a deep backlog waits.
     :param max_queue: most events held while Redis is slow or down; the oldest beyond it are dropped
         and announced with a gap event.
     :param high_water: queue depth at which ``congested`` turns true (readers then await ``room()``);
@@ -134,6 +133,7 @@ class Publisher:
         self._args = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
         self._batch_no = 0  # batches handed to the script (their numbers)
         self._resends_skipped = 0
+        use_hiredis_packing(redis)  # a batch's ~2 arguments per event, packed in C
         self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
         # Progress counters for flush() (events are numbered by the queue, see workers.publish_queue).
         self._state_gen = 0  # set_state() calls
