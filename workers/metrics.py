@@ -174,7 +174,7 @@ def _publisher(stats: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
-    frames, malformed, unknown, requests = [], [], [], []
+    frames, malformed, unknown, requests, lag = [], [], [], [], []
     reconnects, gaps, parser, books, backpressure, private, suspension = [], [], [], [], [], [], []
     conn_states: Counter[tuple[str, str]] = Counter()
     sub_states: Counter[tuple[str, str]] = Counter()
@@ -185,6 +185,7 @@ def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
         malformed.append((key, status["malformed_frames"]))
         unknown.append((key, status["unknown_frames"]))
         requests.append((key, status.get("reconnect_requests") or 0))
+        lag.append((key, (status.get("lag_ms") or 0) / 1000))
         reconnects += [([*key, reason], n) for reason, n in sorted(status["reasons"].items())]
         gaps += [([*key, reason], n) for reason, n in sorted(status["gaps"].items())]
         parser += [([*key, name], n) for name, n in sorted(status["parser"].items())]
@@ -212,6 +213,8 @@ def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
                    [*conn_labels, "kind"], private)  # fmt: skip
     yield _counter("suspension", "Redis-outage suspensions of the connection and events dropped meanwhile",
                    [*conn_labels, "kind"], suspension)  # fmt: skip
+    yield _gauge("connection_lag_seconds", "how far behind the exchange a connection is: socket backlog over the read"
+                 " rate plus the oldest unwritten event's age (lag_ms in /status, workers.lag)", conn_labels, lag)
     yield _gauge("connections", "connections held by state", ["exchange", "state"],
                  ((list(k), n) for k, n in sorted(conn_states.items())))  # fmt: skip
     yield _gauge("subscriptions", "subscriptions on this worker's sockets by state", ["exchange", "state"],

@@ -42,7 +42,7 @@ def test_collector_families_from_runtime_state() -> None:
               "books": {"books": 1, "synced": 1, "applied": 40, "gaps": 1, "last_error": None},
               "backpressure": {"holds": 1, "held_s": 0.2, "sheds": 0, "shed": 0, "shedding": False},
               "suspension": {"suspended": False, "suspensions": 2, "dropped": 5, "suspended_s": 1.5},
-              "reconnect_requests": 1}  # fmt: skip
+              "reconnect_requests": 1, "lag_ms": 250}  # fmt: skip
     conn = SimpleNamespace(status=lambda: status, subs=SimpleNamespace(counts={"pending": 1, "active": 4, "failed": 0}))
     held = {"gateio.public.1": SimpleNamespace(exchange="gateio", conn=conn)}
     runtime = SimpleNamespace(publisher=SimpleNamespace(ingest=ingest, stats=stats),
@@ -63,6 +63,7 @@ def test_collector_families_from_runtime_state() -> None:
                                                         ("kind", "applied")))] == 40  # fmt: skip
     assert got[("feedplane_worker_suspension_total", (*conn_labels, ("kind", "dropped")))] == 5
     assert got[("feedplane_worker_reconnect_requests_total", conn_labels)] == 1
+    assert got[("feedplane_worker_connection_lag_seconds", conn_labels)] == 0.25
     assert ("feedplane_worker_suspension_total", (*conn_labels, ("kind", "suspended"))) not in got  # a bool
     assert got[("feedplane_worker_events_lost_total", (("reason", "redis_backlog_overflow"),))] == 3
     assert got[("feedplane_worker_publisher_backlog_events", ())] == 9
