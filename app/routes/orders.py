@@ -108,9 +108,9 @@ def _enabled(request: Request) -> None:
 async def submit(request: Request, op: str, exchange: str, account: str, args: dict[str, Any]) -> Response:
     """Check, queue and answer one request (see the module docstring).
 
-    One Redis round trip carries the checks (account known, kill switch, order topic subscribed) and the ``LPUSH``:
-    a request refused here is also refused by the worker that takes it (unknown account 400, halted 423), so it is
-    queued at once and the answer given without waiting. Then ``BLPOP`` for the worker's answer."""
+    One Redis round trip carries the checks (account known, kill switch, order topic subscribed); only a request
+    that passes them is queued (``LPUSH``): a refused request (unknown account 400, halted 423) changes nothing in
+    Redis. Then ``BLPOP`` for the worker's answer (the worker checks account and kill switch again)."""
     require_account(request, exchange, account)
     settings = request.app.state.settings
     new = op in (PLACE, CLOSE)
@@ -126,13 +126,13 @@ async def submit(request: Request, op: str, exchange: str, account: str, args: d
         pipe.hexists(keys.ACCOUNTS, ref)
         pipe.hgetall(HALT)
         pipe.hexists(keys.DESIRED, topic)
-        pipe.lpush(QUEUE, req.encode())
-        stored, halts, subscribed, _ = await pipe.execute()
+        stored, halts, subscribed = await pipe.execute()
     if not (any(a.ref == ref for a in configured_accounts(settings)) or (stored and settings.secret_key)):
         message = f"unknown account {ref}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
         raise ValidationError({"account": [message]})
     if new and (halt_ref := halted(halts, exchange, account)) is not None:
         raise ApiError(423, "trading_halted", f"trading is halted for {halt_ref} (POST /trading/resume)")
+    await gateway.redis.lpush(QUEUE, req.encode())
     if new and not subscribed:  # the order's updates arrive on the account's order topic
         await request.app.state.dispatcher.subscribe([topic], now_ms())
     return _respond(*await gateway.wait(req))
@@ -219,7 +219,7 @@ async def halt(request: Request) -> Response:
 
     New orders and closes are refused at once (control server and workers both check). With ``cancel_open`` the
     open orders and trigger orders of the account (or of every account) are cancelled; each account's outcome is
-    listed (``status``, ``canceled``, ``failed``).
+    listed (``status``, ``canceled``, ``failed``; an unknown account: ``status`` 400, ``error`` unknown_account).
     ---
     post:
       summary: "kill switch: refuse new orders and closes; cancel_open cancels open orders too (ORDERS_ENABLED=1)"
@@ -236,7 +236,12 @@ async def halt(request: Request) -> Response:
     await request.app.state.store.redis.hset(HALT, ref, record)
     result: dict[str, Any] = {"halted": ref, "cancel_open": []}
     if data["cancel_open"]:
-        targets = [(data["exchange"], data["account"])] if data["exchange"] else await _order_accounts(request)
+        known = await _order_accounts(request)
+        targets = [(data["exchange"], data["account"])] if data["exchange"] else known
+        for exchange, account in [t for t in targets if t not in known]:  # no worker can act for it: not asked
+            result["cancel_open"].append({"exchange": exchange, "account": account, "status": 400, "error": {
+                "code": "unknown_account", "message": f"unknown account {exchange}:{account}", "details": {}}})
+        targets = [t for t in targets if t in known]
         gateway = OrderGateway(request)
         answers = await asyncio.gather(*(gateway.ask(CANCEL_OPEN, e, a, {}) for e, a in targets))
         for (exchange, account), (status, body) in zip(targets, answers, strict=True):
