@@ -131,7 +131,8 @@ class AssetFiles(StaticFiles):
         if entry is None:
             raise HTTPException(status_code=404)
         file, media_type = entry
-        response = FileResponse(STATIC_DIR / file, media_type=media_type, headers=_HEADERS)
+        path_on_disk = STATIC_DIR / file  # stat_result given: ETag and Last-Modified are set now, for the 304 check
+        response = FileResponse(path_on_disk, media_type=media_type, headers=_HEADERS, stat_result=path_on_disk.stat())
         if self.is_not_modified(response.headers, Headers(scope=scope)):
             return NotModifiedResponse(response.headers)
         return response

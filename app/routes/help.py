@@ -157,7 +157,7 @@ def _auth_text(s: Settings, secured: bool) -> list[str]:
         "            control = CONTROL_TOKEN or ACCOUNTS_FILE tokens with scope control (implies read, every account)",
         "            read    = READ_TOKEN or file tokens with scope read: status, help, public SSE",
         '            account = a file token listing "exchange:account" (or control): /sse/{orders,positions,balances}',
-        "            public  = no token: /health/live, /health/ready, /openapi.json, /docs",
+        "            public  = no token: /health/live, /health/ready, /openapi.json, /docs, /dashboard (page, assets)",
         "            401 unauthorized (missing/invalid token, WWW-Authenticate: Bearer), 403 forbidden (scope/account)",
         f"limits:     per token per minute: control {s.rate_limit_control_per_min}, read {s.rate_limit_read_per_min}",
         f"            per token per minute: new SSE connections {s.rate_limit_sse_per_min}",
@@ -221,7 +221,8 @@ async def help_page(request: Request) -> Response:
                         "control": "subscribe/unsubscribe, stop/start, accounts; implies read and every account",
                         "read": "status, help, public SSE",
                         "account": 'private SSE of the accounts a token lists ("exchange:account"), or control',
-                        "public": "no token: /health/live, /health/ready, /openapi.json, /docs",
+                        "public": "no token: /health/live, /health/ready, /openapi.json, /docs, /dashboard (page, "
+                                  "assets)",
                     },
                     "rate_limits_per_min": {
                         "control": settings.rate_limit_control_per_min,
