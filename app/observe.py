@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.query import check_query
 from control.logging_config import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -140,7 +141,14 @@ def route_template(scope: Scope) -> str:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """``GET /metrics``: the control server's metrics in Prometheus' text format (``read`` scope)."""
+    """``GET /metrics``: the control server's metrics in Prometheus' text format (``read`` scope).
+    ---
+    get:
+      summary: Prometheus metrics of the control server (workers - METRICS_PORT + process number)
+      responses:
+        200: {description: "the text exposition format (version 0.0.4)", content: {text/plain: {schema: {type: string}}}}
+    """
+    check_query(request.query_params)
     metrics = metrics_of(request.app)
     body = metrics.exposition() if metrics is not None else b""
     return Response(body, media_type=CONTENT_TYPE_LATEST)

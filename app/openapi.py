@@ -25,7 +25,12 @@ route of a kind shares, so a docstring only states what is particular to it:
   the server as configured;
 * error answers (``ErrorEnvelopeSchema``): 400, 401, 403, 429 and 503 on every route behind a token (a bad
   query or token in the query, missing/invalid token, scope, rate limit, Redis unreachable), 413 on every
-  route that takes a body. A status the docstring declares itself is kept as it is.
+  route that takes a body. A status the docstring declares itself is kept as it is;
+* the order routes' answers (``x-orders: placed|one|canceled|switch`` in the docstring, ``ORDER_ANSWERS``): the
+  worker's success body and every error status an order request can end with (409 ``orders_disabled``, 423
+  ``trading_halted``, 502 ``exchange_error``, 504 ``order_timeout``, ...).
+
+A field class of its own is mapped to JSON Schema by its ``OPENAPI`` attribute (``DecimalText``).
 
 Routes without YAML are left out, which ``tests/app/test_openapi.py`` reports as a failure.
 """
@@ -40,8 +45,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
 from starlette.routing import BaseRoute, Route
 
-from app import query, responses, schemas  # noqa: F401  (registers the schema classes the docstrings name)
+from app import order_schemas, query, responses, schemas  # noqa: F401  (registers the schema classes named)
 from app.auth import PUBLIC, Rule
+from app.order_schemas import DecimalText
 from control.credentials import ACCOUNT_SCHEMA
 from control.topics import ACCOUNT_RE, EXCHANGE_ALIASES, EXCHANGES
 
@@ -69,6 +75,41 @@ SSE_EVENT = {
     "required": ["data"],
 }
 _BODY_ERRORS = {"413": "payload_too_large: the body is larger than MAX_BODY_BYTES"}
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+
+
+#: Error answers of every order route (``app.routes.orders``, ``workers.order_flow``), by status.
+_ORDER_ERRORS = {
+    "400": "validation_error, invalid_json, unknown_account, invalid_order (exchange rules), orders_unsupported",
+    "403": "forbidden (the token may not trade this account), guard_symbol / guard_leverage (the account's guards)",
+    "409": "orders_disabled (ORDERS_ENABLED is not 1), no_position (close), order_in_progress (same client_order_id)",
+    "423": "trading_halted: the kill switch is on (POST /trading/resume)",
+    "500": "internal_error: the worker failed executing the request (its log says why)",
+    "502": "exchange_error: the exchange refused (details: exchange_code, exchange_message, step, steps done)",
+    "504": "order_timeout (no worker answered within ORDERS_TIMEOUT_S; retry with the same client_order_id) or "
+    "exchange_timeout (the exchange did not answer; outcome unknown)",
+}
+
+
+def _answer(description: str, schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+#: ``x-orders`` kind -> the success answers it adds, and the error statuses (``_ORDER_ERRORS``) that apply.
+ORDER_ANSWERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "placed": ({"201": _answer("placed (and its take-profit/stop-loss)", "OrderPlaced"),
+                "200": _answer("replayed: the answer of an earlier request with this client_order_id", "OrderPlaced")},
+               tuple(_ORDER_ERRORS)),
+    "one": ({"200": _answer("the order", "OrderOne"),
+             "404": _error("order_not_found: the exchange has no such order")}, tuple(_ORDER_ERRORS)),
+    "canceled": ({"200": _answer("canceled", "OrderCanceled")}, tuple(_ORDER_ERRORS)),
+    "switch": ({}, ("400", "409")),
+}  # fmt: skip
 
 
 def account_request_schema() -> dict[str, Any]:
@@ -97,6 +138,17 @@ def account_request_schema() -> dict[str, Any]:
     }
 
 
+def _own_fields(self: Any, field: Any, ret: dict[str, Any]) -> dict[str, Any]:
+    """apispec attribute function: a field class with an ``OPENAPI`` JSON Schema (``DecimalText``) gets it, with
+    ``null`` added when the field allows None."""
+    if not isinstance(field, DecimalText):
+        return {}
+    schema = dict(DecimalText.OPENAPI)
+    if field.allow_none:
+        schema["type"] = ["string", "integer", "null"]
+    return schema
+
+
 def _security(rule: Rule, open_mode: bool) -> list[dict[str, list[str]]]:
     if rule.access == PUBLIC:
         return []
@@ -106,13 +158,6 @@ def _security(rule: Rule, open_mode: bool) -> list[dict[str, list[str]]]:
     if open_mode:  # no token configured: any request passes (the empty requirement: no authentication)
         requirement.append({})
     return requirement
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
-    }
 
 
 def _path_parameters(route: Route, declared: list[Any]) -> list[dict[str, Any]]:
@@ -134,6 +179,12 @@ def _complete(route: Route, rule: Rule, method: str, operation: dict[str, Any], 
         del op["parameters"]
     op["security"] = _security(rule, open_mode)
     answers = {str(status): value for status, value in op.get("responses", {}).items()}
+    if "x-orders" in op:
+        success, statuses = ORDER_ANSWERS[op.pop("x-orders")]
+        for status, value in success.items():
+            answers.setdefault(status, value)
+        for status in statuses:
+            answers.setdefault(status, _error(_ORDER_ERRORS[status]))
     shared = {} if rule.access == PUBLIC else dict(_COMMON_ERRORS)
     if "requestBody" in op:
         shared.update(_BODY_ERRORS)
@@ -159,21 +210,25 @@ def build_spec(
     Raises ``apispec.exceptions.APISpecError`` (or marshmallow's RegistryError) for a docstring naming an
     unknown schema or an invalid operation: a programming error, found by the tests.
     """
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title=TITLE,
         version=VERSION,
         openapi_version=OPENAPI_VERSION,
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={
             "description": (
                 "Exchange WebSocket streams to Redis and Server-Sent Events. Every error answer is the envelope "
                 '{"error": {"code", "message", "details", "timestamp"}}. Without any token configured and on a '
                 "loopback address no token is needed (open mode); otherwise every route but /health/live, "
-                "/health/ready, /openapi.json and /docs needs one."
+                "/health/ready, /openapi.json, /docs and the dashboard page needs one. GET /ws (WebSocket fan-out) "
+                "is not an HTTP operation, so it is not in this document: README's WebSocket section describes it."
             )
         },
         **({"servers": [{"url": server_url}]} if server_url else {}),
     )
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(_own_fields)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme(
         "access_token", {"type": "apiKey", "in": "query", "name": "access_token",
@@ -181,10 +236,18 @@ def build_spec(
     )  # fmt: skip
     spec.components.schema("ErrorEnvelope", schema=responses.ErrorEnvelopeSchema)
     spec.components.schema("AccountRequest", account_request_schema())
+    for name in ("OrderPlaced", "OrderOne", "OrderCanceled"):  # named by ORDER_ANSWERS
+        spec.components.schema(name, schema=getattr(responses, f"{name}Schema"))
     spec.components.parameter("LastEventId", "header", {
         "name": "Last-Event-ID", "required": False, "schema": {"type": "string"},
         "description": "resume cursor: the id of the last event seen (EventSource sends it on reconnect)",
     })  # fmt: skip
+    for name, header in (("ApiKey", "api-key"), ("ApiSecret", "api-secret")):
+        spec.components.parameter(name, "header", {
+            "name": header, "required": False, "schema": {"type": "string"},
+            "description": "seed connector: with the other, stores account gateio:{userId} (control token, "
+                           "FEEDPLANE_SECRET_KEY); never logged or echoed",
+        })  # fmt: skip
     spec.components.response("EventStream", {
         "description": "an event stream: gap events, catch-up, ready, then live events; bye on shutdown",
         "content": {"text/event-stream": {"schema": SSE_EVENT}},

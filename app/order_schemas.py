@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from app.schemas import StrictBoolean
 from control.exchanges import DECLARATIONS
 from control.topics import EXCHANGE_ALIASES, TopicError, validate_account
 
@@ -24,20 +25,25 @@ ORDER_EXCHANGES = tuple(d.id for d in DECLARATIONS.values() if d.orders)
 
 
 class DecimalText(fields.Field[str]):
-    """A positive decimal as a string (``"0.001"``); an int is taken as its digits; floats, exponents, NaN, zero and
-    negatives are refused (send decimal strings)."""
+    """A positive decimal as a string (``"0.001"``); an int is taken as its digits; floats, exponents, NaN, zero,
+    negatives and white space are refused (send decimal strings). In the OpenAPI document: ``OPENAPI``."""
+
+    #: The JSON Schema of the field (``app.openapi`` maps the class to it): a string of ``PATTERN`` or an integer.
+    PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+    OPENAPI: ClassVar[dict[str, Any]] = {"type": ["string", "integer"], "pattern": PATTERN, "minimum": 1,
+               "description": 'a positive decimal string, e.g. "0.001" (or an integer)'}  # fmt: skip
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if type(value) is int:
             value = str(value)
-        if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        if not isinstance(value, str) or not re.fullmatch(self.PATTERN, value):
             raise ValidationError("must be a positive decimal string, e.g. \"0.001\"")
         try:
             if Decimal(value) <= 0:
                 raise ValidationError("must be greater than 0")
         except InvalidOperation:
             raise ValidationError("not a decimal") from None
-        return value.strip()
+        return value
 
 
 def _exchange(value: str) -> str:
@@ -82,7 +88,7 @@ class OrderSchema(_AccountSchema):
     size = DecimalText(required=True)
     price = DecimalText(load_default=None)
     time_in_force = fields.String(load_default="gtc", validate=validate.OneOf(("gtc", "ioc", "fok", "post_only")))
-    reduce_only = fields.Boolean(load_default=False)
+    reduce_only = StrictBoolean(load_default=False)
     leverage = fields.Integer(load_default=None, strict=True, validate=validate.Range(1, 1000))
     margin_mode = fields.String(load_default=None, validate=validate.OneOf(("isolated", "cross")))
     client_order_id = fields.String(load_default=None, validate=validate.Regexp(CLIENT_ID_RE))
@@ -122,11 +128,53 @@ class HaltSchema(_Strict):
 
     exchange = fields.String(load_default=None)
     account = fields.String(load_default=None, validate=_account)
-    cancel_open = fields.Boolean(load_default=False)
+    cancel_open = StrictBoolean(load_default=False)
     reason = fields.String(load_default="", validate=validate.Length(max=200))
 
 
+class SeedTriggerSchema(_Strict):
+    """The seed connector's ``take_profit``/``stop_loss``: ``{"enabled", "price", "price_type"}``."""
+
+    enabled = StrictBoolean()
+    price = fields.Raw(allow_none=True, metadata={"description": "a JSON number or a decimal string"})
+    price_type = fields.String(allow_none=True, metadata={"description": "last | mark | index"})
+
+
+class SeedPlaceSchema(_Strict):
+    """``POST /gate/place-futures-order``: the seed connector's body (``app.routes.seed_compat``), checked for its
+    shape here; the values then go through ``OrderSchema``. Numbers stay exact (JSON numbers read as Decimal)."""
+
+    userId = fields.Raw(allow_none=True, metadata={"description": "the account (and Gate user id); string or number"})
+    user_id = fields.Raw(allow_none=True, metadata={"description": "alias of userId"})
+    market_type = fields.String(required=True, metadata={"description": "market | limit"})
+    price = fields.Raw(allow_none=True, metadata={"description": "limit price, a JSON number (ignored for market)"})
+    contract = fields.String(required=True, metadata={"description": "Gate.io contract, e.g. BTC_USDT"})
+    leverage = fields.Raw(allow_none=True, metadata={"description": "an integer"})
+    leverage_type = fields.String(allow_none=True, metadata={"description": "ISOLATED | CROSS"})
+    size = fields.Raw(required=True, metadata={"description": "contracts, a JSON integer"})
+    position_type = fields.String(required=True, metadata={"description": "long | short"})
+    take_profit = fields.Nested(SeedTriggerSchema, allow_none=True)
+    stop_loss = fields.Nested(SeedTriggerSchema, allow_none=True)
+    reduce_only = StrictBoolean(allow_none=True)
+    exchange_id = fields.Raw(allow_none=True, metadata={"description": "ignored (the seed's)"})
+    autotrader_id = fields.Raw(allow_none=True, metadata={"description": "ignored (the seed's)"})
+
+
+class SeedCloseSchema(Schema):
+    """``POST /gate/close-futures-order``: ``{"contract", "auto_size": "close_long"|"close_short", "userId"}``;
+    other fields are ignored, as the seed did."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    userId = fields.Raw(allow_none=True, metadata={"description": "the account (and Gate user id); string or number"})
+    user_id = fields.Raw(allow_none=True, metadata={"description": "alias of userId"})
+    contract = fields.String(required=True)
+    auto_size = fields.String(required=True, validate=validate.OneOf(("close_long", "close_short")))
+
+
 _ORDER, _CLOSE, _HALT = OrderSchema(), CloseSchema(), HaltSchema()
+SEED_PLACE, SEED_CLOSE = SeedPlaceSchema(), SeedCloseSchema()
 
 
 def order_args(payload: Any, default_exchange: str) -> tuple[str, str, dict[str, Any]]:

@@ -57,3 +57,39 @@ class HelpQuerySchema(Schema):
         unknown = RAISE
 
     format = fields.String(validate=validate.OneOf(["json", "text"]), metadata={"description": "json or text"})
+
+
+class _OrderAccountQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    exchange = fields.String(metadata={"description": "gateio or binanceusdm; default DEFAULT_EXCHANGE"})
+    account = fields.String(metadata={"description": "the account; default: default"})
+    symbol = fields.String(metadata={"description": "the order's symbol (Binance USD-M needs it)"})
+
+
+class OrderClientQuerySchema(_OrderAccountQuerySchema):
+    """``GET /orders/client/{client_order_id}``: which account and symbol."""
+
+
+class OrderRefQuerySchema(_OrderAccountQuerySchema):
+    """``GET|DELETE /orders/{order_id}``: which account and symbol; ``tp_id``/``sl_id`` (DELETE) cancel the order's
+    take-profit and stop-loss trigger orders too."""
+
+    tp_id = fields.String(metadata={"description": "take-profit trigger order id (DELETE)"})
+    sl_id = fields.String(metadata={"description": "stop-loss trigger order id (DELETE)"})
+
+
+class SeedQuerySchema(Schema):
+    """The seed connector's ``?userId=`` (the account when the body has none)."""
+
+    userId = fields.String(metadata={"description": "the account (and Gate user id); default: default"})
+
+
+class SeedTradeQuerySchema(SeedQuerySchema):
+    """``/gate/cancel-futures-order`` and ``/gate/get-futures-order``."""
+
+    trade_id = fields.String(required=True, validate=validate.Length(min=1), metadata={"description": "order id"})
+    tp_id = fields.String(metadata={"description": "take-profit trigger order id (cancel)"})
+    sl_id = fields.String(metadata={"description": "stop-loss trigger order id (cancel)"})
+    contract = fields.String(metadata={"description": "the contract, e.g. BTC_USDT"})

@@ -190,3 +190,54 @@ class HealthSchema(Schema):
                           metadata={"description": "total, alive"})  # fmt: skip
     paused = fields.Boolean(required=True, allow_none=True)
     server_time = fields.Integer(required=True)
+
+
+class OrderStepSchema(_Open):
+    """One step of an order request as the worker did it (``entry``, ``take_profit``, ``cancel``, ...)."""
+
+    step = fields.String(required=True)
+    status = fields.String(required=True, metadata={"description": "done | failed | skipped | ..."})
+
+
+class OrderPlacedSchema(_Open):
+    """``POST /orders`` and ``POST /positions/close``: 201 placed (200 with ``replayed``: a retry of a
+    client order id that was placed already). ``order``: the normalized order (control.events), prices and sizes
+    as decimal strings."""
+
+    order = fields.Dict(required=True, metadata={"description": "the order as the exchange has it"})
+    client_order_id = fields.String(required=True)
+    steps = fields.List(fields.Nested(OrderStepSchema), required=True)
+    recovered = fields.Boolean(metadata={"description": "found by client order id after a lost answer"})
+    take_profit = fields.Dict(allow_none=True, metadata={"description": "the take-profit trigger order (orders)"})
+    stop_loss = fields.Dict(allow_none=True, metadata={"description": "the stop-loss trigger order (orders)"})
+    replayed = fields.Boolean(metadata={"description": "true: the stored answer of an earlier identical request"})
+
+
+class OrderOneSchema(_Open):
+    """``GET /orders/{order_id}`` and ``GET /orders/client/{client_order_id}``: 200."""
+
+    order = fields.Dict(required=True, metadata={"description": "the order as the exchange has it now"})
+
+
+class OrderCanceledSchema(_Open):
+    """``DELETE /orders/{order_id}``: 200, the order and the trigger orders (``tp_id``, ``sl_id``) canceled."""
+
+    order = fields.Dict(metadata={"description": "the canceled order"})
+    take_profit = fields.Dict(metadata={"description": "{order_id, status: canceled} with tp_id"})
+    stop_loss = fields.Dict(metadata={"description": "{order_id, status: canceled} with sl_id"})
+    steps = fields.List(fields.Nested(OrderStepSchema), required=True)
+
+
+class HaltResponseSchema(Schema):
+    """``POST /trading/halt``: 200."""
+
+    halted = fields.String(required=True, metadata={"description": "exchange:account, or * (every account)"})
+    cancel_open = fields.List(fields.Dict(), required=True, metadata={
+        "description": "per account: exchange, account, status and canceled/failed lists (or error)"})  # fmt: skip
+
+
+class ResumeResponseSchema(Schema):
+    """``POST /trading/resume``: 200."""
+
+    resumed = fields.List(fields.String(), required=True, metadata={"description": "halt entries removed"})
+    still_halted = fields.Boolean(required=True, metadata={"description": "a global halt (*) still holds"})

@@ -1,4 +1,5 @@
-"""The live dashboard: ``GET /dashboard`` (the page), ``/dashboard/assets/<file>`` (its JS, CSS, vendored uPlot) and
+"""The live dashboard: ``GET /dashboard`` (the page), ``/dashboard/assets/<file>`` (its JS, CSS, vendored uPlot: a
+``Mount`` of static files, like the docs page's ``/docs/static``, so not in the OpenAPI document) and
 ``GET /dashboard/feed`` (SSE: one ``snapshot`` event per second, ``app.dashboard_feed``).
 
 Auth (``app.auth``): the page and its assets are static files without data (``PUBLIC_RULE``), so a browser can
@@ -20,12 +21,17 @@ from typing import Any
 import anyio
 import orjson
 from sse_starlette import EventSourceResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import Scope
 
 from app.auth import PUBLIC_RULE, SSE_RULE, Rule
 from app.dashboard_feed import DashboardFeed
+from app.query import check_query
 from app.routes.sse import RETRY_MS, SHUTDOWN_GRACE_S, sse_frame
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "dashboard"
@@ -47,7 +53,17 @@ def dashboard_feed(request: Request) -> DashboardFeed:
 
 async def page(request: Request) -> Response:
     """200 ``text/html``: the dashboard page (``app/static/dashboard/index.html``), told whether tokens are on
-    (``<meta name="feedplane-auth" content="open|secured">``: the page then asks for a token before connecting)."""
+    (``<meta name="feedplane-auth" content="open|secured">``: the page then asks for a token before connecting).
+    ---
+    get:
+      summary: the live dashboard page (HTML; its assets under /dashboard/assets/; no token)
+      responses:
+        200: {description: the page, content: {text/html: {schema: {type: string}}}}
+        400:
+          description: "validation_error: an unknown query parameter"
+          content: {application/json: {schema: ErrorEnvelopeSchema}}
+    """
+    check_query(request.query_params)
     mode = "open" if request.app.state.auth_open else "secured"
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("{{AUTH_MODE}}", mode)
     return HTMLResponse(html, headers=_HEADERS)
@@ -70,7 +86,14 @@ async def _events(feed: DashboardFeed, shutdown: anyio.Event) -> AsyncIterator[b
 
 
 async def feed(request: Request) -> Response:
-    """200 ``text/event-stream`` of ``snapshot`` events (module docstring)."""
+    """200 ``text/event-stream`` of ``snapshot`` events (module docstring).
+    ---
+    get:
+      summary: the dashboard's feed (SSE) - one status snapshot with rates and latency a second
+      description: "event: snapshot, data: the snapshot JSON (app.dashboard_feed), one a second; bye on shutdown"
+      responses: {200: EventStream}
+    """
+    check_query(request.query_params)
     state = request.app.state
     shutdown = anyio.Event()
     return EventSourceResponse(
@@ -82,8 +105,8 @@ async def feed(request: Request) -> Response:
     )
 
 
-#: URL name under ``/dashboard/assets/`` -> (file under ``STATIC_DIR``, media type). Each is one exact route, so
-#: nothing else on disk can be reached.
+#: URL name under ``/dashboard/assets/`` -> (file under ``STATIC_DIR``, media type). Only these names are served,
+#: so nothing else on disk can be reached (not ``index.html``, the template of the page).
 ASSETS = {
     "dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
@@ -93,15 +116,30 @@ ASSETS = {
 }
 
 
-def _asset(file: str, media_type: str) -> Route:
-    async def serve(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / file, media_type=media_type, headers=_HEADERS)
+class AssetFiles(StaticFiles):
+    """``StaticFiles`` (path checks, GET/HEAD only, ETag and 304) limited to ``ASSETS``, each with its media type
+    and the page's security headers (``CSP``). Any other name: 404 (the error envelope, ``app.errors``)."""
 
-    return Route(f"/dashboard/assets/{file.rsplit('/', 1)[-1]}", serve, methods=["GET"])
+    def __init__(self) -> None:
+        super().__init__(directory=STATIC_DIR)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        """The asset ``path`` (its URL name) or ``HTTPException`` 404 / 405."""
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(status_code=405, headers={"Allow": "GET, HEAD"})
+        entry = ASSETS.get(path)
+        if entry is None:
+            raise HTTPException(status_code=404)
+        file, media_type = entry
+        path_on_disk = STATIC_DIR / file  # stat_result given: ETag and Last-Modified are set now, for the 304 check
+        response = FileResponse(path_on_disk, media_type=media_type, headers=_HEADERS, stat_result=path_on_disk.stat())
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
 
 
 POLICY: list[tuple[BaseRoute, Rule]] = [
     (Route("/dashboard", page, methods=["GET"]), PUBLIC_RULE),
     (Route("/dashboard/feed", feed, methods=["GET"]), SSE_RULE),
-    *((_asset(file, media_type), PUBLIC_RULE) for file, media_type in ASSETS.values()),
+    (Mount("/dashboard/assets", app=AssetFiles(), name="dashboard_assets"), PUBLIC_RULE),
 ]

@@ -93,6 +93,15 @@ _ORDER_ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
      "reduce-only market close of the whole position"),
     ("POST", "/trading/halt", '{"cancel_open":true}', "", "kill switch: refuse new orders, cancel open ones"),
     ("POST", "/trading/resume", None, "", "lift the kill switch"),
+    ("POST", "/gate/place-futures-order", ('{"userId":"default","market_type":"limit","price":60000,"contract":"BTC_USDT",'
+     '"leverage":10,"leverage_type":"ISOLATED","size":1,"position_type":"long"}'), "",
+     "the seed Gate.io connector's place, as POST /orders (api-key/api-secret headers store the account)"),
+    ("POST", "/gate/close-futures-order", '{"userId":"default","contract":"BTC_USDT","auto_size":"close_long"}', "",
+     "the seed connector's close, as POST /positions/close"),
+    ("DELETE", "/gate/cancel-futures-order", None, "?userId=default&trade_id=123&tp_id=456&sl_id=457",
+     "the seed connector's cancel, as DELETE /orders/{trade_id}"),
+    ("GET", "/gate/get-futures-order", None, "?userId=default&trade_id=123", "the seed connector's order lookup"),
+    ("GET", "/sse/sse/orders/default", None, "", "the seed connector's order stream (gateio:order:{userId})"),
 ]
 _TOKEN_VARS = {"control": "$CONTROL_TOKEN", "read": "$READ_TOKEN", "account": "$ACCOUNT_TOKEN", "public": None}
 
@@ -148,7 +157,7 @@ def _auth_text(s: Settings, secured: bool) -> list[str]:
         "            control = CONTROL_TOKEN or ACCOUNTS_FILE tokens with scope control (implies read, every account)",
         "            read    = READ_TOKEN or file tokens with scope read: status, help, public SSE",
         '            account = a file token listing "exchange:account" (or control): /sse/{orders,positions,balances}',
-        "            public  = no token: /health/live, /health/ready, /openapi.json, /docs",
+        "            public  = no token: /health/live, /health/ready, /openapi.json, /docs, /dashboard (page, assets)",
         "            401 unauthorized (missing/invalid token, WWW-Authenticate: Bearer), 403 forbidden (scope/account)",
         f"limits:     per token per minute: control {s.rate_limit_control_per_min}, read {s.rate_limit_read_per_min}",
         f"            per token per minute: new SSE connections {s.rate_limit_sse_per_min}",
@@ -212,7 +221,8 @@ async def help_page(request: Request) -> Response:
                         "control": "subscribe/unsubscribe, stop/start, accounts; implies read and every account",
                         "read": "status, help, public SSE",
                         "account": 'private SSE of the accounts a token lists ("exchange:account"), or control',
-                        "public": "no token: /health/live, /health/ready, /openapi.json, /docs",
+                        "public": "no token: /health/live, /health/ready, /openapi.json, /docs, /dashboard (page, "
+                                  "assets)",
                     },
                     "rate_limits_per_min": {
                         "control": settings.rate_limit_control_per_min,

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from app import order_schemas
 from app.auth import CONTROL_RULE, PRIVATE_SSE_RULE, Rule, auth_context, require_account
 from app.errors import ApiError, error_response, now_ms
+from app.query import OrderClientQuerySchema, OrderRefQuerySchema, check_query
 from app.routes.control import read_json
 from control import keys
 from control.accounts import CONTROL, api_account_records, configured_accounts
@@ -107,9 +108,9 @@ def _enabled(request: Request) -> None:
 async def submit(request: Request, op: str, exchange: str, account: str, args: dict[str, Any]) -> Response:
     """Check, queue and answer one request (see the module docstring).
 
-    One Redis round trip carries the checks (account known, kill switch, order topic subscribed) and the ``LPUSH``:
-    a request refused here is also refused by the worker that takes it (unknown account 400, halted 423), so it is
-    queued at once and the answer given without waiting. Then ``BLPOP`` for the worker's answer."""
+    One Redis round trip carries the checks (account known, kill switch, order topic subscribed); only a request
+    that passes them is queued (``LPUSH``): a refused request (unknown account 400, halted 423) changes nothing in
+    Redis. Then ``BLPOP`` for the worker's answer (the worker checks account and kill switch again)."""
     require_account(request, exchange, account)
     settings = request.app.state.settings
     new = op in (PLACE, CLOSE)
@@ -125,29 +126,43 @@ async def submit(request: Request, op: str, exchange: str, account: str, args: d
         pipe.hexists(keys.ACCOUNTS, ref)
         pipe.hgetall(HALT)
         pipe.hexists(keys.DESIRED, topic)
-        pipe.lpush(QUEUE, req.encode())
-        stored, halts, subscribed, _ = await pipe.execute()
+        stored, halts, subscribed = await pipe.execute()
     if not (any(a.ref == ref for a in configured_accounts(settings)) or (stored and settings.secret_key)):
         message = f"unknown account {ref}: configure it (environment, ACCOUNTS_FILE, POST /accounts)"
         raise ValidationError({"account": [message]})
     if new and (halt_ref := halted(halts, exchange, account)) is not None:
         raise ApiError(423, "trading_halted", f"trading is halted for {halt_ref} (POST /trading/resume)")
+    await gateway.redis.lpush(QUEUE, req.encode())
     if new and not subscribed:  # the order's updates arrive on the account's order topic
         await request.app.state.dispatcher.subscribe([topic], now_ms())
     return _respond(*await gateway.wait(req))
 
 
 async def place_order(request: Request) -> Response:
-    """``POST /orders`` -> 201 ``{"order", "take_profit", "stop_loss", "client_order_id", "steps", "recovered"}``."""
+    """``POST /orders`` -> 201 ``{"order", "take_profit", "stop_loss", "client_order_id", "steps", "recovered"}``.
+    ---
+    post:
+      summary: place an order (then its take-profit/stop-loss); idempotent by client_order_id (ORDERS_ENABLED=1)
+      requestBody: {required: true, content: {application/json: {schema: OrderSchema}}}
+      x-orders: placed
+    """
     _enabled(request)
+    check_query(request.query_params)
     body = await read_json(request)
     exchange, account, args = order_schemas.order_args(body, request.app.state.settings.default_exchange)
     return await submit(request, PLACE, exchange, account, args)
 
 
 async def close_position(request: Request) -> Response:
-    """``POST /positions/close`` -> 201 ``{"order", "client_order_id", ...}``; 409 ``no_position`` when flat."""
+    """``POST /positions/close`` -> 201 ``{"order", "client_order_id", ...}``; 409 ``no_position`` when flat.
+    ---
+    post:
+      summary: reduce-only market close of a whole position (ORDERS_ENABLED=1)
+      requestBody: {required: true, content: {application/json: {schema: CloseSchema}}}
+      x-orders: placed
+    """
     _enabled(request)
+    check_query(request.query_params)
     body = await read_json(request)
     exchange, account, args = order_schemas.close_args(body, request.app.state.settings.default_exchange)
     return await submit(request, CLOSE, exchange, account, args)
@@ -155,8 +170,19 @@ async def close_position(request: Request) -> Response:
 
 async def order(request: Request) -> Response:
     """``GET /orders/{order_id}`` -> 200 ``{"order"}`` (404 ``order_not_found``); ``DELETE`` -> 200 ``{"order",
-    "take_profit", "stop_loss", "steps"}`` cancelling it and, with ``tp_id``/``sl_id``, its trigger orders."""
+    "take_profit", "stop_loss", "steps"}`` cancelling it and, with ``tp_id``/``sl_id``, its trigger orders.
+    ---
+    get:
+      summary: an order as the exchange has it now (ORDERS_ENABLED=1)
+      parameters: [{in: query, schema: OrderRefQuerySchema}]
+      x-orders: one
+    delete:
+      summary: cancel an order and, with tp_id/sl_id, its take-profit/stop-loss (ORDERS_ENABLED=1)
+      parameters: [{in: query, schema: OrderRefQuerySchema}]
+      x-orders: canceled
+    """
     _enabled(request)
+    check_query(request.query_params, OrderRefQuerySchema)
     default = request.app.state.settings.default_exchange
     exchange, account, args = order_schemas.order_ref(request.query_params, request.path_params["order_id"], None,
                                                       default)  # fmt: skip
@@ -164,8 +190,15 @@ async def order(request: Request) -> Response:
 
 
 async def order_by_client_id(request: Request) -> Response:
-    """``GET /orders/client/{client_order_id}`` -> 200 ``{"order"}`` (404 ``order_not_found``)."""
+    """``GET /orders/client/{client_order_id}`` -> 200 ``{"order"}`` (404 ``order_not_found``).
+    ---
+    get:
+      summary: an order by its client order id (ORDERS_ENABLED=1)
+      parameters: [{in: query, schema: OrderClientQuerySchema}]
+      x-orders: one
+    """
     _enabled(request)
+    check_query(request.query_params, OrderClientQuerySchema)
     default = request.app.state.settings.default_exchange
     exchange, account, args = order_schemas.order_ref(request.query_params, None,
                                                       request.path_params["client_order_id"], default)  # fmt: skip
@@ -186,15 +219,29 @@ async def halt(request: Request) -> Response:
 
     New orders and closes are refused at once (control server and workers both check). With ``cancel_open`` the
     open orders and trigger orders of the account (or of every account) are cancelled; each account's outcome is
-    listed (``status``, ``canceled``, ``failed``)."""
+    listed (``status``, ``canceled``, ``failed``; an unknown account: ``status`` 400, ``error`` unknown_account).
+    ---
+    post:
+      summary: "kill switch: refuse new orders and closes; cancel_open cancels open orders too (ORDERS_ENABLED=1)"
+      requestBody: {required: false, content: {application/json: {schema: HaltSchema}}}
+      responses:
+        200: {description: halted, content: {application/json: {schema: HaltResponseSchema}}}
+      x-orders: switch
+    """
     _enabled(request)
+    check_query(request.query_params)
     data = order_schemas.halt_args(await read_json(request, optional=True))
     ref = f"{data['exchange']}:{data['account']}" if data["exchange"] else HALT_ALL
     record = orjson.dumps({"since": now_ms(), "reason": data["reason"]}).decode()
     await request.app.state.store.redis.hset(HALT, ref, record)
     result: dict[str, Any] = {"halted": ref, "cancel_open": []}
     if data["cancel_open"]:
-        targets = [(data["exchange"], data["account"])] if data["exchange"] else await _order_accounts(request)
+        known = await _order_accounts(request)
+        targets = [(data["exchange"], data["account"])] if data["exchange"] else known
+        for exchange, account in [t for t in targets if t not in known]:  # no worker can act for it: not asked
+            result["cancel_open"].append({"exchange": exchange, "account": account, "status": 400, "error": {
+                "code": "unknown_account", "message": f"unknown account {exchange}:{account}", "details": {}}})
+        targets = [t for t in targets if t in known]
         gateway = OrderGateway(request)
         answers = await asyncio.gather(*(gateway.ask(CANCEL_OPEN, e, a, {}) for e, a in targets))
         for (exchange, account), (status, body) in zip(targets, answers, strict=True):
@@ -204,8 +251,17 @@ async def halt(request: Request) -> Response:
 
 async def resume(request: Request) -> Response:
     """``POST /trading/resume`` (control scope) -> 200 ``{"resumed": [...], "still_halted": bool}``: without a body
-    every halt entry goes; with ``exchange``+``account`` that account's (a global halt still holds it)."""
+    every halt entry goes; with ``exchange``+``account`` that account's (a global halt still holds it).
+    ---
+    post:
+      summary: lift the kill switch (every halt, or one account's) (ORDERS_ENABLED=1)
+      requestBody: {required: false, content: {application/json: {schema: HaltSchema}}}
+      responses:
+        200: {description: resumed, content: {application/json: {schema: ResumeResponseSchema}}}
+      x-orders: switch
+    """
     _enabled(request)
+    check_query(request.query_params)
     data = order_schemas.halt_args(await read_json(request, optional=True))
     redis = request.app.state.store.redis
     entries = await redis.hgetall(HALT)

@@ -43,9 +43,6 @@ from control.accounts import API, CONTROL, configured_accounts, parse_account, p
 logger = logging.getLogger(__name__)
 
 EXCHANGE = "gateio"
-_SEED_FIELDS = frozenset({"userId", "user_id", "market_type", "price", "contract", "leverage", "leverage_type", "size",
-                          "position_type", "take_profit", "stop_loss", "reduce_only", "exchange_id",
-                          "autotrader_id"})  # fmt: skip
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -113,10 +110,8 @@ def _trigger(value: Any, name: str) -> dict[str, str] | None:
 
 
 def order_body(data: dict[str, Any], user: str) -> dict[str, Any]:
-    """The seed's place body as a ``POST /orders`` body (exact decimal texts)."""
-    unknown = set(data) - _SEED_FIELDS
-    if unknown:
-        raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+    """The seed's place body as a ``POST /orders`` body (exact decimal texts). Raises ValidationError (400)."""
+    order_schemas.SEED_PLACE.load(data)  # its shape: fields known, types (the values are checked below)
     market = data.get("market_type")
     body: dict[str, Any] = {
         "exchange": EXCHANGE, "account": user, "symbol": data.get("contract"), "type": market,
@@ -142,7 +137,14 @@ def order_body(data: dict[str, Any], user: str) -> dict[str, Any]:
 
 
 async def place(request: Request) -> Response:
-    """``POST /gate/place-futures-order`` -> as ``POST /orders``."""
+    """``POST /gate/place-futures-order`` -> as ``POST /orders``.
+    ---
+    post:
+      summary: the seed Gate.io connector's place (as POST /orders on gateio; api-key/api-secret headers store it)
+      parameters: [{in: query, schema: SeedQuerySchema}, ApiKey, ApiSecret]
+      requestBody: {required: true, content: {application/json: {schema: SeedPlaceSchema}}}
+      x-orders: placed
+    """
     orders._enabled(request)
     data = await _body(request)
     user = _user(data, request)
@@ -154,9 +156,17 @@ async def place(request: Request) -> Response:
 
 async def close(request: Request) -> Response:
     """``POST /gate/close-futures-order`` ``{"contract", "auto_size": "close_long"|"close_short"}`` -> as
-    ``POST /positions/close``."""
+    ``POST /positions/close``.
+    ---
+    post:
+      summary: the seed Gate.io connector's close (as POST /positions/close on gateio)
+      parameters: [{in: query, schema: SeedQuerySchema}, ApiKey, ApiSecret]
+      requestBody: {required: true, content: {application/json: {schema: SeedCloseSchema}}}
+      x-orders: placed
+    """
     orders._enabled(request)
     data = await _body(request)
+    order_schemas.SEED_CLOSE.load(data)
     user = _user(data, request)
     payload = {"exchange": EXCHANGE, "account": user, "symbol": data.get("contract"), "auto_size": data.get("auto_size")}
     exchange, account, args = order_schemas.close_args(payload, EXCHANGE)
@@ -179,17 +189,35 @@ async def _by_trade_id(request: Request, op: str) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    """``DELETE /gate/cancel-futures-order?trade_id=&tp_id=&sl_id=`` -> as ``DELETE /orders/{trade_id}``."""
+    """``DELETE /gate/cancel-futures-order?trade_id=&tp_id=&sl_id=`` -> as ``DELETE /orders/{trade_id}``.
+    ---
+    delete:
+      summary: the seed Gate.io connector's cancel (as DELETE /orders/{trade_id} on gateio)
+      parameters: [{in: query, schema: SeedTradeQuerySchema}, ApiKey, ApiSecret]
+      x-orders: canceled
+    """
     return await _by_trade_id(request, orders.CANCEL)
 
 
 async def get_order(request: Request) -> Response:
-    """``GET /gate/get-futures-order?trade_id=`` -> as ``GET /orders/{trade_id}``."""
+    """``GET /gate/get-futures-order?trade_id=`` -> as ``GET /orders/{trade_id}``.
+    ---
+    get:
+      summary: the seed Gate.io connector's order lookup (as GET /orders/{trade_id} on gateio)
+      parameters: [{in: query, schema: SeedTradeQuerySchema}, ApiKey, ApiSecret]
+      x-orders: one
+    """
     return await _by_trade_id(request, orders.GET)
 
 
 async def sse_orders(request: Request) -> Response:
-    """``GET /sse/sse/orders/{userId}`` -> the ``gateio:order:{userId}`` stream, as ``/sse/orders/{account}``."""
+    """``GET /sse/sse/orders/{userId}`` -> the ``gateio:order:{userId}`` stream, as ``/sse/orders/{account}``.
+    ---
+    get:
+      summary: the seed connector's order stream (as GET /sse/orders/{userId}?exchange=gateio)
+      parameters: [LastEventId]
+      responses: {200: EventStream}
+    """
     return await private_stream(request, "order", EXCHANGE, request.path_params["userId"])
 
 

@@ -93,6 +93,12 @@ def test_page_and_assets_need_no_token_and_load_nothing_from_elsewhere(secured: 
         assert resp.content == (STATIC_DIR / file).read_bytes()
     assert "MIT License" in secured.get("/dashboard/assets/uPlot.LICENSE").text
     assert secured.get("/dashboard/assets/../main.py").status_code in (401, 404)
+    for name in ("index.html", "vendor/uPlot.LICENSE", "nothing.js"):  # only the listed names: 404 for the rest
+        assert_error(secured.get(f"/dashboard/assets/{name}"), 404, "not_found")
+    assert_error(secured.post("/dashboard/assets/dashboard.js"), 405, "method_not_allowed")
+    js = secured.get("/dashboard/assets/dashboard.js")
+    again = secured.get("/dashboard/assets/dashboard.js", headers={"If-None-Match": js.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
     assert_error(secured.post("/dashboard"), 405, "method_not_allowed")
 
 

@@ -72,8 +72,8 @@ def test_sse_routes_are_event_streams() -> None:
     stream = doc["components"]["responses"]["EventStream"]
     assert list(stream["content"]) == ["text/event-stream"]
     sse_paths = [p for p in doc["paths"] if p.startswith("/sse")]
-    assert len(sse_paths) == 6
-    for path in sse_paths:
+    assert len(sse_paths) == 7  # with the seed connector's /sse/sse/orders/{userId}
+    for path in [*sse_paths, "/dashboard/feed"]:
         assert doc["paths"][path]["get"]["responses"]["200"] == {"$ref": "#/components/responses/EventStream"}
 
 
@@ -96,7 +96,7 @@ def test_schemas_come_from_the_validating_schemas() -> None:
 
 def test_every_route_is_in_help(secured: TestClient) -> None:
     body = secured.get("/help?format=json", headers={"Authorization": f"Bearer {READ}"}).json()
-    items = body["endpoints"] + body["accounts"]
+    items = body["endpoints"] + body["accounts"] + body["orders"]
     for method, route in _operations(secured.app):
         scopes = [{"type": "http", "method": method, "path": item["path"].split("?")[0], "root_path": ""}
                   for item in items if item["method"] == method]  # fmt: skip

@@ -99,7 +99,7 @@ async def test_operator_session(tmp_path: Path) -> None:
     async with operated_system(tmp_path) as (fp, metrics_port, session):
         await poll(lambda: workers_alive(session, fp, 2), 60, "two live workers")
         code, out, _ = await cli(fp, "health")
-        assert code == 0 and "workers_alive" in out
+        assert code == 0 and "ready" in out and "workers" in out  # GET /health's summary (ops-api)
 
         # subscribe: the answer with each topic's state; the request id followed into the worker's log
         code, out, err = await cli(fp, "subscribe", "trades", "BTCUSDT", "--exchange", "binanceusdm", "--wait", "15")

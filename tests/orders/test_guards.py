@@ -88,9 +88,10 @@ async def test_kill_switch(api: Api, executor: OrderExecutor, gate: FakeGate, re
         "still_halted"] is True  # fmt: skip
 
 
-async def test_bad_input_is_400(api: Api) -> None:
+async def test_bad_input_is_400(api: Api, redis: Redis) -> None:
     cases = [
         ({**ORDER, "size": 0.5}, "size"),
+        ({**ORDER, "size": " 2"}, "size"),
         ({**ORDER, "size": "1e3"}, "size"),
         ({**ORDER, "price": None}, "price"),
         ({**ORDER, "type": "market"}, "price"),
@@ -105,3 +106,10 @@ async def test_bad_input_is_400(api: Api) -> None:
         resp = await api.post("/orders", json=body)
         assert resp.status_code == 400, (body, resp.text)
         assert field in resp.json()["error"]["details"], (field, resp.json())
+    # refused before the queue: no worker was asked (no answer written), nothing in Redis changed
+    assert await redis.keys("fp:orders:reply:*") == []
+    halted = await api.post("/trading/halt", json={"exchange": "gateio", "account": "nobody", "cancel_open": True})
+    assert halted.status_code == 200 and halted.json()["cancel_open"] == [
+        {"exchange": "gateio", "account": "nobody", "status": 400,
+         "error": {"code": "unknown_account", "message": "unknown account gateio:nobody", "details": {}}}]  # fmt: skip
+    assert await redis.keys("fp:orders:reply:*") == []
