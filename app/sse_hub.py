@@ -230,11 +230,13 @@ class SSEHub:
 
         Returns the subscription and, per topic, the hub's position (the last id it has read and queued):
         every entry after it reaches the subscription's queue, so no catch-up is needed. None when a topic is
-        new to the hub (use ``subscribe`` and read the stream's end). Synchronous: registration and positions
-        are taken together, with no dispatch in between. The connect storm of 1,000 clients costs no Redis call.
+        new to the hub (use ``subscribe`` and read the stream's end), and while the reader is down (Redis away:
+        the request then takes the Redis path and answers 503, as every new stream does during an outage).
+        Synchronous: registration and positions are taken together, with no dispatch in between. The connect
+        storm of 1,000 clients costs no Redis call.
         """
         positions = self._positions
-        if any(t not in positions for t in topics):
+        if not self.reader_up or any(t not in positions for t in topics):
             return None
         sub = Subscription(topics, self.queue_max)
         for topic in sub.topics:
