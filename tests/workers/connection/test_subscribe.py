@@ -14,6 +14,7 @@ from scripts.simulator import ExchangeSimulator
 from tests.workers.connection._world import (
     BM_TRADE,
     BN_TRADE,
+    FAST,
     all_active,
     binance_url,
     bitmart_url,
@@ -81,9 +82,11 @@ async def test_binance_rejected_subscribe_is_failed_with_exchange_text(
 
 
 async def test_bitmart_trades_reach_redis_with_decimal_strings_intact(
-    sim: ExchangeSimulator, make_conn: Any, pub: Any
+    sim: ExchangeSimulator, make_conn: Any, pub: Any, make_settings: Any
 ) -> None:
-    conn, _ = make_conn(get_adapter("bitmart"), bitmart_url(sim), [BM_TRADE])
+    # one socket all along (the sent frames are compared 1:1): liveness timers that a busy machine cannot trip
+    calm = make_settings(**{**FAST, "PING_INTERVAL_S": "2", "PONG_TIMEOUT_S": "5", "STALL_TIMEOUT_S": "10"})
+    conn, _ = make_conn(get_adapter("bitmart"), bitmart_url(sim), [BM_TRADE], calm)
     await pub.wait_for(lambda: pub.counts[str(BM_TRADE)] >= 20)
     assert await pub.flush(5.0)
     got = await stream_events(pub.redis, BM_TRADE)
