@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from app.auth import Authenticator, AuthMiddleware, check_exposure
 from app.errors import EXCEPTION_HANDLERS, PayloadTooLargeEnvelope
+from app.forwarded import parse_networks
 from app.keepalive import DRAIN_MIN_BYTES, DrainUnreadBody
 from app.lifespan import lifespan
 from app.observe import ControlMetrics, Observer
@@ -88,5 +89,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth_open = authenticator.open
     app.state.authenticator = authenticator
     app.state.limiter = limiter
+    app.state.trusted_networks = parse_networks(settings.trusted_proxies)  # /ws reads X-Forwarded-For only from them
     app.state.ws_registry = Registry(settings.ws_connections_per_token)
     return app

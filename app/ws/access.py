@@ -27,6 +27,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from app.auth import Authenticator, scrub_access_token
+from app.forwarded import IPNetwork, client_address
 from app.ratelimit import WS, RateLimiter
 from app.ws import protocol as p
 from control.accounts import CONTROL, READ
@@ -145,18 +146,17 @@ class Registry:
         self.open -= 1
 
 
-def _client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
-
-
-async def admit(scope: Scope, authenticator: Authenticator, limiter: RateLimiter) -> Access:
-    """Authenticate a ``/ws`` handshake (module docstring); the token is scrubbed from ``scope`` first.
+async def admit(
+    scope: Scope, authenticator: Authenticator, limiter: RateLimiter, trusted: tuple[IPNetwork, ...] = ()
+) -> Access:
+    """Authenticate a ``/ws`` handshake (module docstring); the token is scrubbed from ``scope`` first. The client
+    address is the peer's, or ``X-Forwarded-For``'s when the peer is one of ``trusted`` (TRUSTED_PROXIES,
+    ``app.forwarded``), so clients behind a load balancer each get their own allowance.
 
     Raises Refused (UNAUTHORIZED, RATE_LIMITED; CONNECTION_LOST when Redis cannot be reached for the limits).
     """
     query_tokens, in_query = scrub_access_token(scope)
-    address = _client_address(scope)
+    address = client_address(scope, trusted)
     if authenticator.open:
         return Access(None, address)
     header = Headers(scope=scope).get("authorization")

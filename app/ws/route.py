@@ -32,7 +32,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state
     settings = state.settings
     try:
-        access = await admit(websocket.scope, state.authenticator, state.limiter)
+        access = await admit(websocket.scope, state.authenticator, state.limiter, state.trusted_networks)
         registry: Registry = state.ws_registry
         registry.add(access)
     except Refused as exc:

@@ -108,6 +108,23 @@ async def test_new_connections_per_minute_per_address(start_server: Start, sessi
     assert code == "RATE_LIMITED" and "5 per minute" in message
 
 
+async def test_new_connections_behind_a_trusted_proxy_count_per_forwarded_client(
+    start_server: Start, session: aiohttp.ClientSession, secured_env: dict[str, str], redis: Redis
+) -> None:
+    """Behind a load balancer listed in TRUSTED_PROXIES every client has the proxy's address: the per-address
+    allowance follows X-Forwarded-For instead, so one client's 5 connections leave another's untouched."""
+    server = await start_server(**secured_env, WS_CONNECTIONS_PER_TOKEN="0", TRUSTED_PROXIES="127.0.0.1")
+    first = {"X-Forwarded-For": "203.0.113.7"}
+    for _ in range(5):
+        ws = await open_ws(session, server, f"token={READ}", headers=first)
+        assert (await ws.next())["type"] == "connected"
+        await ws.ws.close()
+    code, _ = await refused(await open_ws(session, server, f"token={READ}", headers=first))
+    assert code == "RATE_LIMITED"
+    other = await open_ws(session, server, f"token={READ}", headers={"X-Forwarded-For": "203.0.113.8"})
+    assert (await other.next())["type"] == "connected"
+
+
 async def test_sse_routes_accept_token_query(start_server: Start, session: aiohttp.ClientSession,
                                              secured_env: dict[str, str], redis: Redis) -> None:  # fmt: skip
     server = await start_server(**secured_env, RATE_LIMIT_SSE_PER_MIN="0")
