@@ -70,7 +70,7 @@ from workers.conn_sync import Subscriptions, WebSocket
 from workers.continuity import GAP_GRACE_S, STANDBY_BUFFER, Continuity, Gaps, Markers
 from workers.exchanges.base import ExchangeAdapter, FrameParser, parser_counters
 from workers.kline_close import KlineCloser
-from workers.lag import ReadLag, socket_backlog, socket_of
+from workers.lag import ReadLag
 from workers.liveness import BACKPRESSURE, Liveness, hold_budget_s
 from workers.logutil import RateLimitedLog
 from workers.private import PrivateSession
@@ -92,9 +92,9 @@ class ExchangeConnection:
     """One socket to ``url`` carrying the topics given by ``set_topics``; see the module docstring.
 
     :param conn_id: connection id (planner's), in every log line and state record. :param adapter: its adapter.
-    :param url: the WebSocket URL (``adapter.ws_url(base, route)``).
-    :param session: aiohttp session owned by the caller. :param publisher: event and state sink.
-    :param rng: jitter source for reconnect backoff. :param clock: epoch seconds, used only for ms timestamps.
+    :param url: the WebSocket URL (``adapter.ws_url(base, route)``). :param session: aiohttp session (the caller's).
+    :param publisher: event and state sink. :param rng: jitter source for reconnect backoff.
+    :param clock: epoch seconds, used only for ms timestamps.
     :param rest_base_url: REST base URL for order-book snapshots; default ``settings.exchange_rest_uri(adapter.id)``.
     :param private: the account session of a private socket (``workers.private``), None for public data.
     :param standby: start buffering instead of publishing, until ``promote`` (make-before-break).
@@ -212,10 +212,11 @@ class ExchangeConnection:
         return DEPTH_LEVELS_DEFAULT
 
     def status(self) -> dict[str, Any]:
-        """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of
-        connecting|login|subscribing|open|backoff|stopping|stopped, or ``suspended`` (``suspend``; ``suspension``
-        counts them); ``lag_ms``/``lag``: how far behind the exchange it is (``workers.lag``). Private sockets add
-        ``private`` (account, key fingerprint, counters: ``workers.private.PrivateSession.status``), never a secret."""
+        """Connection record for ``fp:conn:status``; times in epoch ms. ``state`` is one of connecting|login|
+        subscribing|open|backoff|stopping|stopped, or ``suspended`` (``suspend``; ``suspension`` counts them);
+        ``subscriptions``: this socket's topics by state; ``lag_ms``/``lag``: how far behind the exchange it is
+        (``workers.lag``). Private sockets add ``private`` (account, key fingerprint, counters:
+        ``workers.private.PrivateSession.status``), never a secret."""
         return {
             "exchange": self.adapter.id, "url": self.url, "worker": self.worker_id,
             "state": "suspended" if self.continuity.suspended else self._state,
@@ -225,17 +226,12 @@ class ExchangeConnection:
             "topics": len(self._desired), "last_error": self.last_error, "next_retry_at": self.next_retry_at,
             "books": self.books.status(), "reconnect_requests": self.reconnect_requests,
             "reasons": dict(self.reasons), "gaps": dict(self.gaps), "standby": self.continuity.standby,
-            "parser": self._parser_status(),
+            "parser": self._parser_status(), "subscriptions": dict(self.subs.counts),
             "backpressure": self.liveness.status(),
-            "suspension": self.suspension.status(time.monotonic()), **self._lag(),
+            "suspension": self.suspension.status(time.monotonic()),
+            **self.read_lag.record(self._ws, self.publisher.stats, time.monotonic()),
             **({"private": self.private.status()} if self.private is not None else {}),
         }
-
-    def _lag(self) -> dict[str, Any]:
-        """``lag_ms`` (int: read + write lag, ``workers.lag``) and ``lag`` (its parts) for the status record."""
-        read = self.read_lag.sample(socket_backlog(socket_of(self._ws)), time.monotonic())
-        write_ms = int(self.publisher.stats.get("oldest_queued_age_ms") or 0)
-        return {"lag_ms": read["read_lag_ms"] + write_ms, "lag": {**read, "write_lag_ms": write_ms}}
 
     def _parser_status(self) -> dict[str, int]:
         """Parser counters (e.g. BitMart ``trades_without_side``) summed over this connection's sockets."""

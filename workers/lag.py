@@ -80,6 +80,13 @@ class ReadLag:
             lag_ms = int((now - self._progress_at) * 1000)
         return {"read_backlog_bytes": waiting, "read_rate_bps": int(self._rate), "read_lag_ms": lag_ms}
 
+    def record(self, ws: Any, publisher_stats: dict[str, Any], now: float) -> dict[str, Any]:
+        """The status record's ``lag_ms`` (int: read + write lag) and ``lag`` (its parts) for the connection's
+        current socket ``ws`` (None between sockets) and its publisher's ``stats``, at monotonic ``now``."""
+        read = self.sample(socket_backlog(socket_of(ws)), now)
+        write_ms = int(publisher_stats.get("oldest_queued_age_ms") or 0)
+        return {"lag_ms": read["read_lag_ms"] + write_ms, "lag": {**read, "write_lag_ms": write_ms}}
+
 
 def socket_of(ws: Any) -> socket.socket | None:
     """The OS socket under an aiohttp WebSocket (None when closed or unknown)."""

@@ -194,8 +194,7 @@ def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:
         private += _numbers(key, status.get("private") or {}, exclude=("listen_key_renewed_at",))
         suspension += _numbers(key, status.get("suspension") or {}, exclude=())
         conn_states[(exchange, status["state"])] += 1
-        subs = getattr(conn, "subs", None)
-        for state, n in (getattr(subs, "counts", None) or {}).items():
+        for state, n in status["subscriptions"].items():
             sub_states[(exchange, state)] += n
     conn_labels = ["exchange", "conn"]
     yield _counter("frames_received", "frames read from exchange sockets", conn_labels, frames)

@@ -42,8 +42,8 @@ def test_collector_families_from_runtime_state() -> None:
               "books": {"books": 1, "synced": 1, "applied": 40, "gaps": 1, "last_error": None},
               "backpressure": {"holds": 1, "held_s": 0.2, "sheds": 0, "shed": 0, "shedding": False},
               "suspension": {"suspended": False, "suspensions": 2, "dropped": 5, "suspended_s": 1.5},
-              "reconnect_requests": 1, "lag_ms": 250}  # fmt: skip
-    conn = SimpleNamespace(status=lambda: status, subs=SimpleNamespace(counts={"pending": 1, "active": 4, "failed": 0}))
+              "reconnect_requests": 1, "lag_ms": 250, "subscriptions": {"pending": 1, "active": 4, "failed": 0}}  # fmt: skip
+    conn = SimpleNamespace(status=lambda: status)
     held = {"gateio.public.1": SimpleNamespace(exchange="gateio", conn=conn)}
     runtime = SimpleNamespace(publisher=SimpleNamespace(ingest=ingest, stats=stats),
                               launcher=SimpleNamespace(held=held))  # fmt: skip
