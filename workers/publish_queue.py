@@ -12,7 +12,8 @@ a later batch starts with one gap event per (topic, reason), before any later ev
      "since": <ts_received of the first lost event>, "until": <ts_received of the last lost>,
      "dropped": <number of events lost>}
 
-``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``redis_error`` (Redis refused the event for
+``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``lag`` (shed: waited longer than
+``LAG_MAX_MS``, ``workers.lag_guard``), ``redis_error`` (Redis refused the event for
 good: the whole batch failed with a non-transient error such as ``NOPERM``, or its XADD failed, e.g.
 ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter built an event orjson cannot encode). A gap
 event Redis refuses in turn is kept (merged with later losses of the same topic and reason) and tried again
@@ -140,6 +141,18 @@ class EventQueue:
         self.appended += 1
         self.popped += 1
         self.lose(topic, ts, conn, reason, self.appended - 1)
+
+    def shed(self, max_age_s: float, reason: str) -> int:
+        """Drop every queued event (not the batch in flight) that has waited longer than ``max_age_s``; each is
+        recorded as lost for ``reason`` (announced by a gap event). Returns how many were dropped."""
+        items, cutoff, n = self.items, time.monotonic() - max_age_s, 0
+        while items and items[0][4] < cutoff:
+            topic, _, ts, conn, _ = items.popleft()
+            self.lose(topic, ts, conn, reason, self.popped)
+            self.popped += 1
+            n += 1
+        self.after_batch()
+        return n
 
     def _drop_oldest(self) -> None:
         topic, _, ts, conn, _ = self.items.popleft()

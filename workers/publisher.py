@@ -36,10 +36,9 @@ batch starts with one ``gap`` event per (topic, reason), before any later event 
 refuses in turn is tried again, with backoff, until it is written. The queue, the gap event's shape, its ``reason``
 codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
 
-Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
-events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``): its
-queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches`` counts,
-per connection, the batches in which its events were fenced.
+Paused writes. ``pause_writes()`` holds every batch until ``resume_writes()`` (events queue as in an outage) while a
+connection is suspended (``workers.suspend``). ``fenced_batches``: per connection, batches its events were fenced in.
+Lag. ``shed`` drops queued events older than a bound, announced (``workers.lag_guard``: the last resort of LAG_MAX_MS).
 """
 
 from __future__ import annotations
@@ -95,16 +94,8 @@ class Publisher:
     ``last_error`` (str or None).
     """
 
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        stream_maxlen: int,
-        max_batch: int = 500,
-        max_queue: int = 200_000,
-        high_water: int | None = None,
-        worker_id: str = "",
-    ) -> None:
+    def __init__(self, redis: Redis, *, stream_maxlen: int, max_batch: int = 500, max_queue: int = 200_000,
+                 high_water: int | None = None, worker_id: str = "") -> None:  # fmt: skip
         high_water = min(20_000, max_queue) if high_water is None else high_water
         if max_batch < 1 or max_queue < 1 or not 1 <= high_water <= max_queue:
             raise ValueError("max_batch and max_queue must be >= 1 and high_water within 1..max_queue")
@@ -197,6 +188,13 @@ class Publisher:
     def writes_paused(self) -> bool:
         return not self._writable.is_set()
 
+    def shed(self, max_age_ms: int, reason: str) -> int:
+        """Drop queued events (not the batch in flight) older than ``max_age_ms``; each topic's loss is announced by
+        a gap event with ``reason`` (``workers.lag_guard``). Returns how many were dropped."""
+        dropped = self._events.shed(max_age_ms / 1000, reason)
+        self._wake.set()
+        return dropped
+
     @property
     def congested(self) -> bool:
         """True while ``high_water`` or more events wait to be written."""
@@ -217,11 +215,9 @@ class Publisher:
         return {
             "events_published": self._published, "batches": self._batches, "max_batch_seen": self._max_batch_seen,
             "queue_depth": len(events.items), "inflight": events.inflight_n,
-            "oldest_queued_age_ms": events.oldest_age_ms(),
-            "dropped": events.dropped, "dropped_by_topic": dict(events.dropped_by_topic),
-            "dropped_by_reason": dict(events.dropped_by_reason),
-            "gaps_published": self._gaps_published.total(),
-            "gaps_by_reason": dict(self._gaps_published),
+            "oldest_queued_age_ms": events.oldest_age_ms(), "dropped": events.dropped,
+            "dropped_by_topic": dict(events.dropped_by_topic), "dropped_by_reason": dict(events.dropped_by_reason),
+            "gaps_published": self._gaps_published.total(), "gaps_by_reason": dict(self._gaps_published),
             "gaps_pending": events.gaps_pending,
             "fenced": self._fenced, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
             "last_error": self._last_error,
@@ -275,10 +271,9 @@ class Publisher:
         return self._state_done >= state_target and self._events.done(events_target)
 
     def _notify(self) -> None:
-        if self._waiters:
-            for events_target, state_target, fut in self._waiters:
-                if not fut.done() and self._done(events_target, state_target):
-                    fut.set_result(None)
+        for events_target, state_target, fut in self._waiters:
+            if not fut.done() and self._done(events_target, state_target):
+                fut.set_result(None)
 
     async def _run(self) -> None:
         events = self._events
