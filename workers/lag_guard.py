@@ -16,7 +16,8 @@ Lagging and cooling workers are *strained*. While at least one live worker is he
 
 - a healthy worker's share is ``ceil(connections / healthy workers)``: it takes offers (and free connections) up to
   that, so it takes what a strained one gives away even when it already holds its ordinary share;
-- a lagging worker's share is one less than it holds: it offers one public connection at a time, through the usual
+- a lagging worker's share is one less than it holds: it offers one public connection at a time (the busiest by
+  bytes read per second: the most relief per handover), through the usual
   make-before-break handover (``workers.handover``: nothing lost, nothing written twice), and offers the next only
   after ``SUSTAIN`` more ticks above ``LAG_MAX_MS / 2`` (``fresh``), so it gives away no more than it must;
 - a cooling worker's share is what it holds (no offer, no claim).
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class LagGuard:
         self.lag_max_ms = lag_max_ms
         self.cooldown_s = COOLDOWN_HEARTBEATS * heartbeat_interval_s
         self.lag_ms = 0  # the highest connection lag at the last tick
+        #: connection id -> bytes/s its reader consumed at the last tick: a lagging worker offers the busiest first.
+        self.rates: dict[str, int] = {}
         self.write_lag_ms = 0
         self.lagging = False
         self.cooling_until = 0.0  # monotonic
@@ -100,10 +103,13 @@ class LagGuard:
         """True during the cool-down after lagging (``now``: monotonic seconds)."""
         return not self.lagging and now < self.cooling_until
 
-    def observe(self, lags: Iterable[int], publisher: Mapping[str, Any], *, paused: bool, now: float) -> int:
-        """One tick: ``lags`` of the held connections (ms), the publisher's ``stats``, whether its writes are paused
-        (a connection suspended in a Redis outage), monotonic ``now``. Returns the age (ms) above which queued events are to be shed, or 0."""
-        self.lag_ms = max(lags, default=0)
+    def observe(self, records: Mapping[str, Mapping[str, Any]], publisher: Mapping[str, Any], *, paused: bool,
+                now: float) -> int:  # fmt: skip
+        """One tick: the status records of the held connections (``lag_ms``, ``lag.read_rate_bps``), the publisher's
+        ``stats``, whether its writes are paused (a connection suspended in a Redis outage), monotonic ``now``.
+        Returns the age (ms) above which queued events are to be shed, or 0."""
+        self.lag_ms = max((int(r.get("lag_ms") or 0) for r in records.values()), default=0)
+        self.rates = {c: int((r.get("lag") or {}).get("read_rate_bps") or 0) for c, r in records.items()}
         write_lag, previous = int(publisher.get("oldest_queued_age_ms") or 0), self.write_lag_ms
         self.write_lag_ms = write_lag
         errors = int(publisher.get("redis_errors") or 0)

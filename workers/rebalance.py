@@ -176,7 +176,10 @@ class Rebalancer:
         if lc.offered is None and live > 1 and len(lc.held) > target:
             movable = [c for c, h in lc.held.items()
                        if account_of_route(h.route) is None and h.roll is None and h.restart_at is None]  # fmt: skip
-            for conn_id in sorted(movable, reverse=True):  # the newest first
+            order = sorted(movable, reverse=True)  # the newest first; when lagging, the busiest
+            if self.guard.may_offer():
+                order.sort(key=lambda c: self.guard.rates.get(c, 0), reverse=True)
+            for conn_id in order:
                 if await self.handovers.offer(conn_id, self.worker_id, ttl_ms):
                     lc.offered = conn_id
                     lagging = self.guard.may_offer()

@@ -303,8 +303,8 @@ class WorkerRuntime:
     async def _write_status(self, current: PlanResult) -> None:
         records = {c: self.launcher.status_record(h) for c, h in self._held.items()}
         await self.store.put_connections(records)
-        shed_ms = self.lag_guard.observe((int(r.get("lag_ms") or 0) for r in records.values()), self.publisher.stats,
-                                         paused=self.publisher.writes_paused, now=asyncio.get_running_loop().time())
+        shed_ms = self.lag_guard.observe(records, self.publisher.stats, paused=self.publisher.writes_paused,
+                                         now=asyncio.get_running_loop().time())
         if shed_ms:
             self.lag_guard.shed_done(self.publisher.shed(shed_ms, GAP_REASON_LAG))
         recorded = await cast(Awaitable[list[str]], self.redis.hkeys(keys.CONN_STATUS))

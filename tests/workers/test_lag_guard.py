@@ -26,7 +26,8 @@ def stats(write_lag_ms: int = 0, errors: int = 0) -> dict[str, Any]:
 
 def tick(guard: LagGuard, lag: int, at: float, *, write: int | None = None, errors: int = 0, paused: bool = False
          ) -> int:  # fmt: skip
-    return guard.observe([0, lag], stats(lag if write is None else write, errors), paused=paused, now=at)
+    records = {"a": {"lag_ms": 0}, "b": {"lag_ms": lag, "lag": {"read_rate_bps": 900}}}
+    return guard.observe(records, stats(lag if write is None else write, errors), paused=paused, now=at)
 
 
 # -- share ------------------------------------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ def test_one_spike_is_not_lagging_a_sustained_lag_is() -> None:
         tick(guard, 1500, 3.0 + i)
     assert guard.lagging and guard.may_offer()
     assert guard.record(5.0)["lagging"] is True
+    assert guard.rates == {"a": 0, "b": 900}
 
 
 def test_lagging_ends_below_a_quarter_then_cools_down() -> None:
