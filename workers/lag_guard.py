@@ -19,7 +19,9 @@ Lagging and cooling workers are *strained*. While at least one live worker is he
 - a lagging worker's share is one less than it holds: it offers one public connection at a time (the busiest by
   bytes read per second: the most relief per handover), through the usual
   make-before-break handover (``workers.handover``: nothing lost, nothing written twice), and offers the next only
-  after ``SUSTAIN`` more ticks above ``LAG_MAX_MS / 2`` (``fresh``), so it gives away no more than it must;
+  once the previous handover is over, as long after it as it was behind then (its backlog drains meanwhile), and
+  its lag stayed above ``LAG_MAX_MS / 2`` for ``SUSTAIN`` more ticks without draining (``fresh``), so it gives
+  away no more than it must;
 - a cooling worker's share is what it holds (no offer, no claim).
 
 With no healthy live worker (alone, or every worker strained) the ordinary fair share applies and nothing moves.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,9 +94,13 @@ class LagGuard:
         self.lagging = False
         self.cooling_until = 0.0  # monotonic
         self.fresh = 0  # ticks above LAG_MAX_MS / 2 since the last offer
+        self.offer_after = 0.0  # monotonic: no offer before (the last handover's backlog drains first)
+        self._now = 0.0
         self.sheds = self.shed = self.spread = 0
         self._over = self._under = self._critical = 0
         self._errors: int | None = None  # publisher's redis_errors at the last tick
+        #: The last ticks: (monotonic time, lag_ms, write_lag_ms, Redis taking writes).
+        self._window: deque[tuple[float, int, int, bool]] = deque(maxlen=SUSTAIN + 1)
 
     @property
     def enabled(self) -> bool:
@@ -110,11 +117,12 @@ class LagGuard:
         Returns the age (ms) above which queued events are to be shed, or 0."""
         self.lag_ms = max((int(r.get("lag_ms") or 0) for r in records.values()), default=0)
         self.rates = {c: int((r.get("lag") or {}).get("read_rate_bps") or 0) for c, r in records.items()}
-        write_lag, previous = int(publisher.get("oldest_queued_age_ms") or 0), self.write_lag_ms
-        self.write_lag_ms = write_lag
+        self.write_lag_ms = int(publisher.get("oldest_queued_age_ms") or 0)
         errors = int(publisher.get("redis_errors") or 0)
         quiet = self._errors is not None and errors == self._errors  # no Redis error since the last tick
         self._errors = errors
+        self._window.append((now, self.lag_ms, self.write_lag_ms, quiet and not paused))
+        self._now = now
         if not self.enabled:
             return 0
         high, low = self.lag_max_ms / 2, self.lag_max_ms / 4
@@ -129,15 +137,20 @@ class LagGuard:
             self.lagging = False
             self.cooling_until = now + self.cooldown_s
             log.info("worker caught up: %d ms behind; cooling down for %.0f s", self.lag_ms, self.cooldown_s)
-        writing = quiet and not paused
-        if write_lag > self.lag_max_ms and writing and write_lag >= previous:
-            self._critical += 1
-        else:
-            self._critical = 0
-        if self._critical < SUSTAIN:
+        window = list(self._window)
+        if len(window) <= SUSTAIN or not all(w[3] and w[2] > self.lag_max_ms for w in window[1:]):
             return 0
-        self._critical = 0
+        if _draining(window, 2):  # an outage's backlog being written: never shed
+            return 0
+        self._window.clear()
         return self.lag_max_ms // 2
+
+    def may_offer(self) -> bool:
+        """True when a lagging worker may offer its next connection: ``SUSTAIN`` ticks above half the bound since
+        the last offer ended, and its lag not draining by itself meanwhile."""
+        if not self.lagging or self.fresh < SUSTAIN or self._now < self.offer_after:
+            return False
+        return not _draining(list(self._window)[-SUSTAIN - 1:], 1)
 
     def shed_done(self, dropped: int) -> None:
         """Count one shedding that dropped ``dropped`` events."""
@@ -147,14 +160,16 @@ class LagGuard:
             log.warning("worker %d ms behind the exchange (LAG_MAX_MS %d): %d queued events shed, announced as gaps"
                         " (reason lag)", self.write_lag_ms, self.lag_max_ms, dropped)  # fmt: skip
 
-    def may_offer(self) -> bool:
-        """True when a lagging worker may offer its next connection (``SUSTAIN`` ticks since the last offer)."""
-        return self.lagging and self.fresh >= SUSTAIN
-
     def offered(self) -> None:
         """A connection was offered because of lag: the next needs fresh evidence."""
         self.spread += 1
         self.fresh = 0
+
+    def offer_ended(self) -> None:
+        """Our offer was taken (or withdrawn, or expired): the next one waits for fresh evidence, and at least as
+        long as the worker is behind now (the backlog of what it handed over is dropped or written meanwhile)."""
+        self.fresh = 0
+        self.offer_after = self._now + self.lag_ms / 1000
 
     def record(self, now: float) -> dict[str, Any]:
         """The worker record's ``lag`` field: ``{"lag_ms", "write_lag_ms", "lag_max_ms", "lagging", "cooling",
@@ -162,3 +177,13 @@ class LagGuard:
         return {"lag_ms": self.lag_ms, "write_lag_ms": self.write_lag_ms, "lag_max_ms": self.lag_max_ms,
                 "lagging": self.lagging, "cooling": self.cooling(now), "spread": self.spread, "sheds": self.sheds,
                 "shed": self.shed}  # fmt: skip
+
+
+def _draining(window: list[tuple[float, int, int, bool]], field: int) -> bool:
+    """True when the lag in ``window[i][field]`` shrank over the window by more than half the time it spans: a backlog
+    being written faster than it grows (after an outage, or after a handover). A saw-tooth (one batch per round trip)
+    that grows overall is not draining."""
+    if len(window) < 2:
+        return False
+    span_ms = (window[-1][0] - window[0][0]) * 1000
+    return window[0][field] - window[-1][field] > span_ms / 2

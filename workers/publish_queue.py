@@ -122,6 +122,9 @@ class EventQueue:
         self.dropped_by_topic: Counter[str] = Counter()
         self.dropped_by_reason: Counter[str] = Counter()
         self._drop_warned = False
+        #: conn -> its events numbered below this are taken off unwritten (``discard``); ``discarded`` counts them.
+        self.discard_before: dict[str, int] = {}
+        self.discarded = 0
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -153,6 +156,11 @@ class EventQueue:
             n += 1
         self.after_batch()
         return n
+
+    def discard(self, conn: str) -> None:
+        """The events of ``conn`` queued until now are not to be written: its lease moved to another worker, so the
+        script would fence them. ``take`` skips them (a handed-over connection's backlog costs no more writes)."""
+        self.discard_before[conn] = self.appended
 
     def _drop_oldest(self) -> None:
         topic, _, ts, conn, _ = self.items.popleft()
@@ -197,11 +205,29 @@ class EventQueue:
         deep = n >= max(DEEP_BATCH_FACTOR * max_batch, self.high_water // 4)
         n = min(n, max_batch * DEEP_BATCH_FACTOR if deep else max_batch)
         start = self.inflight_start = self.popped
-        batch = [items.popleft() for _ in range(n)]
-        self.popped += n
-        self.inflight_n = n
+        if self.discard_before:
+            batch = self._take_kept(n)
+        else:
+            batch = [items.popleft() for _ in range(n)]
+            self.popped += n
+        self.inflight_n = len(batch)
         self.inflight_oldest = batch[0][4] if batch else None
         return start, batch, gaps
+
+    def _take_kept(self, n: int) -> list[Item]:
+        """Up to ``n`` events off the queue, skipping discarded ones (numbering stays in queue order: the batch's
+        numbers are then at least ``start + i``, which keeps ``done`` on the safe side)."""
+        items, skip = self.items, self.discard_before
+        batch: list[Item] = []
+        while items and len(batch) < n:
+            item = items.popleft()
+            if item[3] is not None and self.popped < skip.get(item[3], 0):
+                self.discarded += 1
+            else:
+                batch.append(item)
+            self.popped += 1
+        self.discard_before = {c: k for c, k in skip.items() if k > self.popped}
+        return batch
 
     def settle(self) -> None:
         """The batch in flight is over (written or refused): nothing is in flight any more."""

@@ -188,6 +188,10 @@ class Publisher:
     def writes_paused(self) -> bool:
         return not self._writable.is_set()
 
+    def discard(self, conn_id: str) -> None:
+        """Events of ``conn_id`` queued until now are dropped unwritten, counted as ``fenced``: its lease moved."""
+        self._events.discard(conn_id)
+
     def shed(self, max_age_ms: int, reason: str) -> int:
         """Drop queued events (not the batch in flight) older than ``max_age_ms``; each topic's loss is announced by
         a gap event with ``reason`` (``workers.lag_guard``). Returns how many were dropped."""
@@ -219,7 +223,7 @@ class Publisher:
             "dropped_by_topic": dict(events.dropped_by_topic), "dropped_by_reason": dict(events.dropped_by_reason),
             "gaps_published": self._gaps_published.total(), "gaps_by_reason": dict(self._gaps_published),
             "gaps_pending": events.gaps_pending,
-            "fenced": self._fenced, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
+            "fenced": self._fenced + events.discarded, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
             "last_error": self._last_error,
         }
 

@@ -77,6 +77,7 @@ class Rebalancer:
         self.suspender, self.plan, self.stopping, self.now_ms = suspender, plan, stopping, now_ms
         self.guard = guard or LagGuard(0, heartbeat_interval_s=settings.heartbeat_interval_s)
         self.peers = peers
+        self._offering: str | None = None  # our offer as of the last rebalance (its end is noticed there)
         self.leases, self.handovers, self.store = launcher.leases, launcher.handovers, launcher.store
         #: Loop time of an earlier tick (a foreign lease about to expire); the runtime's loop reads and clears it.
         self.wake_at: float | None = None
@@ -167,12 +168,15 @@ class Rebalancer:
     async def rebalance(self, current: PlanResult, by_conn: Mapping[str, list[str]], live: int) -> None:
         """Offer one connection when above the fair share; claim one offer when below it (module docstring g)."""
         lc = self.launcher
-        target = self.share(len(current.conns), live)
         ttl_ms = int(self.settings.handover_timeout_s * 1000)
         if lc.offered is not None:
             offer = (await self.handovers.offers([lc.offered])).get(lc.offered)
             if lc.offered not in lc.held or offer is None or offer[0] != self.worker_id:
                 lc.offered = None  # taken, withdrawn or expired
+        if self._offering is not None and lc.offered != self._offering:  # (also cleared when it was retired)
+            self._offering = None
+            self.guard.offer_ended()  # a lagging worker offers its next one on fresh evidence of lag only
+        target = self.share(len(current.conns), live)
         if lc.offered is None and live > 1 and len(lc.held) > target:
             movable = [c for c, h in lc.held.items()
                        if account_of_route(h.route) is None and h.roll is None and h.restart_at is None]  # fmt: skip
@@ -181,7 +185,7 @@ class Rebalancer:
                 order.sort(key=lambda c: self.guard.rates.get(c, 0), reverse=True)
             for conn_id in order:
                 if await self.handovers.offer(conn_id, self.worker_id, ttl_ms):
-                    lc.offered = conn_id
+                    lc.offered = self._offering = conn_id
                     lagging = self.guard.may_offer()
                     if lagging:
                         self.guard.offered()

@@ -265,6 +265,7 @@ class WorkerRuntime:
                 held.lease_expires_at, held.lease_deadline = now + self.launcher.ttl_ms, deadline
             else:
                 reason = "handed over" if conn_id == self.launcher.offered else "lease lost"
+                self.publisher.discard(conn_id)  # its queued events would be fenced: not written at all
                 self.launcher.retire(conn_id, unsubscribe=False, release=False, reason=reason, freeze=True)
 
     def _fence_expired(self) -> None:

@@ -102,8 +102,11 @@ def test_the_next_offer_needs_fresh_evidence() -> None:
     assert guard.may_offer()
     guard.offered()
     assert guard.lagging and not guard.may_offer()
-    for i in range(SUSTAIN):
-        tick(guard, 1500, 10.0 + i)
+    for i in range(SUSTAIN + 1):  # above half the bound but draining fast (its backlog is written): no new offer
+        tick(guard, 1900 - 400 * i, 10.0 + i / 2)
+    assert guard.lagging and not guard.may_offer()
+    for i in range(SUSTAIN + 1):  # a saw-tooth that grows overall: offer
+        tick(guard, [1200, 1100, 1400][i], 20.0 + i / 2)
     assert guard.may_offer() and guard.spread == 1
 
 
