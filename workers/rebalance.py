@@ -24,6 +24,9 @@ g. rebalance, make-before-break (``workers.handover``): a worker above its share
    publisher fences its events. If the last events cannot be read, the taker retries while renewing its lease,
    and never publishes its buffer blind: past ``HANDOVER_TIMEOUT_S`` it releases the connection, which is then
    served like a free one, with a ``takeover`` gap (``workers.handover.read_markers``).
+   A lagging worker (``workers.lag_guard``) gives connections away even below its fair share, healthy ones take
+   them beyond it (``share``); the taker waits until its standby buffer covers how far behind the offerer is
+   (``_covered``), so the switch still continues right after the last stored event.
 h. roll public connections whose socket is older than ``CONNECTION_MAX_AGE_S`` the same way inside this
    worker: a standby twin subscribes, and once acknowledged the old socket is frozen and the twin continues
    after the old one's last events (no gap event; counted as ``lifetime``).
