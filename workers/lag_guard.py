@@ -27,9 +27,9 @@ Lagging and cooling workers are *strained*. While at least one live worker is he
 With no healthy live worker (alone, or every worker strained) the ordinary fair share applies and nothing moves.
 
 Shedding, the last resort. When the *write* lag (``oldest_queued_age_ms``: events parsed but not in Redis yet) is
-above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks, not shrinking, while Redis takes writes (no new Redis error,
-writes not paused, nothing suspended: an outage's backlog is written in order, never shed, and shrinks quickly
-once Redis is back), the publisher drops every queued event older than ``LAG_MAX_MS / 2``
+above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks, not draining (shrinking by more than half the time it took),
+while Redis takes writes (no new Redis error, writes not paused, nothing suspended, ticks not stalled: an outage's
+backlog is written in order, never shed, and shrinks quickly once Redis is back), the publisher drops every queued event older than ``LAG_MAX_MS / 2``
 (``Publisher.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``, with the exact
 ``dropped`` count. Read lag (frames waiting in the socket) is not shed: the reader's TCP window slows the exchange
 down meanwhile and spreading relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads, nothing is shed).
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 GAP_REASON_LAG = "lag"
 #: Consecutive ticks a condition must hold before it counts (lagging, recovered, shedding).
 SUSTAIN = 2
+#: A gap of this many heartbeats between two ticks means the ticks stalled (Redis did not answer): the lag samples
+#: before it say nothing about the worker's own speed.
+STALLED_HEARTBEATS = 3
 #: Heartbeats a worker stays *cooling* after lagging ended (30 s with the default HEARTBEAT_INTERVAL_S of 1 s).
 COOLDOWN_HEARTBEATS = 30
 
@@ -87,6 +90,7 @@ class LagGuard:
     def __init__(self, lag_max_ms: int, *, heartbeat_interval_s: float) -> None:
         self.lag_max_ms = lag_max_ms
         self.cooldown_s = COOLDOWN_HEARTBEATS * heartbeat_interval_s
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.lag_ms = 0  # the highest connection lag at the last tick
         #: connection id -> bytes/s its reader consumed at the last tick: a lagging worker offers the busiest first.
         self.rates: dict[str, int] = {}
@@ -121,6 +125,8 @@ class LagGuard:
         errors = int(publisher.get("redis_errors") or 0)
         quiet = self._errors is not None and errors == self._errors  # no Redis error since the last tick
         self._errors = errors
+        if self._window and now - self._window[-1][0] > STALLED_HEARTBEATS * self.heartbeat_interval_s:
+            self._window.clear()  # the ticks themselves stalled (Redis hung or away): an outage, not slowness
         self._window.append((now, self.lag_ms, self.write_lag_ms, quiet and not paused))
         self._now = now
         if not self.enabled:

@@ -141,6 +141,16 @@ def test_never_sheds_an_outage_backlog() -> None:
     assert [tick(guard, 8000 - i * 3000, 20.0 + i, errors=4) for i in range(3)] == [0, 0, 0]
 
 
+def test_never_sheds_the_backlog_of_a_stall() -> None:
+    # CLIENT PAUSE WRITE: every write hangs, the ticks too; nothing fails. Afterwards the backlog is written fast.
+    guard = LagGuard(MAX, heartbeat_interval_s=1.0)
+    tick(guard, 10, 0.0)
+    tick(guard, 10, 1.0)
+    assert tick(guard, 30_000, 31.0) == 0  # the first tick after the stall
+    assert tick(guard, 30_500, 31.5) == 0  # the backlog is still being written: one sample after the stall
+    assert tick(guard, 2_000, 32.0) == 0  # drained fast
+
+
 def test_read_lag_alone_is_not_shed() -> None:
     guard = LagGuard(MAX, heartbeat_interval_s=1.0)
     assert [tick(guard, 5000, float(i), write=0) for i in range(4)] == [0, 0, 0, 0]
