@@ -6,7 +6,7 @@ connections it holds and the publisher's counters (``LagGuard.observe``); the gu
 the worker's record in ``fp:workers`` as ``lag`` (``LagGuard.record``) so every worker sees the others':
 
 - *lagging*: the worker's highest lag was above ``LAG_MAX_MS / 2`` at ``SUSTAIN`` consecutive ticks (one spike is
-  not lagging); it ends after ``SUSTAIN`` consecutive ticks below ``LAG_MAX_MS / 4`` (hysteresis).
+  not lagging) and is not draining (after a Redis stall the backlog is written fast: not lagging); it ends after ``SUSTAIN`` consecutive ticks below ``LAG_MAX_MS / 4`` (hysteresis).
 - *cooling*: for ``COOLDOWN_HEARTBEATS`` heartbeats after lagging ended. A cooling worker takes nothing new and gives
   nothing away; its peers do not count on it (below), so what it just gave away is not handed back at once.
 - *healthy*: neither.
@@ -127,6 +127,7 @@ class LagGuard:
         self._errors = errors
         if self._window and now - self._window[-1][0] > STALLED_HEARTBEATS * self.heartbeat_interval_s:
             self._window.clear()  # the ticks themselves stalled (Redis hung or away): an outage, not slowness
+            self._over = self.fresh = 0
         self._window.append((now, self.lag_ms, self.write_lag_ms, quiet and not paused))
         self._now = now
         if not self.enabled:
@@ -135,7 +136,8 @@ class LagGuard:
         self._over = self._over + 1 if self.lag_ms > high else 0
         self._under = self._under + 1 if self.lag_ms < low else 0
         self.fresh = self.fresh + 1 if self.lag_ms > high else 0
-        if not self.lagging and self._over >= SUSTAIN:
+        window = list(self._window)
+        if not self.lagging and self._over >= SUSTAIN and len(window) > SUSTAIN and not _draining(window, 1):
             self.lagging = True
             log.warning("worker lagging: %d ms behind (LAG_MAX_MS %d); spreading its connections", self.lag_ms,
                         self.lag_max_ms)  # fmt: skip
@@ -143,7 +145,6 @@ class LagGuard:
             self.lagging = False
             self.cooling_until = now + self.cooldown_s
             log.info("worker caught up: %d ms behind; cooling down for %.0f s", self.lag_ms, self.cooldown_s)
-        window = list(self._window)
         if len(window) <= SUSTAIN or not all(w[3] and w[2] > self.lag_max_ms for w in window[1:]):
             return 0
         if _draining(window, 2):  # an outage's backlog being written: never shed
