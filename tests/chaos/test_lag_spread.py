@@ -95,30 +95,38 @@ class Lab:
 async def lab(tmp_path: Path, base_port: int, *, with_h: bool, lag_max_ms: int) -> AsyncIterator[Lab]:
     """The system of the module docstring; ``lagger`` holds the 3 connections on entry (``H`` is started after the
     subscriptions when ``with_h``, else stays stopped). Ports ``base_port`` .. ``base_port + 3``."""
-    redis_server = RedisServer(tmp_path / "redis", port=base_port)
-    await redis_server.astart()
-    sim = ExchangeSimulator(port=base_port + 1, rate=RATE, loop=True)
-    await sim.preload()
-    await sim.start()
-    proxy = TcpProxy(redis_server.port)
-    proxy.port = base_port + 2
-    await proxy.start()
-    env = {**ENV, "WORKERS": "1", "LAG_MAX_MS": str(lag_max_ms)}
-    fp = Feedplane(tmp_path, sim, redis_url=redis_server.url(), workers=1, env=env)
-    fp.port = base_port + 3
-    fp.base = f"http://127.0.0.1:{fp.port}"
-    fp.env["CTRL_ADDR"] = f"127.0.0.1:{fp.port}"
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=5))
-    r = make_redis(redis_server.url(), decode=False)
-    system = System(redis_server, sim, fp, http, r, DuplicateWatch(sim))
-    log = tmp_path / "lagger.log"
-    lagger: subprocess.Popen[bytes] | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:  # every started piece is stopped, in reverse order
+        redis_server = RedisServer(tmp_path / "redis", port=base_port)
+        stack.callback(redis_server.kill)
+        await redis_server.astart()
+        r = make_redis(redis_server.url(), decode=False)
+        stack.push_async_callback(r.aclose)
+        assert await r.dbsize() == 0, f"port {base_port}: not a fresh redis-server (a stale one?)"
+        sim = ExchangeSimulator(port=base_port + 1, rate=RATE, loop=True)
+        await sim.preload()
+        await sim.start()
+        stack.push_async_callback(sim.stop)
+        proxy = TcpProxy(redis_server.port)
+        proxy.port = base_port + 2
+        await proxy.start()
+        stack.push_async_callback(proxy.close)
+        env = {**ENV, "WORKERS": "1", "LAG_MAX_MS": str(lag_max_ms)}
+        fp = Feedplane(tmp_path, sim, redis_url=redis_server.url(), workers=1, env=env)
+        fp.port = base_port + 3
+        fp.base = f"http://127.0.0.1:{fp.port}"
+        fp.env["CTRL_ADDR"] = f"127.0.0.1:{fp.port}"
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=5))
+        stack.push_async_callback(http.close)
+        system = System(redis_server, sim, fp, http, r, DuplicateWatch(sim))
+        log = tmp_path / "lagger.log"
+        stack.callback(lambda: print(fp.tail(2000), "== lagger.log\n" + _tail(log)))
         fp.start()
+        stack.push_async_callback(_stop_feedplane, fp)
         await poll(lambda: workers_alive(http, fp, 1), 60, "control server and worker_00")
         await fp.ctl("stop", H_PROGRAM)
         await poll(lambda: workers_alive(http, fp, 0), 30, f"{H_PROGRAM} stopped")
         lagger = _start_worker({**fp.env, "WORKER_ID": LAGGER, "PROCESS_NUM": "1", "REDIS_URL": proxy.url()}, log)
+        stack.push_async_callback(_stop_worker, lagger)
         await poll(lambda: workers_alive(http, fp, 1), 60, "the lagger worker")
         for path, body in SUBSCRIBE:
             code, answer = await post_json(http, f"{fp.base}{path}", body)
@@ -130,24 +138,26 @@ async def lab(tmp_path: Path, base_port: int, *, with_h: bool, lag_max_ms: int) 
             await poll(lambda: _holds(here, "-00", 1), 30, "worker_00 taking its share")
         await poll(system.all_active, 30, "every subscription active")
         system.watch.start()
+        stack.push_async_callback(system.watch.stop)
         yield here
-    finally:
-        await system.watch.stop()
-        if lagger is not None and lagger.poll() is None:
-            lagger.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(lagger.wait, 30)
-            if lagger.poll() is None:
-                lagger.kill()
-        if fp.proc is not None and fp.proc.poll() is None:
-            await fp.stop()
-        await http.close()
-        await r.aclose()
-        await proxy.close()
-        await sim.stop()
-        redis_server.kill()
-        print(fp.tail(2000))
-        print("== lagger.log\n" + log.read_text(errors="replace")[-4000:] if log.exists() else "")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+
+async def _stop_feedplane(fp: Feedplane) -> None:
+    if fp.proc is not None and fp.proc.poll() is None:
+        await fp.stop()
+
+
+async def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, 30)
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -209,6 +219,11 @@ async def test_a_lagging_worker_hands_its_busiest_connection_to_a_healthy_one(tm
                       f"handed over {spread_s:.1f} s after the link slowed ({note}); seen "
                       f"lagging at {seen.get('lagging', {}).get('lag_ms')} ms, first offer at "
                       f"{seen.get('offered', {}).get('lag_ms')} ms; lagger keeps {kept_after}")  # fmt: skip
+        for topic in TRADE_TOPICS:  # where duplicates are, if any (trade id: count, first stream positions)
+            ids = [e.get("trade_id") for e in stored[topic]]
+            twice = {i: [k for k, j in enumerate(ids) if j == i][:3] for i in set(ids) if ids.count(i) > 1}
+            if twice:
+                print(topic, len(ids), sorted(twice.items())[:5])
         assert seen.get("lagging"), line  # it was lagging, and said so in its record
         assert lag["spread"] >= 1, line  # and offered because of it (not the ordinary fair share: it held 2 of 3)
         assert (dup_trades, dup_klines) == (0, 0), line
