@@ -1,12 +1,13 @@
 """Keeping a worker's lag under ``LAG_MAX_MS``: spread its connections over healthy workers first, shed last.
 
 The lag of a connection is ``lag_ms`` of its status record (``workers.lag``: socket backlog over the read rate plus
-the age of the publisher's oldest unwritten event). Once per tick the runtime hands the guard the lags of the
-connections it holds and the publisher's counters (``LagGuard.observe``); the guard keeps three states, written into
-the worker's record in ``fp:workers`` as ``lag`` (``LagGuard.record``) so every worker sees the others':
+the age of the publisher's oldest unwritten event). Once per tick the runtime hands the guard the status records of
+the connections it holds and the publisher's counters (``LagGuard.observe``); the guard keeps three states, written
+into the worker's record in ``fp:workers`` as ``lag`` (``LagGuard.record``) so every worker sees the others':
 
 - *lagging*: the worker's highest lag was above ``LAG_MAX_MS / 2`` at ``SUSTAIN`` consecutive ticks (one spike is
-  not lagging) and is not draining (after a Redis stall the backlog is written fast: not lagging); it ends after ``SUSTAIN`` consecutive ticks below ``LAG_MAX_MS / 4`` (hysteresis).
+  not lagging) and is not draining (after a Redis stall the backlog is written fast: not lagging); it ends after
+  ``SUSTAIN`` consecutive ticks below ``LAG_MAX_MS / 4`` (hysteresis).
 - *cooling*: for ``COOLDOWN_HEARTBEATS`` heartbeats after lagging ended. A cooling worker takes nothing new and gives
   nothing away; its peers do not count on it (below), so what it just gave away is not handed back at once.
 - *healthy*: neither.
@@ -17,22 +18,24 @@ Lagging and cooling workers are *strained*. While at least one live worker is he
 - a healthy worker's share is ``ceil(connections / healthy workers)``: it takes offers (and free connections) up to
   that, so it takes what a strained one gives away even when it already holds its ordinary share;
 - a lagging worker's share is one less than it holds: it offers one public connection at a time (the busiest by
-  bytes read per second: the most relief per handover), through the usual
-  make-before-break handover (``workers.handover``: nothing lost, nothing written twice), and offers the next only
-  once the previous handover is over, as long after it as it was behind then (its backlog drains meanwhile), and
-  its lag stayed above ``LAG_MAX_MS / 2`` for ``SUSTAIN`` more ticks without draining (``fresh``), so it gives
-  away no more than it must;
+  bytes read per second: the most relief per handover) through the usual make-before-break handover
+  (``workers.handover``: nothing lost, nothing written twice; the taker first buffers as long as the offerer is
+  behind, and the offerer drops its queued events of that connection unwritten, as they would be fenced). It offers
+  the next only once the previous handover is over, as long after it as it was behind then (its backlog drains
+  meanwhile), and after ``SUSTAIN`` more ticks above ``LAG_MAX_MS / 2`` without draining (``fresh``): it gives away
+  no more than it must;
 - a cooling worker's share is what it holds (no offer, no claim).
 
 With no healthy live worker (alone, or every worker strained) the ordinary fair share applies and nothing moves.
 
 Shedding, the last resort. When the *write* lag (``oldest_queued_age_ms``: events parsed but not in Redis yet) is
-above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks, not draining (shrinking by more than half the time it took),
-while Redis takes writes (no new Redis error, writes not paused, nothing suspended, ticks not stalled: an outage's
-backlog is written in order, never shed, and shrinks quickly once Redis is back), the publisher drops every queued event older than ``LAG_MAX_MS / 2``
-(``Publisher.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``, with the exact
-``dropped`` count. Read lag (frames waiting in the socket) is not shed: the reader's TCP window slows the exchange
-down meanwhile and spreading relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads, nothing is shed).
+above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks and not draining (shrinking by more than half the time it
+took), while Redis takes writes (no new Redis error, writes not paused, ticks not stalled: an outage's backlog is
+written in order, never shed, and shrinks fast once Redis is back), the publisher drops every queued event older
+than ``LAG_MAX_MS / 2`` (``Publisher.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``,
+with the exact ``dropped`` count. Read lag (frames waiting in the socket) is not shed: the reader's TCP window slows
+the exchange down meanwhile, and spreading relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads,
+nothing is shed).
 """
 
 from __future__ import annotations

@@ -222,9 +222,8 @@ class Publisher:
             "oldest_queued_age_ms": events.oldest_age_ms(), "dropped": events.dropped,
             "dropped_by_topic": dict(events.dropped_by_topic), "dropped_by_reason": dict(events.dropped_by_reason),
             "gaps_published": self._gaps_published.total(), "gaps_by_reason": dict(self._gaps_published),
-            "gaps_pending": events.gaps_pending,
-            "fenced": self._fenced + events.discarded, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
-            "last_error": self._last_error,
+            "gaps_pending": events.gaps_pending, "fenced": self._fenced + events.discarded,
+            "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped, "last_error": self._last_error,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -253,7 +253,7 @@ async def test_a_lagging_worker_alone_sheds_and_announces_every_loss(tmp_path: P
         dup_trades, dup_klines = duplicated(stored)
         reasons = sorted({e["reason"] for events in stored.values() for e in events if e.get("type") == "gap"})
         line = figure("lag-shed", lost, announced, dup_trades + dup_klines, lag,
-                      f"{note}; gap reasons {reasons}; publisher dropped_by_reason {publisher.get('dropped_by_reason')}")
+                      f"{note}; gap reasons {reasons}; dropped_by_reason {publisher.get('dropped_by_reason')}")
         assert lagger["connections"] and len(lagger["connections"]) == 3, line  # nobody to spread to
         assert reasons == ["lag"], line
         assert publisher["dropped_by_reason"] == {"lag": lag["shed"]}, line

@@ -1,5 +1,6 @@
-"""workers.lag_guard: the lag states, the lag-aware share, shedding (pure), and ``Publisher.shed`` on real Redis
-(every shed event announced by a ``gap`` ``lag`` with its exact count: lost == announced, nothing duplicated)."""
+"""workers.lag_guard: the lag states, the lag-aware share, shedding (pure), and ``Publisher.shed`` / ``discard`` on
+real Redis (every shed event announced by a ``gap`` ``lag`` with its exact count: lost == announced, nothing
+duplicated; a handed-over connection's queue dropped unwritten, the others' kept in order)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from control import keys
 from control.settings import Settings
 from tests.loss import align
 from tests.workers._publisher_world import stream_events, trade, wait_stats
@@ -214,4 +216,26 @@ async def test_publisher_shed_announces_every_dropped_event(raw: Redis) -> None:
     assert (loss.lost, loss.announced, loss.duplicates, loss.unknown, loss.stored) == (30, 30, 0, 0, 12)
     assert pub.stats["dropped_by_reason"] == {GAP_REASON_LAG: 30}
     assert pub.stats["gaps_by_reason"] == {GAP_REASON_LAG: 1}
+    await pub.close()
+
+
+async def test_publisher_discard_drops_a_handed_over_connections_queue(raw: Redis) -> None:
+    moved, kept = "bitmart:trade:BTCUSDT", "binanceusdm:trade:BTCUSDT"
+    await raw.set(keys.lease("conn.a"), "w1")
+    await raw.set(keys.lease("conn.b"), "w1")
+    pub = Publisher(raw, stream_maxlen=10_000, worker_id="w1")
+    pub.start()
+    pub.pause_writes()
+    pub.publish(moved, trade(0, moved), "conn.a")
+    await wait_stats(pub, lambda s: s["inflight"] == 1)
+    for i in range(1, 11):
+        pub.publish(moved, trade(i, moved), "conn.a")
+        pub.publish(kept, trade(i, kept), "conn.b")
+    pub.discard("conn.a")  # its lease moved on: what it queued would be fenced
+    pub.publish(moved, trade(11, moved), "conn.a")  # queued after the discard: written
+    pub.resume_writes()
+    assert await pub.flush(5.0)
+    assert [e["trade_id"] for e in await stream_events(raw, moved)] == ["0", "11"]
+    assert [e["trade_id"] for e in await stream_events(raw, kept)] == [str(i) for i in range(1, 11)]
+    assert pub.stats["fenced"] == 10 and pub.stats["dropped"] == 0
     await pub.close()
