@@ -26,9 +26,11 @@ Accounts and request limits (control server; see control/accounts.py, app/rateli
     fp:rl:{kind}:{who}    int   fixed-window request counter, PX = 60 s from the first request of the window;
                                 kind control|read|sse -> who = token id ("env:control", "file:2"), never a token;
                                 kind authfail -> who = client address (requests without a valid token)
-Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``):
+Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``; on ``EVENTS_REDIS_URL`` when set, see
+control/events_redis.py). The braces are literal: the topic is the hash tag, one Redis Cluster slot per topic
+(``fp:stream:{bitmart:kline:BTCUSDT:1m}``):
     fp:stream:{topic}     stream, one entry per event, field "d" = event JSON; MAXLEN ~ STREAM_MAXLEN
-    fp:pub:{topic}        pub/sub channel, message = event JSON
+    fp:pub:{topic}        pub/sub channel, message = event JSON (sharded pub/sub, SPUBLISH, on a cluster)
     fp:last:{topic}       str   latest event JSON
 """
 
@@ -79,23 +81,24 @@ def publisher_batch(publisher: str) -> str:
 
 
 def event_stream(topic: str) -> str:
-    """Redis Stream holding the events of ``topic``."""
-    return f"fp:stream:{topic}"
+    """Redis Stream holding the events of ``topic``: ``fp:stream:{<topic>}`` (literal braces: the topic is the
+    key's hash tag, so a topic's stream, channel and latest value share one Redis Cluster slot)."""
+    return f"fp:stream:{{{topic}}}"
 
 
 def event_channel(topic: str) -> str:
-    """Pub/sub channel carrying the events of ``topic``."""
-    return f"fp:pub:{topic}"
+    """Pub/sub channel carrying the events of ``topic``: ``fp:pub:{<topic>}`` (a shard channel on a cluster)."""
+    return f"fp:pub:{{{topic}}}"
 
 
 def latest(topic: str) -> str:
-    """String key holding the latest event of ``topic``."""
-    return f"fp:last:{topic}"
+    """String key holding the latest event of ``topic``: ``fp:last:{<topic>}``."""
+    return f"fp:last:{{{topic}}}"
 
 
 def topic_of_stream(key: str) -> str:
-    """Inverse of ``event_stream``: ``fp:stream:T`` -> ``T``."""
-    return key[len("fp:stream:"):]
+    """Inverse of ``event_stream``: ``fp:stream:{T}`` -> ``T``."""
+    return key[len("fp:stream:{"):-1]
 
 
 #: (added by the workers' planner) int: the ``fp:desired:version`` the current plan was made from;

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from app import sse_entries
 from app.sse_stream import SLOW_CONSUMER
+from control import keys
 from tests.app._sse import KLINE, TRADE, alternating, connect, cursor_of, expect_cursor, payload, xadd_many
 
 pytestmark = pytest.mark.integration
@@ -118,7 +119,7 @@ async def test_a_slow_client_is_cut_with_a_reason_and_resumes_by_cursor_without_
     writer.write(f"GET /sse?topic={TRADE} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
     await server.hub.wait_for_subscribers(2, timeout_s=5)
     big = "x" * 4000
-    stream = "fp:stream:" + TRADE
+    stream = keys.event_stream(TRADE)
     for start in range(0, 1500, 100):
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(start, start + 100):
