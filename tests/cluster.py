@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -94,7 +95,8 @@ class LocalCluster:
     @staticmethod
     def _own_slots(c: redis.Redis) -> list[tuple[int, int]]:
         """The slot ranges the node behind ``c`` serves (CLUSTER NODES' "myself" line)."""
-        for node in c.cluster("nodes").values():  # redis-py parses it: {"flags": "myself,master", "slots": [[lo, hi]]}
+        parsed: dict[str, Any] = c.cluster("nodes")  # type: ignore[assignment]
+        for node in parsed.values():  # redis-py parses it: {"flags": "myself,master", "slots": [[lo, hi]]}
             if "myself" in node["flags"].split(","):
                 return [(int(r[0]), int(r[-1])) for r in node.get("slots", [])]
         return []

@@ -105,8 +105,10 @@ async def test_kill_9_worker_not_restarted(tmp_path: Path) -> None:
     await kill_9_scenario(tmp_path, "kill-9-no-restart", restarted=False)
 
 
-async def kill_9_scenario(tmp_path: Path, name: str, *, restarted: bool) -> None:
-    async with chaos_system(tmp_path) as s:
+async def kill_9_scenario(tmp_path: Path, name: str, *, restarted: bool, events_cluster: bool = False) -> None:
+    """kill -9 the worker holding the most connections (``restarted``: supervisord respawns it); with
+    ``events_cluster`` the event data lives on a Redis Cluster, so fencing runs on fence tokens (see README)."""
+    async with chaos_system(tmp_path, events_cluster=events_cluster) as s:
         sse = SSEReader(s.http, f"{s.fp.base}/sse?topic={SSE_TOPIC}")
         sse.start()
         baseline = await trade_loss(s)
@@ -279,7 +281,7 @@ async def test_simulator_drop_stall_refuse(tmp_path: Path) -> None:
         await asyncio.sleep(2.0)  # the refusal window
         old = await trade_loss(s)  # everything the old simulator sent is stored by now, or lost
         old.lost += old.in_flight
-        boundary = {t: await _last_id(s.r, t) for t in TRADE_TOPICS}
+        boundary = {t: await _last_id(s.ev, t) for t in TRADE_TOPICS}
         s.sim = ExchangeSimulator(port=port, rate=RATE, loop=True)
         await s.sim.start()
         s.watch = DuplicateWatch(s.sim)
@@ -323,7 +325,7 @@ async def test_sigterm_everything_mid_stream(tmp_path: Path) -> None:
         worker_records = await s.r.hlen(keys.WORKERS)
         conn_records = {k.decode(): orjson.loads(v) for k, v in (await s.r.hgetall(keys.CONN_STATUS)).items()}
         received = sum(int(rec.get("events") or 0) for rec in conn_records.values())
-        stored = sum([await s.r.xlen(keys.event_stream(topic)) for topic in NATIVES])
+        stored = sum([await s.ev.xlen(keys.event_stream(topic)) for topic in NATIVES])
         loss = await trade_loss(s)
         lost_sse = await sse_lost(s, sse)
         bye = [e for e in sse.events if e.get("event") == "bye"]
