@@ -24,6 +24,7 @@ from control import keys
 from control.events_redis import make_events_redis
 from control.redis_client import make_redis
 from scripts.simulator import ExchangeSimulator
+from tests.cluster import LocalCluster
 from tests.e2e.harness import (
     Feedplane,
     RedisServer,
@@ -36,7 +37,6 @@ from tests.e2e.harness import (
     stream_ids,
     workers_alive,
 )
-from tests.cluster import LocalCluster
 from tests.loss import Loss, align
 
 WORKERS = 3
