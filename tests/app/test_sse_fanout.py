@@ -17,6 +17,7 @@ from app import sse_entries
 from app.sse_stream import SLOW_CONSUMER
 from control import keys
 from tests.app._sse import KLINE, TRADE, alternating, connect, cursor_of, expect_cursor, payload, xadd_many
+from tests.app.test_observe import samples
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +145,13 @@ async def test_a_slow_client_is_cut_with_a_reason_and_resumes_by_cursor_without_
     _, caught_up = await again.until("ready")
     rest = [orjson.loads(e["data"])["trade_id"] for e in caught_up]
     assert kept + rest == [str(i) for i in range(1500)]  # nothing lost, nothing twice
+    # The fan-out's own counters are on /metrics: the cut, the entries read once for all clients, the reader.
+    async with session.get(f"{server.url}/metrics") as resp:
+        got = samples(await resp.text())
+    assert got[("feedplane_sse_cut_total", (("reason", "slow_consumer"),))] == 1
+    assert got[("feedplane_fanout_entries_read_total", ())] == 1500
+    assert got[("feedplane_fanout_delivered_total", ())] >= 3000  # the fast client's and the stuck one's
+    assert got[("feedplane_fanout_reader_up", ())] == 1 and got[("feedplane_fanout_subscribers", ())] == 2
     await again.close()
     await fast.close()
 
