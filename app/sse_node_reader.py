@@ -46,7 +46,7 @@ class NodeReader:
         self.up = True
         kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}  # errors surface at once
         self._kwargs = kwargs
-        self.client = Redis(connection_pool=ConnectionPool(connection_class=node.connection_class, **kwargs))
+        self.client = Redis.from_pool(ConnectionPool(connection_class=node.connection_class, **kwargs))
         self._pubsub: AbstractConnection | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed: dict[int, set[str]] = {}  # slot -> shard channels subscribed on ``_pubsub``
