@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app import sse_entries
+from app.dashboard_feed import DashboardFeed
 from control import keys
 from control.redis_client import make_redis
 from tests.app._cluster import cluster_client, publish, topics_per_master, trade
@@ -183,4 +184,40 @@ async def test_a_slow_poll_still_delivers_without_wakeups(
     assert [n for _, n in trade_ids(await client.take(5))] == list(range(5))
     assert server.hub.stats()["wakeups"] == 0
     await client.close()
+    await cluster.aclose()
+
+
+async def test_dashboard_rates_and_latency_read_through_a_cluster(redis_cluster: LocalCluster) -> None:
+    cluster = await cluster_client(redis_cluster.url)
+    topics = topics_per_master(cluster)
+    feed = DashboardFeed(None, cluster)  # type: ignore[arg-type]
+    await publish(cluster, [(t, n) for n, t in enumerate(topics)])
+    first = await feed.measure([*topics, "bitmart:trade:NOSTREAMUSDT"])
+    assert [first[t]["events"] for t in topics] == [1, 1, 1] and first["bitmart:trade:NOSTREAMUSDT"]["events"] == 0
+    await publish(cluster, [(topics[0], 10), (topics[0], 11)])
+    again = await feed.measure(topics)
+    assert again[topics[0]]["events"] == 3 and again[topics[0]]["rate"] is not None
+    await cluster.aclose()
+
+
+async def test_join_waits_for_the_reader_of_the_topics_node(
+    start_server: Start, session: aiohttp.ClientSession, redis: Redis, redis_cluster: LocalCluster
+) -> None:
+    """A new client joins at the hub's position only while the reader of its topics' node is up."""
+    cluster = await cluster_client(redis_cluster.url)
+    topics = topics_per_master(cluster)
+    server = await start_server(EVENTS_REDIS_URL=redis_cluster.url)
+    clients = [await connect(session, f"{server.url}/sse?topic={t}") for t in topics]
+    for client in clients:
+        await client.until("ready")
+    hub = server.hub
+    down = hub.readers[cluster.get_node_from_key(keys.event_stream(topics[0])).name]
+    down.up = False  # as after a failed read
+    assert hub.join([topics[0]]) is None and hub.join([topics[1], topics[0]]) is None
+    joined = hub.join([topics[1]])
+    assert joined is not None
+    hub.unsubscribe(joined[0])
+    down.up = True
+    for client in clients:
+        await client.close()
     await cluster.aclose()
