@@ -83,7 +83,8 @@ class ClusterHub(SSEHub):
         self.version = 0
         self.readers: dict[str, NodeReader] = {}
         self.counters.update({"refreshes": 0, "wakeups": 0, "polls": 0, "rewinds": 0})
-        self._suspect: set[str] = set()
+        #: Topics whose node reader failed since their last read: checked for lost entries before the next one.
+        self.suspects: set[str] = set()
         self._refresh = asyncio.Event()
 
     @property
@@ -152,7 +153,7 @@ class ClusterHub(SSEHub):
 
     def node_failed(self, name: str, topics: list[str]) -> None:
         """A reader of ``name`` failed: its topics are suspect (checked before their next read); refresh the map."""
-        self._suspect.update(topics)
+        self.suspects.update(topics)
         self.request_refresh()
 
     def request_refresh(self) -> None:
@@ -181,7 +182,8 @@ class ClusterHub(SSEHub):
         """For the suspect ones among ``topics`` (served by ``client``'s node): a position no longer in its stream
         is moved back to the stream's end, with a ``Rewind`` notice to the topic's subscribers. Raises redis errors
         (the topics stay suspect)."""
-        todo = [t for t in topics if t in self._suspect and t in self._positions]
+        self.suspects.difference_update([t for t in self.suspects if t not in self._positions])  # left meanwhile
+        todo = [t for t in topics if t in self.suspects]
         checks = [t for t in todo if self._positions[t] != ZERO_ID]
         if checks:
             async with client.pipeline(transaction=False) as pipe:
@@ -201,7 +203,7 @@ class ClusterHub(SSEHub):
                         self._rewind(topic, kept)
                 elif not length:
                     self._rewind(topic, ZERO_ID)
-        self._suspect.difference_update(todo)
+        self.suspects.difference_update(todo)
 
     def _rewind(self, topic: str, to: StreamId) -> None:
         logger.warning("sse hub: %s lost entries after %s on the server (failover); clients get a gap",

@@ -53,6 +53,7 @@ class NodeReader:
         self._leaving: set[bytes] = set()  # channels we SUNSUBSCRIBEd (their confirmation is no slot move)
         self._groups: dict[int, list[str]] = {}
         self._version = -1
+        self._synced = False  # the subscription matches ``_groups``
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"sse-hub-node-{self.name}")
@@ -88,9 +89,13 @@ class NodeReader:
                 if self._version != hub.version:
                     self._version = hub.version
                     self._groups = hub.groups_of(self.name)
+                    self._synced = False
                     next_poll = 0.0
-                await self._sync_channels()
-                await hub.check_suspects(self.client, [t for ts in self._groups.values() for t in ts])
+                if not self._synced or self._pubsub is None or self._listener is None or self._listener.done():
+                    await self._sync_channels()
+                    self._synced = True
+                if hub.suspects:
+                    await hub.check_suspects(self.client, [t for ts in self._groups.values() for t in ts])
                 now = loop.time()
                 if now >= next_poll:
                     slots, next_poll = list(self._groups), now + hub.poll_s
