@@ -65,7 +65,7 @@ def open_hub(events_url: str, events: EventsRedis) -> SSEHub:
     """The SSE/WebSocket hub of the events Redis: ``ClusterHub`` (one reader per master node) on a cluster, else
     ``SSEHub`` with its dedicated single-connection reader (its CLIENT ID stays fixed for CLIENT UNBLOCK;
     retries=0 so a dropped connection surfaces and the hub re-reads the id)."""
-    if is_cluster(events):
-        return ClusterHub(events)  # type: ignore[arg-type]
+    if is_cluster(events):  # a client of its own: its slot-map refreshes must not disturb the routes' client
+        return ClusterHub(make_events_redis(events_url, decode=False), owned=True)  # type: ignore[arg-type]
     reader = make_events_redis(events_url, decode=False, retries=0, max_connections=1)
     return SSEHub(reader, events)  # type: ignore[arg-type]

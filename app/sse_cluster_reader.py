@@ -69,15 +69,19 @@ REFRESH_S = 1.0
 class ClusterHub(SSEHub):
     """``SSEHub`` reading a Redis Cluster with one ``NodeReader`` per master (module docstring).
 
-    ``cluster``: a bytes ``RedisCluster`` (shared with the routes; not closed by ``close``). ``poll_s``: the
-    safety poll in seconds; ``count``: the page size of each XREAD.
+    ``cluster``: a bytes ``RedisCluster`` of the hub's own (``close`` closes it when ``owned``). Its own, because
+    a slot-map refresh (``nodes_manager.initialize``) replaces the client's node objects and disconnects the old
+    ones while another task's command may be using one of them (redis-py 5.3), which leaks that connection.
+    ``poll_s``: the safety poll in seconds; ``count``: the page size of each XREAD.
     """
 
     def __init__(
-        self, cluster: RedisCluster, *, count: int = 500, queue_max: int = 10_000, poll_s: float = POLL_S
+        self, cluster: RedisCluster, *, count: int = 500, queue_max: int = 10_000, poll_s: float = POLL_S,
+        owned: bool = False,
     ) -> None:
         super().__init__(cluster, cluster, count=count, queue_max=queue_max)  # type: ignore[arg-type]
         self.cluster = cluster
+        self.owned = owned
         self.poll_s = poll_s
         #: Bumped whenever the topic set or the slot map changes: node readers then regroup their topics.
         self.version = 0
@@ -100,13 +104,15 @@ class ClusterHub(SSEHub):
             self._task = asyncio.create_task(self._supervise(), name="sse-hub-cluster")
 
     async def close(self) -> None:
-        """Stop the supervisor and every node reader (the cluster client stays open: lifespan owns it)."""
+        """Stop the supervisor and every node reader; close the cluster client when the hub owns it."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
         readers, self.readers = list(self.readers.values()), {}
         await asyncio.gather(*(r.close() for r in readers), return_exceptions=True)
+        if self.owned:
+            await self.cluster.aclose()
 
     def stats(self) -> dict[str, Any]:
         """``SSEHub.stats`` with ``readers`` = node readers running and ``nodes`` = ``{name: {"up", "topics"}}``."""
