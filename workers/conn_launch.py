@@ -101,7 +101,7 @@ class Launcher:
         self.wake, self.clock = wake, clock
         self.store = ControlStore(redis)
         self.leases = Leases(redis)
-        self.handovers = Handovers(redis)
+        self.handovers = Handovers(redis, getattr(getattr(publisher, "split", None), "fence", None))  # split mode
         self.held: dict[str, Held] = {}
         self.retiring: dict[str, asyncio.Task[None]] = {}
         self.taking: dict[str, Take] = {}  # handovers this worker is taking (at most one at a time)
