@@ -86,7 +86,7 @@ class EventNodes:
                 nodes[primary.name] = old
                 continue
             pool = ConnectionPool(connection_class=primary.connection_class, **primary.connection_kwargs)
-            client = Redis(connection_pool=pool)
+            client = Redis.from_pool(pool)  # closes its pool with it
             use_hiredis_packing(client)
             nodes[primary.name] = Node(primary.name, tag, client)
         for name, node in self._nodes.items():
