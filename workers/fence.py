@@ -7,8 +7,9 @@ With ``EVENTS_REDIS_URL`` set the events nodes cannot see the leases, so each le
   holds its lease. ``tokens()`` runs one script per batch on the control Redis: for each connection of the batch
   whose lease this worker holds it returns the recorded token, or, when the record names another worker (or none),
   a new one (``INCR fp:fence:seq``) it records; 0 for a connection whose lease is not ours (its events are fenced
-  right there). The same script writes the batch's ``fp:subs`` state records, each only while its connection's
-  lease is ours (as the one-Redis script does). A token is thus taken at the first batch (or handover) after a lease
+  right there). The same script writes the batch's ``fp:subs`` state records and ``fp:topic:last_event`` times,
+  each only while its connection's lease is ours (as the one-Redis script does; the times just before the
+  events are written, which saves a round trip per batch). A token is thus taken at the first batch (or handover) after a lease
   acquisition, transfer, suspend re-acquisition or adoption, and it grows with every change of holder.
 - Each events node keeps ``fp:fence:{tag}:{conn}``, the highest token it has seen (``workers.publish_split_script``):
   events carrying a lower token are fenced there, counted and reported like lease fencing.
@@ -26,17 +27,19 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from control import keys
 from workers.event_nodes import EventNodes
 
 _TOKENS_LUA = """
-local owner, n = ARGV[1], tonumber(ARGV[2])
+local owner, n, n_states = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens = {}
 for c = 1, n do
-  local conn = ARGV[2 + c]
+  local conn = ARGV[3 + c]
   tokens[c] = 0
-  if owner ~= '' and redis.call('GET', KEYS[3 + c]) == owner then
+  if owner ~= '' and redis.call('GET', KEYS[4 + c]) == owner then
     local rec = redis.call('HGET', KEYS[1], conn)
     local token, who = nil, nil
     if rec then token, who = string.match(rec, '^(%d+) (.*)$') end
@@ -47,10 +50,15 @@ for c = 1, n do
     tokens[c] = tonumber(token)
   end
 end
-local a = 3 + n
-while a + 2 <= #ARGV do
+local a = 4 + n
+for i = 1, n_states do
   local c = tonumber(ARGV[a + 2])
   if c == 0 or tokens[c] > 0 then redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1]) end
+  a = a + 3
+end
+while a + 2 <= #ARGV do
+  local c = tonumber(ARGV[a + 2])
+  if c == 0 or tokens[c] > 0 then redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]) end
   a = a + 3
 end
 return tokens
@@ -75,18 +83,22 @@ class Fence:
         self.nodes = nodes
         self._tokens = control.register_script(_TOKENS_LUA)
 
-    async def tokens(self, owner: bytes | str, conns: Sequence[str],
-                     states: Sequence[tuple[str, bytes, str | None]] = ()) -> dict[str, int]:  # fmt: skip
+    async def tokens(self, owner: bytes | str, conns: Sequence[str], states: Sequence[tuple[str, bytes, str | None]] = (),
+                     last_event: Sequence[tuple[str, int, str | None]] = ()) -> dict[str, int]:  # fmt: skip
         """``conn -> token`` for ``conns`` (0: the lease is not ``owner``'s); writes ``states`` (``(topic, record
-        json, connection or None)``) to ``fp:subs``, each only while its connection is ``owner``'s."""
-        if not conns and not states:
+        json, connection or None)``) to ``fp:subs`` and ``last_event`` (``(topic, ts ms, connection or None)``) to
+        ``fp:topic:last_event``, each only while its connection is ``owner``'s."""
+        if not conns and not states and not last_event:
             return {}
         index = {c: i + 1 for i, c in enumerate(conns)}
-        args: list[bytes | str | int] = [owner, len(conns), *conns]
+        args: list[bytes | str | int] = [owner, len(conns), len(states), *conns]
         for topic, record, conn in states:
             args.extend((topic, record, 0 if conn is None else index[conn]))
+        for topic, ts, conn in last_event:
+            args.extend((topic, ts, 0 if conn is None else index[conn]))
         lease_keys = [keys.lease(c) for c in conns]
-        reply = await self._tokens(keys=[keys.FENCE_TOKENS, keys.FENCE_SEQ, keys.SUB_STATE, *lease_keys], args=args)
+        reply = await self._tokens(keys=[keys.FENCE_TOKENS, keys.FENCE_SEQ, keys.SUB_STATE, keys.TOPIC_LAST_EVENT,
+                                         *lease_keys], args=args)  # fmt: skip
         return {c: int(t) for c, t in zip(conns, reply, strict=True)}
 
     async def push(self, conn_id: str, owner: str) -> int:
@@ -104,9 +116,12 @@ class Fence:
             nodes = await self.nodes.ready()
             await asyncio.gather(*(n.client.execute_command("EVAL", _PUSH_LUA, 1, keys.node_fence(n.tag, conn_id), token)
                                    for n in nodes))  # fmt: skip
-        except Exception:
+        except RedisError:
             self.nodes.invalidate()
             raise
+        except Exception as exc:  # e.g. RedisClusterException: no node reachable to read the slot map from
+            self.nodes.invalidate()
+            raise RedisConnectionError(f"fence token not pushed: {type(exc).__name__}: {exc}") from exc
 
     async def seen(self, conn_id: str) -> Mapping[str, int]:
         """``node name -> highest token stored for conn_id`` (tests and diagnostics)."""

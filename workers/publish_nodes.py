@@ -6,11 +6,12 @@ accounting stay the same.
 One batch, one attempt (``SplitWriter.write``):
 
 1. Control Redis, one script (``workers.fence.Fence.tokens``): the fence token of each connection of the batch
-   whose lease is ours (0: not ours, its events are fenced here), and the batch's ``fp:subs`` state records.
+   whose lease is ours (0: not ours, its events are fenced here), the batch's ``fp:subs`` state records and its
+   topics' ``fp:topic:last_event`` times (both only for connections whose lease is ours). The times are thus
+   written just before the events: a batch an events node then fences or cannot write leaves them ahead.
 2. Events Redis: the events grouped by the master serving their topic's slot; per node one pipelined round trip,
    ``EVALSHA`` of ``workers.publish_split_script.NODE_SCRIPT`` and, when ``min_replicas`` > 0, ``WAIT min_replicas
    wait_timeout_ms``; all nodes concurrently.
-3. Control Redis: ``HSET fp:topic:last_event`` for the topics whose events were written.
 
 Exactly once per node: each node records the batch number and outcome under ``fp:batch:{tag}:{publisher}`` in the
 same atomic run as its writes. When any node fails transiently (connection lost, ``MOVED``/``ASK``/``TRYAGAIN``/
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Errors of a node that mean "the slot map changed or the cluster is between states": resend after a refresh.
 _CLUSTER_TRANSIENT = (AskError, TryAgainError, ClusterError, KeyError)
-_LAST_EVENT_KEY = keys.TOPIC_LAST_EVENT.encode()
 
 
 class NodesNotWritten(RedisConnectionError):
@@ -59,7 +59,7 @@ class NodesNotWritten(RedisConnectionError):
 class _Batch:
     """One batch as handed over by the publisher (kept across its resends)."""
 
-    __slots__ = ("announce", "conns", "events", "number", "states", "ts", "unconfirmed_since")
+    __slots__ = ("announce", "conns", "events", "last_event", "number", "states", "unconfirmed_since")
 
     def __init__(self, announce: list[tuple[str, str | None, bytes]], batch: list[Item],
                  states: dict[str, tuple[bytes, str | None]], number: int) -> None:  # fmt: skip
@@ -67,11 +67,12 @@ class _Batch:
         self.announce = announce
         #: (topic, connection or None, payload) of every event, gap events first: event number i + 1.
         self.events: list[tuple[str, str | None, bytes]] = [*announce, *((t, c, p) for t, p, _, c, _ in batch)]
-        #: topic -> (ts_received ms of its last event in the batch, that event's number)
-        self.ts: dict[str, tuple[int, int]] = {}
-        for i, (topic, _, ts, _, _) in enumerate(batch, len(announce) + 1):
+        #: topic -> (ts_received ms of its last event in the batch, its connection)
+        last: dict[str, tuple[int, str | None]] = {}
+        for topic, _, ts, conn, _ in batch:
             if ts is not None:
-                self.ts[topic] = (ts, i)
+                last[topic] = (ts, conn)
+        self.last_event = [(topic, ts, conn) for topic, (ts, conn) in last.items()]
         conns: dict[str, None] = {}
         for _, conn, _ in self.events:
             if conn is not None:
@@ -127,7 +128,7 @@ class SplitWriter:
         """One attempt at ``batch``; the script-like reply (class docstring). Raises ``NodesNotWritten`` (resend),
         another transient error (``workers.publish_script.is_transient``: resend) or an error resending would repeat
         (the batch is then lost and announced by the publisher)."""
-        tokens = await self.fence.tokens(self.owner, batch.conns, batch.states)
+        tokens = await self.fence.tokens(self.owner, batch.conns, batch.states, batch.last_event)
         try:
             nodes = await self.nodes.ready()
         except Exception as exc:
@@ -135,6 +136,7 @@ class SplitWriter:
             raise NodesNotWritten(f"events nodes unknown: {type(exc).__name__}: {exc}") from exc
         by_name = {n.name: n for n in nodes}
         groups: dict[str, NodeBatch] = {}
+        group_of: dict[str, NodeBatch] = {}  # topic -> its node's group
         fenced_here: set[str] = set()
         fenced = 0
         for number, (topic, conn, payload) in enumerate(batch.events, 1):
@@ -142,15 +144,18 @@ class SplitWriter:
                 fenced += 1
                 fenced_here.add(conn)
                 continue
-            try:
-                name = self.nodes.node_of(topic)
-                by_name[name]
-            except (KeyError, IndexError) as exc:
-                self.nodes.invalidate()
-                raise NodesNotWritten(f"no known events node serves {topic}") from exc
-            group = groups.get(name)
+            group = group_of.get(topic)
             if group is None:
-                group = groups[name] = NodeBatch()
+                try:
+                    name = self.nodes.node_of(topic)
+                    by_name[name]
+                except (KeyError, IndexError) as exc:
+                    self.nodes.invalidate()
+                    raise NodesNotWritten(f"no known events node serves {topic}") from exc
+                group = groups.get(name)
+                if group is None:
+                    group = groups[name] = NodeBatch()
+                group_of[topic] = group
             group.add(topic, conn, payload, number)
         names = list(groups)
         replies = await asyncio.gather(*(self._send(by_name[n], groups[n], batch.number, tokens) for n in names),
@@ -228,20 +233,9 @@ class SplitWriter:
             fenced_conns.update(local_conns[int(i) - 1] for i in script[3])
             lost.extend(group.numbers[int(n) - 1] for n in script[4])
             resend = resend or len(script) > 5
-        await self._last_event(batch, set(lost), fenced_conns)
         lost.sort()
         out = [failed, first, fenced, [conn_index[c] for c in fenced_conns], lost]
         return [*out, 1] if resend else out
-
-    async def _last_event(self, batch: _Batch, lost: set[int], fenced_conns: set[str]) -> None:
-        """``HSET fp:topic:last_event`` for the batch's topics whose last event (with a ts) was written."""
-        mapping: dict[str, int] = {}
-        for topic, (ts, number) in batch.ts.items():
-            conn = batch.events[number - 1][1]
-            if number not in lost and conn not in fenced_conns:
-                mapping[topic] = ts
-        if mapping:
-            await self.control.hset(_LAST_EVENT_KEY, mapping=mapping)  # type: ignore[arg-type, misc]
 
     @property
     def stats(self) -> dict[str, int]:
