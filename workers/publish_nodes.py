@@ -59,24 +59,25 @@ class NodesNotWritten(RedisConnectionError):
 class _Batch:
     """One batch as handed over by the publisher (kept across its resends)."""
 
-    __slots__ = ("announce", "conns", "events", "last_event", "number", "states", "unconfirmed_since")
+    __slots__ = ("announce", "conns", "items", "last_event", "number", "states", "unconfirmed_since")
 
     def __init__(self, announce: list[tuple[str, str | None, bytes]], batch: list[Item],
                  states: dict[str, tuple[bytes, str | None]], number: int) -> None:  # fmt: skip
         self.number = number
-        self.announce = announce
-        #: (topic, connection or None, payload) of every event, gap events first: event number i + 1.
-        self.events: list[tuple[str, str | None, bytes]] = [*announce, *((t, c, p) for t, p, _, c, _ in batch)]
+        #: Gap events ``(topic, connection or None, payload)``, then the queued events: numbered 1.. in that order.
+        self.announce, self.items = announce, batch
+        conns: dict[str, None] = {}
+        for _, conn, _ in announce:
+            if conn is not None:
+                conns.setdefault(conn)
         #: topic -> (ts_received ms of its last event in the batch, its connection)
         last: dict[str, tuple[int, str | None]] = {}
         for topic, _, ts, conn, _ in batch:
             if ts is not None:
                 last[topic] = (ts, conn)
+            if conn is not None and conn not in conns:
+                conns[conn] = None
         self.last_event = [(topic, ts, conn) for topic, (ts, conn) in last.items()]
-        conns: dict[str, None] = {}
-        for _, conn, _ in self.events:
-            if conn is not None:
-                conns.setdefault(conn)
         self.states = [(topic, record, conn) for topic, (record, conn) in states.items()]
         for _, _, conn in self.states:
             if conn is not None:
@@ -136,27 +137,43 @@ class SplitWriter:
             raise NodesNotWritten(f"events nodes unknown: {type(exc).__name__}: {exc}") from exc
         by_name = {n.name: n for n in nodes}
         groups: dict[str, NodeBatch] = {}
-        group_of: dict[str, NodeBatch] = {}  # topic -> its node's group
+        slot_of: dict[tuple[str, str | None], tuple[NodeBatch, int]] = {}  # (topic, conn) -> its group and slot
         fenced_here: set[str] = set()
         fenced = 0
-        for number, (topic, conn, payload) in enumerate(batch.events, 1):
+
+        def place(topic: str, conn: str | None) -> tuple[NodeBatch, int]:
+            try:
+                name = self.nodes.node_of(topic)
+                by_name[name]
+            except (KeyError, IndexError) as exc:
+                self.nodes.invalidate()
+                raise NodesNotWritten(f"no known events node serves {topic}") from exc
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = NodeBatch()
+            hit = slot_of[(topic, conn)] = (group, group.slot(topic, conn))
+            return hit
+
+        for number, (topic, conn, payload) in enumerate(batch.announce, 1):
             if conn is not None and not tokens.get(conn):
                 fenced += 1
                 fenced_here.add(conn)
                 continue
-            group = group_of.get(topic)
-            if group is None:
-                try:
-                    name = self.nodes.node_of(topic)
-                    by_name[name]
-                except (KeyError, IndexError) as exc:
-                    self.nodes.invalidate()
-                    raise NodesNotWritten(f"no known events node serves {topic}") from exc
-                group = groups.get(name)
-                if group is None:
-                    group = groups[name] = NodeBatch()
-                group_of[topic] = group
-            group.add(topic, conn, payload, number)
+            group, slot = slot_of.get((topic, conn)) or place(topic, conn)
+            group.add(slot, payload, number)
+        for number, (topic, payload, _, conn, _) in enumerate(batch.items, len(batch.announce) + 1):  # hot: inlined
+            if conn is not None and not tokens.get(conn):
+                fenced += 1
+                fenced_here.add(conn)
+                continue
+            hit = slot_of.get((topic, conn))
+            if hit is None:
+                hit = place(topic, conn)
+            group, slot = hit
+            events = group.events
+            events.append(slot)
+            events.append(payload)
+            group.numbers.append(number)
         names = list(groups)
         replies = await asyncio.gather(*(self._send(by_name[n], groups[n], batch.number, tokens) for n in names),
                                        return_exceptions=True)  # fmt: skip

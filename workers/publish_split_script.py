@@ -131,7 +131,7 @@ def topic_keys(topic: str) -> tuple[bytes, bytes, bytes]:
 
 
 class NodeBatch:
-    """The part of one batch that goes to one events node: add events in order, then ``argv()``.
+    """The part of one batch that goes to one events node: ``slot`` and ``add`` events in order, then ``argv()``.
 
     ``numbers[i]``: the batch-wide number (1-based) of this node's event i + 1; ``conns``: connection id -> index
     local to this node (1-based) in first-seen order.
@@ -146,13 +146,17 @@ class NodeBatch:
         self.events: list[bytes | int] = []
         self.numbers: list[int] = []
 
-    def add(self, topic: str, conn: str | None, payload: bytes, number: int) -> None:
-        """Append one event of ``topic`` (written for connection ``conn``, None: unfenced), batch-wide ``number``."""
+    def slot(self, topic: str, conn: str | None) -> int:
+        """The slot (0-based) of ``topic`` written for connection ``conn`` (None: unfenced), added when new."""
         slot = self.slots.get((topic, conn))
         if slot is None:
             slot = self.slots[(topic, conn)] = len(self.slots)
             self.slot_args.extend(topic_keys(topic))
             self.slot_args.append(0 if conn is None else self.conns.setdefault(conn, len(self.conns) + 1))
+        return slot
+
+    def add(self, slot: int, payload: bytes, number: int) -> None:
+        """Append one event of ``slot`` (see ``slot``) with its batch-wide ``number``."""
         self.events.append(slot)
         self.events.append(payload)
         self.numbers.append(number)
