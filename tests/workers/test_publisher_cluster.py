@@ -183,3 +183,46 @@ async def test_a_failover_while_events_flow_loses_nothing_silently(own_cluster: 
     assert total.lost == total.announced and total.duplicates == 0 and total.unknown == 0
     assert total.stored + total.lost == sum(map(len, sent.values()))
     await reader.aclose()
+
+
+async def test_markers_and_order_events_use_the_events_cluster(redis_cluster: LocalCluster, redis_url: str) -> None:
+    """The handover markers (XREVRANGE per topic, topics on every master) and the order executor's alert event
+    (XADD + SPUBLISH) and latest-price reads (two GETs, two slots) on a cluster events Redis."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from control.settings import Settings
+    from workers.handover import Handovers
+    from workers.orders import OrderExecutor
+
+    events = make_events_redis(redis_cluster.url, decode=False)
+    assert isinstance(events, RedisCluster)
+    text = make_redis(redis_url)
+    try:
+        topics = [t for ts in (await spread_topics(events, 1)).values() for t in ts]
+        for i, topic in enumerate(topics):
+            await events.xadd(keys.event_stream(topic), {keys.STREAM_FIELD: orjson.dumps(trade(i, topic))})
+        handovers = Handovers(text)
+        handovers.events = events
+        markers = await handovers.markers(topics)
+        assert [m["trade_id"] if m else None for m in markers.values()] == ["0", "1", "2"]
+        executor = OrderExecutor(Settings(), redis=text, blocking=text, session=None,  # type: ignore[arg-type]
+                                 worker_id="w1", events=events)  # fmt: skip
+        await events.set(keys.latest("gateio:trade:BTC_USDT"), orjson.dumps({"price": "61800.5"}))
+        assert await executor.last_price("gateio", "BTC_USDT") == "61800.5"
+        topic = "gateio:order:main"
+        node = events.get_node_from_key(keys.event_channel(topic))
+        sub = Redis(host=node.host, port=node.port)
+        shard = sub.pubsub()
+        await shard.execute_command("SSUBSCRIBE", keys.event_channel(topic))
+        await shard.parse_response(timeout=2)
+        await executor.alert(SimpleNamespace(exchange="gateio", account="main"), "stop-loss failed", {})  # type: ignore[arg-type]
+        message = await shard.parse_response(timeout=2)
+        assert message[0] == b"smessage" and b"stop-loss failed" in message[2]
+        assert len(await stored(events, topic)) == 1
+        await shard.aclose()
+        await sub.aclose()
+    finally:
+        await text.aclose()
+        await events.aclose()
