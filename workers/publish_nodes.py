@@ -197,7 +197,9 @@ class SplitWriter:
                 continue
             if isinstance(out[0], BaseException):
                 raise out[0]
-            return out[0], (int(out[1]) if wait and not isinstance(out[1], BaseException) else None)
+            if not wait:
+                return out[0], None
+            return out[0], 0 if isinstance(out[1], BaseException) else int(out[1])  # a failed WAIT confirms nothing
         raise NodesNotWritten(f"script not loadable on {node.name}")
 
     async def _combine(self, batch: _Batch, sent: list[tuple[Node, NodeBatch]], replies: list[Any], fenced: int,
