@@ -24,6 +24,7 @@ from tests.loss import align
 from tests.workers._publisher_world import TOPICS, stream_events, trade
 from tests.workers.tcp_proxy import TcpProxy
 from workers.handover import Handovers
+from workers.leases import Leases
 from workers.publisher import Publisher
 from workers.publisher_setup import publisher_for
 
@@ -96,11 +97,14 @@ async def test_events_go_to_the_events_redis_and_control_state_to_the_control_re
     assert pub.stats["events_published"] == 30 and pub.stats["fenced"] == 0
 
 
+@pytest.mark.parametrize("how", ["handover", "takeover"])
 async def test_a_fenced_old_owner_writes_nothing_after_the_handover(
-    control: Redis, events: Redis, servers: tuple[RedisServer, RedisServer]
+    control: Redis, events: Redis, servers: tuple[RedisServer, RedisServer], how: str
 ) -> None:
-    """The old owner's batch passed its lease check and is in flight when the lease moves to the taker and the
-    taker pushes its fence token: the events Redis fences it (without tokens it would land after the markers)."""
+    """The old owner's batch passed its lease check and is in flight when the lease moves to another worker (a
+    handover: lease compare-and-set, then the marker read; a takeover: the lease expired and was taken with SET NX)
+    and that worker pushes its fence token: the events Redis fences the old owner's batch (without tokens it would
+    land after the markers, or after the takeover)."""
     await control.set(keys.lease("c1"), b"w1")
     text = make_redis(servers[0].url())
     async with split_publisher(control, servers[1].url(), "w1") as old, \
@@ -120,11 +124,15 @@ async def test_a_fenced_old_owner_writes_nothing_after_the_handover(
         for i in range(1, 6):
             old.publish(TOPICS[0], trade(i, TOPICS[0]), "c1")
         await asyncio.wait_for(sending.wait(), 5.0)  # tokens read: the lease was still w1's
-        handovers = Handovers(text, new.split.fence)
-        await text.set(keys.handover("c1"), "w1>w2")
-        assert await handovers.transfer("c1", "w1", "w2", 4000)
-        markers = await handovers.markers([TOPICS[0]])  # pushes w2's token first
-        assert markers[TOPICS[0]] is not None and markers[TOPICS[0]]["trade_id"] == "0"
+        if how == "handover":
+            handovers = Handovers(text, new.split.fence)
+            await text.set(keys.handover("c1"), "w1>w2")
+            assert await handovers.transfer("c1", "w1", "w2", 4000)
+            markers = await handovers.markers([TOPICS[0]])  # pushes w2's token first
+            assert markers[TOPICS[0]] is not None and markers[TOPICS[0]]["trade_id"] == "0"
+        else:
+            await text.delete(keys.lease("c1"))  # w1's lease expired
+            assert await Leases(text, new.split.fence).acquire("c1", "w2", 4000)  # pushes w2's token
         hold.set()
         assert await old.flush(5.0)
         new.publish(TOPICS[0], trade(6, TOPICS[0]), "c1")
