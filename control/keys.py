@@ -32,6 +32,13 @@ control/events_redis.py). The braces are literal: the topic is the hash tag, one
     fp:stream:{topic}     stream, one entry per event, field "d" = event JSON; MAXLEN ~ STREAM_MAXLEN
     fp:pub:{topic}        pub/sub channel, message = event JSON (sharded pub/sub, SPUBLISH, on a cluster)
     fp:last:{topic}       str   latest event JSON
+Split mode only (``EVENTS_REDIS_URL`` set; workers.publish_nodes, workers.fence). Per events node, ``{tag}`` a hash
+tag of a slot that node serves (``control.events_redis.node_tag``):
+    fp:batch:{tag}:{pub}  str   a publisher instance's last batch on that node and its outcome (1-day TTL)
+    fp:fence:{tag}:{conn} int   highest fence token seen for connection {conn} on that node (1-day TTL)
+    and on the control Redis:
+    fp:fence              hash  connection id -> "<token> <worker id>": the token of the lease's current holder
+    fp:fence:seq          int   fence token counter
 """
 
 from __future__ import annotations
@@ -78,6 +85,20 @@ def publisher_batch(publisher: str) -> str:
     """Last batch written by one publisher instance (``<worker id>:<random hex>``), with what the script reported
     for it (string, 1-day TTL): a batch resent after a lost reply is recognised and not written twice."""
     return f"fp:batch:{publisher}"
+
+
+FENCE_TOKENS = "fp:fence"
+FENCE_SEQ = "fp:fence:seq"
+
+
+def node_batch(tag: str, publisher: str) -> str:
+    """``publisher_batch`` of one events node (split mode): ``tag`` is a hash tag of a slot that node serves."""
+    return f"fp:batch:{{{tag}}}:{publisher}"
+
+
+def node_fence(tag: str, conn_id: str) -> str:
+    """Highest fence token of connection ``conn_id`` seen on the events node of hash tag ``tag`` (split mode)."""
+    return f"fp:fence:{{{tag}}}:{conn_id}"
 
 
 def event_stream(topic: str) -> str:

@@ -106,6 +106,12 @@ class Settings:
         "Redis for the event data (streams, pub/sub, latest values) when it is not `REDIS_URL`: one server, "
         "Sentinel, or a Redis Cluster as `redis+cluster://[[user]:password@]host:port[,host:port...]`",
         show=display_url, shown_default="REDIS_URL")  # fmt: skip
+    #: Split mode (workers.publish_nodes): replicas that must confirm (WAIT) a batch before it counts as written.
+    events_min_replicas: int = setting(
+        "EVENTS_MIN_REPLICAS", -1, int_range(-1, 16),
+        "replicas of an events node that must confirm (`WAIT`) each batch before it counts as written; -1: 1 on a "
+        "Redis Cluster, else 0; 0: off. Unconfirmed batches are resent after a failover (never twice)",
+        shown_default="-1")  # fmt: skip
     workers: int = setting("WORKERS", 2, int_range(1, 256), "worker processes started by `scripts/run`")
     worker_id: str = setting(
         "WORKER_ID", "", WORKER_ID, "set per process by supervisord (`<host>-<n>`)", env_default=_host_pid,

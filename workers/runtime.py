@@ -68,7 +68,7 @@ from workers.exchanges.base import ExchangeAdapter
 from workers.heartbeat import Heartbeat
 from workers.planner import PlanResult, plan, read_plan, stale_urls
 from workers.private import account_of_route
-from workers.publisher import Publisher
+from workers.publisher_setup import publisher_for
 from workers.rebalance import Rebalancer
 from workers.suspend import Suspender
 
@@ -85,7 +85,7 @@ class WorkerRuntime:
     :param settings: runtime settings (intervals, lease TTL, drain timeout, URLs).
     :param worker_id: unique id of this worker process (``Settings.worker_id``).
     :param redis: ``decode_responses=True`` client for control state.
-    :param redis_bytes: ``decode_responses=False`` client for the event publisher.
+    :param redis_bytes: ``decode_responses=False`` client of the control Redis for the event publisher.
     :param session: shared ``aiohttp.ClientSession`` for the WebSockets.
     :param adapters: exchange id -> adapter (default ``workers.exchanges.configured_adapters(settings)``).
     :param connection_factory: builds a connection (default ``ExchangeConnection``) from keyword args
@@ -109,7 +109,7 @@ class WorkerRuntime:
         self.adapters = configured_adapters(settings) if adapters is None else adapters
         self.connection_factory, self.clock = connection_factory, clock
         self.store = ControlStore(redis)
-        self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen, worker_id=worker_id)
+        self.publisher = publisher_for(settings, redis_bytes, worker_id)  # split mode: EVENTS_REDIS_URL
         self._suspend = Suspender(redis, self.publisher, worker_id=worker_id, lease_ttl_s=settings.lease_ttl_s,
                                   heartbeat_interval_s=settings.heartbeat_interval_s)  # fmt: skip
         self.accounts = AccountBook(settings, self.adapters, session=session, publisher=self.publisher, clock=clock)
