@@ -23,8 +23,9 @@ Replicated before counted (``min_replicas``): Redis replicates asynchronously, s
 vanish when the master dies and its replica takes over. A node's part counts as written only once ``WAIT`` says
 ``min_replicas`` replicas have it. An unconfirmed part is resent: if the replica got it, the batch record came with
 it (script effects replicate atomically) and nothing is written twice; if not, it is written again, once. When a
-node cannot confirm for ``confirm_within_s`` (no replica left), its writes are accepted unconfirmed for
-``unconfirmed_grace_s`` and counted in ``unreplicated`` (events), then confirmation is tried again.
+node cannot confirm for ``confirm_within_s`` (no replica left), its writes are accepted unconfirmed and counted in
+``unreplicated`` (events); meanwhile each of its batches asks ``ROLE`` instead of ``WAIT``, and once the node lists
+``min_replicas`` replicas again its writes wait for confirmation again (no periodic stall while it has none).
 """
 
 from __future__ import annotations
@@ -98,17 +99,16 @@ class SplitWriter:
     """
 
     def __init__(self, control: Redis, events: EventsRedis, *, stream_maxlen: int, owner: bytes, publisher: str,
-                 min_replicas: int = 0, wait_timeout_ms: int = 500, confirm_within_s: float = 5.0,
-                 unconfirmed_grace_s: float = 30.0) -> None:  # fmt: skip
+                 min_replicas: int = 0, wait_timeout_ms: int = 500, confirm_within_s: float = 5.0) -> None:  # fmt: skip
         self.control = control
         self.nodes = EventNodes(events)
         self.fence = Fence(control, self.nodes)
         self.stream_maxlen, self.owner, self.publisher = stream_maxlen, owner, publisher
         self.min_replicas, self.wait_timeout_ms = min_replicas, wait_timeout_ms
-        self.confirm_within_s, self.unconfirmed_grace_s = confirm_within_s, unconfirmed_grace_s
+        self.confirm_within_s = confirm_within_s
         self._sha: str | None = None
-        #: node name -> monotonic time until which its writes are accepted without replica confirmation.
-        self._unconfirmed_until: dict[str, float] = {}
+        #: Nodes whose writes are accepted without replica confirmation until ``ROLE`` lists enough replicas.
+        self._degraded: set[str] = set()
         #: Events accepted without the replica confirmation ``min_replicas`` asks for (see the module docstring).
         self.unreplicated = 0
         #: Attempts that failed on some node and were resent (slot map re-read), and WAITs that fell short.
@@ -183,7 +183,8 @@ class SplitWriter:
         """EVALSHA (+ WAIT) on ``node``; returns ``(script reply, replicas confirmed or None without WAIT)``."""
         args = group.argv(self.stream_maxlen, number, self.nodes.cluster is not None, node.tag, tokens)
         record = keys.node_batch(node.tag, self.publisher).encode()
-        wait = self.min_replicas > 0 and time.monotonic() >= self._unconfirmed_until.get(node.name, 0.0)
+        wait = self.min_replicas > 0 and node.name not in self._degraded
+        probe = self.min_replicas > 0 and not wait
         for _ in range(2):
             if self._sha is None:
                 self._sha = await node.client.script_load(NODE_SCRIPT)
@@ -191,12 +192,18 @@ class SplitWriter:
                 pipe.execute_command("EVALSHA", self._sha, 1, record, *args)
                 if wait:
                     pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
+                elif probe:
+                    pipe.execute_command("ROLE")
                 out = await pipe.execute(raise_on_error=False)
             if isinstance(out[0], NoScriptError):  # a node that never saw it (a promoted replica, a restart)
                 await node.client.script_load(NODE_SCRIPT)
                 continue
             if isinstance(out[0], BaseException):
                 raise out[0]
+            if probe and _replicas_listed(out[1]) >= self.min_replicas:
+                self._degraded.discard(node.name)  # replicas are back: the next batch waits for them again
+                log.info("events node %s lists %d replicas again; writes wait for confirmation", node.name,
+                         _replicas_listed(out[1]))  # fmt: skip
             if not wait:
                 return out[0], None
             return out[0], 0 if isinstance(out[1], BaseException) else int(out[1])  # a failed WAIT confirms nothing
@@ -229,16 +236,17 @@ class SplitWriter:
                 retry.extend(f"{node.name}: WAIT confirmed fewer than {self.min_replicas} replicas" for node, _ in short)
             else:
                 for node, _ in short:
-                    self._unconfirmed_until[node.name] = now + self.unconfirmed_grace_s
+                    self._degraded.add(node.name)
                     log.warning("events node %s: no replica confirmed a batch for %.1f s; accepting writes "
-                                "unconfirmed for %.0f s", node.name, now - batch.unconfirmed_since,
-                                self.unconfirmed_grace_s)  # fmt: skip
+                                "unconfirmed until it lists %d replicas again", node.name,
+                                now - batch.unconfirmed_since, self.min_replicas)  # fmt: skip
         if retry:
             self.node_retries += 1
             self.nodes.invalidate()
             raise NodesNotWritten("; ".join(retry))
         if self.min_replicas > 0:
-            self.unreplicated += sum(len(g.numbers) for n, g in sent if self._unconfirmed_until.get(n.name, 0.0) > now)
+            self.unreplicated += sum(len(g.numbers) for (_, g), r in zip(sent, replies, strict=True)
+                                     if r[1] is None or r[1] < self.min_replicas)  # fmt: skip
         failed, first, resend = 0, "", False
         lost: list[int] = []
         conn_index = {c: i + 1 for i, c in enumerate(batch.conns)}
@@ -265,3 +273,11 @@ class SplitWriter:
         """Close the per-node clients and the events client (not the control client)."""
         await self.nodes.aclose()
         await self.nodes.events.aclose()
+
+
+def _replicas_listed(role: Any) -> int:
+    """Replicas a master's ``ROLE`` reply lists (``[b"master", offset, [[host, port, offset], ...]]``); 0 for
+    anything else (an error, a replica's reply)."""
+    if isinstance(role, list) and len(role) >= 3 and role[0] in (b"master", "master") and isinstance(role[2], list):
+        return len(role[2])
+    return 0

@@ -5,7 +5,8 @@ replica is cut off from the master, the master keeps acknowledging writes, then 
 and the forwarder pointed at it: what the master took after the cut is gone. With ``min_replicas=1`` none of it
 counted as written, so it is resent to the promoted replica: every event stored exactly once. With the check off
 (``min_replicas=0``, the one-Redis behaviour) the same failover loses events silently. A master that has no replica
-at all (the promoted one, here) holds its batches for ``confirm_within_s``, then writes them unconfirmed and counts them (``unreplicated``).
+at all (the promoted one, here) holds its batches for ``confirm_within_s``, then writes them unconfirmed and counts them (``unreplicated``) until
+it lists a replica again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 from control.events_redis import make_events_redis
 from control.redis_client import make_redis
 from tests.e2e import redis_roles
-from tests.e2e.harness import RedisServer, free_port, redis_server
+from tests.e2e.harness import RedisServer, free_port, redis_server, wait_until
 from tests.loss import Loss, align
 from tests.workers._publisher_world import TOPICS, stream_events, trade
 from tests.workers.tcp_proxy import TcpProxy
@@ -101,8 +102,11 @@ async def test_without_wait_the_same_failover_loses_events_silently(pair: redis_
     assert loss.lost > 0 and loss.announced == 0
 
 
-async def test_a_master_without_replica_is_accepted_after_the_bound_and_counted(own_redis: RedisServer,
-                                                                                control: Redis) -> None:  # fmt: skip
+async def test_a_master_without_replica_is_accepted_after_the_bound_and_waits_again_once_one_attaches(
+    own_redis: RedisServer, control: Redis, tmp_path: Path
+) -> None:
+    """No replica: held for ``confirm_within_s``, then accepted and counted, with no further hold however long it
+    lasts (each batch asks ROLE, not WAIT); once a replica attaches, writes wait for its confirmation again."""
     pub = Publisher(control, stream_maxlen=1000, events=make_events_redis(own_redis.url(), decode=False),
                     min_replicas=1)  # fmt: skip
     assert pub.split is not None
@@ -112,14 +116,28 @@ async def test_a_master_without_replica_is_accepted_after_the_bound_and_counted(
         for i in range(10):
             pub.publish(TOPICS[1], trade(i, TOPICS[1]))
         assert await pub.flush(5.0)
-        for i in range(10, 20):  # within the grace period: written at once, counted
+        held = pub.stats["unconfirmed"]
+        for i in range(10, 20):  # degraded: written at once, counted, no WAIT asked
             pub.publish(TOPICS[1], trade(i, TOPICS[1]))
-        assert await pub.flush(1.0)
+            assert await pub.flush(1.0)
         stats = pub.stats
+        assert stats["unconfirmed"] == held and stats["unreplicated"] == 20
+        with redis_server(tmp_path / "replica") as replica:  # a replica attaches and syncs
+            with redis_roles.client(replica) as r:
+                r.execute_command("REPLICAOF", "127.0.0.1", str(own_redis.port))
+                wait_until(lambda: r.info("replication").get("master_link_status") == "up", 10, "replica in sync")
+            pub.publish(TOPICS[1], trade(20, TOPICS[1]))  # this batch's ROLE lists the replica (once it is linked)
+            assert await pub.flush(5.0)
+            for i in range(21, 31):
+                pub.publish(TOPICS[1], trade(i, TOPICS[1]))
+                assert await pub.flush(5.0)
+            after = pub.stats
     finally:
         await pub.close()
     reader = make_redis(own_redis.url(), decode=False)
     stored = [int(e["trade_id"]) for e in await stream_events(reader, TOPICS[1])]
     await reader.aclose()
-    assert stored == list(range(20))
-    assert stats["unreplicated"] == 20 and stats["unconfirmed"] >= 1
+    assert stored == list(range(31))
+    # confirmation resumed: at most the batches sent before the replica was listed count as unreplicated
+    assert after["unreplicated"] < 31 and after["unreplicated"] - stats["unreplicated"] <= 11
+    assert pub.split._degraded == set()
