@@ -187,6 +187,14 @@ async def sse_lost(system: System, reader: SSEReader, topic: str = SSE_TOPIC) ->
     return sum(1 for raw_id, _ in entries if raw_id.decode() not in received)
 
 
+async def observe(system: System, reader: SSEReader) -> tuple[int, Loss, int]:
+    """After recovery: watch the system under load for ``OBSERVE_S``, then ``(duplicate connections since the
+    window began, trade_loss, sse_lost of reader)``."""
+    settled = time.monotonic()
+    await asyncio.sleep(OBSERVE_S)  # observation window under load
+    return system.watch.extra_after(settled), await trade_loss(system), await sse_lost(system, reader)
+
+
 def figure(name: str, recovered_s: float, duplicates: int, loss: Loss, sse: int) -> str:
     line = (f"chaos {name}: recovered in {recovered_s:.2f} s, duplicate connections {duplicates}, "
             f"events lost {loss.lost} (announced {loss.announced}), sse lost {sse}")  # fmt: skip

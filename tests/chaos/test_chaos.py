@@ -68,6 +68,7 @@ from tests.chaos.harness import (
     chaos_system,
     each_native_once,
     figure,
+    observe,
     sse_lost,
     trade_loss,
 )
@@ -136,12 +137,7 @@ async def kill_9_scenario(tmp_path: Path, name: str, *, restarted: bool, events_
             await stopping
         await s.recovered(timeout_s=LEASE_TTL_S + 10, sockets_after=t0, natives=orphaned)
         recovered_s = time.monotonic() - t0
-        settled = time.monotonic()
-        await asyncio.sleep(OBSERVE_S)  # observation window under load
-
-        duplicates = s.watch.extra_after(settled)
-        loss = await trade_loss(s)
-        lost_sse = await sse_lost(s, sse)
+        duplicates, loss, lost_sse = await observe(s, sse)
         owners = {c["id"]: c["worker"] for c in (await s.status())["connections"]}
         state = (await s.fp.ctl("status", program)).split()
         figure(name, recovered_s, duplicates, loss, lost_sse)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from control import keys
-from tests.chaos.harness import OBSERVE_S, SSE_TOPIC, WORKERS, chaos_system, figure, sse_lost, trade_loss
+from tests.chaos.harness import SSE_TOPIC, WORKERS, chaos_system, figure, observe, trade_loss
 from tests.chaos.test_chaos import kill_9_scenario
 from tests.e2e.harness import SSEReader, workers_alive
 
@@ -44,12 +44,7 @@ async def test_events_master_failover_under_load(tmp_path: Path) -> None:
         failover_s = await asyncio.to_thread(s.cluster.fail_master, victim)
         await s.recovered(timeout_s=30)
         recovered_s = time.monotonic() - t0
-        settled = time.monotonic()
-        await asyncio.sleep(OBSERVE_S)  # observation window under load
-
-        duplicates = s.watch.extra_after(settled)
-        loss = await trade_loss(s)
-        lost_sse = await sse_lost(s, sse)
+        duplicates, loss, lost_sse = await observe(s, sse)
         after = {c["id"]: c["reconnects"] for c in (await s.status())["connections"]}
         cut = sum(after.get(c, 0) - n for c, n in reconnects.items())
         figure("events-master-failover", recovered_s, duplicates, loss, lost_sse)
