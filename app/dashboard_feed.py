@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.routes.status import status_snapshot
 from app.sse_hub import parse_stream_id
@@ -196,7 +196,7 @@ class DashboardFeed:
         while True:
             try:
                 snapshot = await self.sample()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RedisClusterException) as exc:
                 logger.warning("dashboard feed: redis unavailable: %s: %s", type(exc).__name__, exc)
                 snapshot = {"server_time": int(time.time() * 1000), "error": "redis_unavailable",
                             "log": list(self.log)}  # fmt: skip

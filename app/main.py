@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from app.auth import Authenticator, AuthMiddleware, check_exposure
 from app.errors import EXCEPTION_HANDLERS, PayloadTooLargeEnvelope
+from app.fanout_metrics import FanoutCollector
 from app.forwarded import parse_networks
 from app.keepalive import DRAIN_MIN_BYTES, DrainUnreadBody
 from app.lifespan import lifespan
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.metrics = ControlMetrics()
+    app.state.metrics.registry.register(FanoutCollector(app.state))
     app.state.access_policy = policy
     app.state.auth_open = authenticator.open
     app.state.authenticator = authenticator

@@ -13,12 +13,10 @@ import anyio
 import orjson
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.observe import ControlMetrics
 from app.sse_cursor import CursorFormat
+from app.sse_entries import READ_ERRORS, UNREACHABLE, Entry, Rewind
 from app.sse_hub import Batch, SSEHub, StreamId, Subscription, catch_up, format_stream_id
 from app.sse_stream import KEEPALIVE, StreamState
 from app.sse_wire import sse_frame
@@ -29,7 +27,6 @@ logger = logging.getLogger("app.routes.sse")
 RETRY_MS = 2000
 #: Backoff of an open stream's Redis calls (registration, catch-up) while Redis is away: seconds, capped.
 _OUTAGE_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class ClientStream(StreamState):
@@ -93,6 +90,14 @@ class ClientStream(StreamState):
                     out.append(b"id: " + self.fmt.format(ids).encode() + b"\n" + entry.wire)
         if self.metrics is not None and len(out) > before:
             self.metrics.sse_events.inc(len(out) - before)  # once per batch, not per event
+
+    def rewind(self, notice: Entry, out: list[bytes]) -> None:
+        """Apply a ``Rewind`` notice: when the cursor of ``notice.topic`` is past ``notice.sid``, move it back there
+        and append the notice's ``gap`` event (its ``id:`` is the moved cursor)."""
+        i = self.index[notice.topic]
+        if self.last[i] > notice.sid:
+            self.last[i], self.ids[i] = notice.sid, notice.id
+            out.append(self.frame("gap", notice.data))
 
     def wake(self) -> None:
         """Wake the stream's wait (``app.sse_stream`` flags: ping, shutdown, client gone)."""
@@ -177,6 +182,9 @@ class ClientStream(StreamState):
             if batches:
                 out: list[bytes] = []
                 for batch in batches:
+                    if isinstance(batch, Rewind):  # the hub's notice of entries lost on a failed-over master
+                        self.rewind(batch[0], out)
+                        continue
                     # one topic, all new (a batch is in id order): the bytes shared by all of the topic's clients
                     if self.single and not self.first and isinstance(batch, Batch) and batch[0].sid > self.last[0]:
                         out.append(batch.frames)
@@ -204,7 +212,7 @@ class ClientStream(StreamState):
             yield self.frame("ready", orjson.dumps({"type": "ready", "topics": self.topics}))
             async for chunk in self._live(sub):
                 yield chunk
-        except (RedisError, OSError) as exc:
+        except READ_ERRORS as exc:
             logger.warning("sse stream for %d topics ended: redis %s: %s", len(self.topics), type(exc).__name__, exc)
         finally:
             if self.metrics is not None:

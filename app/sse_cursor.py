@@ -30,6 +30,7 @@ from app.sse_wire import FP_HEX, fingerprint
 from control import keys
 from control.errors import FeedplaneError
 from control.events import GapEvent
+from control.events_redis import is_cluster
 
 #: Gap ``reason`` codes sent by the SSE routes before the catch-up of a resumed stream.
 RETENTION = "retention"  # entries after the cursor were trimmed (MAXLEN) before the client came back
@@ -145,15 +146,20 @@ async def resume_positions(
 ) -> tuple[dict[str, StreamId], list[GapEvent]]:
     """Start positions for a client resuming from ``cursor`` and the gap events to send first (request order).
 
-    ``redis``: a bytes client. Raises redis errors (connection errors included) other than a missing stream.
+    ``redis``: a bytes client (or cluster client: TIME is then asked on its own, a cluster pipeline refuses
+    keyless commands). Raises redis errors (connection errors included) other than a missing stream.
     """
+    cluster = is_cluster(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
+        if not cluster:
+            pipe.time()
         for topic in topics:
             key = keys.event_stream(topic)
             pipe.xinfo_stream(key)
             pipe.xrange(key, min=format_stream_id(cursor[topic]), max="+", count=1)
         replies = await pipe.execute(raise_on_error=False)
+    if cluster:
+        replies.insert(0, await redis.time())
     for reply in replies:
         if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
             raise reply

@@ -14,9 +14,21 @@ from typing import NamedTuple
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.sse_wire import wire_of
 from control import keys
+
+#: What a read of the events Redis raises while it is unreachable, or while a Redis Cluster moves slots or fails
+#: over (``RedisClusterException`` is no ``RedisError``): wait and retry from the cursor.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError, RedisClusterException)
+#: Every failure of a read of the events Redis (single server or cluster).
+READ_ERRORS = (RedisError, OSError, RedisClusterException)
+#: ``gap`` reason of a live stream whose entries vanished from Redis (a master failed over before replicating
+#: them): the hub moves the topic back to what the stream still holds (``Rewind``).
+REDIS_FAILOVER = "redis_failover"
 
 StreamId = tuple[int, int]
 ZERO_ID: StreamId = (0, 0)
@@ -84,6 +96,13 @@ class Batch(list[Entry]):
     def frames(self) -> bytes:
         """``b"".join(entry.frame ...)``, computed once."""
         return b"".join(entry.frame for entry in self)
+
+
+class Rewind(list[Entry]):
+    """A hub message, not an event: one ``Entry`` (``sid`` = where the topic's stream now ends, ``data`` = the
+    ``gap`` event JSON, reason ``REDIS_FAILOVER``) telling subscribers of ``entry.topic`` that entries after
+    ``sid`` were lost on the server. A subscriber whose cursor is past ``sid`` sends the gap and moves its cursor
+    back to ``sid`` (new entries may reuse ids it has seen); one at or before ``sid`` ignores it."""
 
 
 def to_entries(topic: str, raw: Iterable[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Entry]:

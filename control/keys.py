@@ -26,10 +26,19 @@ Accounts and request limits (control server; see control/accounts.py, app/rateli
     fp:rl:{kind}:{who}    int   fixed-window request counter, PX = 60 s from the first request of the window;
                                 kind control|read|sse -> who = token id ("env:control", "file:2"), never a token;
                                 kind authfail -> who = client address (requests without a valid token)
-Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``):
+Event outputs (per topic, e.g. topic = ``bitmart:kline:BTCUSDT:1m``; on ``EVENTS_REDIS_URL`` when set, see
+control/events_redis.py). The braces are literal: the topic is the hash tag, one Redis Cluster slot per topic
+(``fp:stream:{bitmart:kline:BTCUSDT:1m}``):
     fp:stream:{topic}     stream, one entry per event, field "d" = event JSON; MAXLEN ~ STREAM_MAXLEN
-    fp:pub:{topic}        pub/sub channel, message = event JSON
+    fp:pub:{topic}        pub/sub channel, message = event JSON (sharded pub/sub, SPUBLISH, on a cluster)
     fp:last:{topic}       str   latest event JSON
+Split mode only (``EVENTS_REDIS_URL`` set; workers.publish_nodes, workers.fence). Per events node, ``{tag}`` a hash
+tag of a slot that node serves (``control.events_redis.node_tag``):
+    fp:batch:{tag}:{pub}  str   a publisher instance's last batch on that node and its outcome (1-day TTL)
+    fp:fence:{tag}:{conn} int   highest fence token seen for connection {conn} on that node (1-day TTL)
+    and on the control Redis:
+    fp:fence              hash  connection id -> "<token> <worker id>": the token of the lease's current holder
+    fp:fence:seq          int   fence token counter
 """
 
 from __future__ import annotations
@@ -78,24 +87,39 @@ def publisher_batch(publisher: str) -> str:
     return f"fp:batch:{publisher}"
 
 
+FENCE_TOKENS = "fp:fence"
+FENCE_SEQ = "fp:fence:seq"
+
+
+def node_batch(tag: str, publisher: str) -> str:
+    """``publisher_batch`` of one events node (split mode): ``tag`` is a hash tag of a slot that node serves."""
+    return f"fp:batch:{{{tag}}}:{publisher}"
+
+
+def node_fence(tag: str, conn_id: str) -> str:
+    """Highest fence token of connection ``conn_id`` seen on the events node of hash tag ``tag`` (split mode)."""
+    return f"fp:fence:{{{tag}}}:{conn_id}"
+
+
 def event_stream(topic: str) -> str:
-    """Redis Stream holding the events of ``topic``."""
-    return f"fp:stream:{topic}"
+    """Redis Stream holding the events of ``topic``: ``fp:stream:{<topic>}`` (literal braces: the topic is the
+    key's hash tag, so a topic's stream, channel and latest value share one Redis Cluster slot)."""
+    return f"fp:stream:{{{topic}}}"
 
 
 def event_channel(topic: str) -> str:
-    """Pub/sub channel carrying the events of ``topic``."""
-    return f"fp:pub:{topic}"
+    """Pub/sub channel carrying the events of ``topic``: ``fp:pub:{<topic>}`` (a shard channel on a cluster)."""
+    return f"fp:pub:{{{topic}}}"
 
 
 def latest(topic: str) -> str:
-    """String key holding the latest event of ``topic``."""
-    return f"fp:last:{topic}"
+    """String key holding the latest event of ``topic``: ``fp:last:{<topic>}``."""
+    return f"fp:last:{{{topic}}}"
 
 
 def topic_of_stream(key: str) -> str:
-    """Inverse of ``event_stream``: ``fp:stream:T`` -> ``T``."""
-    return key[len("fp:stream:"):]
+    """Inverse of ``event_stream``: ``fp:stream:{T}`` -> ``T``."""
+    return key[len("fp:stream:{"):-1]
 
 
 #: (added by the workers' planner) int: the ``fp:desired:version`` the current plan was made from;

@@ -34,6 +34,7 @@ from control.settings_table import (
     ADDR,
     API_KEY,
     API_SECRET,
+    EVENTS_REDIS_URL,
     FERNET_KEY,
     NETWORKS,
     ORIGINS,
@@ -99,6 +100,18 @@ class Settings:
         "REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_URL,
         "Redis; Sentinel as `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]` "
         "(sentinel port 26379 by default)", show=display_url)  # fmt: skip  # display_url: no password in errors
+    #: The event data plane (streams, pub/sub, latest values; control.events_redis); control state stays on REDIS_URL.
+    events_redis_url: str = setting(
+        "EVENTS_REDIS_URL", "", EVENTS_REDIS_URL,
+        "Redis for the event data (streams, pub/sub, latest values) when it is not `REDIS_URL`: one server, "
+        "Sentinel, or a Redis Cluster as `redis+cluster://[[user]:password@]host:port[,host:port...]`",
+        show=display_url, shown_default="REDIS_URL")  # fmt: skip
+    #: Split mode (workers.publish_nodes): replicas that must confirm (WAIT) a batch before it counts as written.
+    events_min_replicas: int = setting(
+        "EVENTS_MIN_REPLICAS", -1, int_range(-1, 16),
+        "replicas of an events node that must confirm (`WAIT`) each batch before it counts as written; -1: 1 on a "
+        "Redis Cluster, else 0; 0: off. Unconfirmed batches are resent after a failover (never twice)",
+        shown_default="-1")  # fmt: skip
     workers: int = setting("WORKERS", 2, int_range(1, 256), "worker processes started by `scripts/run`")
     worker_id: str = setting(
         "WORKER_ID", "", WORKER_ID, "set per process by supervisord (`<host>-<n>`)", env_default=_host_pid,
@@ -220,6 +233,17 @@ class Settings:
     #: Every exchange's own variables, read from its declaration (``control/exchanges/<id>.py``), in
     #: ``DECLARATIONS`` order; defaults when built without ``from_env``. Its repr shows no secret.
     exchanges: tuple[ExchangeSettings, ...] = field(default_factory=lambda: read_exchanges(None, {}))
+
+    @property
+    def events_url(self) -> str:
+        """The event data Redis URL: ``EVENTS_REDIS_URL``, or ``REDIS_URL`` when that is blank."""
+        return self.events_redis_url or self.redis_url
+
+    @property
+    def events_split(self) -> bool:
+        """True when the event data lives on another Redis than the control state (``EVENTS_REDIS_URL`` set and
+        different from ``REDIS_URL``)."""
+        return self.events_url != self.redis_url
 
     @property
     def ctrl_addr(self) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from control.credentials import TOKEN_MIN_CHARS, TOKEN_RE
+from control.events_redis import parse_cluster_url
 from control.redis_client import SENTINEL_SCHEME, parse_sentinel_url
 from control.setting_spec import (
     API_KEY,
@@ -51,7 +52,7 @@ from control.setting_spec import (
 )
 
 __all__ = [
-    "ADDR", "API_KEY", "API_SECRET", "CREDENTIAL_ROLES", "FERNET_KEY", "HTTP_URL", "KEEPALIVE_S", "MEMO", "ORIGINS",
+    "ADDR", "API_KEY", "API_SECRET", "CREDENTIAL_ROLES", "EVENTS_REDIS_URL", "FERNET_KEY", "HTTP_URL", "KEEPALIVE_S", "MEMO", "ORIGINS",
     "PATH", "POSITIVE", "PRIVATE_WS", "REDIS_URL", "REST", "TEXT", "TOKEN", "UID", "WORKER_ID", "WS", "WS_URL",
     "Parser", "Setting", "declared", "int_range", "markdown_table", "one_of", "read_settings", "setting",
     "shown_default",
@@ -130,6 +131,16 @@ def _redis_url(raw: str) -> str:
 
 
 REDIS_URL: Parser[str] = Parser(_redis_url, "redis://, rediss://, unix:// or redis+sentinel:// URL")
+
+
+def _events_redis_url(raw: str) -> str:
+    if parse_cluster_url(raw) is None:  # ValueError names what is wrong in a cluster URL
+        _redis_url(raw)
+    return raw
+
+
+EVENTS_REDIS_URL: Parser[str] = Parser(
+    _events_redis_url, "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL")
 
 
 def _token(raw: str) -> str:

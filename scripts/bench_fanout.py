@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from control import keys
+from control.events_redis import is_cluster, make_events_redis
 from control.redis_client import make_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,9 +130,15 @@ def _trade(i: int) -> bytes:
 
 
 async def _inject(redis_url: str, rate: float, burst: int, seconds: float) -> int:
-    """XADD ``burst`` trades every ``burst / rate`` s for ``seconds``; returns the number injected."""
-    redis = make_redis(redis_url, decode=False)
+    """XADD ``burst`` trades every ``burst / rate`` s for ``seconds``; returns the number injected. On a cluster
+    (``redis+cluster://``) each event is also SPUBLISHed on the topic's shard channel, as the publisher does."""
+    redis = make_events_redis(redis_url, decode=False)
     stream, interval, sent = keys.event_stream(TOPIC), burst / rate, 0
+    node: Any = None
+    if is_cluster(redis):
+        await redis.initialize()
+        owner: Any = redis.get_node_from_key(stream)  # type: ignore[union-attr]
+        node = make_redis(f"redis://{owner.host}:{owner.port}/0", decode=False)
     start = time.monotonic()
     try:
         while time.monotonic() - start < seconds:
@@ -140,9 +147,16 @@ async def _inject(redis_url: str, rate: float, burst: int, seconds: float) -> in
                     pipe.xadd(stream, {keys.STREAM_FIELD: _trade(sent)}, maxlen=100_000, approximate=True)
                     sent += 1
                 await pipe.execute()
+            if node is not None:
+                async with node.pipeline(transaction=False) as pub:
+                    for i in range(sent - burst, sent):
+                        pub.execute_command("SPUBLISH", keys.event_channel(TOPIC), _trade(i))
+                    await pub.execute()
             await asyncio.sleep(max(0.0, start + interval * (sent // burst) - time.monotonic()))
     finally:
         await redis.aclose()
+        if node is not None:
+            await node.aclose()
     return sent
 
 
@@ -174,6 +188,7 @@ async def run_once(args: argparse.Namespace, redis_url: str, port: int) -> dict[
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
+        "EVENTS_REDIS_URL": args.events_url or "",
         "CTRL_ADDR": f"127.0.0.1:{port}",
         "LOG_LEVEL": "WARNING",
         "CTRL_REUSE_PORT": "1" if args.server_procs > 1 else "0",
@@ -209,7 +224,7 @@ async def run_once(args: argparse.Namespace, redis_url: str, port: int) -> dict[
         for pipe in pipes:
             pipe.send("start")
         cpu0, t0 = [_cpu_s(s.pid) for s in servers], time.monotonic()
-        injected = await _inject(redis_url, args.rate, args.burst, args.seconds)
+        injected = await _inject(args.events_url or redis_url, args.rate, args.burst, args.seconds)
         window = time.monotonic() - t0
         cpu = sum(_cpu_s(s.pid) - c for s, c in zip(servers, cpu0)) / window * 100
         rss = sum(_mem_mb(s.pid, "VmRSS") for s in servers)
@@ -286,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--port-base", type=int, default=27100, help="redis on this port, control server +1")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
+    parser.add_argument("--events-url", help="EVENTS_REDIS_URL of the server (e.g. redis+cluster://h:p,..): events "
+                        "are injected there (XADD, and SPUBLISH on a cluster)")  # fmt: skip
     parser.add_argument("--profile", help="py-spy speedscope output file for the (first) server process")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the server")
     parser.add_argument("--server-root", default=str(ROOT), help="checkout whose app.serve runs (before/after)")

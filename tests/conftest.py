@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from control.redis_client import make_redis
 from control.settings import Settings
+from tests.cluster import LocalCluster, local_cluster
 from tests.e2e.harness import RedisServer, redis_server
 
 #: A given Redis database for the whole suite (e.g. CI's own); unset: a private redis-server per session.
@@ -121,3 +122,25 @@ async def own_client(own_redis: RedisServer) -> AsyncIterator[Redis]:
     client = make_redis(own_redis.url(), decode=False)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One real Redis Cluster (3 masters, 1 replica each, loopback) per test session (per xdist worker), started
+    on first use (~6 s). Tests take it through ``redis_cluster``; a test that fails nodes uses ``own_cluster``."""
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(cluster_session: LocalCluster) -> LocalCluster:
+    """The session's Redis Cluster, emptied (FLUSHALL on every master) for this test."""
+    cluster_session.flush()
+    return cluster_session
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A private Redis Cluster (3 masters, 1 replica each) the test may fail nodes of (``fail_master``)."""
+    with local_cluster(tmp_path / "cluster") as cluster:
+        yield cluster

@@ -100,8 +100,9 @@ class Launcher:
         self.adapters, self.publisher, self.accounts, self.factory = adapters, publisher, accounts, factory
         self.wake, self.clock = wake, clock
         self.store = ControlStore(redis)
-        self.leases = Leases(redis)
-        self.handovers = Handovers(redis)
+        fence = getattr(getattr(publisher, "split", None), "fence", None)  # split mode (EVENTS_REDIS_URL)
+        self.leases = Leases(redis, fence)
+        self.handovers = Handovers(redis, fence)
         self.held: dict[str, Held] = {}
         self.retiring: dict[str, asyncio.Task[None]] = {}
         self.taking: dict[str, Take] = {}  # handovers this worker is taking (at most one at a time)

@@ -21,6 +21,10 @@ Then the taker gives the connection up unpublished (lease released, standby sock
 like any free connection, from a fresh socket whose topics announce a ``takeover`` gap: a loss, announced, never
 a duplicate. A lease that cannot be renewed meanwhile is left to expire (the same takeover follows).
 
+Split mode (``EVENTS_REDIS_URL``, ``workers.fence``): the markers are read from the events Redis, and the taker
+first pushes its fence token to every events node (retried with the marker read until both succeed), so the
+offerer's batches still in flight are fenced from then on, as the lease check fences them with one Redis.
+
 A claim that fails (timeout, lost race, connection gone from the plan) is ``withdraw``-n; an offer nobody takes
 expires. Worker ids never contain ``>`` (``Settings``: letters, digits, ``-_.``).
 """
@@ -39,6 +43,7 @@ from redis.exceptions import RedisError
 
 from control import keys
 from workers.backoff import Backoff
+from workers.fence import Fence
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +103,12 @@ class Handovers:
     Every call raises ``redis.exceptions.RedisError`` on connection trouble. Times are milliseconds.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, fence: Fence | None = None) -> None:
         self.redis = redis
+        #: Split mode: fence tokens, and the events Redis holding the streams (else ``redis``).
+        self.fence = fence
+        self.events: Any = redis if fence is None else fence.nodes.events
+        self._unfenced: dict[str, str] = {}  # split mode: conn -> taker whose token is not on every node yet
         self._offer = redis.register_script(_OFFER_LUA)
         self._claim = redis.register_script(_CLAIM_LUA)
         self._transfer = redis.register_script(_TRANSFER_LUA)
@@ -128,9 +137,12 @@ class Handovers:
 
     async def transfer(self, conn_id: str, origin: str, taker: str, lease_ttl_ms: int) -> bool:
         """Atomically move the lease of ``conn_id`` from ``origin`` (or from nobody) to ``taker``, dropping the offer."""
-        return bool(
+        moved = bool(
             await self._transfer(keys=[keys.lease(conn_id), keys.handover(conn_id)], args=[origin, taker, lease_ttl_ms])
         )
+        if moved and self.fence is not None:
+            self._unfenced[conn_id] = taker  # pushed by markers(), before it reads anything
+        return moved
 
     async def withdraw(self, conn_id: str, origin: str, taker: str | None = None) -> bool:
         """Delete the offer of ``conn_id`` if it is still ``origin``'s (claimed by ``taker`` when given)."""
@@ -138,11 +150,16 @@ class Handovers:
         return bool(await self._withdraw(keys=[keys.handover(conn_id)], args=[value]))
 
     async def markers(self, topics: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        """Each topic's last stored event that is not a ``gap`` (None when the stream has none), one pipeline."""
+        """Each topic's last stored event that is not a ``gap`` (None when the stream has none), one pipeline. In
+        split mode the fence tokens of connections just transferred are pushed first (RedisError if not)."""
+        if self.fence is not None:
+            for conn_id, taker in list(self._unfenced.items()):
+                await self.fence.push(conn_id, taker)
+                del self._unfenced[conn_id]
         names = list(topics)
         if not names:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.events.pipeline(transaction=False) as pipe:
             for topic in names:
                 pipe.xrevrange(keys.event_stream(topic), count=MARKER_SCAN)
             replies = await pipe.execute()

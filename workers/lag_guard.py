@@ -32,7 +32,7 @@ Shedding, the last resort. When the *write* lag (``oldest_queued_age_ms``: event
 above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks and not draining (shrinking by more than half the time it
 took), while Redis takes writes (no new Redis error, writes not paused, ticks not stalled: an outage's backlog is
 written in order, never shed, and shrinks fast once Redis is back), the publisher drops every queued event older
-than ``LAG_MAX_MS / 2`` (``Publisher.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``,
+than ``LAG_MAX_MS / 2`` (``EventQueue.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``,
 with the exact ``dropped`` count. Read lag (frames waiting in the socket) is not shed: the reader's TCP window slows
 the exchange down meanwhile, and spreading relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads,
 nothing is shed).

@@ -14,16 +14,29 @@ Fencing of writes: the event publisher (``workers.publisher``) reads each connec
 its write script and skips the events of connections whose lease is not its worker's at that
 instant, so a worker that lost a lease cannot write after the new owner started. ``held`` answers
 the same question outside a script (one MGET), e.g. before a side effect that is not a Redis write.
+
+Split mode (``EVENTS_REDIS_URL``, ``workers.fence``): the events nodes cannot read the leases, so ``acquire``, once it
+took a lease, pushes this worker's fence token for it to every events node (best effort: a failed push is logged;
+the worker's first batch raises the token on the nodes it writes to anyway). A worker that lost the lease and
+still has a batch in flight is then fenced there, as the one-Redis script fences it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from control import keys
 from control.store import lease_owners
+
+if TYPE_CHECKING:
+    from workers.fence import Fence
+
+log = logging.getLogger(__name__)
 
 _RENEW_LUA = """
 local held = {}
@@ -55,14 +68,22 @@ class Leases:
     raise ``redis.exceptions.RedisError`` on connection trouble. ``ttl_ms`` is in milliseconds.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, fence: Fence | None = None) -> None:
         self.redis = redis
+        self.fence = fence  # split mode: fence tokens pushed on acquisition
         self._renew = redis.register_script(_RENEW_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
 
     async def acquire(self, conn_id: str, worker_id: str, ttl_ms: int) -> bool:
-        """Take the lease of ``conn_id`` for ``worker_id`` if nobody holds it; True when taken."""
-        return bool(await self.redis.set(keys.lease(conn_id), worker_id, nx=True, px=ttl_ms))
+        """Take the lease of ``conn_id`` for ``worker_id`` if nobody holds it; True when taken (split mode: then
+        pushes the fence token, see the module docstring)."""
+        taken = bool(await self.redis.set(keys.lease(conn_id), worker_id, nx=True, px=ttl_ms))
+        if taken and self.fence is not None:
+            try:
+                await self.fence.push(conn_id, worker_id)
+            except RedisError as exc:
+                log.warning("lease of %s taken, fence token not pushed to the events nodes: %s", conn_id, exc)
+        return taken
 
     async def renew_many(self, conn_ids: Iterable[str], worker_id: str, ttl_ms: int) -> set[str]:
         """Extend the leases ``worker_id`` still holds among ``conn_ids``; returns those ids.

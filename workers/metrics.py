@@ -21,7 +21,8 @@ Every family (``feedplane_worker_`` prefix; ``exchange``/``conn`` labels where t
     publisher_gap_events_total{reason}             gap events the publisher wrote for those losses
     publisher_backlog_events                       queued + in flight
     publisher_oldest_queued_age_seconds
-    publisher_fenced_events_total, publisher_redis_errors_total, publisher_batches_total
+    publisher_fenced_events_total, publisher_redis_errors_total, publisher_batches_total,
+    publisher_unreplicated_events_total            (split mode) events written without the replicas' WAIT
     lagging                                        1 while the worker lags (``workers.lag_guard``), else 0
     lag_spread_connections_total                   connections it offered to healthy workers because it lagged
     lag_shed_events_total                          events shed past LAG_MAX_MS (also events_lost_total{reason="lag"})
@@ -181,6 +182,9 @@ def _publisher(stats: dict[str, Any]) -> Iterator[Metric]:
     yield _counter("publisher_redis_errors", "failed batch writes and failed commands", [],
                    [([], stats["redis_errors"])])  # fmt: skip
     yield _counter("publisher_batches", "batches written (one script call each)", [], [([], stats["batches"])])
+    if "unreplicated" in stats:  # split mode (EVENTS_REDIS_URL): writes accepted without the replicas' WAIT
+        yield _counter("publisher_unreplicated_events", "events written without the EVENTS_MIN_REPLICAS confirmation "
+                       "(no replica confirmed in time)", [], [([], stats["unreplicated"])])  # fmt: skip
 
 
 def _connections(records: list[tuple[str, str, Any]]) -> Iterator[Metric]:

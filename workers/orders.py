@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from control import keys
 from control.accounts import Account, load_accounts
+from control.events_redis import is_cluster
 from control.orders import AUDIT_MAXLEN, QUEUE, REPLY_TTL_S, OrderRequest, answer, audit_fields, audit_key, error_body
 from control.settings import Settings
 from workers.exchanges import ORDER_ADAPTERS, REGISTRY
@@ -51,11 +52,14 @@ RULES_TTL_S, RULES_RETRY_S = 300.0, 30.0
 
 class OrderExecutor:
     """Serves ``fp:orders:queue``. ``redis``: the worker's text client (locks, progress, answers, audit);
-    ``blocking``: a client used only for ``BRPOP``; ``session``: the worker's HTTP session."""
+    ``blocking``: a client used only for ``BRPOP``; ``session``: the worker's HTTP session; ``events``: the events
+    Redis (``control.events_redis.make_events_redis``; default ``redis``) for alert events and latest prices."""
 
     def __init__(self, settings: Settings, *, redis: Redis, blocking: Redis, session: aiohttp.ClientSession,
-                 worker_id: str, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 worker_id: str, clock: Callable[[], float] = time.time, events: Any = None) -> None:  # fmt: skip
         self.settings, self.redis, self.blocking, self.session = settings, redis, blocking, session
+        self.events = redis if events is None else events
+        self._sharded = is_cluster(self.events)
         self.worker_id, self.clock = worker_id, clock
         self.adapters: dict[str, OrderAdapter] = dict(ORDER_ADAPTERS)
         self._accounts: dict[tuple[str, str], Account] = {}
@@ -184,8 +188,9 @@ class OrderExecutor:
         """The latest price Feedplane streamed for ``symbol`` (its ``ticker`` mark/last, else its last ``trade``), or
         None: a reference for the notional of a market order when the contract info has no price."""
         try:
-            ticker, trade = await self.redis.mget(keys.latest(f"{exchange}:ticker:{symbol}"),
-                                                  keys.latest(f"{exchange}:trade:{symbol}"))  # fmt: skip
+            # two GETs, not an MGET: on a Redis Cluster the two topics live in different slots
+            ticker, trade = await asyncio.gather(self.events.get(keys.latest(f"{exchange}:ticker:{symbol}")),
+                                                 self.events.get(keys.latest(f"{exchange}:trade:{symbol}")))  # fmt: skip
             for raw, names in ((ticker, ("mark_price", "last")), (trade, ("price",))):
                 if raw:
                     event = orjson.loads(raw)
@@ -213,10 +218,10 @@ class OrderExecutor:
         event = orjson.dumps({"type": "alert", "exchange": request.exchange, "account": request.account,
                               "message": message, "ts": self.now_ms(), **data})  # fmt: skip
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.events.pipeline(transaction=False) as pipe:  # one topic: one slot on a cluster
                 pipe.xadd(keys.event_stream(topic), {keys.STREAM_FIELD: event}, maxlen=self.settings.stream_maxlen,
                           approximate=True)  # fmt: skip
-                pipe.publish(keys.event_channel(topic), event)
+                pipe.execute_command("SPUBLISH" if self._sharded else "PUBLISH", keys.event_channel(topic), event)
                 await pipe.execute()
         except RedisError as exc:
             log.error("orders: alert on %s not written (%s: %s): %s", topic, type(exc).__name__, exc, message)

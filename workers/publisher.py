@@ -36,9 +36,9 @@ batch starts with one ``gap`` event per (topic, reason), before any later event 
 refuses in turn is tried again, with backoff, until it is written. The queue, the gap event's shape, its ``reason``
 codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
 
-Paused writes. ``pause_writes()`` holds every batch until ``resume_writes()`` (events queue as in an outage) while a
-connection is suspended (``workers.suspend``). ``fenced_batches``: per connection, batches its events were fenced in.
-Lag. ``shed`` drops queued events older than a bound, announced (``workers.lag_guard``: the last resort of LAG_MAX_MS).
+Paused writes: ``pause_writes()`` holds every batch until ``resume_writes()`` (events queue as in an outage) while a
+connection is suspended (``workers.suspend``). Lag beyond LAG_MAX_MS: ``queue.shed`` (``workers.lag_guard``). Split
+mode (``events``: not the control Redis): ``workers.publish_nodes`` writes each batch (per node, fence tokens, WAIT).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from redis.exceptions import RedisError
 from workers.backoff import Backoff
 from workers.logutil import RateLimitedLog
 from workers.metrics import IngestStats
+from workers.publish_nodes import SplitWriter
 from workers.publish_queue import GAP_REASON_ERROR, GAP_REASON_OVERFLOW, GAP_REASON_UNSERIALIZABLE, EventQueue, Gaps
 from workers.publish_script import PUBLISH_SCRIPT, Item, ScriptArgs, is_transient, use_hiredis_packing
 
@@ -82,6 +83,8 @@ class Publisher:
         default ``min(20_000, max_queue)``.
     :param worker_id: the lease owner this publisher writes for; events published with a ``conn_id`` are
         written only while ``fp:lease:{conn_id}`` holds this id. "" turns fencing off.
+    :param events: split mode: a client of the events Redis (``control.events_redis.make_events_redis``); ``redis``
+        then holds the control state only. :param min_replicas: split mode's ``WAIT`` (``workers.publish_nodes``).
 
     ``stats`` (a fresh dict on each read): ``events_published`` (written, gap events included), ``batches``,
     ``max_batch_seen``, ``queue_depth`` (queued, not yet in a batch), ``inflight`` (events of the batch being
@@ -91,11 +94,12 @@ class Publisher:
     ``gaps_by_reason`` (the same per reason), ``gaps_pending`` (gap events waiting to be written), ``fenced``
     (events skipped because their connection's lease was not ours), ``redis_errors`` (failed batch writes plus
     failed commands), ``resends_skipped`` (batches found already written when resent after a lost reply),
-    ``last_error`` (str or None).
+    ``last_error`` (str or None); split mode adds ``SplitWriter.stats`` (``unreplicated`` ...).
     """
 
     def __init__(self, redis: Redis, *, stream_maxlen: int, max_batch: int = 500, max_queue: int = 200_000,
-                 high_water: int | None = None, worker_id: str = "") -> None:  # fmt: skip
+                 high_water: int | None = None, worker_id: str = "", events: Any = None, min_replicas: int = 0,
+                 ) -> None:  # fmt: skip
         high_water = min(20_000, max_queue) if high_water is None else high_water
         if max_batch < 1 or max_queue < 1 or not 1 <= high_water <= max_queue:
             raise ValueError("max_batch and max_queue must be >= 1 and high_water within 1..max_queue")
@@ -107,10 +111,7 @@ class Publisher:
         self._writable.set()
         #: Per connection id: batches in which its events were fenced (``workers.suspend``).
         self.fenced_batches: Counter[str] = Counter()
-        self.redis = redis
-        self.stream_maxlen = stream_maxlen
-        self.max_batch = max_batch
-        self.max_queue = max_queue
+        self.redis, self.stream_maxlen, self.max_batch, self.max_queue = redis, stream_maxlen, max_batch, max_queue
         self.worker_id = worker_id
         self._owner = worker_id.encode()
         self._states: dict[str, tuple[bytes, str | None]] = {}
@@ -121,11 +122,15 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         #: This instance's id in ``fp:batch:{publisher}`` (exactly-once resends, see ``workers.publish_script``).
         self.publisher_id = f"{worker_id or 'anon'}:{secrets.token_hex(6)}"
-        self._args = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
         self._batch_no = 0  # batches handed to the script (their numbers)
         self._resends_skipped = 0
         use_hiredis_packing(redis)  # a batch's ~2 arguments per event, packed in C
-        self._script = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
+        self._args: ScriptArgs | SplitWriter = ScriptArgs(stream_maxlen, self._owner, self.publisher_id)
+        self._script: Any = redis.register_script(PUBLISH_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
+        self.split = None if events is None else SplitWriter(redis, events, stream_maxlen=stream_maxlen,
+            owner=self._owner, publisher=self.publisher_id, min_replicas=min_replicas)  # fmt: skip
+        if self.split is not None:
+            self._args = self._script = self.split
         # Progress counters for flush() (events are numbered by the queue, see workers.publish_queue).
         self._state_gen = 0  # set_state() calls
         self._state_done = 0  # state generation known written
@@ -188,16 +193,10 @@ class Publisher:
     def writes_paused(self) -> bool:
         return not self._writable.is_set()
 
-    def discard(self, conn_id: str) -> None:
-        """Events of ``conn_id`` queued until now are dropped unwritten, counted as ``fenced``: its lease moved."""
-        self._events.discard(conn_id)
-
-    def shed(self, max_age_ms: int, reason: str) -> int:
-        """Drop queued events (not the batch in flight) older than ``max_age_ms``; each topic's loss is announced by
-        a gap event with ``reason`` (``workers.lag_guard``). Returns how many were dropped."""
-        dropped = self._events.shed(max_age_ms / 1000, reason)
-        self._wake.set()
-        return dropped
+    @property
+    def queue(self) -> EventQueue:
+        """The queue; ``workers.lag_guard``'s ``shed`` and a handed-over connection's ``discard`` act on it."""
+        return self._events
 
     @property
     def congested(self) -> bool:
@@ -223,7 +222,8 @@ class Publisher:
             "dropped_by_topic": dict(events.dropped_by_topic), "dropped_by_reason": dict(events.dropped_by_reason),
             "gaps_published": self._gaps_published.total(), "gaps_by_reason": dict(self._gaps_published),
             "gaps_pending": events.gaps_pending, "fenced": self._fenced + events.discarded,
-            "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped, "last_error": self._last_error,
+            "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
+            "last_error": self._last_error, **(self.split.stats if self.split is not None else {}),
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -267,6 +267,8 @@ class Publisher:
         if not flushed:
             log.warning("publisher closed with %d events unwritten and %d gap events unannounced",
                         len(self._events.items) + inflight, self._events.gaps_pending)  # fmt: skip
+        if self.split is not None:  # split mode: the events client is the publisher's
+            await self.split.aclose()
 
     # -- writer -----------------------------------------------------------------------------------
 

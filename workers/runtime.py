@@ -71,7 +71,7 @@ from workers.heartbeat import Heartbeat
 from workers.lag_guard import GAP_REASON_LAG, LagGuard
 from workers.planner import PlanResult, plan, read_plan, stale_urls
 from workers.private import account_of_route
-from workers.publisher import Publisher
+from workers.publisher_setup import publisher_for
 from workers.rebalance import Rebalancer
 from workers.suspend import Suspender
 
@@ -88,7 +88,7 @@ class WorkerRuntime:
     :param settings: runtime settings (intervals, lease TTL, drain timeout, URLs).
     :param worker_id: unique id of this worker process (``Settings.worker_id``).
     :param redis: ``decode_responses=True`` client for control state.
-    :param redis_bytes: ``decode_responses=False`` client for the event publisher.
+    :param redis_bytes: ``decode_responses=False`` client of the control Redis for the event publisher.
     :param session: shared ``aiohttp.ClientSession`` for the WebSockets.
     :param adapters: exchange id -> adapter (default ``workers.exchanges.configured_adapters(settings)``).
     :param connection_factory: builds a connection (default ``ExchangeConnection``) from keyword args
@@ -112,7 +112,7 @@ class WorkerRuntime:
         self.adapters = configured_adapters(settings) if adapters is None else adapters
         self.connection_factory, self.clock = connection_factory, clock
         self.store = ControlStore(redis)
-        self.publisher = Publisher(redis_bytes, stream_maxlen=settings.stream_maxlen, worker_id=worker_id)
+        self.publisher = publisher_for(settings, redis_bytes, worker_id)  # split mode: EVENTS_REDIS_URL
         self._suspend = Suspender(redis, self.publisher, worker_id=worker_id, lease_ttl_s=settings.lease_ttl_s,
                                   heartbeat_interval_s=settings.heartbeat_interval_s)  # fmt: skip
         self.accounts = AccountBook(settings, self.adapters, session=session, publisher=self.publisher, clock=clock)
@@ -265,7 +265,7 @@ class WorkerRuntime:
                 held.lease_expires_at, held.lease_deadline = now + self.launcher.ttl_ms, deadline
             else:
                 reason = "handed over" if conn_id == self.launcher.offered else "lease lost"
-                self.publisher.discard(conn_id)  # its queued events would be fenced: not written at all
+                self.publisher.queue.discard(conn_id)  # its queued events would be fenced: not written at all
                 self.launcher.retire(conn_id, unsubscribe=False, release=False, reason=reason, freeze=True)
 
     def _fence_expired(self) -> None:
@@ -307,7 +307,7 @@ class WorkerRuntime:
         shed_ms = self.lag_guard.observe(records, self.publisher.stats, paused=self.publisher.writes_paused,
                                          now=asyncio.get_running_loop().time())
         if shed_ms:
-            self.lag_guard.shed_done(self.publisher.shed(shed_ms, GAP_REASON_LAG))
+            self.lag_guard.shed_done(self.publisher.queue.shed(shed_ms / 1000, GAP_REASON_LAG))
         recorded = await cast(Awaitable[list[str]], self.redis.hkeys(keys.CONN_STATUS))
         gone = [c for c in recorded if c not in current.conns]
         await self.store.remove_connections(gone)

@@ -6,7 +6,8 @@ a not-yet-connected client of the sentinels' current master instead. ``on_startu
 ``Settings.from_env``; an invalid value fails the worker start with ``SettingsError`` whose message
 names the variable (``LEASE_TTL_S: must be ...``). It configures logging (stdout, worker id in
 every line, ``LOG_FORMAT`` text or json; arq's own logger too), opens an ``aiohttp.ClientSession`` and two Redis
-clients (text for control state, bytes for events), starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``, with
+clients of the control Redis (text, and bytes for the event publisher; with ``EVENTS_REDIS_URL`` set the publisher
+writes the events to that Redis or Redis Cluster, ``workers.publisher_setup``), starts a ``WorkerRuntime`` kept in ``ctx["runtime"]``, with
 ``ORDERS_ENABLED=1`` a ``workers.orders.OrderExecutor`` (``ctx["orders"]``), and serves this process's Prometheus
 metrics on ``METRICS_PORT + PROCESS_NUM`` (``workers.metrics``; bound to CTRL_ADDR's host; 0 = off).
 ``on_shutdown`` drains the runtime (unsubscribe, flush, release leases) and closes everything in reverse order.
@@ -25,6 +26,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
 from control import keys
+from control.events_redis import make_events_redis
 from control.jobs import RECONCILE
 from control.logging_config import configure_logging
 from control.redis_client import RETRY_ON_ERROR, make_redis, outage_retry, parse_sentinel_url, sentinel_master
@@ -118,8 +120,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     await runtime.start()
     if settings.orders_enabled:  # order requests (control.orders): a blocking read on a connection of its own
         ctx["redis_orders"] = make_redis(settings.redis_url, max_connections=1)
+        if settings.events_split:  # alert events and latest prices live on EVENTS_REDIS_URL
+            ctx["redis_events"] = make_events_redis(settings.events_url, decode=False)
         executor = OrderExecutor(settings, redis=ctx["redis_text"], blocking=ctx["redis_orders"], session=session,
-                                 worker_id=settings.worker_id)  # fmt: skip
+                                 worker_id=settings.worker_id, events=ctx.get("redis_events"))  # fmt: skip
         executor.start()
         ctx["orders"] = executor
     if settings.metrics_port:
@@ -144,7 +148,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     session: aiohttp.ClientSession | None = ctx.pop("session", None)
     if session is not None:
         await session.close()
-    for name in ("redis_orders", "redis_bytes", "redis_text"):
+    for name in ("redis_events", "redis_orders", "redis_bytes", "redis_text"):
         client = ctx.pop(name, None)
         if client is not None:
             await client.aclose()

@@ -4,8 +4,9 @@
   a Redis outage does not make a process manager restart a healthy control server.
 * ``/health/ready``: 200 ``{"status": "ready"}`` when Redis answers within ``READY_REDIS_TIMEOUT_S`` and at
   least one worker's heartbeat is fresh (within LEASE_TTL_S, the rule ``/status`` shows as ``alive``); else 503
-  with the error envelope, ``code`` = the reason: ``redis_unavailable`` (no answer, an error, or too slow) or
-  ``no_live_worker``. A load balancer sends traffic only to a ready control server. Nothing else is disclosed:
+  with the error envelope, ``code`` = the reason: ``redis_unavailable`` (no answer, an error, or too slow),
+  ``events_redis_unavailable`` (``EVENTS_REDIS_URL`` is set and it, or on a cluster any master, does not answer
+  PING in that time: SSE and /ws could not serve) or ``no_live_worker``. A load balancer sends traffic only to a ready control server. Nothing else is disclosed:
   no worker ids, hosts, counts or Redis address.
 * ``/health``: the summary an operator reads (redis latency, workers alive of total, paused), behind a token.
 """
@@ -24,13 +25,17 @@ from starlette.routing import Route
 from app.errors import error_response, now_ms
 from app.query import check_query
 from app.routes.status import decorate_workers
+from app.sse_entries import UNREACHABLE
+from control.events_redis import is_cluster
 from control.store import ControlStore
 
 #: Seconds Redis gets to answer the readiness check (PING and the worker heartbeats, one round trip).
 READY_REDIS_TIMEOUT_S = 1.0
 REDIS_UNAVAILABLE, NO_LIVE_WORKER = "redis_unavailable", "no_live_worker"
+EVENTS_REDIS_UNAVAILABLE = "events_redis_unavailable"
 _MESSAGES = {
     REDIS_UNAVAILABLE: f"Redis did not answer within {READY_REDIS_TIMEOUT_S:g} s",
+    EVENTS_REDIS_UNAVAILABLE: f"the events Redis (EVENTS_REDIS_URL) did not answer within {READY_REDIS_TIMEOUT_S:g} s",
     NO_LIVE_WORKER: "no worker heartbeat within LEASE_TTL_S",
 }
 
@@ -49,8 +54,23 @@ async def check(request: Request) -> dict[str, Any]:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     alive = sum(1 for w in decorate_workers(workers, request.app.state.settings, now_ms()) if w["alive"])
     reason = None if alive else NO_LIVE_WORKER
+    if request.app.state.settings.events_split and not await _events_redis_answers(request.app.state.sse_redis):
+        reason = EVENTS_REDIS_UNAVAILABLE
     return {"ready": reason is None, "reason": reason, "latency_ms": latency_ms, "workers": len(workers),
             "alive": alive, "paused": paused}  # fmt: skip
+
+
+async def _events_redis_answers(client: Any) -> bool:
+    """True when the events Redis answers PING within ``READY_REDIS_TIMEOUT_S`` (on a cluster: every master)."""
+    try:
+        async with asyncio.timeout(READY_REDIS_TIMEOUT_S):
+            if is_cluster(client):
+                await client.ping(target_nodes=client.get_primaries())
+            else:
+                await client.ping()
+    except (*UNREACHABLE, RedisError, OSError, TimeoutError):
+        return False
+    return True
 
 
 async def live(request: Request) -> Response:
@@ -73,7 +93,7 @@ async def ready(request: Request) -> Response:
       responses:
         200: {description: ready, content: {application/json: {schema: HealthProbeSchema}}}
         503:
-          description: not ready; error.code is the reason (redis_unavailable, no_live_worker)
+          description: not ready; error.code is the reason (redis_unavailable, events_redis_unavailable, no_live_worker)
           content: {application/json: {schema: ErrorEnvelopeSchema}}
     """
     check_query(request.query_params)

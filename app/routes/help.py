@@ -30,7 +30,7 @@ _ENDPOINTS: list[tuple[str, str, str | None, str, str]] = [
      "filtered and paged (follow page.next); ?summary=1 for counts by state, exchange and reason"),
     ("GET", "/health", None, "", "health summary: redis latency, workers alive of total, paused"),
     ("GET", "/health/live", None, "", "liveness probe (no token, never touches Redis): 200 while the process answers"),
-    ("GET", "/health/ready", None, "", "readiness probe (no token): 200, or 503 redis_unavailable / no_live_worker"),
+    ("GET", "/health/ready", None, "", "readiness probe (no token): 200, or 503 redis_unavailable / events_redis_unavailable / no_live_worker"),
     ("GET", "/openapi.json", None, "", "the OpenAPI 3.1 document of this API (no token)"),
     ("GET", "/docs", None, "", "API documentation page (Swagger UI, works offline; no token)"),
     ("GET", "/help", None, "", "this list; JSON with -H 'Accept: application/json' or ?format=json"),

@@ -11,7 +11,8 @@ topic once per process whatever the number of clients; each entry's message text
 When the hub drops this subscription's queue (its ``overflowed``: the forwarder was busy replaying), the group
 replays from its cursors again: the Stream still holds everything. A client that is too slow is cut by the send
 queue (``app.ws.connection``), never here. Redis errors during a replay are retried with backoff, from the
-cursors.
+cursors. A hub ``Rewind`` notice (entries lost on a failed-over Redis Cluster master) moves a topic's cursor back
+and sends ``{"type":"gap","topic","cursor","data":{gap event, reason "redis_failover"}}``, as a resume does.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import orjson
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import RedisError
 
+from app.sse_entries import READ_ERRORS, Rewind
 from app.sse_hub import Entry, SSEHub, StreamId, Subscription, catch_up
 from app.ws import protocol as p
 from app.ws.connection import BATCH_MAX, BATCH_MAX_CHARS
@@ -167,6 +169,28 @@ class Group:
             out.append((text(entry), topic, entry.id, 1))
         return self.conn.send_events(out, len(out)) if out else not self.conn.closing
 
+    def _forward(self, batches: list[list[Entry]]) -> bool:
+        """``deliver`` the hub's batches as one run, applying ``Rewind`` notices in their place."""
+        run: list[Entry] = []
+        for batch in batches:
+            if not isinstance(batch, Rewind):
+                run.extend(batch)
+                continue
+            if run and not self.deliver(run):
+                return False
+            run = []
+            self.rewind(batch[0])
+        return self.deliver(run) if run else not self.conn.closing
+
+    def rewind(self, notice: Entry) -> None:
+        """A ``Rewind`` notice: a topic of this group whose cursor is past ``notice.sid`` moves back there (new
+        entries may reuse ids it has seen) and the client gets the ``gap``."""
+        topic = notice.topic
+        if self.owner.get(topic) is self and self.last[topic] > notice.sid:
+            self.last[topic] = notice.sid
+            data = orjson.loads(notice.data)
+            self.conn.send_control(p.dumps({"type": "gap", "topic": topic, "cursor": notice.id, "data": data}))
+
     async def _run(self) -> None:
         sub = self.sub
         try:
@@ -178,9 +202,9 @@ class Group:
                     if not await self._replay():
                         return
                     continue
-                batch = sub.take()
-                if batch:
-                    if not self.deliver(batch):
+                batches = sub.take_batches()
+                if batches:
+                    if not self._forward(batches):
                         return
                     continue
                 await sub.wait()
@@ -201,7 +225,7 @@ class Group:
                     if not self.deliver((entry,)):
                         return False
                 return True
-            except (RedisError, OSError) as exc:
+            except READ_ERRORS as exc:
                 failures += 1
                 if failures == 1:
                     logger.warning("ws %s: replay waits for redis (%s: %s)", self.conn.id, type(exc).__name__, exc)

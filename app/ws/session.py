@@ -28,13 +28,13 @@ from typing import Any, cast
 
 from marshmallow import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from app.errors import now_ms
 from app.routes.control import known_accounts
 from app.sse_cursor import resume_positions
+from app.sse_entries import READ_ERRORS
 from app.sse_hub import ZERO_ID, SSEHub, StreamId, format_stream_id, parse_stream_id
 from app.ws import protocol as p
 from app.ws.access import Access
@@ -86,7 +86,7 @@ class Session:
         elif request is not None and kind == "subscribe":
             try:
                 await self.subscribe(request)
-            except (RedisError, OSError) as exc:
+            except READ_ERRORS as exc:
                 logger.warning("ws %s: subscribe failed, redis: %s: %s", self.conn.id, type(exc).__name__, exc)
                 self._error(p.CONNECTION_LOST, "Redis is unreachable; send the subscribe again shortly", request_id)
         elif request is not None:

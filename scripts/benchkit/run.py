@@ -95,8 +95,10 @@ def _readline(proc: subprocess.Popen[bytes], what: str) -> bytes:
 
 
 def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu: int | None,
-             aux_cpu: int | None) -> dict[str, Any]:  # fmt: skip
-    """One run (see the module docstring); ``rate`` None = as fast as it goes."""
+             aux_cpu: int | None, events: tuple[int, bool] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One run (see the module docstring); ``rate`` None = as fast as it goes. ``events``: the system under test
+    writes its events to another Redis (Feedplane's ``EVENTS_REDIS_URL``, set by the caller, emptied before the
+    run): ``(port of the node serving the topic, sharded pub/sub)``; the clock and the checks read that node."""
     n = len(trades.frames)
     py = sys.executable
     stamps_file, arrivals_file = tmp / "sent.bin", tmp / "arrivals.bin"
@@ -105,8 +107,10 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
         ex = spawn([py, "-m", "scripts.benchkit.exchange", "--port", str(ex_port), "--frames", str(n),
                     "--stamps", str(stamps_file)] + (["--rate", str(rate)] if rate else []),
                    cpu=aux_cpu, cwd=ROOT, stdout=subprocess.PIPE)  # fmt: skip
-        sub = spawn([py, "-m", "scripts.benchkit.subscriber", "--port", str(rs.port), "--channel", sut.channel,
-                     "--count", str(n), "--id-field", sut.id_field, "--out", str(arrivals_file)],
+        events_port = rs.port if events is None else events[0]
+        sub = spawn([py, "-m", "scripts.benchkit.subscriber", "--port", str(events_port), "--channel", sut.channel,
+                     "--count", str(n), "--id-field", sut.id_field, "--out", str(arrivals_file)]
+                    + (["--sharded"] if events is not None and events[1] else []),
                     cpu=aux_cpu, cwd=ROOT, stdout=subprocess.PIPE)  # fmt: skip
         try:
             _readline(ex, "fake exchange")
@@ -122,7 +126,7 @@ def run_once(sut: Sut, trades: Trades, rate: float | None, tmp: Path, *, sut_cpu
                     print(f"{sut.name}: the process under test ended during the run", file=sys.stderr)
                 rss = peak_rss_mb(pid)
             time.sleep(0.3)  # the last batch's other writes (SET latest) land after its PUBLISH
-            client = redis.Redis(port=rs.port)
+            client = redis.Redis(port=events_port)
             stored = sut.stored(client)
             announced = sut.announced(client)
             client.close()

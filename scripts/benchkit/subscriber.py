@@ -42,11 +42,13 @@ def command(*parts: str) -> bytes:
     return b"".join(out)
 
 
-def listen(port: int, channel: str, count: int, timeout_s: float) -> tuple[list[bytes], array]:
-    """Subscribe, print ``ready``, collect up to ``count`` messages; returns their payloads and arrival stamps."""
+def listen(port: int, channel: str, count: int, timeout_s: float, sharded: bool = False) -> tuple[list[bytes], array]:
+    """Subscribe (``sharded``: SSUBSCRIBE, on the cluster node serving ``channel``), print ``ready``, collect up to
+    ``count`` messages; returns their payloads and arrival stamps."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.sendall(command("SUBSCRIBE", channel))
+    sock.sendall(command("SSUBSCRIBE" if sharded else "SUBSCRIBE", channel))
+    kind = b"smessage" if sharded else b"message"
     reader = hiredis.Reader()
     while (reply := reader.gets()) is False:
         reader.feed(sock.recv(65536))
@@ -67,7 +69,7 @@ def listen(port: int, channel: str, count: int, timeout_s: float) -> tuple[list[
             break
         feed(data)
         while (reply := gets()) is not False:
-            if reply[0] == b"message":
+            if reply[0] == kind:
                 payload = reply[2]
                 append(payload)
                 stamp(t)
@@ -96,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id-field", required=True)
     p.add_argument("--timeout-s", type=float, default=600.0)
     p.add_argument("--out", required=True)
+    p.add_argument("--sharded", action="store_true", help="SSUBSCRIBE (a Redis Cluster node)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
-    payloads, stamps = listen(args.port, args.channel, args.count, args.timeout_s)
+    payloads, stamps = listen(args.port, args.channel, args.count, args.timeout_s, args.sharded)
     ids = trade_ids(payloads, args.id_field)
     with open(args.out, "wb") as fh:
         fh.write(ids.tobytes() + stamps.tobytes())

@@ -13,6 +13,8 @@ from app.main import create_app
 from control.settings import Settings
 from control.store import ControlStore
 from tests.app._auth import READ
+from tests.cluster import LocalCluster
+from tests.e2e.harness import RedisServer
 
 
 def _probe(client: TestClient, path: str) -> tuple[int, dict[str, object]]:
@@ -43,3 +45,25 @@ def test_live_never_touches_redis_ready_reports_it(make_settings: Callable[..., 
         assert status == 503 and body["error"]["code"] == "redis_unavailable"  # type: ignore[index]
         summary = client.get("/health", headers={"Authorization": "Bearer " + "c" * 32})
         assert summary.status_code == 503  # the token check itself needs Redis (rate limits)
+
+
+async def test_ready_needs_the_events_redis_when_it_is_its_own(
+    make_settings: Callable[..., Settings], redis: Redis, own_redis: RedisServer
+) -> None:
+    settings = make_settings(EVENTS_REDIS_URL=own_redis.url())
+    await ControlStore(redis).put_worker("w1", {"heartbeat_at": now_ms(), "connections": []})
+    with TestClient(create_app(settings)) as client:
+        assert _probe(client, "/health/ready") == (200, {"status": "ready"})
+        own_redis.kill()  # the events Redis goes away; the control Redis still answers
+        status, body = _probe(client, "/health/ready")
+        assert status == 503 and body["error"]["code"] == "events_redis_unavailable"  # type: ignore[index]
+        assert _probe(client, "/health/live") == (200, {"status": "ok"})
+
+
+async def test_ready_pings_every_master_of_an_events_cluster(
+    make_settings: Callable[..., Settings], redis: Redis, redis_cluster: LocalCluster
+) -> None:
+    settings = make_settings(EVENTS_REDIS_URL=redis_cluster.url)
+    await ControlStore(redis).put_worker("w1", {"heartbeat_at": now_ms(), "connections": []})
+    with TestClient(create_app(settings)) as client:
+        assert _probe(client, "/health/ready") == (200, {"status": "ready"})

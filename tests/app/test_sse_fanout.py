@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 
 from app import sse_entries
 from app.sse_stream import SLOW_CONSUMER
+from control import keys
 from tests.app._sse import KLINE, TRADE, alternating, connect, cursor_of, expect_cursor, payload, xadd_many
+from tests.app.test_observe import samples
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +120,7 @@ async def test_a_slow_client_is_cut_with_a_reason_and_resumes_by_cursor_without_
     writer.write(f"GET /sse?topic={TRADE} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
     await server.hub.wait_for_subscribers(2, timeout_s=5)
     big = "x" * 4000
-    stream = "fp:stream:" + TRADE
+    stream = keys.event_stream(TRADE)
     for start in range(0, 1500, 100):
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(start, start + 100):
@@ -143,6 +145,13 @@ async def test_a_slow_client_is_cut_with_a_reason_and_resumes_by_cursor_without_
     _, caught_up = await again.until("ready")
     rest = [orjson.loads(e["data"])["trade_id"] for e in caught_up]
     assert kept + rest == [str(i) for i in range(1500)]  # nothing lost, nothing twice
+    # The fan-out's own counters are on /metrics: the cut, the entries read once for all clients, the reader.
+    async with session.get(f"{server.url}/metrics") as resp:
+        got = samples(await resp.text())
+    assert got[("feedplane_sse_cut_total", (("reason", "slow_consumer"),))] == 1
+    assert got[("feedplane_fanout_entries_read_total", ())] == 1500
+    assert got[("feedplane_fanout_delivered_total", ())] >= 3000  # the fast client's and the stuck one's
+    assert got[("feedplane_fanout_reader_up", ())] == 1 and got[("feedplane_fanout_subscribers", ())] == 2
     await again.close()
     await fast.close()
 

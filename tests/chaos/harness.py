@@ -18,10 +18,13 @@ from typing import Any
 import aiohttp
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from control import keys
+from control.events_redis import make_events_redis
 from control.redis_client import make_redis
 from scripts.simulator import ExchangeSimulator
+from tests.cluster import LocalCluster
 from tests.e2e.harness import (
     Feedplane,
     RedisServer,
@@ -163,7 +166,7 @@ async def trade_loss(system: System, after: dict[str, str] | None = None) -> Los
     """``align`` over both trade topics; ``after``: per topic, only stream entries after that id count."""
     total = Loss()
     for topic in TRADE_TOPICS:
-        stored = [event for _, event in await stream_events(system.r, topic, (after or {}).get(topic))]
+        stored = [event for _, event in await stream_events(system.ev, topic, (after or {}).get(topic))]
         total = total + align(sent_trade_ids(system.sim, NATIVES[topic]), stored)
     return total
 
@@ -180,8 +183,16 @@ async def sse_lost(system: System, reader: SSEReader, topic: str = SSE_TOPIC) ->
         raise AssertionError("the SSE client received no events")
     received = set(got)
     first, last = got[0], got[-1]
-    entries = await system.r.xrange(keys.event_stream(topic), min=first, max=last)
+    entries = await system.ev.xrange(keys.event_stream(topic), min=first, max=last)
     return sum(1 for raw_id, _ in entries if raw_id.decode() not in received)
+
+
+async def observe(system: System, reader: SSEReader) -> tuple[int, Loss, int]:
+    """After recovery: watch the system under load for ``OBSERVE_S``, then ``(duplicate connections since the
+    window began, trade_loss, sse_lost of reader)``."""
+    settled = time.monotonic()
+    await asyncio.sleep(OBSERVE_S)  # observation window under load
+    return system.watch.extra_after(settled), await trade_loss(system), await sse_lost(system, reader)
 
 
 def figure(name: str, recovered_s: float, duplicates: int, loss: Loss, sse: int) -> str:
@@ -205,6 +216,14 @@ class System:
     settled_at: float = 0.0
     replica: RedisServer | None = None  # with a sentinel: the replica it promotes when ``redis`` dies
     sentinel: SentinelServer | None = None
+    #: with ``events_cluster``: the Redis Cluster holding the event data (EVENTS_REDIS_URL), and its client
+    cluster: LocalCluster | None = None
+    events: Any = None
+
+    @property
+    def ev(self) -> Any:
+        """The client of the event data: the cluster's, or ``r`` when events live on the control Redis."""
+        return self.events if self.events is not None else self.r
 
     async def status(self) -> dict[str, Any]:
         code, body = await get_json(self.http, f"{self.fp.base}/status")
@@ -235,11 +254,11 @@ class System:
         kline tapes are short, and after each loop of the replay the adapters drop the repeated older bars, so
         a kline stream pauses for part of every cycle."""
         try:
-            async with self.r.pipeline(transaction=False) as pipe:
+            async with self.ev.pipeline(transaction=False) as pipe:
                 for topic in TRADE_TOPICS:
                     pipe.xrevrange(keys.event_stream(topic), count=1)
                 results = await pipe.execute()
-        except OSError:
+        except (OSError, RedisError):
             return False
         return all(raw and int(raw[0][0].split(b"-")[0]) > since_ms for raw in results)
 
@@ -277,11 +296,12 @@ class System:
 
 
 @contextlib.asynccontextmanager
-async def chaos_system(tmp_path: Path, *, sentinel: bool = False) -> AsyncIterator[System]:
+async def chaos_system(tmp_path: Path, *, sentinel: bool = False, events_cluster: bool = False) -> AsyncIterator[System]:
     """Start everything, subscribe the 7 topics, wait until the data flows; tear everything down afterwards.
 
     ``sentinel=True``: Redis is a master with one replica behind a Redis Sentinel, and Feedplane (and the
-    test's client) reach it through ``redis+sentinel://``.
+    test's client) reach it through ``redis+sentinel://``. ``events_cluster=True``: the event data goes to a real
+    Redis Cluster (3 masters, 1 replica each; ``EVENTS_REDIS_URL=redis+cluster://...``), read through ``System.ev``.
     """
     redis_server = RedisServer(tmp_path / "redis", persistent=True)
     await redis_server.astart()
@@ -293,14 +313,22 @@ async def chaos_system(tmp_path: Path, *, sentinel: bool = False) -> AsyncIterat
         watcher = SentinelServer(tmp_path / "sentinel", service="feedplane", master_port=redis_server.port)
         await asyncio.to_thread(watcher.start)
         redis_url = f"redis+sentinel://127.0.0.1:{watcher.port}/feedplane/0"
+    cluster = events = None
+    env = dict(ENV)
+    if events_cluster:
+        cluster = LocalCluster(tmp_path / "cluster")
+        await asyncio.to_thread(cluster.start)
+        env["EVENTS_REDIS_URL"] = cluster.url
+        events = make_events_redis(cluster.url, decode=False)
     sim = ExchangeSimulator(rate=RATE, loop=True)
     await sim.preload()
     await sim.start()
-    fp = Feedplane(tmp_path, sim, redis_url=redis_url, workers=WORKERS, env=ENV)
+    fp = Feedplane(tmp_path, sim, redis_url=redis_url, workers=WORKERS, env=env)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=5))
     r = make_redis(redis_url, decode=False)
     watch = DuplicateWatch(sim)
-    system = System(redis_server, sim, fp, http, r, watch, replica=replica, sentinel=watcher)
+    system = System(redis_server, sim, fp, http, r, watch, replica=replica, sentinel=watcher, cluster=cluster,
+                    events=events)  # fmt: skip
     try:
         fp.start()
         await poll(lambda: workers_alive(http, fp, WORKERS), 60, f"control server and {WORKERS} workers")
@@ -317,10 +345,14 @@ async def chaos_system(tmp_path: Path, *, sentinel: bool = False) -> AsyncIterat
             await fp.stop()
         await http.close()
         await r.aclose()
+        if events is not None:
+            await events.aclose()
         await system.sim.stop()
         for server in (watcher, replica, redis_server):
             if server is not None:
                 server.kill()
+        if cluster is not None:
+            cluster.stop()
         print(fp.tail(3000))
 
 

@@ -18,7 +18,11 @@ import aiohttp
 import orjson
 import pytest
 
+from control import keys
+from control.events_redis import make_events_redis
+from control.redis_client import make_redis
 from scripts.simulator import ExchangeSimulator
+from tests.cluster import LocalCluster, local_cluster
 from tests.e2e.harness import Feedplane, RedisServer, get_json, poll, post_json, sse_events, workers_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -32,10 +36,11 @@ BITMART_TOPICS = ["bitmart:kline:ETHUSDT:1h", "bitmart:kline:ETHUSDT:1d", "bitma
 
 @contextlib.asynccontextmanager
 async def running_system(
-    tmp_path: Path, **sim_kwargs: Any
+    tmp_path: Path, *, events_cluster: LocalCluster | None = None, **sim_kwargs: Any
 ) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
     """Simulator (in this process) + Feedplane under supervisord, on a flushed Redis database: a private
-    redis-server in ``tmp_path``, or ``FEEDPLANE_E2E_REDIS_URL`` when set."""
+    redis-server in ``tmp_path``, or ``FEEDPLANE_E2E_REDIS_URL`` when set. ``events_cluster``: the event data
+    goes to that Redis Cluster (``EVENTS_REDIS_URL=redis+cluster://...``), control state stays on the former."""
     import redis.asyncio as aioredis
 
     async with contextlib.AsyncExitStack() as stack:
@@ -49,7 +54,8 @@ async def running_system(
         await flush.flushdb()
         sim = ExchangeSimulator(**sim_kwargs)
         await sim.start()
-        fp = Feedplane(tmp_path, sim, redis_url=redis_url, workers=2)
+        env = {"EVENTS_REDIS_URL": events_cluster.url} if events_cluster is not None else {}
+        fp = Feedplane(tmp_path, sim, redis_url=redis_url, workers=2, env=env)
         fp.start()
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         try:
@@ -64,10 +70,19 @@ async def running_system(
             print(fp.tail())
 
 
-@pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
-    async with running_system(tmp_path, speed=0) as parts:
-        yield parts
+@pytest.fixture(params=["one-redis", "events-on-cluster"])
+async def system(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Feedplane, ExchangeSimulator, aiohttp.ClientSession]]:
+    """The running system on one Redis, and again with the event data on a real 3-master Redis Cluster."""
+    if request.param == "one-redis":
+        async with running_system(tmp_path, speed=0) as parts:
+            yield parts
+        return
+    with local_cluster(tmp_path / "cluster") as cluster:
+        async with running_system(tmp_path, events_cluster=cluster, speed=0) as parts:
+            parts[0].events_cluster = cluster  # type: ignore[attr-defined]
+            yield parts
 
 
 async def two_workers_alive(http: aiohttp.ClientSession, fp: Feedplane) -> bool:
@@ -120,6 +135,9 @@ async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
     assert [(k["open_time"], k["close"], k["closed"]) for k in klines] == [(k["t"], k["c"], k["x"]) for k in sent_k]
     reader.cancel()
     await asyncio.gather(reader, return_exceptions=True)
+    cluster = getattr(fp, "events_cluster", None)
+    if cluster is not None:  # the events are on the cluster's masters, once each, and not on the control Redis
+        await _events_on_cluster(cluster, fp, {TRADE_TOPIC: 10_447})
 
     # Two workers, each topic on exactly one exchange socket (NOPEUSDT was refused, so 5).
     def held() -> list[str]:
@@ -155,6 +173,24 @@ async def test_subscribe_stream_fail_reconnect_stop(system) -> None:
     # Graceful stop of everything under supervisord.
     assert await fp.stop() == 0
     await sim.wait_for(lambda: not sim.connections, timeout=10)
+
+
+async def _events_on_cluster(cluster: LocalCluster, fp: Feedplane, expected: dict[str, int]) -> None:
+    """Each topic's stream on the cluster holds ``expected[topic]`` non-gap events with distinct trade ids, and the
+    control Redis holds no event key."""
+    events = make_events_redis(cluster.url, decode=False)
+    control = make_redis(fp.env["REDIS_URL"], decode=False)
+    try:
+        for topic, n in expected.items():
+            entries = await events.xrange(keys.event_stream(topic))
+            data = [orjson.loads(fields[keys.STREAM_FIELD.encode()]) for _, fields in entries]
+            trades = [e["trade_id"] for e in data if e.get("type") == "trade"]
+            assert (len(trades), len(set(trades))) == (n, n)
+        assert [k async for k in control.scan_iter(match="fp:stream:*")] == []
+        assert [k async for k in control.scan_iter(match="fp:last:*")] == []
+    finally:
+        await events.aclose()
+        await control.aclose()
 
 
 async def _done(sim: ExchangeSimulator, native: str, n: int):

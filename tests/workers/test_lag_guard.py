@@ -1,6 +1,6 @@
-"""workers.lag_guard: the lag states, the lag-aware share, shedding (pure), and ``Publisher.shed`` / ``discard`` on
-real Redis (every shed event announced by a ``gap`` ``lag`` with its exact count: lost == announced, nothing
-duplicated; a handed-over connection's queue dropped unwritten, the others' kept in order)."""
+"""workers.lag_guard: the lag states, the lag-aware share, shedding (pure), and the publisher queue's ``shed`` and
+``discard`` on real Redis (every shed event announced by a ``gap`` ``lag`` with its exact count: lost == announced,
+nothing duplicated; a handed-over connection's queue dropped unwritten, the others' kept in order)."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ async def test_publisher_shed_announces_every_dropped_event(raw: Redis) -> None:
     for i in range(32, 42):
         pub.publish(topic, trade(i, topic))
     assert pub.stats["oldest_queued_age_ms"] >= 250
-    dropped = pub.shed(int((time.monotonic() - started) * 1000) + 100, GAP_REASON_LAG)
+    dropped = pub.queue.shed(time.monotonic() - started + 0.1, GAP_REASON_LAG)
     assert dropped == 30  # not the batch in flight, not the young ones
     pub.resume_writes()
     assert await pub.flush(5.0)
@@ -231,7 +231,7 @@ async def test_publisher_discard_drops_a_handed_over_connections_queue(raw: Redi
     for i in range(1, 11):
         pub.publish(moved, trade(i, moved), "conn.a")
         pub.publish(kept, trade(i, kept), "conn.b")
-    pub.discard("conn.a")  # its lease moved on: what it queued would be fenced
+    pub.queue.discard("conn.a")  # its lease moved on: what it queued would be fenced
     pub.publish(moved, trade(11, moved), "conn.a")  # queued after the discard: written
     pub.resume_writes()
     assert await pub.flush(5.0)

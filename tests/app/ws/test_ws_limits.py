@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.ws.access import Registry
+from tests.app.test_observe import samples
 from tests.app.ws._ws import KLINE, TRADE, desire, open_ws, xadd_range
 
 Start = Callable[..., Any]
@@ -143,6 +144,8 @@ async def test_slow_client_is_cut_others_get_everything_and_it_resumes_by_cursor
     await resumed.until("subscribed")
     rest = await resumed.events(len(sent) - len(cursors))
     assert cursors + [m["cursor"] for m in rest] == sent
+    exposition = server.app.state.metrics.exposition().decode()  # the cut is on /metrics (app.fanout_metrics)
+    assert samples(exposition)[("feedplane_ws_server_closes_total", (("reason", "slow client"),))] == 1
 
 
 async def test_server_shutdown_closes_with_1001_and_cursors(start_server: Start, session: aiohttp.ClientSession,
