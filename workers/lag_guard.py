@@ -6,7 +6,8 @@ the connections it holds and the publisher's counters (``LagGuard.observe``); th
 into the worker's record in ``fp:workers`` as ``lag`` (``LagGuard.record``) so every worker sees the others':
 
 - *lagging*: the worker's highest lag was above ``LAG_MAX_MS / 2`` at ``SUSTAIN`` consecutive ticks (one spike is
-  not lagging) and is not draining (after a Redis stall the backlog is written fast: not lagging); it ends after
+  not lagging), is not draining, and Redis had no trouble meanwhile (after an outage or a stall the backlog is the
+  outage's, written fast: not lagging); it ends after
   ``SUSTAIN`` consecutive ticks below ``LAG_MAX_MS / 4`` (hysteresis).
 - *cooling*: for ``COOLDOWN_HEARTBEATS`` heartbeats after lagging ended. A cooling worker takes nothing new and gives
   nothing away; its peers do not count on it (below), so what it just gave away is not handed back at once.
@@ -30,12 +31,12 @@ With no healthy live worker (alone, or every worker strained) the ordinary fair 
 
 Shedding, the last resort. When the *write* lag (``oldest_queued_age_ms``: events parsed but not in Redis yet) is
 above ``LAG_MAX_MS`` at ``SUSTAIN`` consecutive ticks and not draining (shrinking by more than half the time it
-took), while Redis takes writes (no new Redis error, writes not paused, ticks not stalled: an outage's backlog is
-written in order, never shed, and shrinks fast once Redis is back), the publisher drops every queued event older
-than ``LAG_MAX_MS / 2`` (``EventQueue.shed``); each topic's loss is announced by one ``gap`` event, ``reason: "lag"``,
-with the exact ``dropped`` count. Read lag (frames waiting in the socket) is not shed: the reader's TCP window slows
-the exchange down meanwhile, and spreading relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads,
-nothing is shed).
+took), while Redis takes writes (writes not paused, and no Redis error nor stalled ticks for ``calm_s``: an outage's
+backlog is written in order, never shed, and shrinks fast once Redis is back; ``calm_s`` = ``LAG_MAX_MS`` plus
+``SUSTAIN`` heartbeats), the publisher drops every queued event older than ``LAG_MAX_MS / 2`` (``EventQueue.shed``);
+each topic's loss is announced by one ``gap`` event, ``reason: "lag"``, with the exact ``dropped`` count. Read lag
+(frames waiting in the socket) is not shed: the reader's TCP window slows the exchange down meanwhile, and spreading
+relieves it. ``LAG_MAX_MS=0`` turns the guard off (nothing spreads, nothing is shed).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class LagGuard:
         self.sheds = self.shed = self.spread = 0
         self._over = self._under = self._critical = 0
         self._errors: int | None = None  # publisher's redis_errors at the last tick
+        #: Monotonic time of the last Redis trouble (a publisher error, stalled ticks); judged again calm_s later.
+        self._trouble_at = -math.inf
+        self.calm_s = lag_max_ms / 1000 + SUSTAIN * heartbeat_interval_s
         #: The last ticks: (monotonic time, lag_ms, write_lag_ms, Redis taking writes).
         self._window: deque[tuple[float, int, int, bool]] = deque(maxlen=SUSTAIN + 1)
 
@@ -126,12 +130,15 @@ class LagGuard:
         self.rates = {c: int((r.get("lag") or {}).get("read_rate_bps") or 0) for c, r in records.items()}
         self.write_lag_ms = int(publisher.get("oldest_queued_age_ms") or 0)
         errors = int(publisher.get("redis_errors") or 0)
-        quiet = self._errors is not None and errors == self._errors  # no Redis error since the last tick
+        if self._errors is not None and errors != self._errors:
+            self._trouble_at = now  # a Redis error (the publisher may be in its retry backoff for a while)
         self._errors = errors
         if self._window and now - self._window[-1][0] > STALLED_HEARTBEATS * self.heartbeat_interval_s:
             self._window.clear()  # the ticks themselves stalled (Redis hung or away): an outage, not slowness
             self._over = self.fresh = 0
-        self._window.append((now, self.lag_ms, self.write_lag_ms, quiet and not paused))
+            self._trouble_at = now
+        calm = now - self._trouble_at >= self.calm_s  # Redis has been fine long enough to judge the worker
+        self._window.append((now, self.lag_ms, self.write_lag_ms, calm and not paused))
         self._now = now
         if not self.enabled:
             return 0
@@ -140,7 +147,8 @@ class LagGuard:
         self._under = self._under + 1 if self.lag_ms < low else 0
         self.fresh = self.fresh + 1 if self.lag_ms > high else 0
         window = list(self._window)
-        if not self.lagging and self._over >= SUSTAIN and len(window) > SUSTAIN and not _draining(window, 1):
+        if (not self.lagging and self._over >= SUSTAIN and len(window) > SUSTAIN and all(w[3] for w in window)
+                and not _draining(window, 1)):  # fmt: skip
             self.lagging = True
             log.warning("worker lagging: %d ms behind (LAG_MAX_MS %d); spreading its connections", self.lag_ms,
                         self.lag_max_ms)  # fmt: skip

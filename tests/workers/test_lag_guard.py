@@ -154,6 +154,18 @@ def test_never_sheds_the_backlog_of_a_stall() -> None:
     assert not guard.lagging  # and the stall did not count as lagging either
 
 
+def test_not_judged_until_redis_was_calm_for_a_while() -> None:
+    # a failover: the publisher's write failed once, then it sleeps in its retry backoff (no new error) while the
+    # backlog grows; ticks run on. Neither lagging nor shed until calm_s (LAG_MAX_MS + 2 heartbeats) has passed.
+    guard = LagGuard(MAX, heartbeat_interval_s=0.5)
+    tick(guard, 10, 0.0)
+    tick(guard, 10, 0.5, errors=1)
+    assert [tick(guard, 2500 + i * 500, 1.0 + i / 2, errors=1) for i in range(5)] == [0] * 5
+    assert not guard.lagging
+    # calm from 3.5 on: two calm ticks above the bound and growing, then shed (once)
+    assert [tick(guard, 5000 + i * 500, 3.5 + i / 2, errors=1) for i in range(3)] == [0, MAX // 2, 0]
+
+
 def test_read_lag_alone_is_not_shed() -> None:
     guard = LagGuard(MAX, heartbeat_interval_s=1.0)
     assert [tick(guard, 5000, float(i), write=0) for i in range(4)] == [0, 0, 0, 0]
