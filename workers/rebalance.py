@@ -176,11 +176,13 @@ class Rebalancer:
             offer = (await self.handovers.offers([lc.offered])).get(lc.offered)
             if lc.offered not in lc.held or offer is None or offer[0] != self.worker_id:
                 lc.offered = None  # taken, withdrawn or expired
-        if self._offering is not None and lc.offered != self._offering:  # (also cleared when it was retired)
+        ended = self._offering is not None and lc.offered != self._offering  # (also cleared when it was retired)
+        if ended:
             self._offering = None
             self.guard.offer_ended()  # a lagging worker offers its next one on fresh evidence of lag only
         target = self.share(len(current.conns), live)
-        if lc.offered is None and live > 1 and len(lc.held) > target:
+        # Not in the tick an offer ended: a taken one is still in ``held`` until the next renewal says it moved.
+        if lc.offered is None and not ended and live > 1 and len(lc.held) > target:
             movable = [c for c, h in lc.held.items()
                        if account_of_route(h.route) is None and h.roll is None and h.restart_at is None]  # fmt: skip
             order = sorted(movable, reverse=True)  # the newest first; when lagging, the busiest

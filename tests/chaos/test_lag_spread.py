@@ -135,7 +135,7 @@ async def lab(tmp_path: Path, base_port: int, *, with_h: bool, lag_max_ms: int) 
         await poll(lambda: _holds(here, LAGGER, 3), 30, "lagger holding the 3 connections")
         if with_h:
             await fp.ctl("start", H_PROGRAM)
-            await poll(lambda: _holds(here, "-00", 1), 30, "worker_00 taking its share")
+            await poll(lambda: _settled(here), 30, "worker_00 taking its share, the lagger keeping the market one")
         await poll(system.all_active, 30, "every subscription active")
         system.watch.start()
         stack.push_async_callback(system.watch.stop)
@@ -158,6 +158,15 @@ async def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
             await asyncio.to_thread(proc.wait, 30)
         if proc.poll() is None:
             proc.kill()
+
+
+async def _settled(lab: Lab) -> bool:
+    """Both workers hold connections, the lagger the Binance ``market`` one, and no handover is under way."""
+    lagger, h = await lab.worker(LAGGER), await lab.worker("-00")
+    if lagger is None or h is None or not h["connections"]:
+        return False
+    idle = not (lagger["taking"] or lagger["offered"] or h["taking"] or h["offered"])
+    return idle and any(c.startswith(MARKET) for c in lagger["connections"])
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
