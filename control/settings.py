@@ -133,6 +133,12 @@ class Settings:
     handover_timeout_s: float = setting(
         "HANDOVER_TIMEOUT_S", 30.0, POSITIVE,
         "bound on one rebalancing handover or roll (offer lifetime, standby socket readiness)")  # fmt: skip
+    #: A worker this far behind the exchange has spread its connections already; beyond it, it sheds (workers.lag_guard).
+    lag_max_ms: int = setting(
+        "LAG_MAX_MS", 2000, int_range(0, 3_600_000),
+        "bound on a worker's lag (`lag_ms`): above half of it for 2 ticks the worker hands connections to healthy "
+        "workers; when its write lag stays above it, queued events older than half of it are shed, announced as "
+        "`gap` `lag`; 0 = off")  # fmt: skip
     log_level: str = setting("LOG_LEVEL", "INFO", one_of(("DEBUG", "INFO", "WARNING", "ERROR")), "log level")
     log_format: str = setting(
         "LOG_FORMAT", "text", one_of(("text", "json")),

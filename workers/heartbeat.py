@@ -34,6 +34,8 @@ class Heartbeat:
         self.newest = True
         #: worker id -> heartbeat_at (epoch ms) of the records read at the last heartbeat.
         self.beats: dict[str, int] = {}
+        #: worker id -> record of the live workers at the last heartbeat (this one's as written).
+        self.live: dict[str, dict[str, Any]] = {}
 
     def record(self, now: int, **fields: Any) -> dict[str, Any]:
         """This worker's record at ``now``: host, pid, started_at, heartbeat_at, then ``fields``."""
@@ -43,6 +45,7 @@ class Heartbeat:
         """Write our ``record``, prune dead ones; returns the number of live workers (us included)."""
         await self.store.put_worker(self.worker_id, record)
         ttl, live, newest = self.ttl_ms, 0, True
+        self.live = {}
         workers = await self.store.workers()
         self.beats = {str(w["id"]): int(w.get("heartbeat_at") or 0) for w in workers}
         for worker in workers:
@@ -52,6 +55,7 @@ class Heartbeat:
                 await self.store.remove_worker(worker["id"])
             elif age <= ttl or worker["id"] == self.worker_id:
                 live += 1
+                self.live[str(worker["id"])] = record if worker["id"] == self.worker_id else worker
                 started = (int(worker.get("started_at") or 0), str(worker["id"]))
                 newest = newest and started <= (self.started_at, self.worker_id)
         self.newest = newest

@@ -23,6 +23,9 @@ Every family (``feedplane_worker_`` prefix; ``exchange``/``conn`` labels where t
     publisher_oldest_queued_age_seconds
     publisher_fenced_events_total, publisher_redis_errors_total, publisher_batches_total,
     publisher_unreplicated_events_total            (split mode) events written without the replicas' WAIT
+    lagging                                        1 while the worker lags (``workers.lag_guard``), else 0
+    lag_spread_connections_total                   connections it offered to healthy workers because it lagged
+    lag_shed_events_total                          events shed past LAG_MAX_MS (also events_lost_total{reason="lag"})
     subscriptions{exchange,state}                  pending|active|failed, on this worker's sockets
     connections{exchange,state}                    connecting|login|subscribing|open|backoff|stopping|suspended...
     leases_held                                    connections this worker holds the lease of
@@ -126,6 +129,13 @@ class WorkerCollector(Collector):
         publisher = runtime.publisher
         yield from _ingest(publisher.ingest)
         yield from _publisher(publisher.stats)
+        guard = runtime.lag_guard
+        yield _gauge("lagging", "1 while this worker lags behind the exchange (over LAG_MAX_MS / 2, workers.lag_guard)",
+                     [], [([], float(guard.lagging))])  # fmt: skip
+        yield _counter("lag_spread_connections", "connections offered to healthy workers because this worker lagged",
+                       [], [([], guard.spread)])  # fmt: skip
+        yield _counter("lag_shed_events", "queued events shed past LAG_MAX_MS, each announced by a gap (reason lag)",
+                       [], [([], guard.shed)])  # fmt: skip
         records = [(held.exchange, conn_id, held.conn) for conn_id, held in sorted(runtime.launcher.held.items())]
         yield from _connections(records)
         leases = GaugeMetricFamily(PREFIX + "leases_held", "connections whose lease this worker holds")

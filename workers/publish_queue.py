@@ -12,7 +12,8 @@ a later batch starts with one gap event per (topic, reason), before any later ev
      "since": <ts_received of the first lost event>, "until": <ts_received of the last lost>,
      "dropped": <number of events lost>}
 
-``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``redis_error`` (Redis refused the event for
+``reason``: ``redis_backlog_overflow`` (dropped from a full queue), ``lag`` (shed: waited longer than
+``LAG_MAX_MS``, ``workers.lag_guard``), ``redis_error`` (Redis refused the event for
 good: the whole batch failed with a non-transient error such as ``NOPERM``, or its XADD failed, e.g.
 ``WRONGTYPE`` on the stream key), ``unserializable`` (an adapter built an event orjson cannot encode). A gap
 event Redis refuses in turn is kept (merged with later losses of the same topic and reason) and tried again
@@ -121,6 +122,9 @@ class EventQueue:
         self.dropped_by_topic: Counter[str] = Counter()
         self.dropped_by_reason: Counter[str] = Counter()
         self._drop_warned = False
+        #: conn -> its events numbered below this are taken off unwritten (``discard``); ``discarded`` counts them.
+        self.discard_before: dict[str, int] = {}
+        self.discarded = 0
 
     # -- producer side (hot path: synchronous, no awaits) ----------------------------------------
 
@@ -140,6 +144,23 @@ class EventQueue:
         self.appended += 1
         self.popped += 1
         self.lose(topic, ts, conn, reason, self.appended - 1)
+
+    def shed(self, max_age_s: float, reason: str) -> int:
+        """Drop every queued event (not the batch in flight) that has waited longer than ``max_age_s``; each is
+        recorded as lost for ``reason`` (announced by a gap event). Returns how many were dropped."""
+        items, cutoff, n = self.items, time.monotonic() - max_age_s, 0
+        while items and items[0][4] < cutoff:
+            topic, _, ts, conn, _ = items.popleft()
+            self.lose(topic, ts, conn, reason, self.popped)
+            self.popped += 1
+            n += 1
+        self.after_batch()
+        return n
+
+    def discard(self, conn: str) -> None:
+        """The events of ``conn`` queued until now are not to be written: its lease moved to another worker, so the
+        script would fence them. ``take`` skips them (a handed-over connection's backlog costs no more writes)."""
+        self.discard_before[conn] = self.appended
 
     def _drop_oldest(self) -> None:
         topic, _, ts, conn, _ = self.items.popleft()
@@ -184,11 +205,29 @@ class EventQueue:
         deep = n >= max(DEEP_BATCH_FACTOR * max_batch, self.high_water // 4)
         n = min(n, max_batch * DEEP_BATCH_FACTOR if deep else max_batch)
         start = self.inflight_start = self.popped
-        batch = [items.popleft() for _ in range(n)]
-        self.popped += n
-        self.inflight_n = n
+        if self.discard_before:
+            batch = self._take_kept(n)
+        else:
+            batch = [items.popleft() for _ in range(n)]
+            self.popped += n
+        self.inflight_n = len(batch)
         self.inflight_oldest = batch[0][4] if batch else None
         return start, batch, gaps
+
+    def _take_kept(self, n: int) -> list[Item]:
+        """Up to ``n`` events off the queue, skipping discarded ones (numbering stays in queue order: the batch's
+        numbers are then at least ``start + i``, which keeps ``done`` on the safe side)."""
+        items, skip = self.items, self.discard_before
+        batch: list[Item] = []
+        while items and len(batch) < n:
+            item = items.popleft()
+            if item[3] is not None and self.popped < skip.get(item[3], 0):
+                self.discarded += 1
+            else:
+                batch.append(item)
+            self.popped += 1
+        self.discard_before = {c: k for c, k in skip.items() if k > self.popped}
+        return batch
 
     def settle(self) -> None:
         """The batch in flight is over (written or refused): nothing is in flight any more."""

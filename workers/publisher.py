@@ -36,11 +36,9 @@ batch starts with one ``gap`` event per (topic, reason), before any later event 
 refuses in turn is tried again, with backoff, until it is written. The queue, the gap event's shape, its ``reason``
 codes (``GAP_REASON_*``) and the memory bound live in ``workers.publish_queue``.
 
-Paused writes. ``pause_writes()`` keeps every batch (and its retries) from being sent until ``resume_writes()``;
-events queue meanwhile as in an outage. The runtime pauses while a connection is suspended (``workers.suspend``): its
-queued events must reach Redis only once its lease is ours again, or they would be fenced. ``fenced_batches`` counts,
-per connection, the batches in which its events were fenced. Split mode (``events``: the events Redis is not the
-control Redis): ``workers.publish_nodes`` writes each batch (a script per events node, fence tokens, ``WAIT``).
+Paused writes: ``pause_writes()`` holds every batch until ``resume_writes()`` (events queue as in an outage) while a
+connection is suspended (``workers.suspend``). Lag beyond LAG_MAX_MS: ``queue.shed`` (``workers.lag_guard``). Split
+mode (``events``: not the control Redis): ``workers.publish_nodes`` writes each batch (per node, fence tokens, WAIT).
 """
 
 from __future__ import annotations
@@ -196,6 +194,11 @@ class Publisher:
         return not self._writable.is_set()
 
     @property
+    def queue(self) -> EventQueue:
+        """The queue; ``workers.lag_guard``'s ``shed`` and a handed-over connection's ``discard`` act on it."""
+        return self._events
+
+    @property
     def congested(self) -> bool:
         """True while ``high_water`` or more events wait to be written."""
         return not self._events.room.is_set()
@@ -215,13 +218,11 @@ class Publisher:
         return {
             "events_published": self._published, "batches": self._batches, "max_batch_seen": self._max_batch_seen,
             "queue_depth": len(events.items), "inflight": events.inflight_n,
-            "oldest_queued_age_ms": events.oldest_age_ms(),
-            "dropped": events.dropped, "dropped_by_topic": dict(events.dropped_by_topic),
-            "dropped_by_reason": dict(events.dropped_by_reason),
-            "gaps_published": self._gaps_published.total(),
-            "gaps_by_reason": dict(self._gaps_published),
-            "gaps_pending": events.gaps_pending,
-            "fenced": self._fenced, "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
+            "oldest_queued_age_ms": events.oldest_age_ms(), "dropped": events.dropped,
+            "dropped_by_topic": dict(events.dropped_by_topic), "dropped_by_reason": dict(events.dropped_by_reason),
+            "gaps_published": self._gaps_published.total(), "gaps_by_reason": dict(self._gaps_published),
+            "gaps_pending": events.gaps_pending, "fenced": self._fenced + events.discarded,
+            "redis_errors": self._redis_errors, "resends_skipped": self._resends_skipped,
             "last_error": self._last_error, **(self.split.stats if self.split is not None else {}),
         }
 

@@ -24,6 +24,9 @@ g. rebalance, make-before-break (``workers.handover``): a worker above its share
    publisher fences its events. If the last events cannot be read, the taker retries while renewing its lease,
    and never publishes its buffer blind: past ``HANDOVER_TIMEOUT_S`` it releases the connection, which is then
    served like a free one, with a ``takeover`` gap (``workers.handover.read_markers``).
+   A lagging worker (``workers.lag_guard``) gives connections away even below its fair share, healthy ones take
+   them beyond it (``share``); the taker waits until its standby buffer covers how far behind the offerer is
+   (``_covered``), so the switch still continues right after the last stored event.
 h. roll public connections whose socket is older than ``CONNECTION_MAX_AGE_S`` the same way inside this
    worker: a standby twin subscribes, and once acknowledged the old socket is frozen and the twin continues
    after the old one's last events (no gap event; counted as ``lifetime``).
@@ -37,8 +40,9 @@ import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import cast
+from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -47,6 +51,7 @@ from control.settings import Settings
 from workers.backoff import Backoff
 from workers.conn_launch import Held, Launcher, Take
 from workers.handover import read_markers
+from workers.lag_guard import LagGuard, share, strained
 from workers.planner import PlanResult
 from workers.private import account_of_route
 from workers.suspend import Suspender
@@ -63,14 +68,19 @@ class Rebalancer:
     :param launcher: the runtime's connections (``held``, ``taking``, ``offered`` are read and changed here).
     :param suspender: ``may_take`` (after a Redis outage, previous owners first).
     :param plan: the plan of the last tick (None before the first). :param stopping: True once the runtime stops.
-    :param now_ms: wall clock, epoch ms.
+    :param now_ms: wall clock, epoch ms. :param guard: this worker's lag states (``workers.lag_guard``).
+    :param peers: worker id -> record of the live workers at the last heartbeat (their lag states).
     """
 
     def __init__(self, settings: Settings, *, worker_id: str, redis: Redis, launcher: Launcher,
                  suspender: Suspender, plan: Callable[[], PlanResult | None], stopping: Callable[[], bool],
-                 now_ms: Callable[[], int]) -> None:  # fmt: skip
+                 now_ms: Callable[[], int], guard: LagGuard | None = None,
+                 peers: Callable[[], Mapping[str, Mapping[str, Any]]] = dict) -> None:  # fmt: skip
         self.settings, self.worker_id, self.redis, self.launcher = settings, worker_id, redis, launcher
         self.suspender, self.plan, self.stopping, self.now_ms = suspender, plan, stopping, now_ms
+        self.guard = guard or LagGuard(0, heartbeat_interval_s=settings.heartbeat_interval_s)
+        self.peers = peers
+        self._offering: str | None = None  # our offer as of the last rebalance (its end is noticed there)
         self.leases, self.handovers, self.store = launcher.leases, launcher.handovers, launcher.store
         #: Loop time of an earlier tick (a foreign lease about to expire); the runtime's loop reads and clears it.
         self.wake_at: float | None = None
@@ -119,7 +129,7 @@ class Rebalancer:
         """Take free (or own) leases up to the fair share. ``beats``: worker id -> heartbeat_at (epoch ms);
         ``stale``: connections not to start (their URL is about to be re-planned)."""
         lc, ttl_ms = self.launcher, self.launcher.ttl_ms
-        target = math.ceil(len(current.conns) / max(1, live))
+        target = self.share(len(current.conns), live)
         candidates = [c for c in sorted(current.conns) if c not in lc.held and c not in lc.retiring
                       and c not in lc.taking and c not in stale]  # fmt: skip
         if not candidates:
@@ -161,20 +171,31 @@ class Rebalancer:
     async def rebalance(self, current: PlanResult, by_conn: Mapping[str, list[str]], live: int) -> None:
         """Offer one connection when above the fair share; claim one offer when below it (module docstring g)."""
         lc = self.launcher
-        target = math.ceil(len(current.conns) / max(1, live))
         ttl_ms = int(self.settings.handover_timeout_s * 1000)
         if lc.offered is not None:
             offer = (await self.handovers.offers([lc.offered])).get(lc.offered)
             if lc.offered not in lc.held or offer is None or offer[0] != self.worker_id:
                 lc.offered = None  # taken, withdrawn or expired
-        if lc.offered is None and live > 1 and len(lc.held) > target:
+        ended = self._offering is not None and lc.offered != self._offering  # (also cleared when it was retired)
+        if ended:
+            self._offering = None
+            self.guard.offer_ended()  # a lagging worker offers its next one on fresh evidence of lag only
+        target = self.share(len(current.conns), live)
+        # Not in the tick an offer ended: a taken one is still in ``held`` until the next renewal says it moved.
+        if lc.offered is None and not ended and live > 1 and len(lc.held) > target:
             movable = [c for c, h in lc.held.items()
                        if account_of_route(h.route) is None and h.roll is None and h.restart_at is None]  # fmt: skip
-            for conn_id in sorted(movable, reverse=True):  # the newest first
+            order = sorted(movable, reverse=True)  # the newest first; when lagging, the busiest
+            if self.guard.may_offer():
+                order.sort(key=lambda c: self.guard.rates.get(c, 0), reverse=True)
+            for conn_id in order:
                 if await self.handovers.offer(conn_id, self.worker_id, ttl_ms):
-                    lc.offered = conn_id
-                    log.info("worker %s: offering connection %s (%d held, fair share %d)", self.worker_id, conn_id,
-                             len(lc.held), target)  # fmt: skip
+                    lc.offered = self._offering = conn_id
+                    lagging = self.guard.may_offer()
+                    if lagging:
+                        self.guard.offered()
+                    log.info("worker %s: offering connection %s (%d held, share %d%s)", self.worker_id, conn_id,
+                             len(lc.held), target, f", {self.guard.lag_ms} ms behind" if lagging else "")  # fmt: skip
                     await self.store.notify("handover")
                     break
         if lc.taking or len(lc.held) >= target:
@@ -192,6 +213,36 @@ class Rebalancer:
                 take.job = asyncio.create_task(self._take(take, dict(data), topics), name=f"take:{conn_id}")
                 break
 
+    def share(self, conns: int, live: int) -> int:
+        """This worker's target number of connections: the fair share ``ceil(conns / live)``, adjusted for the lag
+        states of the live workers (``workers.lag_guard.share``)."""
+        guard = self.guard
+        if not guard.enabled:
+            return math.ceil(conns / max(1, live))
+        cooling = guard.cooling(asyncio.get_running_loop().time())
+        others = sum(1 for w, record in self.peers().items() if w != self.worker_id and strained(record))
+        strained_live = min(live, others + (guard.lagging or cooling))
+        return share(conns, live, strained_live, held=len(self.launcher.held), lagging=guard.may_offer(),
+                     cooling=cooling or guard.lagging)  # fmt: skip
+
+    async def _covered(self, conn_id: str) -> bool:
+        """Wait, from the moment the standby socket is ready, until it has buffered longer than the offerer is behind
+        on the connection (``lag_ms`` of its status record, plus as much again up to a heartbeat for the record's
+        age): only then is the stream's last stored event inside the buffer, so the switch continues right after it.
+        False when that would pass HANDOVER_TIMEOUT_S (the handover is abandoned; a lagging offerer sheds)."""
+        loop = asyncio.get_running_loop()
+        ready_at = loop.time()
+        while True:
+            raw = await cast(Awaitable[str | None], self.redis.hget(keys.CONN_STATUS, conn_id))
+            lag_s = int((orjson.loads(raw) if raw else {}).get("lag_ms") or 0) / 1000
+            need = lag_s + min(lag_s, self.settings.heartbeat_interval_s)
+            wait = ready_at + need - loop.time()
+            if wait <= 0:
+                return True
+            if need > self.settings.handover_timeout_s or self.stopping():
+                return False
+            await asyncio.sleep(min(wait, self.settings.heartbeat_interval_s))
+
     async def _take(self, take: Take, data: dict[str, str], topics: list[str]) -> None:
         """Standby socket -> all acked -> lease compare-and-set -> markers -> publish (see ``workers.handover``)."""
         lc, ttl_ms = self.launcher, self.launcher.ttl_ms
@@ -204,6 +255,10 @@ class Rebalancer:
             take.conn, take.task = conn, task
             if not await conn.wait_ready(self.settings.handover_timeout_s):
                 log.warning("worker %s: standby socket of %s not ready in time; handover abandoned", self.worker_id,
+                            conn_id)  # fmt: skip
+                return
+            if not await self._covered(conn_id):
+                log.warning("worker %s: %s is too far behind on %s; handover abandoned", self.worker_id, take.origin,
                             conn_id)  # fmt: skip
                 return
             current = self.plan()

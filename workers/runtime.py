@@ -19,11 +19,12 @@ e-h. the plan applied to held connections (stop, move, new topics), free connect
    rebalancing between workers and lifetime rolls, make-before-break: ``workers.rebalance``. Connections holding
    depth topics also get ``set_options()`` from ``fp:topic:options`` (``workers.conn_launch``).
 i. write status records for held connections to ``fp:conn:status``; drop records of connections no
-   longer planned.
+   longer planned. Their lags feed ``workers.lag_guard`` (lagging: connections handed to healthy workers in g;
+   past LAG_MAX_MS: queued events shed, announced as ``gap`` ``lag``).
 
 Rooms: ``conn_launch`` builds, restarts and stops connections (``Connection``: ``conn_protocol``), ``rebalance``
 moves them, ``accounts_reload`` loads private accounts (their secrets are redacted from logs here), ``suspend``
-keeps them through a Redis outage, ``heartbeat`` keeps the worker record.
+keeps them through a Redis outage, ``heartbeat`` keeps the worker record, ``ctl_watch`` listens on ``fp:ctl``.
 
 Guarantee: each topic is in exactly one planned connection (planner), and a connection id runs on
 at most one live worker at a time (its lease), so no topic is streamed twice in steady state. Only the lease
@@ -63,9 +64,11 @@ from workers.backoff import Backoff
 from workers.conn_launch import Held, Launcher, Take
 from workers.conn_protocol import ConnectionFactory
 from workers.connection import ExchangeConnection
+from workers.ctl_watch import watch_control
 from workers.exchanges import configured_adapters
 from workers.exchanges.base import ExchangeAdapter
 from workers.heartbeat import Heartbeat
+from workers.lag_guard import GAP_REASON_LAG, LagGuard
 from workers.planner import PlanResult, plan, read_plan, stale_urls
 from workers.private import account_of_route
 from workers.publisher_setup import publisher_for
@@ -117,9 +120,13 @@ class WorkerRuntime:
                                  publisher=self.publisher, accounts=self.accounts, factory=connection_factory,
                                  wake=self.wake, clock=clock)  # fmt: skip
         self.leases, self.handovers = self.launcher.leases, self.launcher.handovers
+        #: This worker's lag states, spreading and shedding (``workers.lag_guard``).
+        self.lag_guard = LagGuard(settings.lag_max_ms, heartbeat_interval_s=settings.heartbeat_interval_s)
+        self._heartbeat = Heartbeat(self.store, worker_id=worker_id, ttl_ms=self.launcher.ttl_ms)
         self.rebalancer = Rebalancer(settings, worker_id=worker_id, redis=redis, launcher=self.launcher,
                                      suspender=self._suspend, plan=lambda: self._plan,
-                                     stopping=lambda: self._stop_future is not None, now_ms=self._now_ms)  # fmt: skip
+                                     stopping=lambda: self._stop_future is not None, now_ms=self._now_ms,
+                                     guard=self.lag_guard, peers=lambda: self._heartbeat.live)  # fmt: skip
         #: Handovers completed by this worker as the taker, and their durations (claim to switch, seconds).
         self.handovers_done = self.rebalancer.handovers_done
         #: Completed ticks (observability, tests).
@@ -128,7 +135,6 @@ class WorkerRuntime:
         self._loop_task: asyncio.Task[None] | None = None
         self._pubsub_task: asyncio.Task[None] | None = None
         self._stop_future: asyncio.Future[None] | None = None
-        self._heartbeat = Heartbeat(self.store, worker_id=worker_id, ttl_ms=self.launcher.ttl_ms)
         self._plan: PlanResult | None = None  # the plan of the last tick
         #: Planned connections whose URL this worker is about to re-plan: not started on the old URL meanwhile.
         self._stale: frozenset[str] = frozenset()
@@ -154,7 +160,9 @@ class WorkerRuntime:
             return
         self._heartbeat.started_at = self._now_ms()
         self.publisher.start()
-        self._pubsub_task = asyncio.create_task(self._watch_control(), name=f"ctl-watch:{self.worker_id}")
+        watch = watch_control(self.redis, worker_id=self.worker_id, wake=self.wake,
+                              accounts_due=lambda: setattr(self.accounts, "due", True))  # fmt: skip
+        self._pubsub_task = asyncio.create_task(watch, name=f"ctl-watch:{self.worker_id}")
         self._loop_task = asyncio.create_task(self._run_loop(), name=f"runtime:{self.worker_id}")
         log.info("worker %s: runtime started (pid %d)", self.worker_id, os.getpid())
 
@@ -224,6 +232,7 @@ class WorkerRuntime:
         return self._heartbeat.record(
             now, connections=sorted(self._held), taking=sorted(self._taking), offered=self.launcher.offered,
             publisher={k: stats[k] for k in _PUBLISHER_STATS}, suspend=self._suspend.status(),
+            lag=self.lag_guard.record(asyncio.get_running_loop().time()),
         )
 
     async def _current_plan(self, now: int) -> PlanResult:
@@ -256,6 +265,7 @@ class WorkerRuntime:
                 held.lease_expires_at, held.lease_deadline = now + self.launcher.ttl_ms, deadline
             else:
                 reason = "handed over" if conn_id == self.launcher.offered else "lease lost"
+                self.publisher.queue.discard(conn_id)  # its queued events would be fenced: not written at all
                 self.launcher.retire(conn_id, unsubscribe=False, release=False, reason=reason, freeze=True)
 
     def _fence_expired(self) -> None:
@@ -292,7 +302,12 @@ class WorkerRuntime:
             self.launcher.retire(held.conn_id, unsubscribe=False, release=False, reason=why, freeze=True)
 
     async def _write_status(self, current: PlanResult) -> None:
-        await self.store.put_connections({c: self.launcher.status_record(h) for c, h in self._held.items()})
+        records = {c: self.launcher.status_record(h) for c, h in self._held.items()}
+        await self.store.put_connections(records)
+        shed_ms = self.lag_guard.observe(records, self.publisher.stats, paused=self.publisher.writes_paused,
+                                         now=asyncio.get_running_loop().time())
+        if shed_ms:
+            self.lag_guard.shed_done(self.publisher.queue.shed(shed_ms / 1000, GAP_REASON_LAG))
         recorded = await cast(Awaitable[list[str]], self.redis.hkeys(keys.CONN_STATUS))
         gone = [c for c in recorded if c not in current.conns]
         await self.store.remove_connections(gone)
@@ -345,30 +360,6 @@ class WorkerRuntime:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
-
-    async def _watch_control(self) -> None:
-        """Wake the loop on every ``fp:ctl`` message; resubscribe with backoff after Redis errors."""
-        backoff = Backoff(0.05, 5.0)
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(keys.CONTROL_CHANNEL)
-                backoff.reset()
-                self.wake()  # catch up on whatever was published while we were not listening
-                while True:  # bounded waits, so the connection's health check keeps running
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        if message.get("data") in ("accounts", b"accounts"):
-                            self.accounts.due = True
-                        self.wake()
-            except (RedisError, OSError) as exc:
-                delay = backoff.next_delay()
-                log.warning("worker %s: %s listener lost (%s); retrying in %.2fs", self.worker_id,
-                            keys.CONTROL_CHANNEL, exc, delay)
-                await asyncio.sleep(delay)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _cancel_control_tasks(self) -> None:
         tasks = [t for t in (self._loop_task, self._pubsub_task) if t is not None]

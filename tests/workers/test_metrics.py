@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from tests.app.test_observe import samples
+from workers.lag_guard import LagGuard
 from workers.metrics import LATENCY_BUCKETS_MS, IngestStats, registry_for
 
 
@@ -45,8 +46,10 @@ def test_collector_families_from_runtime_state() -> None:
               "reconnect_requests": 1, "lag_ms": 250, "subscriptions": {"pending": 1, "active": 4, "failed": 0}}  # fmt: skip
     conn = SimpleNamespace(status=lambda: status)
     held = {"gateio.public.1": SimpleNamespace(exchange="gateio", conn=conn)}
+    guard = LagGuard(2000, heartbeat_interval_s=1.0)
+    guard.lagging, guard.spread, guard.shed = True, 2, 17
     runtime = SimpleNamespace(publisher=SimpleNamespace(ingest=ingest, stats=stats),
-                              launcher=SimpleNamespace(held=held))  # fmt: skip
+                              launcher=SimpleNamespace(held=held), lag_guard=guard)  # fmt: skip
     got = samples(generate_latest(registry_for(runtime)).decode())  # type: ignore[arg-type]
     conn_labels = (("conn", "gateio.public.1"), ("exchange", "gateio"))
     assert got[("feedplane_worker_events_published_total", (("channel", "trade"), ("exchange", "gateio")))] == 2
@@ -71,3 +74,6 @@ def test_collector_families_from_runtime_state() -> None:
     assert got[("feedplane_worker_connections", (("exchange", "gateio"), ("state", "open")))] == 1
     assert got[("feedplane_worker_subscriptions", (("exchange", "gateio"), ("state", "active")))] == 4
     assert got[("feedplane_worker_leases_held", ())] == 1
+    assert got[("feedplane_worker_lagging", ())] == 1
+    assert got[("feedplane_worker_lag_spread_connections_total", ())] == 2
+    assert got[("feedplane_worker_lag_shed_events_total", ())] == 17
