@@ -194,7 +194,10 @@ async def run_once(args: argparse.Namespace, redis_url: str, port: int) -> dict[
         "CTRL_REUSE_PORT": "1" if args.server_procs > 1 else "0",
         **dict(kv.split("=", 1) for kv in args.env),
     }
-    servers = [subprocess.Popen([sys.executable, "-m", "app.serve"], cwd=args.server_root, env=env,  # noqa: ASYNC220
+    serve = [sys.executable, "-m", "app.serve"]
+    if args.server_cpu is not None:  # the server alone on these CPUs (clients, Redis and the injector elsewhere)
+        serve = ["taskset", "-c", args.server_cpu, *serve]
+    servers = [subprocess.Popen(serve, cwd=args.server_root, env=env,  # noqa: ASYNC220
                                 stdout=subprocess.DEVNULL) for _ in range(args.server_procs)]  # fmt: skip
     for server in servers:
         os.setpriority(os.PRIO_PROCESS, server.pid, args.nice)
@@ -306,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="py-spy speedscope output file for the (first) server process")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the server")
     parser.add_argument("--server-root", default=str(ROOT), help="checkout whose app.serve runs (before/after)")
+    parser.add_argument("--server-cpu", default=None, help="taskset CPU list for the control server(s), e.g. 1")
     parser.add_argument(
         "--nice",
         type=int,
