@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
+import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from app import sse_entries
 from app.sse_cursor import fingerprint
 from app.sse_hub import SSEHub
 from control import keys
@@ -136,3 +138,17 @@ def expect_cursor(items: list[tuple[str, str]], start: dict[str, str]) -> list[s
         last[topic] = sid
         out.append(cursor_of(last))
     return out
+
+
+def count_serializations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stream id of every entry the server serializes from now on (``sse_entries.wire_of``), to check that each
+    event is built once per topic whatever the number of clients."""
+    built: list[str] = []
+    real = sse_entries.wire_of
+
+    def counting(topic: str, stream_id: str, event: str, data: bytes) -> tuple[bytes, bytes]:
+        built.append(stream_id)
+        return real(topic, stream_id, event, data)
+
+    monkeypatch.setattr(sse_entries, "wire_of", counting)
+    return built

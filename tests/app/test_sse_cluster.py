@@ -11,12 +11,11 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from app import sse_entries
 from app.dashboard_feed import DashboardFeed
 from control import keys
 from control.redis_client import make_redis
 from tests.app._cluster import cluster_client, publish, topics_per_master, trade
-from tests.app._sse import connect, cursor_of
+from tests.app._sse import connect, count_serializations, cursor_of
 from tests.app.ws._ws import desire, open_ws
 from tests.cluster import LocalCluster
 from tests.e2e.harness import RedisServer
@@ -39,14 +38,7 @@ async def test_clients_of_topics_on_every_master_get_every_event_once_in_order(
     start_server: Start, session: aiohttp.ClientSession, redis: Redis, redis_cluster: LocalCluster,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    built: list[str] = []
-    real = sse_entries.wire_of
-
-    def counting(topic: str, stream_id: str, event: str, data: bytes) -> tuple[bytes, bytes]:
-        built.append(stream_id)
-        return real(topic, stream_id, event, data)
-
-    monkeypatch.setattr(sse_entries, "wire_of", counting)
+    built = count_serializations(monkeypatch)
     cluster = await cluster_client(redis_cluster.url)
     topics = topics_per_master(cluster, per_master=2)  # 6 topics, 2 on each master
     server = await start_server(EVENTS_REDIS_URL=redis_cluster.url)

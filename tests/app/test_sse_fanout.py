@@ -13,10 +13,19 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from app import sse_entries
 from app.sse_stream import SLOW_CONSUMER
 from control import keys
-from tests.app._sse import KLINE, TRADE, alternating, connect, cursor_of, expect_cursor, payload, xadd_many
+from tests.app._sse import (
+    KLINE,
+    TRADE,
+    alternating,
+    connect,
+    count_serializations,
+    cursor_of,
+    expect_cursor,
+    payload,
+    xadd_many,
+)
 from tests.app.test_observe import samples
 
 pytestmark = pytest.mark.integration
@@ -25,14 +34,7 @@ pytestmark = pytest.mark.integration
 async def test_every_client_gets_every_event_once_and_each_is_serialized_once(
     start_server: Any, session: aiohttp.ClientSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built: list[str] = []
-    real = sse_entries.wire_of
-
-    def counting(topic: str, stream_id: str, event: str, data: bytes) -> tuple[bytes, bytes]:
-        built.append(stream_id)
-        return real(topic, stream_id, event, data)
-
-    monkeypatch.setattr(sse_entries, "wire_of", counting)
+    built = count_serializations(monkeypatch)
     server = await start_server()
     singles = [await connect(session, f"{server.url}/sse?topic={TRADE}") for _ in range(6)]
     pairs = [await connect(session, f"{server.url}/sse?topic={TRADE}&topic={KLINE}") for _ in range(3)]
