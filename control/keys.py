@@ -33,7 +33,7 @@ control/events_redis.py). The braces are literal: the topic is the hash tag, one
     fp:pub:{topic}        pub/sub channel, message = event JSON (sharded pub/sub, SPUBLISH, on a cluster)
     fp:last:{topic}       str   latest event JSON
 Split mode only (``EVENTS_REDIS_URL`` set; workers.publish_nodes, workers.fence). Per events node, ``{tag}`` a hash
-tag of a slot that node serves (``control.events_redis.node_tag``):
+tag of a slot that node serves (``control.events_redis.master_tags``):
     fp:batch:{tag}:{pub}  str   a publisher instance's last batch on that node and its outcome (1-day TTL)
     fp:fence:{tag}:{conn} int   highest fence token seen for connection {conn} on that node (1-day TTL)
     and on the control Redis:

@@ -6,7 +6,7 @@
 they choose what goes into one round trip (an ``EVALSHA`` plus its ``WAIT``). The cluster client is kept for its slot
 map only. A plain events Redis is "a cluster of one node": one master, hash tag ``events``.
 
-A node's *tag* (``control.events_redis.node_tag``) is a hash tag of the lowest slot it serves; the per-node keys
+A node's *tag* (``control.events_redis.master_tags``) is a hash tag of the lowest slot it serves; the per-node keys
 (``fp:batch:{tag}:..``, ``fp:fence:{tag}:..``) carry it. A replica promoted in a failover serves the same slots, so
 the tag and those keys (replicated with the data) stay the same.
 """
@@ -18,40 +18,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 
-from control.events_redis import EventsRedis
+from control.events_redis import EventsRedis, master_tags, topic_slot
 from workers.publish_script import use_hiredis_packing
 
 log = logging.getLogger(__name__)
 
 #: The tag of a plain (non-cluster) events Redis.
 PLAIN_TAG = "events"
-
-
-_tags: dict[int, str] = {}
-
-
-def tag_of_slot(slot: int) -> str:
-    """``control.events_redis.slot_tag(slot)`` (the first lowercase hex number hashing to ``slot``), found by a search
-    for this one slot (~16,000 CRC16s on average) instead of that function's 16,384-slot table (~0.3 s of a busy
-    worker's first batch); cached."""
-    tag = _tags.get(slot)
-    if tag is None:
-        n = 0
-        while key_slot(format(n, "x").encode()) != slot:
-            n += 1
-        tag = _tags[slot] = format(n, "x")
-    return tag
-
-
-def master_tags(cluster: RedisCluster) -> dict[str, str]:
-    """``master name -> tag of the lowest slot it serves`` (``control.events_redis.node_tag`` for every master)."""
-    lowest: dict[str, int] = {}
-    for slot, nodes in cluster.nodes_manager.slots_cache.items():
-        if nodes and (nodes[0].name not in lowest or slot < lowest[nodes[0].name]):
-            lowest[nodes[0].name] = slot
-    return {name: tag_of_slot(slot) for name, slot in lowest.items()}
 
 
 @dataclass(frozen=True)
@@ -137,7 +111,7 @@ class EventNodes:
         if slot is None:
             if len(self._slot_of) > 100_000:
                 self._slot_of.clear()
-            slot = self._slot_of[topic] = int(key_slot(topic.encode()))
+            slot = self._slot_of[topic] = topic_slot(topic)
         return str(cluster.nodes_manager.slots_cache[slot][0].name)
 
     def node(self, name: str) -> Node:

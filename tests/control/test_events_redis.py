@@ -7,7 +7,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from control import keys
-from control.events_redis import make_events_redis, node_tag, parse_cluster_url, slot_tag, topic_slot
+from control.events_redis import make_events_redis, master_tags, parse_cluster_url, slot_tag, topic_slot
 from control.settings import Settings, SettingsError
 from tests.cluster import LocalCluster
 
@@ -51,7 +51,8 @@ async def test_a_cluster_client_writes_each_topic_to_its_node(redis_cluster: Loc
         await client.initialize()
         primaries = client.get_primaries()
         assert len(primaries) == 3
-        tags = {node.name: node_tag(client, node) for node in primaries}
+        tags = master_tags(client)
+        assert set(tags) == {node.name for node in primaries}
         for node in primaries:  # the tag of a node maps to a slot that node serves
             assert client.get_node_from_key("{" + tags[node.name] + "}").name == node.name
         topics = [f"bitmart:trade:S{i}" for i in range(30)]
