@@ -65,10 +65,9 @@ async def cluster_publisher(control: Redis, url: str, **kw: Any) -> AsyncIterato
 
 
 @pytest.fixture
-async def control(redis_url: str) -> AsyncIterator[Redis]:
-    client = make_redis(redis_url, decode=False)
-    yield client
-    await client.aclose()
+def control(redis_bytes: Redis) -> Redis:
+    """The control Redis: the session's test database (flushed), bytes."""
+    return redis_bytes
 
 
 async def test_a_batch_over_every_master_is_written_once_and_spublished(redis_cluster: LocalCluster,

@@ -12,7 +12,7 @@ it lists a replica again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,16 +37,9 @@ def pair(tmp_path: Path) -> Iterator[redis_roles.ReplicaPair]:
 
 
 @pytest.fixture
-def control_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path / "control") as server:
-        yield server
-
-
-@pytest.fixture
-async def control(control_server: RedisServer) -> AsyncIterator[Redis]:
-    client = make_redis(control_server.url(), decode=False)
-    yield client
-    await client.aclose()
+def control(redis_bytes: Redis) -> Redis:
+    """The control Redis: the session's test database (flushed), bytes; the events Redis is another server."""
+    return redis_bytes
 
 
 async def failover_run(pair: redis_roles.ReplicaPair, control: Redis, min_replicas: int) -> tuple[Loss, dict]:
