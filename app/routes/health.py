@@ -25,7 +25,7 @@ from starlette.routing import Route
 from app.errors import error_response, now_ms
 from app.query import check_query
 from app.routes.status import decorate_workers
-from app.sse_entries import UNREACHABLE
+from app.sse_entries import READ_ERRORS
 from control.events_redis import is_cluster
 from control.store import ControlStore
 
@@ -68,7 +68,7 @@ async def _events_redis_answers(client: Any) -> bool:
                 await client.ping(target_nodes=client.get_primaries())
             else:
                 await client.ping()
-    except (*UNREACHABLE, RedisError, OSError, TimeoutError):
+    except READ_ERRORS:  # TimeoutError (asyncio.timeout) is an OSError
         return False
     return True
 
